@@ -1,0 +1,232 @@
+"""Typed, validated configuration: one TOML file, one section per stage.
+
+Each section is a frozen dataclass. Loading is strict: an unknown key, a
+wrong type or a value out of range is a :class:`ConfigError` naming the key
+and the file, never a silent default. :func:`load_config` also records where
+every value came from (``default`` or the file) for ``edge config show``.
+
+Default search path, first match wins: ``$EDGE_CONFIG``,
+``./edge.toml``, ``/etc/edge/edge.toml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from edge.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+DEFAULT_SEARCH_PATH = ("./edge.toml", "/etc/edge/edge.toml")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Which frames to process."""
+
+    kind: Literal["phantom", "recording", "realsense"] = "phantom"
+    path: str = ""  # recording file for kind = "recording"
+    timing: Literal["deterministic", "realtime"] = "deterministic"
+    loop: bool = False
+
+
+@dataclass(frozen=True)
+class RealSenseConfig:
+    """Live RealSense camera."""
+
+    serial: str = ""  # empty: the first camera found
+    width: int = 640
+    height: int = 480
+    fps: int = 30
+    preset: str = "hardware/presets/face-high-accuracy.json"  # visual preset JSON, or empty
+    reconnect_initial_s: float = 0.25
+    reconnect_max_s: float = 4.0
+    frame_timeout_ms: int = 1000
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Face detector and landmark models."""
+
+    models_dir: str = "models/build"
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    intra_op_threads: int = 2
+    detector_score: float = 0.5
+    presence_threshold: float = 0.5
+    smoothing_min_cutoff_hz: float = 1.0
+    smoothing_beta: float = 0.05
+    smoothing_d_cutoff_hz: float = 1.0
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """The whole configuration; one attribute per TOML section."""
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    realsense: RealSenseConfig = field(default_factory=RealSenseConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check and convert one TOML value to the annotated type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(
+            f"{where}: key '{key}' must be {expected}, got {type(value).__name__} {value!r}",
+            "fix the value in the configuration file",
+        )
+
+    if origin is Literal:
+        if value not in args:
+            raise bad("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if value is None and len(non_none) < len(args):
+            return None
+        for a in non_none:
+            try:
+                return _convert(value, a, key, where)
+            except ConfigError:
+                continue
+        raise bad(" or ".join(_type_name(a) for a in non_none))
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise bad("a list")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value))
+        if origin is tuple:
+            if len(value) != len(args):
+                raise bad(f"a list of {len(args)} values")
+            return tuple(
+                _convert(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args))
+            )
+        return [_convert(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad("a table")
+        return _build(tp, value, key, where, None)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise bad("one of " + ", ".join(repr(m.value) for m in tp)) from None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    raise ConfigError(f"{where}: key '{key}' has an unsupported type {tp!r}")  # pragma: no cover
+
+
+def _build(
+    cls: type[T], data: dict[str, Any], prefix: str, where: str, origins: dict[str, str] | None
+) -> T:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    for key in data:
+        if key not in names:
+            full = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(
+                f"{where}: unknown key '{full}'",
+                "valid keys here are " + ", ".join(sorted(names)),
+            )
+    kwargs = {}
+    for name in names:
+        full = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        nested = dataclasses.is_dataclass(tp)
+        if nested and origins is not None:
+            # Recurse even when absent, so that every leaf records its origin.
+            section = data.get(name, {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"{where}: '{full}' must be a table ([{full}])")
+            kwargs[name] = _build(tp, section, full, where, origins)
+        elif name in data:
+            kwargs[name] = _convert(data[name], tp, full, where)
+            if origins is not None:
+                origins[full] = where
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: section '{prefix or 'top level'}' is invalid: {exc}") from None
+    if origins is not None:
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            full = f"{prefix}.{f.name}" if prefix else f.name
+            if not dataclasses.is_dataclass(hints[f.name]):
+                origins.setdefault(full, "default")
+    return obj
+
+
+def parse_config(data: dict[str, Any], where: str = "<config>") -> tuple[EdgeConfig, dict[str, str]]:
+    """Build an :class:`EdgeConfig` from a parsed TOML table, with each key's origin."""
+    origins: dict[str, str] = {}
+    return _build(EdgeConfig, data, "", where, origins), origins
+
+
+def find_config_file() -> Path | None:
+    """The configuration file on the default search path, if any."""
+    env = os.environ.get("EDGE_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in DEFAULT_SEARCH_PATH:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def load_config(path: str | Path | None = None) -> tuple[EdgeConfig, dict[str, str]]:
+    """Load and validate a configuration file (or the defaults when there is none)."""
+    chosen = Path(path) if path is not None else find_config_file()
+    if chosen is None:
+        return parse_config({}, "defaults")
+    try:
+        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {chosen} does not exist", "check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file {chosen}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{chosen} is not valid TOML: {exc}", "fix the syntax") from None
+    return parse_config(data, str(chosen))
+
+
+def with_overrides(cfg: T, **changes: Any) -> T:
+    """A copy of a config section with some fields replaced (e.g. from the command line)."""
+    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
