@@ -18,7 +18,8 @@ from edge.errors import EdgeError
 
 # Modules that add subcommands, in the order `edge --help` lists them.
 COMMAND_MODULES = (
-    "edge.commands",  # run, bench, config
+    "edge.commands",  # run, bench
+    "edge.config_commands",  # config check|show
     "edge.sources.commands",  # record, info
     "edge.sources.phantom.commands",  # phantom
     "edge.models.commands",  # models fetch|verify

@@ -1,0 +1,1 @@
+"""The preoperative plan: files, coordinate systems, signatures."""

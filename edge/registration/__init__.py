@@ -1,0 +1,1 @@
+"""Patient registration: paired-point, surface ICP, quality metrics, the tracking state machine."""
