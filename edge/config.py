@@ -124,13 +124,14 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
             if len(value) != len(args):
                 raise bad(f"a list of {len(args)} values")
             return tuple(
-                _convert(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args))
+                _convert(v, a, f"{key}[{i}]", where)
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
             )
         return [_convert(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise bad("a table")
-        return _build(tp, value, key, where, None)
+        return _build(tp, value, key, where, None)  # type: ignore[arg-type]
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
             return tp(value)
@@ -194,7 +195,9 @@ def _build(
     return obj
 
 
-def parse_config(data: dict[str, Any], where: str = "<config>") -> tuple[EdgeConfig, dict[str, str]]:
+def parse_config(
+    data: dict[str, Any], where: str = "<config>"
+) -> tuple[EdgeConfig, dict[str, str]]:
     """Build an :class:`EdgeConfig` from a parsed TOML table, with each key's origin."""
     origins: dict[str, str] = {}
     return _build(EdgeConfig, data, "", where, origins), origins

@@ -180,7 +180,9 @@ class Frame:
 
     def __post_init__(self) -> None:
         if self.color.ndim != 3 or self.color.shape[2] != 3 or self.color.dtype != np.uint8:
-            raise ValueError(f"color must be HxWx3 uint8, got {self.color.shape} {self.color.dtype}")
+            raise ValueError(
+                f"color must be HxWx3 uint8, got {self.color.shape} {self.color.dtype}"
+            )
         h, w = self.color.shape[:2]
         if (w, h) != (self.intrinsics.width, self.intrinsics.height):
             raise ValueError(
@@ -319,5 +321,7 @@ class FrameSource(ABC):
 def require_frames(count: int) -> int:
     """Validate a user-given frame count."""
     if count <= 0:
-        raise SourceError(f"frame count must be at least 1, got {count}", "pass --frames N with N >= 1")
+        raise SourceError(
+            f"frame count must be at least 1, got {count}", "pass --frames N with N >= 1"
+        )
     return count

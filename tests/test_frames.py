@@ -49,8 +49,14 @@ class _Counting(FrameSource):
         if self.i >= self.n:
             return None
         self.i += 1
-        return Frame(self.i, np.zeros((4, 4, 3), np.uint8), PixelFormat.RGB8, None, 0.001,
-                     Intrinsics(4, 4, 1.0, 1.0, 1.5, 1.5))
+        return Frame(
+            self.i,
+            np.zeros((4, 4, 3), np.uint8),
+            PixelFormat.RGB8,
+            None,
+            0.001,
+            Intrinsics(4, 4, 1.0, 1.0, 1.5, 1.5),
+        )
 
     def _close(self):
         pass
