@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from edge.evaluation import (
+    RunStats,
+    jitter_mm,
+    landmark_errors_mm,
+    landmark_errors_px,
+    percentiles,
+    pose_errors,
+    rotation_angle_deg,
+)
+
+
+def _pose(rot_deg, t_m):
+    m = np.eye(4)
+    m[:3, :3] = Rotation.from_euler("xyz", rot_deg, degrees=True).as_matrix()
+    m[:3, 3] = t_m
+    return m
+
+
+def test_pose_errors_known_answers():
+    targets = {"a": np.array([0.0, 0.0, 0.05]), "b": np.array([0.02, 0.0, 0.05])}
+    true = _pose([0, 0, 0], [0, 0, 0.5])
+    shifted = _pose([0, 0, 0], [0.001, 0, 0.5])  # 1 mm to the right
+    e = pose_errors(shifted, true, targets)
+    assert e.tre_mm == pytest.approx({"a": 1.0, "b": 1.0})
+    assert e.rotation_deg == pytest.approx(0.0, abs=1e-6)
+    assert e.translation_mm == pytest.approx(1.0)
+    rotated = _pose([0, 0, 2.0], [0, 0, 0.5])
+    assert pose_errors(rotated, true, targets).rotation_deg == pytest.approx(2.0)
+    # A rotation about the z axis through the origin moves target "a" (on the axis) not at all.
+    assert pose_errors(rotated, true, targets).tre_mm["a"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_rotation_angle():
+    assert rotation_angle_deg(np.eye(3)) == pytest.approx(0.0)
+    r = Rotation.from_rotvec([0, 0.3, 0]).as_matrix()
+    assert rotation_angle_deg(r) == pytest.approx(np.degrees(0.3))
+
+
+def test_landmark_errors():
+    est = np.array([[10.0, 10.0, 5.0], [0.0, 0.0, 0.0]])
+    true = np.array([[13.0, 14.0], [0.0, 0.0]])
+    np.testing.assert_allclose(landmark_errors_px(est, true), [5.0, 0.0])
+    est3 = np.array([[0.0, 0.0, 0.5], [np.nan, np.nan, np.nan], [0.0, 0.0, 0.6]])
+    true3 = np.array([[0.0, 0.0, 0.501], [0.0, 0.0, 0.5], [0.0, 0.0, 0.6]])
+    valid = np.array([True, False, False])
+    np.testing.assert_allclose(landmark_errors_mm(est3, valid, true3), [1.0])
+
+
+def test_jitter_and_percentiles():
+    rng = np.random.default_rng(0)
+    frames = [np.array([[0, 0, 0.5]]) + rng.normal(0, 0.0001, (1, 3)) for _ in range(2000)]
+    assert jitter_mm(frames) == pytest.approx(0.1 * np.sqrt(3), rel=0.05)
+    assert np.isnan(jitter_mm(frames[:1]))
+    p = percentiles([1, 2, 3, float("nan")], 50, 99)
+    assert p["p50"] == 2.0
+    assert np.isnan(percentiles([], 50)["p50"])
+
+
+def test_run_stats():
+    s = RunStats()
+    s.add({"tracking": 2.0}, 5.0, "TRACKING")
+    s.add({"tracking": 4.0}, 6.0, "LOST")
+    assert s.stage_summary()["tracking"]["p50_ms"] == pytest.approx(3.0)
+    assert s.state_fractions() == {"LOST": 0.5, "TRACKING": 0.5}
