@@ -64,8 +64,11 @@ class Pipeline:
         self.stages = list(stages)
         self._clock = clock
 
-    def process(self, frame: Frame) -> FrameResult:
+    def process(self, frame: Frame, source_ms: float | None = None) -> FrameResult:
+        """Run one frame through every stage; ``source_ms`` is how long reading it took."""
         result = FrameResult(frame=frame, received_s=time.monotonic())
+        if source_ms is not None:
+            result.stage_ms["source"] = source_ms
         for stage in self.stages:
             start = self._clock()
             try:
@@ -85,15 +88,17 @@ class Pipeline:
     ) -> int:
         """Process frames until the source ends, ``max_frames`` or ``on_result`` returns False.
 
-        Returns the number of frames processed.
+        Returns the number of frames processed. The source is opened and closed here.
         """
         count = 0
         with self.source:
-            for frame in self.source:
-                result = self.process(frame)
+            while max_frames is None or count < max_frames:
+                start = self._clock()
+                frame = self.source.read()
+                if frame is None:
+                    break
+                result = self.process(frame, (self._clock() - start) * 1000.0)
                 count += 1
                 if on_result is not None and on_result(result) is False:
-                    break
-                if max_frames is not None and count >= max_frames:
                     break
         return count
