@@ -73,12 +73,68 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class OverlayConfig:
+    """What the overlay carries and for which display (see docs/protocol.md)."""
+
+    display_profile: str = ""  # hardware/displays/NAME.toml; empty: the camera's intrinsics
+    skin_distance: bool = True  # ray-cast each target to the skin along the view ray
+    fps_window: int = 30  # frames averaged for the HUD frame rate
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """ZeroMQ streaming to head-mounted displays (see docs/protocol.md).
+
+    ``security = "curve"`` encrypts and authenticates every socket; plaintext is
+    refused on any endpoint that is not loopback.
+    """
+
+    publish_endpoint: str = "tcp://127.0.0.1:5555"  # PUB: overlay, hud, status, video
+    service_endpoint: str = "tcp://127.0.0.1:5556"  # ROUTER: plan assets and commands
+    security: Literal["curve", "plaintext"] = "curve"
+    keys_dir: str = "keys"  # edge.key_secret here; enrolled headsets in keys_dir/enrolled
+    send_hwm: int = 2  # messages queued per subscriber before the oldest is dropped
+    socket_buffer_bytes: int = 65536  # kernel send/receive buffer: bounds the TCP backlog
+    status_hz: float = 1.0
+    video: Literal["auto", "on", "off"] = "auto"  # auto: on for loopback endpoints only
+    video_max_fps: float = 10.0
+    video_max_width: int = 640
+    video_jpeg_quality: int = 70
+    max_message_bytes: int = 4194304  # decoder refuses larger messages
+    sender: str = "edge"
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Calibration procedures (``edge calibrate``): where things live and the quality bars."""
+
+    boards_dir: str = "calibration/boards"
+    devices_dir: str = "calibration/devices"
+    # OpenCV distortion model solved for: none, k1k2, brown5 (k1 k2 p1 p2 k3), rational8
+    distortion_model: Literal["none", "k1k2", "brown5", "rational8"] = "brown5"
+    max_age_days: float = 90.0  # older results are reported as stale in the HUD
+    min_views: int = 8
+    min_coverage_pct: float = 60.0
+    min_blur_variance: float = 30.0  # variance of the Laplacian below which a view is blurred
+    max_rms_px: float = 1.0
+    max_depth_scale_error_pct: float = 1.0
+    max_depth_offset_mm: float = 3.0
+    min_handeye_rotation_deg: float = 10.0
+    min_pivot_rotation_deg: float = 20.0
+    spaam_min_alignments: int = 6
+    spaam_recommended_alignments: int = 12
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     """The whole configuration; one attribute per TOML section."""
 
     source: SourceConfig = field(default_factory=SourceConfig)
     realsense: RealSenseConfig = field(default_factory=RealSenseConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    overlay: OverlayConfig = field(default_factory=OverlayConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
 
 
 # --------------------------------------------------------------------------- loading
