@@ -1,0 +1,165 @@
+"""``edge record`` and ``edge info``: write and inspect recorded sessions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+EXIT_INTERRUPTED = 130
+
+
+def register(subparsers: Any) -> None:
+    rec = subparsers.add_parser(
+        "record",
+        help="record frames from a source to a .db3 file librealsense can play",
+        description="Record N frames from SOURCE to FILE.db3 (plus FILE.truth.jsonl when the "
+        "source knows ground truth). Ctrl-C or SIGTERM stops early and keeps a valid file "
+        f"(exit {EXIT_INTERRUPTED}).",
+    )
+    rec.add_argument(
+        "--source",
+        required=True,
+        help="realsense[:SERIAL], FILE.db3, FILE.bag, synthetic, phantom[:SCENARIO]",
+    )
+    rec.add_argument("--frames", type=int, required=True, help="number of frames to record")
+    rec.add_argument("--out", required=True, help="output file, must end in .db3")
+    rec.add_argument("--seed", type=int, default=0, help="seed of synthetic/phantom sources")
+    rec.add_argument("--config", help="configuration file (default: search path)")
+    rec.add_argument("--quiet", action="store_true", help="no progress output")
+    rec.set_defaults(func=cmd_record)
+
+    info = subparsers.add_parser(
+        "info",
+        help="describe a recording: streams, size, fps, frames, duration",
+        description="Print the streams, resolution, fps, frame count and duration of a recording.",
+    )
+    info.add_argument("file", help="recording (.db3 or .bag)")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.set_defaults(func=cmd_info)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C so the recording is closed cleanly."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated()
+
+
+def _progress(done: int, total: int, quiet: bool) -> None:
+    if quiet:
+        return
+    step = max(1, total // 10)
+    if done == total or done % step == 0:
+        print(f"record: {done}/{total} frames", file=sys.stderr, flush=True)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from edge.frames import require_frames
+    from edge.sources import open_source
+    from edge.sources.recording import check_writable
+
+    total = require_frames(args.frames)
+    out = check_writable(args.out)
+    config, _ = load_config(args.config)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    start = time.perf_counter()
+    try:
+        if args.source.strip().split(":", 1)[0] == "realsense":
+            written, interrupted = _record_live(args, config, out, total)
+            truth = False
+        else:
+            source = open_source(args.source, config, frames=total, seed=args.seed)
+            written, interrupted, truth = _record_frames(source, out, total, args.quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    elapsed = time.perf_counter() - start
+    extra = " and ground truth" if truth else ""
+    state = "interrupted, " if interrupted else ""
+    print(f"recorded {written} frames{extra} to {out} ({state}{elapsed:.1f} s)")
+    return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _record_frames(source: Any, out: Path, total: int, quiet: bool) -> tuple[int, bool, bool]:
+    """Copy up to ``total`` frames from ``source`` through the software-device recorder."""
+    from edge.sources.recording import Recorder
+
+    interrupted = False
+    truth = False
+    recorder = Recorder(out, fps=source.nominal_fps)
+    # The recorder's context closes the file on an interrupt and deletes it on any error.
+    with recorder:
+        try:
+            with source:
+                for frame in source:
+                    recorder.write(frame)
+                    truth = truth or frame.truth is not None
+                    _progress(recorder.frames_written, total, quiet)
+                    if recorder.frames_written >= total:
+                        break
+        except KeyboardInterrupt:
+            interrupted = True
+    return recorder.frames_written, interrupted, truth
+
+
+def _record_live(args: argparse.Namespace, config: Any, out: Path, total: int) -> tuple[int, bool]:
+    """Record the live camera's raw streams with librealsense's own recorder."""
+    from edge.sources.realsense import RealSenseSource
+    from edge.sources.recording import temp_path_for
+
+    serial = args.source.partition(":")[2] or None
+    tmp = temp_path_for(out)
+    source = RealSenseSource(config.realsense, serial=serial, record_to=tmp)
+    written = 0
+    interrupted = False
+    try:
+        try:
+            with source:
+                for _frame in source:
+                    written += 1
+                    _progress(written, total, args.quiet)
+                    if written >= total:
+                        break
+        except KeyboardInterrupt:
+            interrupted = True
+        if written == 0:
+            raise _no_frames()
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return written, interrupted
+
+
+def _no_frames() -> Exception:
+    from edge.errors import SourceError
+
+    return SourceError("no frames were recorded", "check the camera")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from edge.sources.recording import probe_recording, truth_path
+
+    info = probe_recording(args.file)
+    if args.json:
+        print(json.dumps(info.to_dict(), indent=2))
+        return 0
+    print(f"{info.path}")
+    print(f"  frames:      {info.frames}")
+    print(f"  duration:    {info.duration_s:.3f} s")
+    print(f"  resolution:  {info.width}x{info.height} at {info.fps:g} fps")
+    print(f"  depth scale: {info.depth_scale_m:.6g} m per unit")
+    side = truth_path(info.path).name
+    print(f"  truth:       {'yes, ' + side if info.has_truth else 'no'}")
+    for s in info.streams:
+        print(
+            f"  stream {s['stream']:<6} {s['format']:<5} {s['width']}x{s['height']} {s['fps']} fps"
+        )
+    return 0

@@ -1,0 +1,933 @@
+"""Recorded sessions: playback of librealsense recordings and a recorder that writes them.
+
+File format
+    A ROS 2 bag in one SQLite file (``.db3``), exactly as librealsense 2.5x
+    records it, so ``realsense-viewer`` and any librealsense program can play
+    it. ROS 1 ``.bag`` files are played where the installed librealsense
+    reads them (it cannot write them).
+
+Frame identity
+    The color stream is the master: every color frame in the file is
+    delivered exactly once, in order, with ``frame.number`` its 0-based index
+    in the file, paired with the depth frame nearest in device time.
+
+Ground truth sidecar
+    ``NAME.truth.jsonl`` next to ``NAME.db3``: a header line, then one JSON
+    object per frame (see :func:`truth_to_json`), appended and flushed per
+    frame. :class:`RecordingSource` attaches it back to ``frame.truth``.
+
+Timing
+    DETERMINISTIC reads the file with ``set_real_time(False)``: nothing is
+    dropped, as fast as the consumer reads. REALTIME reads the same way and
+    then sleeps until each frame's recorded device time (relative to the first
+    frame) has passed on the host clock: librealsense's own real-time playback
+    drops frames when the consumer is slow, this never does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from edge.errors import SourceError, StateError
+from edge.frames import (
+    DistortionModel,
+    Extrinsics,
+    Frame,
+    FrameSource,
+    GroundTruth,
+    Intrinsics,
+    PixelFormat,
+    TimingMode,
+)
+
+log = logging.getLogger(__name__)
+
+RECORDING_SUFFIXES = (".db3", ".bag")
+TRUTH_FORMAT = "edge-truth"
+TRUTH_VERSION = 1
+_READ_TIMEOUT_MS = 2000  # per frameset; librealsense can stall near the end of a file
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_COLOR_TOPIC = re.compile(r"^/device_\d+/sensor_\d+/Color_\d+/image/data")
+_DEPTH_TOPIC = re.compile(r"^/device_\d+/sensor_\d+/Depth_\d+/image/data")
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def truth_path(recording: str | Path) -> Path:
+    """The ground-truth sidecar of a recording: ``NAME.db3`` -> ``NAME.truth.jsonl``."""
+    p = Path(recording)
+    return p.with_name(p.stem + ".truth.jsonl")
+
+
+def _no_file_fix() -> str:
+    return "record one with `edge record --source synthetic --frames 60 --out FILE.db3`"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class BagIndex:
+    """What the SQLite index of a ``.db3`` says, read without librealsense."""
+
+    color_frames: int
+    depth_frames: int
+    first_ns: int
+    last_ns: int
+
+
+def index_db3(path: Path) -> BagIndex:
+    """Check that ``path`` is a readable, non-empty librealsense ``.db3`` and count its frames.
+
+    Raises SourceError naming the problem: not a recording, truncated or
+    corrupt, empty, or no color stream.
+    """
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        raise SourceError(f"recording {path} does not exist", _no_file_fix()) from None
+    except OSError as exc:
+        raise SourceError(
+            f"cannot read recording {path}: {exc.strerror}", "check the path"
+        ) from None
+    if len(head) == 0:
+        raise SourceError(
+            f"recording {path} is empty (0 bytes)",
+            "the recording was not finished; record it again",
+        )
+    if head != _SQLITE_MAGIC:
+        raise SourceError(
+            f"{path} is not a recording (not a ROS 2 bag / SQLite file)",
+            "pass a .db3 file written by `edge record` or the RealSense recorder",
+        )
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:  # pragma: no cover - the magic check above catches most
+        raise SourceError(f"cannot open recording {path}: {exc}", "check the file") from None
+    try:
+        check = con.execute("PRAGMA quick_check").fetchone()
+        if not check or check[0] != "ok":
+            raise sqlite3.DatabaseError(str(check[0] if check else "no result"))
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"topics", "messages"} <= tables:
+            raise SourceError(
+                f"{path} is an SQLite file but not a ROS 2 bag (no topics/messages tables)",
+                "pass a .db3 file written by `edge record` or the RealSense recorder",
+            )
+        rows = con.execute(
+            "SELECT t.name, COUNT(m.id), MIN(m.timestamp), MAX(m.timestamp) "
+            "FROM topics t LEFT JOIN messages m ON m.topic_id = t.id GROUP BY t.id"
+        ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise SourceError(
+            f"recording {path} is truncated or corrupt ({exc})",
+            "record it again; a recording interrupted by power loss cannot be repaired",
+        ) from None
+    finally:
+        con.close()
+    color = [r for r in rows if _COLOR_TOPIC.match(r[0])]
+    depth = [r for r in rows if _DEPTH_TOPIC.match(r[0])]
+    color_frames = sum(r[1] for r in color)
+    depth_frames = sum(r[1] for r in depth)
+    if not rows or (color_frames == 0 and depth_frames == 0):
+        raise SourceError(
+            f"recording {path} holds no frames",
+            "the recording was stopped before the first frame; record it again",
+        )
+    if color_frames == 0:
+        raise SourceError(
+            f"recording {path} has no color stream (depth only)",
+            "record with the color stream enabled",
+        )
+    stamps = [r for r in color if r[1]]
+    return BagIndex(
+        color_frames=color_frames,
+        depth_frames=depth_frames,
+        first_ns=int(min(r[2] for r in stamps)),
+        last_ns=int(max(r[3] for r in stamps)),
+    )
+
+
+def _check_recording_path(path: Path) -> BagIndex | None:
+    """Validate a recording path; the index for ``.db3``, None for ``.bag``."""
+    if path.suffix.lower() not in RECORDING_SUFFIXES:
+        raise SourceError(
+            f"{path} is not a recording (expected a .db3 or .bag file)",
+            "pass a file written by `edge record` or the RealSense recorder",
+        )
+    if path.suffix.lower() == ".db3":
+        return index_db3(path)
+    if not path.is_file():
+        raise SourceError(f"recording {path} does not exist", _no_file_fix())
+    if path.stat().st_size == 0:
+        raise SourceError(f"recording {path} is empty (0 bytes)", "record it again")
+    return None
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def _model_from_rs(model: Any) -> DistortionModel:
+    name = str(model).rsplit(".", 1)[-1]
+    try:
+        return DistortionModel(name)
+    except ValueError:
+        raise SourceError(
+            f"unsupported lens distortion model '{name}' in the recording",
+            "supported: " + ", ".join(m.value for m in DistortionModel),
+        ) from None
+
+
+def intrinsics_from_rs(intr: Any) -> Intrinsics:
+    """Convert a ``pyrealsense2.intrinsics`` to :class:`Intrinsics`."""
+    coeffs = tuple(float(c) for c in list(intr.coeffs)[:5])
+    return Intrinsics(
+        int(intr.width),
+        int(intr.height),
+        float(intr.fx),
+        float(intr.fy),
+        float(intr.ppx),
+        float(intr.ppy),
+        _model_from_rs(intr.model),
+        coeffs + (0.0,) * (5 - len(coeffs)),  # type: ignore[arg-type]
+    )
+
+
+def intrinsics_to_rs(intr: Intrinsics) -> Any:
+    import pyrealsense2 as rs
+
+    out = rs.intrinsics()
+    out.width, out.height = intr.width, intr.height
+    out.fx, out.fy, out.ppx, out.ppy = intr.fx, intr.fy, intr.ppx, intr.ppy
+    out.model = getattr(rs.distortion, intr.model.value)
+    out.coeffs = list(intr.coeffs)
+    return out
+
+
+def extrinsics_from_rs(ext: Any) -> Extrinsics:
+    return Extrinsics(
+        rotation=tuple(float(r) for r in ext.rotation),
+        translation_m=tuple(float(t) for t in ext.translation),  # type: ignore[arg-type]
+    )
+
+
+_COLOR_FORMATS = {"rgb8": PixelFormat.RGB8, "bgr8": PixelFormat.BGR8}
+
+
+def truth_to_json(frame_number: int, device_timestamp_ms: float, truth: GroundTruth) -> str:
+    """One sidecar line: the frame's index and timestamp and its ground truth (metres, pixels)."""
+
+    def arr(a: np.ndarray | None) -> list[Any] | None:
+        return None if a is None else np.asarray(a, dtype=np.float64).tolist()
+
+    return json.dumps(
+        {
+            "frame": frame_number,
+            "device_timestamp_ms": device_timestamp_ms,
+            "patient_to_camera": arr(truth.patient_to_camera),
+            "face_visible": bool(truth.face_visible),
+            "landmarks_px": arr(truth.landmarks_px),
+            "landmarks_camera_m": arr(truth.landmarks_camera_m),
+            "scenario": truth.scenario,
+        },
+        separators=(",", ":"),
+    )
+
+
+def truth_from_json(obj: dict[str, Any]) -> GroundTruth:
+    def arr(v: Any) -> np.ndarray | None:
+        return None if v is None else np.asarray(v, dtype=np.float64)
+
+    pose = arr(obj["patient_to_camera"])
+    if pose is None or pose.shape != (4, 4):
+        raise ValueError("patient_to_camera must be a 4x4 matrix")
+    return GroundTruth(
+        patient_to_camera=pose,
+        face_visible=bool(obj["face_visible"]),
+        landmarks_px=arr(obj.get("landmarks_px")),
+        landmarks_camera_m=arr(obj.get("landmarks_camera_m")),
+        scenario=str(obj.get("scenario", "")),
+    )
+
+
+def load_truth(recording: Path) -> dict[int, GroundTruth]:
+    """Read a recording's truth sidecar (empty when there is none).
+
+    A torn last line (the recorder was killed mid-write) is ignored; any
+    other malformed line is a SourceError.
+    """
+    side = truth_path(recording)
+    if not side.is_file():
+        return {}
+    lines = side.read_text(encoding="utf-8").splitlines()
+    out: dict[int, GroundTruth] = {}
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if i == 0 and obj.get("format") == TRUTH_FORMAT:
+                if obj.get("version") != TRUTH_VERSION:
+                    raise ValueError(f"unsupported version {obj.get('version')}")
+                continue
+            out[int(obj["frame"])] = truth_from_json(obj)
+        except (ValueError, KeyError, TypeError) as exc:
+            if i == len(lines) - 1:
+                log.warning("ignoring torn last line of %s", side)
+                continue
+            raise SourceError(
+                f"{side} line {i + 1} is not valid ground truth ({exc})",
+                "delete the sidecar or record again",
+            ) from None
+    return out
+
+
+# --------------------------------------------------------------------------- playback
+
+
+@dataclass
+class _Pending:
+    """A color frame waiting for its nearest depth frame."""
+
+    number: int
+    timestamp_ms: float
+    color: np.ndarray
+    depth: np.ndarray | None = None
+    depth_dt_ms: float = math.inf
+
+
+@dataclass
+class RecordingInfo:
+    """What ``edge info`` reports about a recording."""
+
+    path: str
+    frames: int
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    depth_scale_m: float
+    color_format: str
+    streams: list[dict[str, Any]] = field(default_factory=list)
+    has_truth: bool = False
+    intrinsics: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "frames": self.frames,
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "streams": self.streams,
+            "duration_s": self.duration_s,
+            "depth_scale_m": self.depth_scale_m,
+            "color_format": self.color_format,
+            "has_truth": self.has_truth,
+            "intrinsics": self.intrinsics,
+        }
+
+
+class RecordingSource(FrameSource):
+    """Frames from a librealsense recording (``.db3``, or ``.bag`` where supported).
+
+    ``timing``: DETERMINISTIC (every frame once, as fast as read) or REALTIME
+    (paced at the recorded device timestamps with ``clock``/``sleep``).
+    ``start_frame`` skips to that index on open; :meth:`seek` moves later.
+    Raises SourceError on open for a missing, foreign, empty, truncated or
+    unsupported file.
+    """
+
+    name = "recording"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        timing: TimingMode = TimingMode.DETERMINISTIC,
+        start_frame: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._timing = timing
+        self._start_frame = start_frame
+        self._clock = clock
+        self._sleep = sleep
+        self._index: BagIndex | None = None
+        self._truth: dict[int, GroundTruth] = {}
+        self._pipe: Any = None
+        self._align: Any = None
+        self._intrinsics: Intrinsics | None = None
+        self._depth_to_color = Extrinsics()
+        self._depth_scale_m = 0.0
+        self._color_format = PixelFormat.RGB8
+        self._fps = 30.0
+        self._has_depth = False
+        self._next = 0  # index of the next color frame the file will give us
+        self._pending: _Pending | None = None
+        self._ready: _Pending | None = None  # a frame seek decoded, delivered next
+        self._last_key: tuple[int, float] | None = None
+        self._ended = False
+        self._pace_origin: tuple[float, float] | None = None  # (host s, device ms)
+
+    # -- properties
+
+    @property
+    def frame_count(self) -> int | None:
+        return self._index.color_frames if self._index else None
+
+    @property
+    def nominal_fps(self) -> float:
+        return self._fps
+
+    @property
+    def intrinsics(self) -> Intrinsics:
+        if self._intrinsics is None:
+            raise StateError("recording is not open", "open it first")
+        return self._intrinsics
+
+    @property
+    def depth_scale_m(self) -> float:
+        return self._depth_scale_m
+
+    @property
+    def color_format(self) -> PixelFormat:
+        return self._color_format
+
+    @property
+    def has_depth(self) -> bool:
+        return self._has_depth
+
+    @property
+    def has_truth(self) -> bool:
+        return bool(self._truth)
+
+    # -- lifecycle
+
+    def _open(self) -> None:
+        self._index = _check_recording_path(self.path)
+        if self._index is not None and not 0 <= self._start_frame < self._index.color_frames:
+            raise SourceError(
+                f"start frame {self._start_frame} is outside {self.path} "
+                f"(frames 0..{self._index.color_frames - 1})",
+                "pick an index inside the recording",
+            )
+        self._truth = load_truth(self.path)
+        self._start_pipeline()
+        if self._start_frame:
+            self._skip_to(self._start_frame)
+
+    def _start_pipeline(self) -> None:
+        import pyrealsense2 as rs
+
+        pipe = rs.pipeline()
+        cfg = rs.config()
+        try:
+            cfg.enable_device_from_file(str(self.path), repeat_playback=False)
+            # Non-real-time must be set before start: frames dispatched in between
+            # would be played in real time and the first ones dropped (measured).
+            cfg.resolve(rs.pipeline_wrapper(pipe)).get_device().as_playback().set_real_time(False)
+            profile = pipe.start(cfg)
+        except RuntimeError as exc:
+            raise SourceError(
+                f"librealsense cannot play {self.path}: {str(exc).splitlines()[0]}",
+                "check that it is a RealSense recording that is not truncated",
+            ) from None
+        try:
+            if profile.get_device().as_playback().is_real_time():
+                raise SourceError(
+                    f"librealsense would not play {self.path} frame by frame",
+                    "update pyrealsense2 to 2.55 or later",
+                )
+            self._read_profile(profile, rs)
+        except BaseException:
+            pipe.stop()
+            raise
+        self._pipe = pipe
+        self._next = 0
+        self._pending = None
+        self._ready = None
+        self._last_key = None
+        self._ended = False
+        self._pace_origin = None
+
+    def _read_profile(self, profile: Any, rs: Any) -> None:
+        color = depth = None
+        for s in profile.get_streams():
+            if s.stream_type() == rs.stream.color:
+                color = s.as_video_stream_profile()
+            elif s.stream_type() == rs.stream.depth:
+                depth = s.as_video_stream_profile()
+        if color is None:
+            raise SourceError(f"{self.path} has no color stream", "record with color enabled")
+        fmt = str(color.format()).rsplit(".", 1)[-1]
+        if fmt not in _COLOR_FORMATS:
+            raise SourceError(
+                f"{self.path}: unsupported color format '{fmt}'",
+                "record color as rgb8 or bgr8",
+            )
+        self._color_format = _COLOR_FORMATS[fmt]
+        self._fps = float(color.fps()) or 30.0
+        self._intrinsics = intrinsics_from_rs(color.get_intrinsics())
+        self._has_depth = depth is not None
+        self._align = None
+        if depth is not None:
+            dfmt = str(depth.format()).rsplit(".", 1)[-1]
+            if dfmt != "z16":
+                raise SourceError(
+                    f"{self.path}: unsupported depth format '{dfmt}'", "record depth as z16"
+                )
+            self._depth_scale_m = float(profile.get_device().first_depth_sensor().get_depth_scale())
+            ext = extrinsics_from_rs(depth.get_extrinsics_to(color))
+            self._depth_to_color = ext
+            already_aligned = intrinsics_from_rs(
+                depth.get_intrinsics()
+            ) == self._intrinsics and np.allclose(ext.matrix, np.eye(4))
+            # Aligning an already aligned image would resample it: keep exact pixels.
+            if not already_aligned:
+                self._align = rs.align(rs.stream.color)
+
+    def _close(self) -> None:
+        if self._pipe is not None:
+            with contextlib.suppress(RuntimeError):
+                self._pipe.stop()
+            self._pipe = None
+
+    # -- reading
+
+    def _framesets(self) -> Iterator[Any]:
+        """Framesets from librealsense until the file ends."""
+        while not self._ended:
+            if self._index is not None and self._next >= self._index.color_frames:
+                # Every color frame is out; only a pending one may still want a closer depth.
+                ok, fs = self._pipe.try_wait_for_frames(200)
+            else:
+                ok, fs = self._pipe.try_wait_for_frames(_READ_TIMEOUT_MS)
+            if not ok:
+                self._ended = True
+                return
+            yield fs
+
+    def _next_color(self) -> _Pending | None:
+        """The next color frame in file order, with its nearest depth, or None at the end."""
+        for fs in self._framesets():
+            if self._align is not None:
+                fs = self._align.process(fs)
+            c = fs.get_color_frame()
+            d = fs.get_depth_frame() if self._has_depth else None
+            out: _Pending | None = None
+            if c:
+                key = (int(c.get_frame_number()), float(c.get_timestamp()))
+                if key != self._last_key:
+                    # A new color frame: the previous one has seen every depth it can pair with.
+                    out = self._pending
+                    self._last_key = key
+                    self._pending = _Pending(
+                        number=self._next,
+                        timestamp_ms=key[1],
+                        color=np.array(np.asanyarray(c.get_data()), copy=True),
+                    )
+                    self._next += 1
+            p = self._pending
+            if p is not None and d:
+                dt = abs(float(d.get_timestamp()) - p.timestamp_ms)
+                if dt < p.depth_dt_ms:
+                    p.depth = np.array(np.asanyarray(d.get_data()), copy=True)
+                    p.depth_dt_ms = dt
+                if out is None and float(d.get_timestamp()) >= p.timestamp_ms:
+                    # Later depth frames can only be further away: this one is final.
+                    out, self._pending = p, None
+            if out is not None:
+                return out
+        out, self._pending = self._pending, None
+        return out
+
+    def _skip_to(self, index: int) -> None:
+        """Decode forward so that the next read returns frame ``index``."""
+        while True:
+            p = self._next_color()
+            if p is None:
+                raise SourceError(
+                    f"{self.path} ended before frame {index}", "seek to an earlier frame"
+                )
+            if p.number == index:
+                self._ready = p
+                return
+
+    def _read(self) -> Frame | None:
+        p, self._ready = self._ready, None
+        if p is None:
+            p = self._next_color()
+        if p is None:
+            return None
+        if self._timing is TimingMode.REALTIME:
+            self._pace(p.timestamp_ms)
+        assert self._intrinsics is not None
+        return Frame(
+            number=p.number,
+            color=p.color,
+            color_format=self._color_format,
+            depth=p.depth,
+            depth_scale_m=self._depth_scale_m if p.depth is not None else 0.0,
+            intrinsics=self._intrinsics,
+            depth_to_color=self._depth_to_color,
+            device_timestamp_ms=p.timestamp_ms,
+            host_timestamp_s=time.monotonic(),
+            truth=self._truth.get(p.number),
+        )
+
+    def _pace(self, device_ms: float) -> None:
+        now = self._clock()
+        if self._pace_origin is None:
+            self._pace_origin = (now, device_ms)
+            return
+        host0, dev0 = self._pace_origin
+        wait_s = host0 + (device_ms - dev0) / 1000.0 - now
+        if wait_s > 0:
+            self._sleep(wait_s)
+
+    def seek(self, index: int) -> None:
+        """Make ``index`` (0-based, in file order) the next frame ``read()`` returns.
+
+        Seeking restarts playback and decodes forward to the frame, so it is
+        exact but costs about one frame decode per skipped frame.
+        """
+        from edge.frames import SourceState
+
+        if self.state not in (SourceState.OPEN, SourceState.EXHAUSTED):
+            raise StateError(f"cannot seek a {self.state.value} recording", "open it first")
+        count = self.frame_count
+        if index < 0 or (count is not None and index >= count):
+            raise SourceError(
+                f"frame {index} is outside {self.path} (frames 0..{(count or 1) - 1})",
+                "pick an index inside the recording",
+            )
+        self._close()
+        self._start_pipeline()
+        self._state = SourceState.OPEN
+        if index:
+            self._skip_to(index)
+
+    def info(self) -> RecordingInfo:
+        """Streams, sizes, rate and duration of the open recording."""
+        import pyrealsense2 as rs
+
+        if self._pipe is None or self._intrinsics is None:
+            raise StateError("recording is not open", "open it first")
+        streams = []
+        for s in self._pipe.get_active_profile().get_streams():
+            v = s.as_video_stream_profile()
+            streams.append(
+                {
+                    "stream": str(s.stream_type()).rsplit(".", 1)[-1],
+                    "format": str(s.format()).rsplit(".", 1)[-1],
+                    "width": v.width(),
+                    "height": v.height(),
+                    "fps": s.fps(),
+                }
+            )
+        streams.sort(key=lambda d: str(d["stream"]))
+        pb = self._pipe.get_active_profile().get_device().as_playback()
+        frames = self.frame_count if self.frame_count is not None else -1
+        # Duration from the frame count and rate: the file's own duration is the
+        # wall time of writing, which for a software recording says nothing.
+        duration_s = frames / self._fps if frames > 0 else pb.get_duration().total_seconds()
+        del rs
+        return RecordingInfo(
+            path=str(self.path),
+            frames=frames,
+            width=self._intrinsics.width,
+            height=self._intrinsics.height,
+            fps=self._fps,
+            duration_s=duration_s,
+            depth_scale_m=self._depth_scale_m,
+            color_format=self._color_format.value,
+            streams=streams,
+            has_truth=self.has_truth,
+            intrinsics=self._intrinsics.to_dict(),
+        )
+
+
+def probe_recording(path: str | Path) -> RecordingInfo:
+    """Open a recording just long enough to describe it (raises SourceError when it is bad)."""
+    with RecordingSource(path) as src:
+        assert isinstance(src, RecordingSource)
+        return src.info()
+
+
+def measure_playback_fps(path: str | Path) -> float:
+    """Frames per second of deterministic playback of ``path`` (whole file, decode + copy)."""
+    start = time.perf_counter()
+    count = 0
+    with RecordingSource(path) as src:
+        for _ in src:
+            count += 1
+    elapsed = time.perf_counter() - start
+    return count / elapsed if elapsed > 0 else float("inf")
+
+
+# --------------------------------------------------------------------------- recording
+
+
+def check_writable(out: str | Path) -> Path:
+    """Validate an output recording path before anything is written.
+
+    Raises SourceError when the name does not end in ``.db3`` or the folder
+    does not exist or is not writable.
+    """
+    p = Path(out)
+    if p.suffix.lower() != ".db3":
+        raise SourceError(
+            f"output {p} must end in .db3", "librealsense writes ROS 2 bags only: name it FILE.db3"
+        )
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise SourceError(f"cannot write {p}: folder {folder} does not exist", "create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SourceError(
+            f"cannot write {p}: folder {folder} is not writable", "pick another --out"
+        )
+    if p.is_dir():
+        raise SourceError(f"cannot write {p}: it is a folder", "pick a file name ending in .db3")
+    return p
+
+
+def temp_path_for(out: Path) -> Path:
+    """The in-progress name beside ``out`` (librealsense insists on a .db3 suffix)."""
+    return out.with_name(f".{out.stem}.partial-{os.getpid()}.db3")
+
+
+class Recorder:
+    """Writes frames to a ``.db3`` that librealsense plays back, through a software device.
+
+    The streams are configured from the first frame (color size and
+    intrinsics, depth scale, rate ``fps``); later frames must match. Frames
+    go to a temporary file beside ``out``; :meth:`close` finishes the file
+    and renames it into place, :meth:`abort` deletes it. Ground truth, when
+    frames carry it, goes to the sidecar (``truth_path(out)``), flushed per frame.
+
+    Depth is written as given (already aligned to color), with the color
+    intrinsics and an identity depth-to-color transform, so playback needs no
+    alignment and returns the exact pixels.
+    """
+
+    def __init__(self, out: str | Path, *, fps: float = 30.0) -> None:
+        self.out = check_writable(out)
+        self._tmp = temp_path_for(self.out)
+        self._tmp_truth = truth_path(self._tmp)
+        self._fps = float(fps)
+        self._written = 0
+        self._dev: Any = None
+        self._rec: Any = None
+        self._sensors: list[Any] = []
+        self._profiles: dict[str, Any] = {}
+        self._truth_fh: Any = None
+        self._shape: tuple[int, int] | None = None
+        self._has_depth = False
+        self._intrinsics: Intrinsics | None = None
+        self._last_ts = -math.inf
+        self._closed = False
+
+    @property
+    def frames_written(self) -> int:
+        return self._written
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # An interrupt keeps what was recorded; any other failure leaves nothing behind.
+        if exc_type is None or issubclass(exc_type, KeyboardInterrupt):
+            self.close()
+        else:
+            self.abort()
+
+    def _setup(self, frame: Frame) -> None:
+        import pyrealsense2 as rs
+
+        intr = frame.intrinsics
+        rs_intr = intrinsics_to_rs(intr)
+        dev = rs.software_device()
+        fps = round(self._fps)
+        sensors: list[Any] = []
+        if frame.depth is not None:
+            ds = dev.add_sensor("Depth")
+            vs = rs.video_stream()
+            vs.type, vs.index, vs.uid = rs.stream.depth, 0, 0
+            vs.width, vs.height, vs.fps, vs.bpp = intr.width, intr.height, fps, 2
+            vs.fmt, vs.intrinsics = rs.format.z16, rs_intr
+            self._profiles["depth"] = ds.add_video_stream(vs).as_video_stream_profile()
+            ds.add_read_only_option(rs.option.depth_units, float(frame.depth_scale_m))
+            sensors.append(ds)
+        cs = dev.add_sensor("Color")
+        cv = rs.video_stream()
+        cv.type, cv.index, cv.uid = rs.stream.color, 0, 1
+        cv.width, cv.height, cv.fps, cv.bpp = intr.width, intr.height, fps, 3
+        cv.fmt = rs.format.rgb8 if frame.color_format is PixelFormat.RGB8 else rs.format.bgr8
+        cv.intrinsics = rs_intr
+        self._profiles["color"] = cs.add_video_stream(cv).as_video_stream_profile()
+        sensors.append(cs)
+        if frame.depth is not None:
+            ident = rs.extrinsics()
+            ident.rotation = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+            ident.translation = [0.0, 0.0, 0.0]
+            self._profiles["depth"].register_extrinsics_to(self._profiles["color"], ident)
+        try:
+            self._rec = rs.recorder(str(self._tmp), dev)
+        except RuntimeError as exc:
+            raise SourceError(f"cannot write {self.out}: {exc}", "pick another --out") from None
+        for s, key in zip(sensors, ["depth", "color"][-len(sensors) :], strict=True):
+            s.open(self._profiles[key])
+            s.start(lambda f: None)
+        self._dev, self._sensors = dev, sensors
+        self._shape = (intr.height, intr.width)
+        self._has_depth = frame.depth is not None
+        self._intrinsics = intr
+        self._color_format = frame.color_format
+        self._depth_scale_m = frame.depth_scale_m
+
+    def _check(self, frame: Frame) -> None:
+        if frame.color.shape[:2] != self._shape or frame.intrinsics != self._intrinsics:
+            raise SourceError(
+                f"frame {frame.number} changes the image size or intrinsics mid-recording",
+                "record each camera configuration to its own file",
+            )
+        if (frame.depth is not None) != self._has_depth or frame.color_format != self._color_format:
+            raise SourceError(
+                f"frame {frame.number} changes the streams mid-recording",
+                "record each camera configuration to its own file",
+            )
+        if frame.depth is not None and frame.depth_scale_m != self._depth_scale_m:
+            raise SourceError(
+                f"frame {frame.number} changes the depth scale mid-recording",
+                "record each camera configuration to its own file",
+            )
+
+    def write(self, frame: Frame) -> None:
+        """Append one frame (and its ground truth, if any). Raises SourceError on a mismatch."""
+        import pyrealsense2 as rs
+
+        if self._closed:
+            raise StateError("recorder is closed", "create a new Recorder")
+        if frame.depth is not None and frame.depth.dtype != np.uint16:
+            raise SourceError(
+                f"unsupported depth format {frame.depth.dtype}", "depth must be uint16 (z16)"
+            )
+        if self._dev is None:
+            self._setup(frame)
+        else:
+            self._check(frame)
+        ts = float(frame.device_timestamp_ms)
+        if not ts > self._last_ts:
+            # Playback orders and pairs frames by device time: it must increase.
+            ts = (self._last_ts + 1000.0 / self._fps) if self._written else 0.0
+        self._last_ts = ts
+        w = self._shape[1]  # type: ignore[index]
+        index = self._written
+        if self._has_depth:
+            self._push(
+                self._sensors[0], self._profiles["depth"], frame.depth, w * 2, 2, ts, index, rs
+            )
+        color = np.ascontiguousarray(frame.color)
+        self._push(self._sensors[-1], self._profiles["color"], color, w * 3, 3, ts, index, rs)
+        if frame.truth is not None:
+            self._write_truth(index, ts, frame.truth)
+        self._written += 1
+
+    def _push(
+        self,
+        sensor: Any,
+        profile: Any,
+        pixels: Any,
+        stride: int,
+        bpp: int,
+        ts: float,
+        n: int,
+        rs: Any,
+    ) -> None:
+        f = rs.software_video_frame()
+        f.pixels = np.ascontiguousarray(pixels)
+        f.stride, f.bpp = stride, bpp
+        f.timestamp = ts
+        f.domain = rs.timestamp_domain.hardware_clock
+        f.frame_number = n
+        f.profile = profile
+        if bpp == 2:
+            f.depth_units = float(self._depth_scale_m)
+        sensor.on_video_frame(f)
+
+    def _write_truth(self, index: int, ts: float, truth: GroundTruth) -> None:
+        if self._truth_fh is None:
+            self._truth_fh = self._tmp_truth.open("w", encoding="utf-8")
+            header = {"format": TRUTH_FORMAT, "version": TRUTH_VERSION, "units": "metres, pixels"}
+            self._truth_fh.write(json.dumps(header) + "\n")
+        self._truth_fh.write(truth_to_json(index, ts, truth) + "\n")
+        self._truth_fh.flush()
+
+    def _release(self) -> None:
+        for s in self._sensors:
+            with contextlib.suppress(RuntimeError):
+                s.stop()
+            with contextlib.suppress(RuntimeError):
+                s.close()
+        # The recorder finishes the file when its last reference goes.
+        self._sensors, self._profiles = [], {}
+        self._rec = None
+        self._dev = None
+        if self._truth_fh is not None:
+            self._truth_fh.close()
+            self._truth_fh = None
+
+    def close(self) -> Path:
+        """Finish the file and move it (and its sidecar) into place; returns the path.
+
+        Raises SourceError when no frame was written (nothing is left behind).
+        """
+        if self._closed:
+            return self.out
+        self._closed = True
+        self._release()
+        if self._written == 0:
+            self._remove_temp()
+            raise SourceError("no frames were recorded", "check the source")
+        if self._tmp_truth.exists():
+            os.replace(self._tmp_truth, truth_path(self.out))
+        else:
+            truth_path(self.out).unlink(missing_ok=True)  # a stale sidecar would lie
+        os.replace(self._tmp, self.out)
+        return self.out
+
+    def abort(self) -> None:
+        """Stop and delete the partial file; the target path is left untouched."""
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+        self._remove_temp()
+
+    def _remove_temp(self) -> None:
+        for p in (self._tmp, self._tmp_truth, Path(str(self._tmp) + "-journal")):
+            p.unlink(missing_ok=True)
