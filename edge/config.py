@@ -125,6 +125,58 @@ class CalibrationConfig:
     spaam_recommended_alignments: int = 12
 
 
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Running unattended: logs, the metrics endpoint, stopping (see docs/deployment.md)."""
+
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (journald)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_enabled: bool = False  # Prometheus text on http://metrics_host:metrics_port/metrics
+    metrics_host: str = "127.0.0.1"  # loopback only: reach it through SSH or a local agent
+    metrics_port: int = 9477
+    stop_timeout_s: float = 10.0  # after SIGTERM, exit anyway if the loop has not stopped
+
+    def __post_init__(self) -> None:
+        if self.metrics_host not in _LOOPBACK_HOSTS:
+            raise ValueError(
+                f"metrics_host must be a loopback address ({', '.join(_LOOPBACK_HOSTS)}), "
+                f"got {self.metrics_host!r}"
+            )
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be 0..65535, got {self.metrics_port}")
+        if self.stop_timeout_s <= 0:
+            raise ValueError(f"stop_timeout_s must be positive, got {self.stop_timeout_s}")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The tamper-evident audit log (edge/audit.py). Relative paths: from the working folder."""
+
+    enabled: bool = False  # on in the deployed configuration (edge.example.toml)
+    path: str = "audit/audit.jsonl"
+    device_key: str = "keys/device.key"  # Ed25519, mode 0600: `edge audit keygen --out keys`
+
+
+@dataclass(frozen=True)
+class RecordingsConfig:
+    """Recordings contain patients' faces: off by default, private, optionally sealed."""
+
+    enabled: bool = False
+    dir: str = "recordings"  # created with mode 0700; files are written 0600
+    encrypt_to: str = ""  # hospital public key (`edge recordings keygen`); empty: not sealed
+    retention_days: int = 30  # older recordings are deleted; 0 keeps them until removed by hand
+    min_free_mb: int = 2048  # recording stops (the edge process goes on) below this
+
+    def __post_init__(self) -> None:
+        if self.retention_days < 0:
+            raise ValueError(f"retention_days must be >= 0, got {self.retention_days}")
+        if self.min_free_mb < 0:
+            raise ValueError(f"min_free_mb must be >= 0, got {self.min_free_mb}")
+
+
 @dataclass(frozen=True)
 class EdgeConfig:
     """The whole configuration; one attribute per TOML section."""
@@ -135,6 +187,9 @@ class EdgeConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     overlay: OverlayConfig = field(default_factory=OverlayConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
 
 
 # --------------------------------------------------------------------------- loading
