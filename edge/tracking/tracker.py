@@ -1,0 +1,338 @@
+"""The face tracker: detector + landmark model + depth + smoothing, and its pipeline stage.
+
+Tracking loop (as MediaPipe's face mesh runs it): the detector runs only while
+no face is tracked; otherwise the landmark crop comes from the previous
+frame's landmarks. A tracked face is declared lost when the landmark model's
+face presence drops below ``presence_threshold`` *or* the landmarks are not
+consistent with their crop (:func:`edge.tracking.landmarks.check_crop`):
+presence alone stays high on an off-centre crop. Neither catches a crop that
+slipped far off the face (the model then draws a confident face where there
+is none), so every ``redetect_interval_frames`` frames the detector runs as a
+cross-check (:func:`cross_check`) and the crop is re-anchored when it
+disagrees. On loss the detector runs again on the same frame.
+
+Patient rule: the tracker follows one face, the patient's. Among the
+detections it picks the one whose box centre is nearest to the last tracked
+patient face, if that is closer than one face size; otherwise the largest
+face (the patient lies nearest the camera).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.config import TrackingConfig
+from edge.errors import StateError
+from edge.frames import Frame, PixelFormat
+from edge.pipeline import FrameResult
+from edge.tracking.depth import DepthSampling, lift_landmarks
+from edge.tracking.detector import Detection, FaceDetector
+from edge.tracking.landmarks import (
+    LandmarkModel,
+    LandmarkOutput,
+    check_crop,
+    roi_from_detection,
+    roi_from_landmarks,
+)
+from edge.tracking.smoothing import OneEuroFilter
+from edge.tracking.types import Face, TrackingResult
+
+log = logging.getLogger(__name__)
+
+# Landmarks standing in for BlazeFace's 6 keypoints when the face is tracked, not detected:
+# eye centres (mean of the two corners), nose tip, mouth centre (lip midpoints), ear tragions.
+KEYPOINT_LANDMARKS = ((33, 133), (362, 263), (1, 1), (13, 14), (234, 234), (454, 454))
+DETECTOR_MODEL = "face_detector"
+LANDMARK_MODEL = "face_landmarks"
+
+
+class TrackerState(str, enum.Enum):
+    SEARCHING = "SEARCHING"  # no face: the next frame runs the detector
+    TRACKING = "TRACKING"  # a face: the next frame crops from its landmarks
+    CLOSED = "CLOSED"  # models released; no more frames
+
+
+@dataclass
+class _Patient:
+    """What the tracker remembers of the patient's face between frames."""
+
+    centre_px: np.ndarray
+    size_px: float
+
+
+def choose_patient(
+    detections: list[Detection], previous: _Patient | None
+) -> tuple[Detection | None, bool]:
+    """The patient's face among detections (see the module rule) and whether it is the same face.
+
+    Returns (None, False) when there are no detections.
+    """
+    if not detections:
+        return None, False
+    if previous is not None:
+        dist = [float(np.hypot(*(d.centre_px - previous.centre_px))) for d in detections]
+        best = int(np.argmin(dist))
+        if dist[best] <= previous.size_px:
+            return detections[best], True
+    areas = [(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) for d in detections]
+    return detections[int(np.argmax(areas))], False
+
+
+def cross_check(detections: list[Detection], tracked_box: np.ndarray) -> str:
+    """Why the detector disagrees with the tracked landmarks, or "" when it does not.
+
+    A landmark crop that slipped off the face still yields a centred, confident
+    face (the model fills the crop with one): only an independent detection
+    shows the slip. Disagreement means a detection within one face size of the
+    tracked face whose centre is more than a quarter face size away. No
+    detection near the face (a detector miss, or other people) is no evidence.
+    """
+    if not detections:
+        return ""
+    centre = (tracked_box[:2] + tracked_box[2:]) / 2
+    size = float(max(tracked_box[2:] - tracked_box[:2]))
+    dist = min(float(np.hypot(*(d.centre_px - centre))) for d in detections)
+    if 0.25 * size < dist <= size:
+        return f"the detector sees the face {dist:.0f} px from the tracked landmarks"
+    return ""
+
+
+def keypoints_from_landmarks(landmarks_px: np.ndarray) -> np.ndarray:
+    """BlazeFace-style (6, 2) keypoints computed from 468 landmarks."""
+    idx = np.array(KEYPOINT_LANDMARKS)
+    xy = np.asarray(landmarks_px)[:, :2]
+    return (xy[idx[:, 0]] + xy[idx[:, 1]]) / 2
+
+
+def landmark_box(landmarks_px: np.ndarray) -> np.ndarray:
+    xy = np.asarray(landmarks_px)[:, :2]
+    return np.concatenate([xy.min(axis=0), xy.max(axis=0)])
+
+
+def frame_time_s(frame: Frame) -> float:
+    """The frame's capture time in seconds: the device clock when there is one, else the host's."""
+    if frame.device_timestamp_ms > 0:
+        return frame.device_timestamp_ms / 1000.0
+    return frame.host_timestamp_s
+
+
+class FaceTracker:
+    """Finds and follows the patient's face; see the module docstring for the loop and rule.
+
+    Dependencies come in through the constructor (the two model wrappers and
+    the configuration); :meth:`from_config` opens the ONNX models.
+    ``detector_runs`` counts detector invocations (for tests and statistics).
+    """
+
+    def __init__(
+        self, detector: FaceDetector, landmarks: LandmarkModel, config: TrackingConfig
+    ) -> None:
+        self.detector = detector
+        self.landmarks = landmarks
+        self.config = config
+        self.sampling = DepthSampling(
+            window_px=config.depth_window_px,
+            min_valid_fraction=config.depth_min_valid_fraction,
+            max_spread_m=config.depth_max_spread_m,
+            min_m=config.depth_min_m,
+            max_m=config.depth_max_m,
+        )
+        self._filter_2d = OneEuroFilter(
+            config.smoothing_min_cutoff_hz, config.smoothing_beta, config.smoothing_d_cutoff_hz
+        )
+        self._filter_3d = OneEuroFilter(
+            config.smoothing_min_cutoff_hz, config.smoothing_beta_3d, config.smoothing_d_cutoff_hz
+        )
+        self.detector_runs = 0
+        self.lost_reason = ""
+        self._state = TrackerState.SEARCHING
+        self._last: LandmarkOutput | None = None
+        self._patient: _Patient | None = None
+        self._since_detect = 0
+        self._last_t_s: float | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: TrackingConfig, models_dir: str | Path | None = None
+    ) -> FaceTracker:
+        """Open both models (checksum-verified by the models API) with the configured providers.
+
+        Raises :class:`edge.errors.ModelError` when a model is missing, tampered
+        with or does not match the manifest.
+        """
+        from edge.tracking.runtime import open_model
+
+        folder = Path(models_dir) if models_dir is not None else Path(config.models_dir)
+        det = open_model(DETECTOR_MODEL, folder, config.providers, config.intra_op_threads)
+        lm = open_model(LANDMARK_MODEL, folder, config.providers, config.intra_op_threads)
+        detector = FaceDetector(det, config.detector_score, config.detector_iou)
+        return cls(detector, LandmarkModel(lm), config)
+
+    @property
+    def state(self) -> TrackerState:
+        return self._state
+
+    def close(self) -> None:
+        """Release the tracker; later calls to :meth:`track` raise StateError."""
+        self._state = TrackerState.CLOSED
+        self._last = None
+
+    def reset(self) -> None:
+        """Forget the tracked face (e.g. when the source restarts)."""
+        self._require_open()
+        self._state = TrackerState.SEARCHING
+        self._last = None
+        self._patient = None
+        self._filter_2d.reset()
+        self._filter_3d.reset()
+        self._last_t_s = None
+
+    def _require_open(self) -> None:
+        if self._state is TrackerState.CLOSED:
+            raise StateError("the face tracker is closed", "create a new FaceTracker")
+
+    # ------------------------------------------------------------------ stills
+
+    def detect_image(self, image_rgb: np.ndarray) -> list[Face]:
+        """Every face in a still RGB image with its 468 landmarks, best score first. Stateless.
+
+        Faces whose landmark crop does not hold a face (presence below the
+        threshold) are left out. No depth, so no 3-D landmarks.
+        """
+        self._require_open()
+        faces = []
+        for det in self._detect(image_rgb, bgr=False):
+            out = self.landmarks.run(image_rgb, roi_from_detection(det, self.config.roi_scale))
+            if out.presence < self.config.presence_threshold:
+                continue
+            faces.append(
+                Face(
+                    score=det.score,
+                    box=det.box,
+                    keypoints=det.keypoints,
+                    landmarks_px=out.landmarks_px,
+                    presence=out.presence,
+                )
+            )
+        return faces
+
+    def _detect(self, image: np.ndarray, bgr: bool) -> list[Detection]:
+        self.detector_runs += 1
+        return self.detector.detect(image, bgr=bgr)
+
+    # ------------------------------------------------------------------ video
+
+    def track(self, frame: Frame) -> TrackingResult:
+        """One step of the tracking loop on a frame; the patient's face or none.
+
+        ``faces`` holds at most the patient's face. Landmarks are smoothed
+        (One Euro) when ``config.smoothing``; 3-D landmarks come from the
+        frame's aligned depth (all invalid without depth).
+        """
+        self._require_open()
+        image = frame.color
+        bgr = frame.color_format is PixelFormat.BGR8
+        out: LandmarkOutput | None = None
+        detection: Detection | None = None
+        detections: list[Detection] | None = None
+        continuous = True
+        mode = "track"
+        if self._state is TrackerState.TRACKING and self._last is not None:
+            roi = roi_from_landmarks(self._last.landmarks_px, self.config.roi_scale)
+            out = self.landmarks.run(image, roi, bgr=bgr)
+            reason = self._loss_reason(out)
+            interval = self.config.redetect_interval_frames
+            if not reason and interval > 0 and self._since_detect >= interval:
+                mode = "detect"
+                self._since_detect = 0
+                detections = self._detect(image, bgr)
+                reason = cross_check(detections, landmark_box(out.landmarks_px))
+                continuous = not reason  # a re-anchored crop jumps: restart the filters
+            if reason:
+                log.debug("frame %d: face lost (%s); detecting again", frame.number, reason)
+                self.lost_reason = reason
+                out = None
+        if out is None:
+            mode = "detect"
+            self._since_detect = 0
+            if detections is None:
+                detections = self._detect(image, bgr)
+            detection, same = choose_patient(detections, self._patient)
+            continuous = continuous and same
+            if detection is not None:
+                out = self.landmarks.run(
+                    image, roi_from_detection(detection, self.config.roi_scale), bgr=bgr
+                )
+                if out.presence < self.config.presence_threshold:
+                    self.lost_reason = f"presence {out.presence:.2f} on a fresh detection"
+                    out = None
+        if out is None:
+            self._state = TrackerState.SEARCHING
+            self._last = None
+            self._filter_2d.reset()
+            self._filter_3d.reset()
+            return TrackingResult(faces=[], patient=None, mode=mode)
+
+        self._since_detect += 1
+        self._state = TrackerState.TRACKING
+        self._last = out
+        box = detection.box if detection is not None else landmark_box(out.landmarks_px)
+        self._patient = _Patient(
+            np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]),
+            float(max(box[2] - box[0], box[3] - box[1])),
+        )
+        points_m, valid = lift_landmarks(
+            out.landmarks_px, frame.depth_m(), frame.intrinsics, self.sampling
+        )
+        landmarks_px = out.landmarks_px
+        if self.config.smoothing:
+            landmarks_px, points_m = self._smooth(landmarks_px, points_m, frame, continuous)
+            points_m[~valid] = np.nan
+        face = Face(
+            score=detection.score if detection is not None else out.presence,
+            box=box,
+            keypoints=(
+                detection.keypoints
+                if detection is not None
+                else keypoints_from_landmarks(landmarks_px)
+            ),
+            landmarks_px=landmarks_px,
+            presence=out.presence,
+            landmarks_camera_m=points_m,
+            landmarks_valid=valid,
+        )
+        return TrackingResult(faces=[face], patient=face, mode=mode)
+
+    def _loss_reason(self, out: LandmarkOutput) -> str:
+        if out.presence < self.config.presence_threshold:
+            return f"presence {out.presence:.2f} below {self.config.presence_threshold}"
+        check = check_crop(out.crop_xy, self.landmarks.size, self.config.max_crop_drift)
+        return check.reason
+
+    def _smooth(
+        self, landmarks_px: np.ndarray, points_m: np.ndarray, frame: Frame, continuous: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        t_s = frame_time_s(frame)
+        if not continuous or (self._last_t_s is not None and t_s < self._last_t_s):
+            # Another face, or a source that restarted: old history would drag the new one.
+            self._filter_2d.reset()
+            self._filter_3d.reset()
+        self._last_t_s = t_s
+        return self._filter_2d(landmarks_px, t_s), self._filter_3d(points_m, t_s)
+
+
+class TrackingStage:
+    """Pipeline stage: sets ``result.tracking`` to the tracker's :class:`TrackingResult`."""
+
+    name = "tracking"
+
+    def __init__(self, tracker: FaceTracker) -> None:
+        self.tracker = tracker
+
+    def process(self, result: FrameResult) -> None:
+        result.tracking = self.tracker.track(result.frame)
