@@ -60,16 +60,39 @@ class RealSenseConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """Face detector and landmark models."""
+    """Face detector and landmark models, 3-D from depth, smoothing (see edge/tracking/)."""
 
     models_dir: str = "models/build"
+    # ONNX Runtime execution providers in order of preference; missing ones fall back to CPU.
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     intra_op_threads: int = 2
     detector_score: float = 0.5
+    detector_iou: float = 0.3  # weighted NMS: IoU above this joins a cluster
     presence_threshold: float = 0.5
+    roi_scale: float = 1.5  # landmark crop side / face size (MediaPipe's 1.5)
+    max_crop_drift: float = 0.25  # landmarks' centre off the crop centre (crop sides) = lost
+    redetect_interval_frames: int = 15  # cross-check with the detector this often; 0 = only on loss
+    smoothing: bool = True
     smoothing_min_cutoff_hz: float = 1.0
-    smoothing_beta: float = 0.05
+    smoothing_beta: float = 0.05  # per pixel/s (2-D landmarks)
+    smoothing_beta_3d: float = 50.0  # per metre/s (3-D landmarks)
     smoothing_d_cutoff_hz: float = 1.0
+    depth_window_px: int = 5  # odd side of the window for each landmark's median depth
+    depth_min_valid_fraction: float = 0.5
+    depth_max_spread_m: float = 0.02  # 10th-90th percentile spread above this = depth edge
+    depth_min_m: float = 0.1
+    depth_max_m: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.intra_op_threads < 1:
+            raise ValueError(f"intra_op_threads must be >= 1, got {self.intra_op_threads}")
+        for name in ("detector_score", "detector_iou", "presence_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.roi_scale <= 1.0 or self.redetect_interval_frames < 0:
+            raise ValueError("roi_scale must be > 1 and redetect_interval_frames >= 0")
+        if self.depth_window_px < 1 or self.depth_window_px % 2 == 0:
+            raise ValueError(f"depth_window_px must be odd and >= 1, got {self.depth_window_px}")
 
 
 @dataclass(frozen=True)
