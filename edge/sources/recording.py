@@ -670,7 +670,12 @@ def probe_recording(path: str | Path) -> RecordingInfo:
     """Open a recording just long enough to describe it (raises SourceError when it is bad)."""
     with RecordingSource(path) as src:
         assert isinstance(src, RecordingSource)
-        return src.info()
+        info = src.info()
+        if info.frames < 0:
+            # A ROS 1 .bag has no index we read: count by playing it once.
+            info.frames = sum(1 for _ in src)
+            info.duration_s = info.frames / info.fps
+        return info
 
 
 def measure_playback_fps(path: str | Path) -> float:
