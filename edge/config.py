@@ -116,8 +116,8 @@ class TransportConfig:
     service_endpoint: str = "tcp://127.0.0.1:5556"  # ROUTER: plan assets and commands
     security: Literal["curve", "plaintext"] = "curve"
     keys_dir: str = "keys"  # edge.key_secret here; enrolled headsets in keys_dir/enrolled
-    send_hwm: int = 2  # messages queued per subscriber before the oldest is dropped
-    socket_buffer_bytes: int = 65536  # kernel send/receive buffer: bounds the TCP backlog
+    send_hwm: int = 4  # messages queued per subscriber before new ones are dropped
+    socket_buffer_bytes: int = 8192  # kernel send/receive buffer: bounds the TCP backlog
     status_hz: float = 1.0
     video: Literal["auto", "on", "off"] = "auto"  # auto: on for loopback endpoints only
     video_max_fps: float = 10.0
@@ -138,7 +138,7 @@ class CalibrationConfig:
     max_age_days: float = 90.0  # older results are reported as stale in the HUD
     min_views: int = 8
     min_coverage_pct: float = 60.0
-    min_blur_variance: float = 30.0  # variance of the Laplacian below which a view is blurred
+    min_blur_variance: float = 100.0  # Laplacian variance over the board; below: blurred
     max_rms_px: float = 1.0
     max_depth_scale_error_pct: float = 1.0
     max_depth_offset_mm: float = 3.0
@@ -201,6 +201,90 @@ class RecordingsConfig:
 
 
 @dataclass(frozen=True)
+class PlanConfig:
+    """The preoperative plan and how far to trust it (docs/plan-format.md)."""
+
+    path: str = ""  # plan folder (holds plan.json); empty: run without a plan
+    public_key: str = ""  # trusted signer's public key file (from `edge plan keygen`)
+    allow_unsigned: bool = False  # explicit override: load unsigned/tampered plans, logged
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    """Paired-point + surface registration, tracking and quality gates (docs/registration.md)."""
+
+    skin_spacing_mm: float = 1.5  # KD-tree sample spacing on the skin mesh
+    init_cloud_points: int = 700  # depth points on the face for (re-)initialisation
+    track_cloud_points: int = 300  # depth points per tracking frame
+    init_max_iterations: int = 30
+    track_max_iterations: int = 6
+    init_gate_mm: float = 30.0  # first correspondence distance gate
+    track_gate_mm: float = 10.0
+    min_gate_mm: float = 4.0
+    inlier_mm: float = 2.5  # |point-to-plane residual| of a surface inlier
+    occlusion_mm: float = 4.0  # points this far in front of the skin are covered (drapes)
+    landmark_inlier_mm: float = 6.0  # RANSAC threshold for landmark pairs
+    fle_mm: float = 1.5  # prior landmark localisation error for the TRE estimate
+    max_icp_rms_mm: float = 1.5
+    min_inlier_fraction: float = 0.85
+    max_occluded_fraction: float = 0.6
+    max_fre_mm: float = 4.0
+    max_landmark_surface_mm: float = 8.0
+    max_landmark_surface_deg: float = 8.0
+    min_relief_mm: float = 5.0  # a flat photograph or screen has ~0
+    max_tre_mm: float = 5.0
+    min_cloud_points: int = 60
+    confirm_frames: int = 1  # passing frames in REGISTERED before TRACKING
+    lost_after_frames: int = 15  # consecutive failing frames before DEGRADED becomes LOST
+
+    def __post_init__(self) -> None:
+        if self.init_cloud_points < 10 or self.track_cloud_points < 10:
+            raise ValueError("cloud point counts must be at least 10")
+        if not 0.0 <= self.min_inlier_fraction <= 1.0:
+            raise ValueError("min_inlier_fraction must be within 0..1")
+        if self.skin_spacing_mm <= 0 or self.inlier_mm <= 0 or self.fle_mm <= 0:
+            raise ValueError("skin_spacing_mm, inlier_mm and fle_mm must be positive")
+        if self.confirm_frames < 1 or self.lost_after_frames < 1:
+            raise ValueError("confirm_frames and lost_after_frames must be at least 1")
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """Synthetic RGB-D head phantom (docs/phantom.md): camera, distance, noise, cache."""
+
+    face_image: str = ""  # frontal face photograph; empty: the portrait matplotlib ships
+    cache_dir: str = "models/build/phantom"  # built faces, keyed by the photo's SHA-256
+    width: int = 640  # colour camera (D435-like at 640x480)
+    height: int = 480
+    focal_px: float = 615.0
+    fps: float = 30.0
+    distance_m: float = 0.55  # camera to nasion, for the scenarios that hold a distance
+    depth_units_m: float = 0.0001  # D4xx depth units can be set down to 100 um
+    depth_noise: bool = True
+    subpixel_px: float = 0.08  # stereo subpixel error (Intel D400 tuning white paper)
+    baseline_m: float = 0.050  # D435 stereo baseline
+    noise_focal_px: float = 0.0  # focal length in the noise formula; 0: use focal_px
+    grazing_hole_deg: float = 80.0
+    edge_step_m: float = 0.02
+    edge_hole_px: int = 2
+    dropout_fraction: float = 0.002
+    min_depth_m: float = 0.2
+    max_depth_m: float = 10.0
+    color_noise_sigma: float = 2.0  # 8-bit levels
+    lighting_variation: float = 0.0  # amplitude of a slow global brightness change (0..0.5)
+
+    def __post_init__(self) -> None:
+        if self.width < 16 or self.height < 16:
+            raise ValueError(f"width and height must be >= 16, got {self.width}x{self.height}")
+        if self.focal_px <= 0 or self.fps <= 0 or self.distance_m <= 0:
+            raise ValueError("focal_px, fps and distance_m must be positive")
+        if not 0 < self.depth_units_m <= 0.001:
+            raise ValueError(f"depth_units_m must be in (0, 0.001], got {self.depth_units_m}")
+        if not 0 <= self.dropout_fraction < 1 or not 0 <= self.lighting_variation <= 0.5:
+            raise ValueError("dropout_fraction must be in [0, 1), lighting_variation in [0, 0.5]")
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     """The whole configuration; one attribute per TOML section."""
 
@@ -213,6 +297,9 @@ class EdgeConfig:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    phantom: PhantomConfig = field(default_factory=PhantomConfig)
 
 
 # --------------------------------------------------------------------------- loading

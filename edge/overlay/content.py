@@ -1,0 +1,271 @@
+"""What the display draws, built from the registration result and the plan.
+
+Fail-safe rule (docs/protocol.md, "Overlay"): primitives are *current* only
+in state TRACKING. In REGISTERED and DEGRADED they are sent but marked not
+current (a headset draws them as a warning, or not at all); in SEARCHING and
+LOST, and whenever there is no pose, no primitives are sent at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge.frames import Intrinsics
+from edge.overlay.project import DisplayProfile, project_points
+from edge.overlay.raycast import ray_mesh_first_hit
+from edge.plan.model import Mesh, Plan
+from edge.registration.types import RegistrationResult, TrackingState
+
+LAYERS = ("targets", "trajectories", "cut_planes", "structures", "skin")
+_WITH_PRIMITIVES = (TrackingState.TRACKING, TrackingState.DEGRADED, TrackingState.REGISTERED)
+
+
+def state_text(registration: RegistrationResult | None) -> str:
+    """The registration state in the words the surgeon sees."""
+    if registration is None:
+        return "SEARCHING - no registration"
+    state = registration.state
+    if state is TrackingState.TRACKING:
+        return "TRACKING"
+    if state is TrackingState.DEGRADED:
+        reasons = "; ".join(registration.quality.reasons) or "quality gate failed"
+        return f"DEGRADED: {reasons}"
+    if state is TrackingState.REGISTERED:
+        return "REGISTERED: confirming"
+    if state is TrackingState.LOST:
+        return "LOST — do not use"
+    return "SEARCHING - no registration"
+
+
+@dataclass
+class Overlay:
+    """One frame's overlay; positions in the camera frame (metres), pixels on the display."""
+
+    frame_number: int
+    capture_unix_s: float
+    state: TrackingState
+    current: bool
+    state_text: str
+    reasons: list[str]
+    case_id: str
+    plan_digest: str
+    patient_to_camera: np.ndarray | None
+    skin_asset: str = ""
+    target_names: list[str] = field(default_factory=list)
+    targets_camera_m: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    tre_mm: list[float] = field(default_factory=list)
+    skin_distance_mm: list[float] = field(default_factory=list)
+    trajectory_names: list[str] = field(default_factory=list)
+    trajectories_camera_m: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 3)))
+    cut_plane_names: list[str] = field(default_factory=list)
+    cut_planes_camera: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 3)))
+    structures: list[dict[str, Any]] = field(default_factory=list)
+    display_name: str = "camera"
+    display_intrinsics: Intrinsics | None = None
+    targets_px: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    targets_visible: list[bool] = field(default_factory=list)
+    trajectories_px: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 2)))
+    registration_age_ms: float | None = None
+    fps: float = 0.0
+    latency_ms: float = 0.0
+
+    # ------------------------------------------------------------------ wire form
+
+    def overlay_payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Payload map and arrays of the ``overlay`` topic (docs/protocol.md)."""
+        intr = self.display_intrinsics
+        payload: dict[str, Any] = {
+            "state": self.state.value,
+            "current": self.current,
+            "state_text": self.state_text,
+            "reasons": list(self.reasons),
+            "plan": {"case_id": self.case_id, "digest": self.plan_digest},
+            "skin_asset": self.skin_asset,
+            "targets": [
+                {
+                    "name": n,
+                    "tre_mm": _num(self.tre_mm[i]),
+                    "skin_distance_mm": _num(self.skin_distance_mm[i]),
+                    "visible": bool(self.targets_visible[i]),
+                }
+                for i, n in enumerate(self.target_names)
+            ],
+            "trajectories": [{"name": n} for n in self.trajectory_names],
+            "cut_planes": [{"name": n} for n in self.cut_plane_names],
+            "structures": list(self.structures),
+            "display": {
+                "name": self.display_name,
+                "width": intr.width if intr else 0,
+                "height": intr.height if intr else 0,
+                "fx": intr.fx if intr else 0.0,
+                "fy": intr.fy if intr else 0.0,
+                "ppx": intr.ppx if intr else 0.0,
+                "ppy": intr.ppy if intr else 0.0,
+            },
+        }
+        arrays: dict[str, np.ndarray] = {}
+        if self.patient_to_camera is not None:
+            arrays["patient_to_camera"] = self.patient_to_camera
+        if self.target_names:
+            arrays["targets_camera_m"] = self.targets_camera_m
+            arrays["targets_px"] = self.targets_px
+        if self.trajectory_names:
+            arrays["trajectories_camera_m"] = self.trajectories_camera_m
+            arrays["trajectories_px"] = self.trajectories_px
+        if self.cut_plane_names:
+            arrays["cut_planes_camera"] = self.cut_planes_camera
+        return payload, arrays
+
+    def hud_payload(self) -> dict[str, Any]:
+        """Payload map of the ``hud`` topic: what a text-only display shows."""
+        return {
+            "state": self.state.value,
+            "state_text": self.state_text,
+            "current": self.current,
+            "registration_age_ms": self.registration_age_ms,
+            "fps": self.fps,
+            "latency_ms": self.latency_ms,
+            "targets": [
+                {
+                    "name": n,
+                    "tre_mm": _num(self.tre_mm[i]),
+                    "skin_distance_mm": _num(self.skin_distance_mm[i]),
+                }
+                for i, n in enumerate(self.target_names)
+            ],
+        }
+
+
+def mesh_asset_id(mesh: Mesh) -> str:
+    """A mesh's asset id on the wire: its file's SHA-256, or one of its arrays when unset."""
+    if mesh.sha256:
+        return mesh.sha256
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(mesh.vertices, dtype="<f8").tobytes())
+    h.update(np.ascontiguousarray(mesh.faces, dtype="<i8").tobytes())
+    return h.hexdigest()
+
+
+def _num(x: float) -> float | None:
+    """NaN is sent as nil so that clients need not special-case it."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _transform(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ m[:3, :3].T + m[:3, 3]
+
+
+def skin_distances_mm(
+    plan: Plan, patient_to_camera: np.ndarray, targets_patient_m: np.ndarray
+) -> np.ndarray:
+    """Distance from each target back to the skin along the camera's view ray (mm).
+
+    The ray runs from the camera centre through the target; the skin hit
+    nearest the camera is the entry point seen by the surgeon. NaN when the
+    ray misses the skin or the first hit is beyond the target. Rays are cast
+    in the plan frame (camera centre transformed there), which avoids moving
+    the whole mesh each frame.
+    """
+    if len(targets_patient_m) == 0:
+        return np.zeros(0)
+    camera_to_patient = np.linalg.inv(patient_to_camera)
+    eye = camera_to_patient[:3, 3]
+    directions = targets_patient_m - eye  # t = 1 at the target
+    t = ray_mesh_first_hit(
+        np.repeat(eye[None, :], len(targets_patient_m), axis=0),
+        directions,
+        plan.skin.vertices,
+        plan.skin.faces,
+    )
+    lengths = np.linalg.norm(directions, axis=1)
+    with np.errstate(invalid="ignore"):
+        d = (1.0 - t) * lengths * 1000.0
+        d[~(t <= 1.0)] = np.nan
+    return d
+
+
+def build_overlay(
+    *,
+    frame_number: int,
+    capture_unix_s: float,
+    capture_mono_s: float,
+    registration: RegistrationResult | None,
+    plan: Plan,
+    profile: DisplayProfile,
+    camera: Intrinsics,
+    layers: frozenset[str] = frozenset(LAYERS),
+    skin_distance: bool = True,
+    fps: float = 0.0,
+    latency_ms: float = 0.0,
+) -> Overlay:
+    """Build one frame's overlay (pure: no clocks, no I/O).
+
+    ``capture_mono_s`` is the frame's host monotonic capture time, used with
+    ``registration.registered_s`` (same clock) for the registration's age.
+    """
+    state = registration.state if registration is not None else TrackingState.SEARCHING
+    pose = registration.patient_to_camera if registration is not None else None
+    reasons = list(registration.quality.reasons) if registration is not None else []
+    age_ms = None
+    if registration is not None and registration.registered_s is not None:
+        age_ms = max(0.0, (capture_mono_s - registration.registered_s) * 1000.0)
+    overlay = Overlay(
+        frame_number=frame_number,
+        capture_unix_s=capture_unix_s,
+        state=state,
+        current=False,
+        state_text=state_text(registration),
+        reasons=reasons,
+        case_id=plan.case_id,
+        plan_digest=plan.digest,
+        patient_to_camera=None,
+        display_name=profile.name,
+        display_intrinsics=profile.intrinsics_for(camera),
+        registration_age_ms=age_ms,
+        fps=fps,
+        latency_ms=latency_ms,
+    )
+    if pose is None or state not in _WITH_PRIMITIVES:
+        return overlay  # fail safe: nothing to draw without a trusted-enough pose
+    pose = np.asarray(pose, dtype=np.float64)
+    if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
+        overlay.state_text = "DEGRADED: pose is not a finite 4x4 matrix"
+        overlay.state = TrackingState.DEGRADED
+        return overlay
+    overlay.patient_to_camera = pose
+    overlay.current = state is TrackingState.TRACKING
+    if "skin" in layers:
+        overlay.skin_asset = mesh_asset_id(plan.skin)
+    if "targets" in layers and plan.targets:
+        names = list(plan.targets)
+        pts = np.array([plan.targets[n] for n in names], dtype=np.float64).reshape(-1, 3)
+        overlay.target_names = names
+        overlay.targets_camera_m = _transform(pose, pts)
+        tre = registration.quality.tre_mm if registration is not None else {}
+        overlay.tre_mm = [float(tre.get(n, math.nan)) for n in names]
+        overlay.skin_distance_mm = (
+            list(skin_distances_mm(plan, pose, pts)) if skin_distance else [math.nan] * len(names)
+        )
+        px, vis, _ = project_points(overlay.targets_camera_m, profile, camera)
+        overlay.targets_px, overlay.targets_visible = px, [bool(v) for v in vis]
+    if "trajectories" in layers and plan.trajectories:
+        overlay.trajectory_names = [t.name for t in plan.trajectories]
+        ends = np.array([[t.entry, t.target] for t in plan.trajectories], dtype=np.float64)
+        overlay.trajectories_camera_m = _transform(pose, ends.reshape(-1, 3)).reshape(-1, 2, 3)
+        overlay.trajectories_px = project_points(overlay.trajectories_camera_m, profile, camera)[0]
+    if "cut_planes" in layers and plan.cut_planes:
+        overlay.cut_plane_names = [c.name for c in plan.cut_planes]
+        points = _transform(pose, np.array([c.point for c in plan.cut_planes], dtype=np.float64))
+        normals = np.array([c.normal for c in plan.cut_planes], dtype=np.float64) @ pose[:3, :3].T
+        overlay.cut_planes_camera = np.stack([points, normals], axis=1)
+    if "structures" in layers:
+        overlay.structures = [
+            {"name": s.name, "asset": mesh_asset_id(s.mesh), "color_rgb": list(s.color_rgb)}
+            for s in plan.structures
+        ]
+    return overlay

@@ -1,0 +1,85 @@
+"""OverlayStage: the pipeline stage that puts an :class:`Overlay` on each FrameResult."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from edge.config import OverlayConfig
+from edge.errors import StateError
+from edge.overlay.content import LAYERS, build_overlay
+from edge.overlay.project import DisplayProfile
+from edge.plan.model import Plan
+
+if TYPE_CHECKING:
+    from edge.pipeline import FrameResult
+
+
+class OverlayStage:
+    """Builds the overlay from ``result.registration`` and the plan (stage name "overlay").
+
+    ``display_profile`` None means the camera's own intrinsics. The clocks
+    (wall and monotonic) are injectable for tests. Layers can be switched
+    from another thread (a headset command) with :meth:`set_layer`.
+    """
+
+    name = "overlay"
+
+    def __init__(
+        self,
+        plan: Plan,
+        display_profile: DisplayProfile | None = None,
+        config: OverlayConfig | None = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        mono_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.plan = plan
+        self.profile = display_profile or DisplayProfile()
+        self.config = config or OverlayConfig()
+        if self.config.fps_window < 2:
+            raise StateError("overlay fps_window must be at least 2", "set fps_window >= 2")
+        self._wall = wall_clock
+        self._mono = mono_clock
+        self._times: collections.deque[float] = collections.deque(maxlen=self.config.fps_window)
+        self._layers = set(LAYERS)
+        self._lock = threading.Lock()
+
+    def set_layer(self, layer: str, visible: bool) -> None:
+        """Show or hide one layer; raises StateError for an unknown layer name."""
+        if layer not in LAYERS:
+            raise StateError(f"unknown layer {layer!r}", "layers are " + ", ".join(LAYERS))
+        with self._lock:
+            (self._layers.add if visible else self._layers.discard)(layer)
+
+    @property
+    def layers(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._layers)
+
+    def process(self, result: FrameResult) -> None:
+        frame = result.frame
+        now_mono = self._mono()
+        # The frame's capture time on the wall clock, for clients on other machines.
+        capture_unix_s = self._wall() - (now_mono - frame.host_timestamp_s)
+        self._times.append(frame.host_timestamp_s)
+        fps = 0.0
+        if len(self._times) >= 2 and self._times[-1] > self._times[0]:
+            fps = (len(self._times) - 1) / (self._times[-1] - self._times[0])
+        registration = None if result.failed else result.registration
+        result.overlay = build_overlay(
+            frame_number=frame.number,
+            capture_unix_s=capture_unix_s,
+            capture_mono_s=frame.host_timestamp_s,
+            registration=registration,
+            plan=self.plan,
+            profile=self.profile,
+            camera=frame.intrinsics,
+            layers=self.layers,
+            skin_distance=self.config.skin_distance,
+            fps=fps,
+            latency_ms=(now_mono - frame.host_timestamp_s) * 1000.0,
+        )

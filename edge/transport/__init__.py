@@ -1,0 +1,1 @@
+"""Wire protocol, ZeroMQ publisher and service, client library and reference viewer."""

@@ -1,0 +1,264 @@
+"""CurveZMQ keys, endpoint policy and the ZAP authenticator.
+
+Policy: every socket is CURVE-encrypted and authenticated unless it is on the
+loopback interface *and* the configuration asks for plaintext. Only headsets
+whose public keys are enrolled (``.key`` files in the enrolled folder) pass
+the ZAP handshake, so an unenrolled headset neither receives the overlay nor
+reaches the command service.
+
+Key folder made by ``edge keys generate --out DIR``::
+
+    DIR/edge.key, DIR/edge.key_secret            the edge's pair (secret 0600)
+    DIR/<headset>.key, DIR/<headset>.key_secret  each headset's pair (give to it)
+    DIR/enrolled/<headset>.key                   public keys the edge accepts
+
+Files use the ZeroMQ certificate format (``zmq.auth.load_certificate`` reads them).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.transport.protocol import TransportError
+
+log = logging.getLogger(__name__)
+
+EDGE_KEY_NAME = "edge"
+ENROLLED_DIR = "enrolled"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def endpoint_host(endpoint: str) -> tuple[str, str]:
+    """(transport, host) of a ZeroMQ endpoint; raises TransportError when malformed."""
+    m = re.match(r"^(tcp|ipc|inproc)://(.+)$", endpoint)
+    if not m:
+        raise TransportError(
+            f"endpoint {endpoint!r} is not a ZeroMQ endpoint",
+            "use tcp://HOST:PORT (or ipc://PATH, inproc://NAME)",
+        )
+    transport, rest = m.groups()
+    if transport != "tcp":
+        return transport, rest
+    if rest.startswith("["):
+        host = rest[1 : rest.find("]")] if "]" in rest else ""
+    else:
+        host = rest.rsplit(":", 1)[0]
+    if ";" in host:  # tcp://source;dest form: the destination is what matters
+        host = host.split(";", 1)[1]
+    if not host or ":" not in rest:
+        raise TransportError(f"endpoint {endpoint!r} has no host:port", "use tcp://HOST:PORT")
+    return transport, host
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True when traffic on this endpoint cannot leave the machine."""
+    transport, host = endpoint_host(endpoint)
+    if transport in ("ipc", "inproc"):
+        return True
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name or interface ("*", "eth0"): assume it leaves the machine
+
+
+def check_plaintext_allowed(endpoint: str, mode: str) -> None:
+    """Refuse plaintext on any endpoint that is not loopback."""
+    if mode not in ("curve", "plaintext"):
+        raise TransportError(f"unknown security mode {mode!r}", "use 'curve' or 'plaintext'")
+    if mode == "plaintext" and not is_loopback(endpoint):
+        raise TransportError(
+            f"plaintext refused on {endpoint}: it is not a loopback endpoint",
+            "set transport.security = 'curve' (and enrol headset keys), or bind to 127.0.0.1",
+        )
+
+
+# --------------------------------------------------------------------------- key files
+
+
+def _write_atomic(path: Path, text: str, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cert_text(public: bytes, secret: bytes | None, name: str) -> str:
+    kind = "Secret" if secret else "Public"
+    lines = [
+        f"#   ZeroMQ CURVE {kind} Certificate for '{name}'",
+        f"#   generated {datetime.datetime.now(datetime.timezone.utc).isoformat()} by edge",
+    ]
+    if secret:
+        lines.append("#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions.")
+    lines += [
+        "",
+        "metadata",
+        f'    name = "{name}"',
+        "curve",
+        f'    public-key = "{public.decode()}"',
+    ]
+    if secret:
+        lines.append(f'    secret-key = "{secret.decode()}"')
+    return "\n".join(lines) + "\n"
+
+
+def generate_keys(
+    out_dir: str | Path, headsets: tuple[str, ...] = ("headset",), overwrite: bool = False
+) -> list[Path]:
+    """Make the edge's key pair and one per headset, enrolling each headset.
+
+    Secret files are created 0600. Existing files are kept unless
+    ``overwrite``; raises TransportError naming the first one.
+    """
+    import zmq
+
+    out = Path(out_dir)
+    names = (EDGE_KEY_NAME, *headsets)
+    for n in headsets:
+        if not _NAME_RE.match(n) or n == EDGE_KEY_NAME:
+            raise TransportError(
+                f"headset name {n!r} is not allowed",
+                "use letters, digits, '.', '_' or '-' (and not 'edge')",
+            )
+    (out / ENROLLED_DIR).mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        for n in names:
+            for p in (out / f"{n}.key", out / f"{n}.key_secret"):
+                if p.exists():
+                    raise TransportError(f"{p} exists", "pass --force to replace the keys")
+    written: list[Path] = []
+    for n in names:
+        public, secret = zmq.curve_keypair()
+        _write_atomic(out / f"{n}.key_secret", _cert_text(public, secret, n), 0o600)
+        _write_atomic(out / f"{n}.key", _cert_text(public, None, n), 0o644)
+        written += [out / f"{n}.key", out / f"{n}.key_secret"]
+        if n != EDGE_KEY_NAME:
+            _write_atomic(out / ENROLLED_DIR / f"{n}.key", _cert_text(public, None, n), 0o644)
+            written.append(out / ENROLLED_DIR / f"{n}.key")
+    return written
+
+
+def load_key_pair(path: str | Path) -> tuple[bytes, bytes]:
+    """(public, secret) Z85 keys from a ``.key_secret`` file; raises TransportError."""
+    import zmq.auth
+
+    p = Path(path)
+    try:
+        public, secret = zmq.auth.load_certificate(p)
+    except (OSError, ValueError) as exc:
+        raise TransportError(
+            f"cannot load key {p}: {exc}", "run `edge keys generate --out DIR`"
+        ) from None
+    if secret is None:
+        raise TransportError(f"{p} holds no secret key", "pass the .key_secret file's folder")
+    if p.stat().st_mode & 0o077:
+        log.warning("secret key %s is readable by other users; chmod 600 it", p)
+    return public, secret
+
+
+def load_public_key(path: str | Path) -> bytes:
+    import zmq.auth
+
+    try:
+        return zmq.auth.load_certificate(Path(path))[0]
+    except (OSError, ValueError) as exc:
+        raise TransportError(
+            f"cannot load public key {path}: {exc}", "check the key folder"
+        ) from None
+
+
+# --------------------------------------------------------------------------- socket setup
+
+
+@dataclass(frozen=True)
+class ServerSecurity:
+    """How the edge's sockets are secured: ``curve`` with its key pair, or ``plaintext``."""
+
+    mode: str
+    public_key: bytes = b""
+    secret_key: bytes = b""
+    enrolled_dir: Path | None = None
+
+    @classmethod
+    def from_keys_dir(cls, keys_dir: str | Path) -> ServerSecurity:
+        d = Path(keys_dir)
+        public, secret = load_key_pair(d / f"{EDGE_KEY_NAME}.key_secret")
+        enrolled = d / ENROLLED_DIR
+        if not enrolled.is_dir() or not any(enrolled.glob("*.key")):
+            raise TransportError(
+                f"no enrolled headset keys in {enrolled}",
+                "copy each headset's public .key file there (edge keys generate does this)",
+            )
+        return cls("curve", public, secret, enrolled)
+
+    @classmethod
+    def plaintext(cls) -> ServerSecurity:
+        return cls("plaintext")
+
+    def apply(self, socket: Any, endpoint: str) -> None:
+        """Configure a socket before bind; refuses plaintext off loopback."""
+        check_plaintext_allowed(endpoint, self.mode)
+        if self.mode == "curve":
+            socket.curve_secretkey = self.secret_key
+            socket.curve_publickey = self.public_key
+            socket.curve_server = True
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    """A headset's side: its key pair and the edge's public key, or plaintext."""
+
+    mode: str
+    public_key: bytes = b""
+    secret_key: bytes = b""
+    server_key: bytes = b""
+
+    @classmethod
+    def from_keys_dir(cls, keys_dir: str | Path, name: str = "headset") -> ClientSecurity:
+        d = Path(keys_dir)
+        public, secret = load_key_pair(d / f"{name}.key_secret")
+        return cls("curve", public, secret, load_public_key(d / f"{EDGE_KEY_NAME}.key"))
+
+    @classmethod
+    def plaintext(cls) -> ClientSecurity:
+        return cls("plaintext")
+
+    def apply(self, socket: Any, endpoint: str) -> None:
+        check_plaintext_allowed(endpoint, self.mode)
+        if self.mode == "curve":
+            socket.curve_secretkey = self.secret_key
+            socket.curve_publickey = self.public_key
+            socket.curve_serverkey = self.server_key
+
+
+def start_authenticator(context: Any, security: ServerSecurity) -> Any:
+    """A running ZAP authenticator admitting only enrolled keys (None for plaintext).
+
+    The caller stops it (``.stop()``) after closing the sockets it guards.
+    """
+    if security.mode != "curve":
+        return None
+    from zmq.auth.thread import ThreadAuthenticator
+
+    auth = ThreadAuthenticator(context, log=logging.getLogger("edge.transport.zap"))
+    auth.start()
+    auth.configure_curve(domain="*", location=str(security.enrolled_dir))
+    return auth

@@ -1,0 +1,131 @@
+"""PublishStage: the pipeline's last stage, streaming each frame's overlay and HUD.
+
+It also runs the 1 Hz ``status`` heartbeat from its own timer thread, so a
+headset hears from the edge even when no face is seen or no frames arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from edge.errors import StateError
+from edge.transport.protocol import TOPIC_HUD, TOPIC_OVERLAY, TOPIC_STATUS
+from edge.transport.publisher import Publisher, VideoPreview
+
+if TYPE_CHECKING:
+    from edge.pipeline import FrameResult
+
+log = logging.getLogger(__name__)
+
+
+class PublishStage:
+    """Sends ``result.overlay`` on ``overlay`` and ``hud``; offers the frame to the video preview.
+
+    Lifecycle: created -> ``start()`` (starts the status timer) -> ``close()``.
+    ``process`` works without ``start`` (no heartbeat then), and raises
+    StateError after ``close``.
+    """
+
+    name = "publish"
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        *,
+        video: VideoPreview | None = None,
+        status_hz: float = 1.0,
+        plan_info: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if status_hz <= 0:
+            raise StateError(f"status_hz must be positive, got {status_hz}", "fix the config")
+        self.publisher = publisher
+        self.video = video
+        self._status_interval = 1.0 / status_hz
+        self._plan_info = dict(plan_info or {})
+        self._clock = clock
+        self._started_s = clock()
+        self._lock = threading.Lock()
+        self._state = "SEARCHING"
+        self._frames = 0
+        self._last_frame_s: float | None = None
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+        self._closed = False
+
+    def start(self) -> PublishStage:
+        if self._timer is not None:
+            raise StateError("publish stage already started", "start it once")
+        self._timer = threading.Thread(target=self._status_loop, name="status-1hz", daemon=True)
+        self._timer.start()
+        return self
+
+    def process(self, result: FrameResult) -> None:
+        if self._closed:
+            raise StateError("publish stage is closed", "create a new one")
+        overlay = result.overlay
+        frame = result.frame
+        with self._lock:
+            self._frames += 1
+            self._last_frame_s = self._clock()
+        if overlay is None:
+            return  # an earlier stage failed: the status heartbeat still says we are alive
+        with self._lock:
+            self._state = overlay.state.value
+        payload, arrays = overlay.overlay_payload()
+        self.publisher.send(
+            TOPIC_OVERLAY,
+            payload,
+            arrays,
+            frame=overlay.frame_number,
+            capture_unix_s=overlay.capture_unix_s,
+        )
+        self.publisher.send(
+            TOPIC_HUD,
+            overlay.hud_payload(),
+            frame=overlay.frame_number,
+            capture_unix_s=overlay.capture_unix_s,
+        )
+        if self.video is not None:
+            self.video.offer(frame.bgr(), frame.number, overlay.capture_unix_s)
+        result.published = True
+
+    def status_payload(self) -> dict[str, Any]:
+        now = self._clock()
+        with self._lock:
+            since = None if self._last_frame_s is None else (now - self._last_frame_s) * 1000.0
+            return {
+                "state": self._state,
+                "uptime_s": now - self._started_s,
+                "frames": self._frames,
+                "last_frame_age_ms": since,
+                "plan": dict(self._plan_info),
+                "video": self.video is not None,
+            }
+
+    def send_status(self) -> None:
+        self.publisher.send(TOPIC_STATUS, self.status_payload())
+
+    def _status_loop(self) -> None:
+        next_s = self._clock()
+        while not self._stop.is_set():
+            try:
+                self.send_status()
+            except StateError:
+                return
+            except Exception:
+                log.exception("status heartbeat failed")
+            next_s += self._status_interval
+            self._stop.wait(max(0.0, next_s - self._clock()))
+
+    def close(self) -> None:
+        self._closed = True
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join(timeout=2.0)
+        if self.video is not None:
+            self.video.close()

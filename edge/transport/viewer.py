@@ -1,0 +1,233 @@
+"""Reference video see-through viewer: draws the streamed overlay on the preview video.
+
+It is what a headset developer can compare their own client with: it shows
+the state in words, hides any overlay older than ``stale_after_ms`` behind a
+"STALE" warning, draws non-current primitives (DEGRADED, REGISTERED) in amber
+and draws nothing but the warning when the edge says LOST or SEARCHING.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.transport.client import Received, Subscriber
+from edge.transport.protocol import (
+    TOPIC_HUD,
+    TOPIC_OVERLAY,
+    TOPIC_STATUS,
+    TOPIC_VIDEO,
+    TransportError,
+)
+
+log = logging.getLogger(__name__)
+
+GREEN = (80, 220, 80)  # BGR
+AMBER = (0, 170, 255)
+RED = (40, 40, 230)
+WHITE = (255, 255, 255)
+DEFAULT_SIZE = (640, 480)
+
+
+def _ascii(text: str) -> str:
+    """OpenCV's Hershey fonts draw ASCII only."""
+    return text.replace("—", "-").encode("ascii", "replace").decode("ascii")
+
+
+class Viewer:
+    """Renders the newest state of a :class:`Subscriber` into BGR images."""
+
+    def __init__(self, subscriber: Subscriber, *, stale_after_ms: float = 100.0) -> None:
+        if stale_after_ms <= 0:
+            raise TransportError("stale age must be positive", "pass --stale-ms > 0")
+        self.sub = subscriber
+        self.stale_after_s = stale_after_ms / 1000.0
+        self._video_seq = -1
+        self._video: np.ndarray | None = None
+        self.stale_frames = 0
+        self.drawn_frames = 0
+
+    def _size(self, overlay: Received | None) -> tuple[int, int]:
+        if overlay is not None:
+            d = overlay.message.payload.get("display", {})
+            w, h = d.get("width", 0), d.get("height", 0)
+            if isinstance(w, int) and isinstance(h, int) and 0 < w <= 8192 and 0 < h <= 8192:
+                return w, h
+        if self._video is not None:
+            return self._video.shape[1], self._video.shape[0]
+        return DEFAULT_SIZE
+
+    def _background(self, size: tuple[int, int]) -> np.ndarray:
+        import cv2
+
+        video = self.sub.latest(TOPIC_VIDEO)
+        if video is not None and video.message.header.seq != self._video_seq:
+            self._video_seq = video.message.header.seq
+            image = cv2.imdecode(video.message.arrays["jpeg"], cv2.IMREAD_COLOR)
+            if image is None:
+                log.warning("undecodable JPEG in video frame %d", video.message.header.frame)
+            else:
+                self._video = image
+        if self._video is None:
+            return np.zeros((size[1], size[0], 3), np.uint8)
+        if (self._video.shape[1], self._video.shape[0]) != size:
+            return cv2.resize(self._video, size, interpolation=cv2.INTER_LINEAR)
+        return self._video.copy()
+
+    def render(self, now_unix_s: float | None = None) -> np.ndarray:
+        """One BGR image of the display as the surgeon would see it now."""
+        import cv2
+
+        now = time.time() if now_unix_s is None else now_unix_s
+        overlay = self.sub.latest(TOPIC_OVERLAY)
+        size = self._size(overlay)
+        canvas = self._background(size)
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        if overlay is None or overlay.age_s(now) > self.stale_after_s:
+            self.stale_frames += 1
+            age = "no overlay" if overlay is None else f"{overlay.age_s(now) * 1000:.0f} ms old"
+            cv2.rectangle(canvas, (0, 0), (size[0] - 1, 44), RED, -1)
+            cv2.putText(canvas, f"STALE ({age})", (10, 32), font, 1.0, WHITE, 2, cv2.LINE_AA)
+            status = self.sub.latest(TOPIC_STATUS)
+            if status is not None:
+                sp = status.message.payload
+                line = f"edge {sp['state']}, up {sp['uptime_s']:.0f} s"
+                cv2.putText(canvas, _ascii(line), (10, size[1] - 12), font, 0.5, WHITE, 1)
+            return canvas
+        payload, arrays = overlay.message.payload, overlay.message.arrays
+        state = payload["state"]
+        text = _ascii(str(payload.get("state_text", state)))
+        color = GREEN if payload["current"] else (RED if state in ("LOST", "SEARCHING") else AMBER)
+        self._draw_primitives(canvas, payload, arrays, color)
+        self.drawn_frames += 1
+        cv2.rectangle(canvas, (0, 0), (size[0] - 1, 44), (0, 0, 0), -1)
+        cv2.putText(canvas, text[:60], (10, 32), font, 0.9, color, 2, cv2.LINE_AA)
+        hud = self.sub.latest(TOPIC_HUD)
+        if hud is not None and hud.message.header.frame == overlay.message.header.frame:
+            h = hud.message.payload
+            age_ms = overlay.age_s(now) * 1000
+            line = f"{h['fps']:.0f} fps  latency {h['latency_ms']:.0f} ms  age {age_ms:.0f} ms"
+            cv2.putText(canvas, line, (10, size[1] - 12), font, 0.5, WHITE, 1, cv2.LINE_AA)
+        return canvas
+
+    @staticmethod
+    def _draw_primitives(
+        canvas: np.ndarray, payload: dict[str, Any], arrays: dict[str, np.ndarray], color: Any
+    ) -> None:
+        import cv2
+
+        def pt(p: np.ndarray) -> tuple[int, int] | None:
+            if not np.all(np.isfinite(p)) or np.any(np.abs(p) > 1e5):
+                return None
+            return round(float(p[0])), round(float(p[1]))
+
+        for seg in arrays.get("trajectories_px", np.zeros((0, 2, 2))):
+            a, b = pt(seg[0]), pt(seg[1])
+            if a and b:
+                cv2.line(canvas, a, b, color, 2, cv2.LINE_AA)
+        for i, p in enumerate(arrays.get("targets_px", np.zeros((0, 2)))):
+            c = pt(p)
+            if c is None:
+                continue
+            cv2.circle(canvas, c, 7, color, 2, cv2.LINE_AA)
+            cv2.drawMarker(canvas, c, color, cv2.MARKER_CROSS, 10, 1)
+            t = payload["targets"][i]
+            depth = t.get("skin_distance_mm")
+            label = str(t["name"]) + (
+                f" {depth:.0f} mm" if isinstance(depth, float) and math.isfinite(depth) else ""
+            )
+            cv2.putText(
+                canvas,
+                _ascii(label),
+                (c[0] + 10, c[1] - 8),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.45,
+                color,
+                1,
+            )
+
+
+def check_window_support() -> None:
+    """Raise TransportError when this OpenCV build cannot open windows (the headless build)."""
+    import cv2
+
+    try:
+        cv2.namedWindow("edge view", cv2.WINDOW_AUTOSIZE)
+    except cv2.error:
+        raise TransportError(
+            "this OpenCV build has no window support (opencv-python-headless)",
+            "write a video with --out FILE.mp4 instead of --window",
+        ) from None
+
+
+class Mp4Sink:
+    """Writes BGR frames to an mp4 (mp4v) through a temporary file, replaced on close."""
+
+    def __init__(self, path: str | Path, fps: float) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() != ".mp4":
+            raise TransportError(f"{self.path} does not end in .mp4", "pass --out NAME.mp4")
+        self._tmp = self.path.with_name(f".{self.path.stem}.partial.mp4")
+        self.fps = fps
+        self._writer: Any = None
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        import cv2
+
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fourcc = cv2.VideoWriter.fourcc(*"mp4v")
+            self._writer = cv2.VideoWriter(
+                str(self._tmp), fourcc, self.fps, (image.shape[1], image.shape[0])
+            )
+            if not self._writer.isOpened():
+                raise TransportError(f"cannot write video {self._tmp}", "check the folder")
+            self._size = (image.shape[1], image.shape[0])
+        if (image.shape[1], image.shape[0]) != self._size:
+            import cv2 as _cv2
+
+            image = _cv2.resize(image, self._size)
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+            os.replace(self._tmp, self.path)
+
+
+def run_view(
+    subscriber: Subscriber,
+    *,
+    frames: int | None,
+    fps: float,
+    stale_after_ms: float,
+    sink: Callable[[np.ndarray], None],
+    duration_s: float | None = None,
+) -> Viewer:
+    """Render at ``fps`` until ``frames`` images or ``duration_s`` have passed."""
+    viewer = Viewer(subscriber, stale_after_ms=stale_after_ms)
+    interval = 1.0 / fps
+    start = time.monotonic()
+    next_s = start
+    count = 0
+    while (frames is None or count < frames) and (
+        duration_s is None or time.monotonic() - start < duration_s
+    ):
+        wait_ms = max(0, int((next_s - time.monotonic()) * 1000))
+        subscriber.poll(wait_ms)
+        while time.monotonic() < next_s:  # keep draining until the tick
+            subscriber.poll(max(0, int((next_s - time.monotonic()) * 1000)))
+        sink(viewer.render())
+        count += 1
+        next_s += interval
+    return viewer
