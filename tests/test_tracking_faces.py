@@ -1,0 +1,299 @@
+"""The face tracker on real models and a real photograph (matplotlib's grace_hopper.jpg).
+
+The models are built on first use (``ensure_models``) into models/build, which
+git ignores. Hand-checked feature positions were read off 4-14x enlargements of
+the photograph with a pixel grid, before comparing with the model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.cli import main
+from edge.config import TrackingConfig
+from edge.errors import ModelError, StateError
+from edge.frames import Frame, PixelFormat
+from edge.models import ensure_models, load_manifest
+from edge.models.manifest import repo_models_dir
+from edge.pipeline import FrameResult
+from edge.tracking.bench import BENCH_INTRINSICS, moving_portrait_frames, portrait_rgb
+from edge.tracking.tracker import FaceTracker, TrackerState, TrackingStage
+
+# Hand-checked in grace_hopper.jpg (512x600, pixel centres at integers). "Right"/"left" are
+# the subject's: her right eye is on the image's left. Nose tip: midway between the nostrils,
+# level with their upper edge. Mouth corners: where the line between the lips ends.
+HAND_CHECKED_PX = {
+    "right eye outer corner": (33, (203.0, 192.0)),
+    "right eye inner corner": (133, (237.0, 192.0)),
+    "left eye inner corner": (362, (287.0, 190.0)),
+    "left eye outer corner": (263, (325.0, 187.0)),
+    "nose tip": (1, (267.0, 243.0)),
+    "right mouth corner": (61, (229.0, 280.0)),
+    "left mouth corner": (291, (304.0, 277.0)),
+}
+TOLERANCE_PX = 6.0  # 3 % of the 200 px face; the blurred eye corners are not sharper than that
+NOSE_TIP = 1
+
+
+@pytest.fixture(scope="module")
+def models_dir() -> Path:
+    ensure_models(repo_models_dir() / "build")
+    return repo_models_dir() / "build"
+
+
+@pytest.fixture(scope="module")
+def config(models_dir: Path) -> TrackingConfig:
+    return TrackingConfig(models_dir=str(models_dir), intra_op_threads=1)
+
+
+@pytest.fixture(scope="module")
+def shared(config: TrackingConfig) -> FaceTracker:
+    return FaceTracker.from_config(config)
+
+
+def tracker_with(shared: FaceTracker, **changes: object) -> FaceTracker:
+    """A fresh tracker (own state) on the already opened models."""
+    return FaceTracker(shared.detector, shared.landmarks, replace(shared.config, **changes))
+
+
+@pytest.fixture(scope="module")
+def portrait() -> np.ndarray:
+    return portrait_rgb()
+
+
+# ----------------------------------------------------------------------------- stills
+
+
+def test_finds_the_face_with_a_high_score(shared, portrait):
+    faces = shared.detect_image(portrait)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.score > 0.9 and face.presence > 0.9
+    x0, y0, x1, y1 = face.box
+    assert 150 < x0 < 185 and 330 < x1 < 385 and 125 < y0 < 160 and 320 < y1 < 360
+    assert face.landmarks_px.shape == (468, 3) and np.isfinite(face.landmarks_px).all()
+    assert face.keypoints.shape == (6, 2)
+    # Keypoint 0 (right eye) is on the image's left, keypoint 2 (nose) between the eyes.
+    assert face.keypoints[0, 0] < face.keypoints[2, 0] < face.keypoints[1, 0]
+
+
+@pytest.mark.parametrize("feature", sorted(HAND_CHECKED_PX))
+def test_landmarks_land_on_hand_checked_features(shared, portrait, feature):
+    index, expected = HAND_CHECKED_PX[feature]
+    face = shared.detect_image(portrait)[0]
+    error = np.hypot(*(face.landmarks_px[index, :2] - expected))
+    assert error < TOLERANCE_PX, f"{feature}: {face.landmarks_px[index, :2]} vs {expected}"
+
+
+def _landscape() -> np.ndarray:
+    from matplotlib import cbook
+    from matplotlib.colors import LightSource
+
+    dem = np.load(cbook.get_sample_data("jacksboro_fault_dem.npz", asfileobj=False))["elevation"]
+    shade = LightSource(azdeg=315, altdeg=45).hillshade(dem, vert_exag=0.05)
+    grey = (shade * 255).astype(np.uint8)
+    return np.ascontiguousarray(np.stack([grey, (grey * 0.8).astype(np.uint8), grey // 2], -1))
+
+
+@pytest.mark.parametrize(
+    "name,image",
+    [
+        ("flat grey", np.full((480, 640, 3), 128, np.uint8)),
+        ("black", np.zeros((480, 640, 3), np.uint8)),
+        ("saturated", np.full((480, 640, 3), 255, np.uint8)),
+        ("noise", np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)),
+        ("landscape", _landscape()),
+        ("tiny", np.full((3, 2, 3), 90, np.uint8)),
+    ],
+)
+def test_images_without_a_face_give_no_face(shared, name, image):
+    assert shared.detect_image(image) == []
+
+
+def test_two_faces_are_both_found_and_the_larger_is_the_patient(shared, portrait):
+    canvas = np.full((480, 640, 3), 90, np.uint8)
+    big = cv2.resize(portrait, (320, 375))
+    small = cv2.resize(portrait, (170, 199))
+    canvas[50:425, 300:620] = big
+    canvas[100:299, 40:210] = small
+    assert len(shared.detect_image(canvas)) == 2
+    tracker = tracker_with(shared)
+    frame = Frame(0, canvas, PixelFormat.RGB8, None, 0.001, BENCH_INTRINSICS)
+    patient = tracker.track(frame).patient
+    assert patient is not None and patient.box[0] > 300  # the larger face, on the right
+
+
+# ----------------------------------------------------------------------------- video
+
+
+def _nose_in_frame(portrait_nose: np.ndarray, i: int, scale: float, shift, degrees) -> np.ndarray:
+    """Where the still's nose tip lands in frame i of moving_portrait_frames."""
+    h, w = 600, 512
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), i * degrees, scale)
+    m[0, 2] += (640 - w) / 2 + i * shift[0] + 2.0 * np.sin(i / 3)
+    m[1, 2] += (480 - h) / 2 + i * shift[1]
+    return m @ np.array([*portrait_nose, 1.0])
+
+
+def test_tracking_loop_detects_once_then_follows_the_face(shared, portrait):
+    nose_still = shared.detect_image(portrait)[0].landmarks_px[NOSE_TIP, :2]
+    tracker = tracker_with(shared, redetect_interval_frames=0, smoothing=False)
+    shift, degrees = (4.0, 2.0), 1.5
+    frames = moving_portrait_frames(
+        portrait, 12, shift_px_per_frame=shift, degrees_per_frame=degrees
+    )
+    modes = []
+    for i, frame in enumerate(frames):
+        result = tracker.track(frame)
+        modes.append(result.mode)
+        assert result.patient is not None and tracker.state is TrackerState.TRACKING
+        expected = _nose_in_frame(nose_still, i, 0.75, shift, degrees)
+        assert np.hypot(*(result.patient.landmarks_px[NOSE_TIP, :2] - expected)) < 4.0
+    assert modes == ["detect"] + ["track"] * 11
+    assert tracker.detector_runs == 1
+
+
+def test_face_leaving_and_returning(shared, portrait):
+    tracker = tracker_with(shared, redetect_interval_frames=0)
+    frames = list(moving_portrait_frames(portrait, 6))
+    blank = replace(frames[2], color=np.full_like(frames[2].color, 90))
+    sequence = [frames[0], frames[1], blank, blank, frames[4], frames[5]]
+    results = [tracker.track(f) for f in sequence]
+    assert [r.patient is not None for r in results] == [True, True, False, False, True, True]
+    assert [r.mode for r in results] == ["detect", "track", "detect", "detect", "detect", "track"]
+    assert "presence" in tracker.lost_reason
+
+
+def test_cross_check_reanchors_a_crop_that_slipped(shared, portrait):
+    """A sudden 55 px jump leaves the crop on the old place with a confident, wrong face."""
+    nose_still = shared.detect_image(portrait)[0].landmarks_px[NOSE_TIP, :2]
+    tracker = tracker_with(shared, redetect_interval_frames=5, smoothing=False)
+    small = cv2.resize(portrait, (256, 300))
+    errors = []
+    for i in range(8):
+        x = 150 if i < 4 else 205
+        color = cv2.warpAffine(small, np.float32([[1, 0, x], [0, 1, 80]]), (640, 480))
+        frame = Frame(i, color, PixelFormat.RGB8, None, 0.001, BENCH_INTRINSICS)
+        result = tracker.track(frame)
+        assert result.patient is not None
+        expected = nose_still * (256 / 512, 300 / 600) + (x, 80) + (0.25, 0.25)
+        errors.append(float(np.hypot(*(result.patient.landmarks_px[NOSE_TIP, :2] - expected))))
+    assert errors[4] > 20  # the slipped crop: confident but wrong
+    assert "detector sees the face" in tracker.lost_reason
+    assert max(errors[5:]) < 4  # re-anchored on the cross-check frame and after
+
+
+def test_3d_landmarks_from_depth_and_without(shared, portrait):
+    tracker = tracker_with(shared, smoothing=False)
+    frame = next(moving_portrait_frames(portrait, 1, depth_m=0.6))
+    face = tracker.track(frame).patient
+    assert face is not None and face.landmarks_valid is not None
+    assert face.landmarks_valid.mean() > 0.95
+    pts = face.landmarks_camera_m
+    assert pts is not None and np.isfinite(pts[face.landmarks_valid]).all()
+    np.testing.assert_allclose(pts[face.landmarks_valid, 2], 0.6, atol=0.003)
+    # The 3-D points project back onto the 2-D landmarks.
+    back = BENCH_INTRINSICS.project(pts[face.landmarks_valid])
+    np.testing.assert_allclose(back, face.landmarks_px[face.landmarks_valid, :2], atol=1.0)
+
+    no_depth = replace(frame, depth=None)
+    holes = replace(frame, depth=np.zeros_like(frame.depth))
+    for bad in (no_depth, holes):
+        face = tracker_with(shared).track(bad).patient
+        assert face is not None and face.landmarks_valid is not None
+        assert not face.landmarks_valid.any() and np.isnan(face.landmarks_camera_m).all()
+        assert np.isfinite(face.landmarks_px).all()
+
+
+def test_bgr_frames_give_the_same_landmarks(shared, portrait):
+    frame = next(moving_portrait_frames(portrait, 1))
+    bgr = replace(frame, color=np.ascontiguousarray(frame.color[:, :, ::-1]))
+    bgr.color_format = PixelFormat.BGR8
+    a = tracker_with(shared, smoothing=False).track(frame).patient
+    b = tracker_with(shared, smoothing=False).track(bgr).patient
+    assert a is not None and b is not None
+    np.testing.assert_allclose(a.landmarks_px, b.landmarks_px, atol=1e-3)
+
+
+def test_black_and_saturated_frames_track_nothing(shared, portrait):
+    tracker = tracker_with(shared)
+    frame = next(moving_portrait_frames(portrait, 1))
+    for value in (0, 255):
+        result = tracker.track(replace(frame, color=np.full_like(frame.color, value)))
+        assert result.patient is None and result.faces == []
+        assert tracker.state is TrackerState.SEARCHING
+
+
+def test_stage_sets_the_result_and_closed_tracker_refuses(shared, portrait):
+    tracker = tracker_with(shared)
+    stage = TrackingStage(tracker)
+    result = FrameResult(frame=next(moving_portrait_frames(portrait, 1)))
+    stage.process(result)
+    assert stage.name == "tracking" and result.tracking.patient is not None
+    tracker.close()
+    with pytest.raises(StateError):
+        tracker.track(result.frame)
+
+
+# ----------------------------------------------------------------------------- broken models
+
+
+def _copy_models(models_dir: Path, dest: Path) -> Path:
+    dest.mkdir()
+    for spec in load_manifest().models.values():
+        shutil.copy(models_dir / spec.file, dest / spec.file)
+    return dest
+
+
+def test_tampered_model_is_refused(models_dir, tmp_path):
+    folder = _copy_models(models_dir, tmp_path / "models")
+    path = folder / load_manifest().model("face_landmarks").file
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="SHA-256"):
+        FaceTracker.from_config(TrackingConfig(models_dir=str(folder)))
+
+
+def test_missing_model_is_refused(models_dir, tmp_path):
+    folder = _copy_models(models_dir, tmp_path / "models")
+    (folder / load_manifest().model("face_detector").file).unlink()
+    with pytest.raises(ModelError, match=r"missing.*edge models fetch"):
+        FaceTracker.from_config(TrackingConfig(models_dir=str(folder)))
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_edge_track_prints_json_and_draws(models_dir, tmp_path, capsys):
+    from matplotlib import cbook
+
+    photo = str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    out = tmp_path / "annotated.png"
+    code = main(["track", photo, "--json", "--out", str(out), "--models-dir", str(models_dir)])
+    assert code == 0
+    faces = json.loads(capsys.readouterr().out)["faces"]
+    assert len(faces) == 1 and faces[0]["score"] > 0.9
+    assert np.array(faces[0]["landmarks"]).shape == (468, 3)
+    assert len(faces[0]["box"]) == 4 and np.array(faces[0]["keypoints"]).shape == (6, 2)
+    drawn = cv2.imread(str(out))
+    assert drawn is not None and drawn.shape == (600, 512, 3)
+
+
+def test_edge_track_no_face_and_unreadable_image(models_dir, tmp_path, capsys):
+    grey = tmp_path / "grey.png"
+    cv2.imwrite(str(grey), np.full((100, 120, 3), 128, np.uint8))
+    assert main(["track", str(grey), "--json", "--models-dir", str(models_dir)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"faces": []}
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    assert main(["track", str(broken), "--models-dir", str(models_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read image" in err[0]
