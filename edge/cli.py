@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "edge.transport.commands",  # view, keys
     "edge.calibration.commands",  # calibrate ...
     "edge.audit_commands",  # audit verify
+    "edge.protect_commands",  # recordings keygen|seal|open|prune
 )
 
 
