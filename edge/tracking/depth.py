@@ -41,17 +41,22 @@ class DepthSampling:
 
 
 def landmark_depths_m(
-    pixels: np.ndarray, depth_m: np.ndarray, sampling: DepthSampling = DepthSampling()
+    pixels: np.ndarray,
+    depth: np.ndarray,
+    sampling: DepthSampling = DepthSampling(),
+    depth_scale_m: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Robust depth (metres) under each of N pixel positions, and whether it is valid.
 
     ``pixels``: (N, 2) x, y in the depth image (aligned to color; pixel centres
-    at integers). ``depth_m``: (H, W) metres, 0 where there is no measurement.
-    Returns (N,) depths (NaN where invalid) and (N,) bool validity. A position
-    outside the image, or not finite, is invalid.
+    at integers). ``depth``: (H, W), ``depth * depth_scale_m`` in metres (raw
+    camera units with the frame's scale, or metres with 1.0), 0 where there is
+    no measurement; only the sampled windows are converted. Returns (N,)
+    depths (NaN where invalid) and (N,) bool validity. A position outside the
+    image, or not finite, is invalid.
     """
     px = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
-    depth = np.asarray(depth_m, dtype=np.float32)
+    depth = np.asarray(depth)
     if depth.ndim != 2:
         raise ValueError(f"depth must be HxW, got {depth.shape}")
     h, w = depth.shape
@@ -69,6 +74,7 @@ def landmark_depths_m(
     in_x = (xs >= 0) & (xs < w)
     in_y = (ys >= 0) & (ys < h)
     values = depth[np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)].reshape(n, -1)
+    values = values.astype(np.float32) * np.float32(depth_scale_m)
     in_image = (in_y & in_x).reshape(n, -1)
     ok = in_image & (values > sampling.min_m) & (values < sampling.max_m) & np.isfinite(values)
     count = ok.sum(axis=1)
@@ -92,26 +98,30 @@ def landmark_depths_m(
 
 def lift_landmarks(
     landmarks_px: np.ndarray,
-    depth_m: np.ndarray | None,
+    depth: np.ndarray | None,
     intrinsics: Intrinsics,
     sampling: DepthSampling = DepthSampling(),
+    depth_scale_m: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Landmarks (N, 2+) in color pixels to (N, 3) camera-frame metres and (N,) validity.
 
-    With no depth image every landmark is invalid. Invalid rows are NaN; a
-    valid row is always finite. Lens distortion is not undone (the aligned
-    color stream of the supported cameras is close to distortion-free).
+    ``depth`` is aligned to color: metres (``frame.depth_m()``) or raw units
+    with ``depth_scale_m`` (``frame.depth``, ``frame.depth_scale_m``: skips
+    converting the whole image). With no depth image every landmark is
+    invalid. Invalid rows are NaN; a valid row is always finite. Lens
+    distortion is not undone (the aligned color stream of the supported
+    cameras is close to distortion-free).
     """
     px = np.asarray(landmarks_px, dtype=np.float64)[:, :2]
     n = px.shape[0]
-    if depth_m is None:
+    if depth is None:
         return np.full((n, 3), np.nan), np.zeros(n, dtype=bool)
-    if depth_m.shape != (intrinsics.height, intrinsics.width):
+    if depth.shape != (intrinsics.height, intrinsics.width):
         raise ValueError(
-            f"depth {depth_m.shape} does not match the intrinsics "
+            f"depth {depth.shape} does not match the intrinsics "
             f"{intrinsics.width}x{intrinsics.height}"
         )
-    z, valid = landmark_depths_m(px, depth_m, sampling)
+    z, valid = landmark_depths_m(px, depth, sampling, depth_scale_m)
     points = intrinsics.deproject(np.where(valid[:, None], px, 0.0), np.where(valid, z, 0.0))
     valid &= np.isfinite(points).all(axis=1)
     points[~valid] = np.nan

@@ -86,10 +86,10 @@ def letterbox(
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     small = cv2.resize(image, (new_w, new_h), interpolation=interp)
     pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
+    if bgr:
+        small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
     canvas = np.zeros((size, size, 3), np.uint8)
     canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = small
-    if bgr:
-        canvas = canvas[:, :, ::-1]
     lo, hi = value_range
     tensor = canvas.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
     return tensor[None], Letterbox(new_w / w, new_h / h, float(pad_x), float(pad_y))

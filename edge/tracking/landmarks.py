@@ -156,7 +156,7 @@ class LandmarkModel:
             borderMode=cv2.BORDER_REPLICATE,
         )
         if bgr:
-            patch = patch[:, :, ::-1]
+            patch = cv2.cvtColor(patch, cv2.COLOR_BGR2RGB)  # a reversed view is 10x slower below
         lo, hi = self.model.spec.value_range
         return (patch.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo))[None]
 

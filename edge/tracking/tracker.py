@@ -287,7 +287,7 @@ class FaceTracker:
             float(max(box[2] - box[0], box[3] - box[1])),
         )
         points_m, valid = lift_landmarks(
-            out.landmarks_px, frame.depth_m(), frame.intrinsics, self.sampling
+            out.landmarks_px, frame.depth, frame.intrinsics, self.sampling, frame.depth_scale_m
         )
         landmarks_px = out.landmarks_px
         if self.config.smoothing:
