@@ -63,13 +63,23 @@ def _fix(spec: ModelSpec) -> str:
     return f"run `edge models fetch` to rebuild {spec.file}"
 
 
-def checksum_problem(spec: ModelSpec, models_dir: Path) -> str | None:
-    """Why the model file fails its checksum (missing, unreadable, wrong bytes), or None."""
-    path = models_dir / spec.file
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be hashed (missing, not a file, unreadable), or None."""
     if not path.exists():
         return f"model {path} is missing"
     if not path.is_file():
         return f"model {path} is not a regular file"
+    if not os.access(path, os.R_OK):
+        return f"model {path} is unreadable (permission denied)"
+    return None
+
+
+def checksum_problem(spec: ModelSpec, models_dir: Path) -> str | None:
+    """Why the model file fails its checksum (missing, unreadable, wrong bytes), or None."""
+    path = models_dir / spec.file
+    problem = _file_problem(path)
+    if problem is not None:
+        return problem
     try:
         digest = sha256_file(path)
     except OSError as exc:
@@ -138,12 +148,14 @@ def verified_model_path(
     spec = manifest.model(name)
     models_dir = Path(models_dir)
     path = models_dir / spec.file
+    problem = _file_problem(path)
+    if problem is not None:
+        raise ModelError(problem, _fix(spec))
+    # The interface first: "input is [1, 256, 128, 3]" says more than a checksum does.
+    check_model_io(spec, path)
     problem = checksum_problem(spec, models_dir)
     if problem is not None:
-        if path.is_file() and "SHA-256" in problem:
-            check_model_io(spec, path)  # a more telling message when the interface differs
         raise ModelError(problem, _fix(spec))
-    check_model_io(spec, path)
     return path
 
 
