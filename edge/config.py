@@ -138,7 +138,7 @@ class CalibrationConfig:
     max_age_days: float = 90.0  # older results are reported as stale in the HUD
     min_views: int = 8
     min_coverage_pct: float = 60.0
-    min_blur_variance: float = 100.0  # Laplacian variance over the board; below: blurred
+    min_blur_variance: float = 250.0  # Laplacian variance over the board; below: blurred
     max_rms_px: float = 1.0
     max_depth_scale_error_pct: float = 1.0
     max_depth_offset_mm: float = 3.0
