@@ -297,3 +297,16 @@ def test_edge_track_no_face_and_unreadable_image(models_dir, tmp_path, capsys):
     assert main(["track", str(broken), "--models-dir", str(models_dir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot read image" in err[0]
+
+
+def test_bench_reports_every_figure(config, capsys, models_dir):
+    from edge.tracking.bench import format_bench, run_bench
+
+    results = run_bench(config, frames=10, threads=(1,))
+    assert len(results) == 1 and results[0]["frames_with_face"] == 10
+    for key in ("detector", "landmarks", "tracking_step", "tracking_step_cpu"):
+        assert results[0][key]["median_ms"] > 0 and results[0][key]["n"] >= 1
+    assert results[0]["landmarks"]["n"] == 10  # one landmark run per frame, none wasted
+    assert "tracking step" in format_bench(results)
+    assert main(["track", "--bench", "--frames", "5", "--models-dir", str(models_dir)]) == 2
+    assert "at least 10" in capsys.readouterr().err
