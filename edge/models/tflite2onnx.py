@@ -294,19 +294,36 @@ class _Converter:
 
     def op_add(self, op: tflite.Operator, ins: list[int], outs: list[int]) -> None:
         a, b = ins[0], ins[1]
-        names = [self.act(a), self.act(b)]
-        ranks = {len(self.shape(i)) for i in (a, b) if i not in self.consts}
-        layouts = {i in self.nchw for i in (a, b) if i not in self.consts}
-        if len(layouts) > 1 or (ranks == {4} and layouts != {True}):
+        variables = [i for i in (a, b) if i not in self.consts]
+        layouts = {i in self.nchw for i in variables}
+        if not variables or len(layouts) > 1 or len({len(self.shape(i)) for i in variables}) > 1:
             raise ModelError(
-                f"ADD of tensors with mixed layouts at '{self.tname(outs[0])}'",
-                "this converter adds NHWC activations of equal rank only",
+                f"ADD at '{self.tname(outs[0])}' mixes layouts or ranks, or has no activation",
+                "this converter adds activations of one layout and rank (or one constant)",
             )
+        nchw = layouts == {True}
+        names = [self._add_operand(i, nchw) for i in (a, b)]
         opts = self._options(op, tflite.AddOptions)
         base = self.tname(outs[0])
         act = opts.FusedActivationFunction()
         out = self.node("Add", names, base if act == _ACT_NONE else f"{base}/pre_act")
-        self.define(outs[0], self.fused(out, act, outs[0]), layouts == {True})
+        self.define(outs[0], self.fused(out, act, outs[0]), nchw)
+
+    def _add_operand(self, idx: int, nchw: bool) -> str:
+        """An ADD input; a constant broadcast along NHWC's last axis moves to NCHW's axis 1."""
+        if idx not in self.consts or not nchw:
+            return self.act(idx)
+        value = self.consts[idx].astype(np.float32)
+        if value.ndim == 4:
+            value = value.transpose(_NHWC_TO_NCHW)
+        elif value.size > 1:
+            if value.size != value.shape[-1]:
+                raise ModelError(
+                    f"ADD constant '{self.tname(idx)}' of shape {value.shape} is not supported",
+                    "only scalar, per-channel or full 4-D constants are handled",
+                )
+            value = value.reshape(-1, 1, 1)  # [..., C] -> [C, 1, 1]
+        return self.initializer(self.tname(idx), value)
 
     def op_relu(self, op: tflite.Operator, ins: list[int], outs: list[int]) -> None:
         out = self.node("Relu", [self.act(ins[0])], self.tname(outs[0]))
