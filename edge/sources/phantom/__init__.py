@@ -1,0 +1,279 @@
+"""The synthetic RGB-D head phantom: frames with exact ground truth (docs/phantom.md).
+
+:class:`PhantomSource` is a :class:`~edge.frames.FrameSource` like a camera or
+a recording; every frame carries a :class:`~edge.frames.GroundTruth`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edge.config import PhantomConfig, TrackingConfig
+from edge.errors import SourceError
+from edge.frames import (
+    LANDMARK_COUNT,
+    Frame,
+    FrameSource,
+    GroundTruth,
+    Intrinsics,
+    PixelFormat,
+    TimingMode,
+    require_frames,
+)
+from edge.sources.phantom.face import FaceModel, LandmarkFn, load_face_model
+from edge.sources.phantom.motion import load_motion
+from edge.sources.phantom.noise import (
+    DepthNoise,
+    apply_color_noise,
+    apply_depth_noise,
+    quantise_depth,
+)
+from edge.sources.phantom.plan_out import patient_to_face
+from edge.sources.phantom.render import Renderer, Rendering
+from edge.sources.phantom.scenarios import get_scenario, scenario_poses
+from edge.sources.phantom.scene import (
+    covered_by_drape,
+    drape_surface,
+    head_surface,
+    print_plane,
+    table_plane,
+)
+
+__all__ = ["PhantomSource", "default_intrinsics", "tracker_landmarks"]
+
+VISIBLE_DEPTH_TOLERANCE_M = (
+    0.010  # a landmark further than this behind the rendered surface is hidden
+)
+FACE_VISIBLE_FRACTION = 0.25  # face_visible when at least this share of landmarks is visible
+
+
+def default_intrinsics(config: PhantomConfig | None = None) -> Intrinsics:
+    """A D435-like colour camera: 640x480, fx = fy = 615 px, centred principal point."""
+    c = config or PhantomConfig()
+    return Intrinsics(
+        c.width, c.height, c.focal_px, c.focal_px, (c.width - 1) / 2.0, (c.height - 1) / 2.0
+    )
+
+
+def tracker_landmarks(tracking: TrackingConfig | None = None) -> LandmarkFn:
+    """The project's own face tracker as the phantom's landmark detector (largest face wins)."""
+    from edge.tracking.tracker import FaceTracker
+
+    tracker = FaceTracker.from_config(tracking or TrackingConfig())
+
+    def detect(image_rgb: np.ndarray) -> np.ndarray | None:
+        faces = tracker.detect_image(image_rgb)
+        if not faces:
+            return None
+        best = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+        return np.asarray(best.landmarks_px, dtype=np.float64)
+
+    return detect
+
+
+def depth_noise_from_config(c: PhantomConfig) -> DepthNoise:
+    return DepthNoise(
+        enabled=c.depth_noise,
+        subpixel_px=c.subpixel_px,
+        baseline_m=c.baseline_m,
+        focal_px=c.noise_focal_px,
+        grazing_hole_deg=c.grazing_hole_deg,
+        edge_step_m=c.edge_step_m,
+        edge_hole_px=c.edge_hole_px,
+        dropout_fraction=c.dropout_fraction,
+        min_depth_m=c.min_depth_m,
+        max_depth_m=c.max_depth_m,
+    )
+
+
+class PhantomSource(FrameSource):
+    """Synthetic RGB-D frames of a head with exact ground truth.
+
+    ``scenario`` is one of :data:`~edge.sources.phantom.scenarios.SCENARIOS`
+    (or any name with ``motion`` given: a motion file path or an (N, 4, 4)
+    array of ``face_to_camera`` poses, the last pose held when frames > N).
+    ``face_model`` skips building the face; ``make_detector`` supplies the
+    landmark detector used on a cache miss (default: the project's tracker).
+    Raises SourceError for an unknown scenario, frames < 1, a bad motion file;
+    an unusable photo raises on ``open()``.
+    """
+
+    name = "phantom"
+
+    def __init__(
+        self,
+        scenario: str = "nod-shake",
+        frames: int = 300,
+        seed: int = 0,
+        config: PhantomConfig | None = None,
+        face_image: str | None = None,
+        intrinsics: Intrinsics | None = None,
+        timing: TimingMode = TimingMode.DETERMINISTIC,
+        motion: str | Path | np.ndarray | None = None,
+        face_model: FaceModel | None = None,
+        make_detector: Callable[[], LandmarkFn] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.config = config or PhantomConfig()
+        self._frames = require_frames(int(frames))
+        if motion is not None:
+            poses = (
+                load_motion(motion) if isinstance(motion, str | Path) else np.asarray(motion, float)
+            )
+            if poses.ndim != 3 or poses.shape[1:] != (4, 4) or len(poses) == 0:
+                raise SourceError("motion poses must be an (N, 4, 4) array", "pass a motion file")
+            # Poses come from the file; a scenario that changes the scene (drape,
+            # photo-spoof) still applies, every other name becomes "motion".
+            named = get_scenario(scenario)
+            self.scenario = named if named.drape or named.spoof else get_scenario("motion")
+            idx = np.minimum(np.arange(self._frames), len(poses) - 1)
+            self._poses = poses[idx]
+        else:
+            self.scenario = get_scenario(scenario)
+            if self.scenario.name == "motion":
+                raise SourceError("scenario 'motion' needs a motion file", "pass --motion FILE")
+            self._poses = scenario_poses(
+                self.scenario.name, self._frames, self.config.distance_m, self.config.fps
+            )
+        self.seed = int(seed)
+        self.intrinsics = intrinsics or default_intrinsics(self.config)
+        self.timing = TimingMode(timing)
+        self._face_image = (
+            face_image if face_image is not None else (self.config.face_image or None)
+        )
+        self._face = face_model
+        self._make_detector = make_detector or (lambda: tracker_landmarks())
+        self._clock = clock
+        self._next = 0
+        self._t0 = 0.0
+        self._renderer: Renderer | None = None
+        self._background: Rendering | None = None
+        self._noise = depth_noise_from_config(self.config)
+        self._patient_to_face = patient_to_face()
+
+    # ---------------------------------------------------------------- FrameSource
+
+    @property
+    def frame_count(self) -> int:
+        return self._frames
+
+    @property
+    def nominal_fps(self) -> float:
+        return self.config.fps
+
+    @property
+    def depth_scale_m(self) -> float:
+        return self.config.depth_units_m
+
+    @property
+    def face(self) -> FaceModel:
+        """The face model (built or loaded on open)."""
+        if self._face is None:
+            raise SourceError(
+                "the phantom's face is built when the source opens", "open the source first"
+            )
+        return self._face
+
+    def poses(self) -> np.ndarray:
+        """(frames, 4, 4) ``face_to_camera`` of every frame."""
+        return self._poses.copy()
+
+    def _open(self) -> None:
+        if self._face is None:
+            self._face = load_face_model(
+                self._face_image, self._make_detector, self.config.cache_dir or None
+            )
+        face = self._face
+        self._renderer = Renderer(self.intrinsics)
+        bg = self._renderer.blank((30, 30, 30))
+        table, table_to_camera = table_plane()
+        self._renderer.draw_plane(bg, table, table_to_camera)
+        self._background = bg
+        self._head = head_surface(face)
+        self._drape = drape_surface(face) if self.scenario.drape else None
+        self._print = print_plane(face) if self.scenario.spoof else None
+        self._t0 = self._clock()
+        self._next = 0
+
+    def _close(self) -> None:
+        self._renderer = None
+        self._background = None
+
+    def _read(self) -> Frame | None:
+        i = self._next
+        if i >= self._frames:
+            return None
+        self._next += 1
+        if self.timing is TimingMode.REALTIME:
+            delay = self._t0 + i / self.config.fps - self._clock()
+            if delay > 0:
+                time.sleep(delay)
+        clean, truth = self.render(i)
+        rng = np.random.default_rng([self.seed, i])
+        depth_m = apply_depth_noise(
+            clean.depth_m, clean.incidence_cos, self._noise, self.intrinsics.fx, rng
+        )
+        c = self.config
+        gain = 1.0 + c.lighting_variation * np.sin(2 * np.pi * i / (7.0 * c.fps))
+        color = apply_color_noise(clean.color, c.color_noise_sigma, gain, rng)
+        return Frame(
+            number=i,
+            color=color,
+            color_format=PixelFormat.RGB8,
+            depth=quantise_depth(depth_m, c.depth_units_m),
+            depth_scale_m=c.depth_units_m,
+            intrinsics=self.intrinsics,
+            device_timestamp_ms=i * 1000.0 / c.fps,
+            host_timestamp_s=self._t0 + i / c.fps,
+            truth=truth,
+        )
+
+    # ---------------------------------------------------------------- rendering
+
+    def render(self, index: int) -> tuple[Rendering, GroundTruth]:
+        """Noise-free rendering and ground truth of frame ``index`` (source must be open)."""
+        if self._renderer is None or self._background is None:
+            raise SourceError("the phantom is not open", "open the source first")
+        face_to_camera = self._poses[index]
+        out = self._background.copy()
+        if self._print is not None:
+            plane, plane_to_face = self._print
+            self._renderer.draw_plane(out, plane, face_to_camera @ plane_to_face)
+        else:
+            surfaces = [(self._head, face_to_camera)]
+            if self._drape is not None:
+                surfaces.append((self._drape, face_to_camera))
+            self._renderer.draw_surfaces(out, surfaces)
+        return out, self._truth(face_to_camera, out.depth_m)
+
+    def _truth(self, face_to_camera: np.ndarray, clean_depth_m: np.ndarray) -> GroundTruth:
+        face = self.face
+        lm_face = face.landmarks_m.copy()
+        if self.scenario.spoof:
+            lm_face[:, 2] = face.landmarks_m[168, 2]  # the printed face is flat
+        R, t = face_to_camera[:3, :3], face_to_camera[:3, 3]
+        lm_cam = lm_face @ R.T + t
+        px = self.intrinsics.project(lm_cam)
+        w, h = self.intrinsics.width, self.intrinsics.height
+        ui = np.floor(px[:, 0] + 0.5).astype(np.int64)
+        vi = np.floor(px[:, 1] + 0.5).astype(np.int64)
+        inside = (lm_cam[:, 2] > 0) & (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
+        seen = np.zeros(LANDMARK_COUNT, bool)
+        d = clean_depth_m[vi[inside], ui[inside]]
+        seen[inside] = (d > 0) & (np.abs(d - lm_cam[inside, 2]) < VISIBLE_DEPTH_TOLERANCE_M)
+        if self.scenario.drape:
+            seen &= ~covered_by_drape(face, face.landmarks_m)
+        face_visible = bool(seen.mean() >= FACE_VISIBLE_FRACTION)
+        return GroundTruth(
+            patient_to_camera=face_to_camera @ self._patient_to_face,
+            face_visible=face_visible,
+            landmarks_px=px if face_visible else None,
+            landmarks_camera_m=lm_cam if face_visible else None,
+            scenario=self.scenario.name,
+            landmarks_visible=seen if face_visible else None,
+        )

@@ -1,0 +1,207 @@
+"""The phantom's preoperative plan, written as a planning tool would export it.
+
+The plan lives in "CT" coordinates: LPS, millimetres on disk (metres once
+loaded). The head sits in the scanner with a small tilt and an offset, so the
+CT-to-face transform is known exactly but is not the identity:
+``patient_to_face = inv(FACE_TO_PATIENT)``. Ground truth for every frame is
+``patient_to_camera = face_to_camera @ patient_to_face``.
+
+Folder contents (format: docs/plan-format.md): plan.json, skin.stl,
+landmarks.mrk.json, optic_chiasm.stl, and phantom-truth.json (the
+face-to-patient transform, for tests; a real plan has no such file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import SourceError
+from edge.registration.landmarks import LANDMARK_INDEX
+from edge.sources.phantom.face import NASION, FaceModel
+from edge.sources.phantom.motion import pose_matrix
+
+CASE_ID = "PHANTOM-0001"
+MESH_STRIDE = 2  # skin mesh from every 2nd surface sample (~1.7 mm edges)
+
+# Face axes in LPS: face x (subject's left) = L, face y (down) = -S, face z (back) = P.
+_FACE_AXES_TO_LPS = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+# The head in the scanner: rolled 3 deg, flexed 6 deg, yawed 2 deg, head centre
+# at (2.5, 18.0, -135.0) mm in the CT's LPS coordinates.
+_TILT = pose_matrix((0.0, 0.0, 0.0), (-6.0, 2.0, 3.0))[:3, :3]
+
+
+def face_to_patient() -> np.ndarray:
+    """4x4, face frame (metres) to plan/CT frame (LPS, metres)."""
+    m = np.eye(4)
+    m[:3, :3] = _FACE_AXES_TO_LPS @ _TILT
+    m[:3, 3] = (0.0025, 0.018, -0.135)
+    return m
+
+
+def patient_to_face() -> np.ndarray:
+    """4x4, plan/CT frame (LPS, metres) to face frame (metres)."""
+    return np.linalg.inv(face_to_patient())
+
+
+def _to_patient_mm(points_face_m: np.ndarray) -> np.ndarray:
+    m = face_to_patient()
+    p = np.asarray(points_face_m, dtype=np.float64).reshape(-1, 3)
+    return (p @ m[:3, :3].T + m[:3, 3]) * 1000.0
+
+
+def plan_geometry(face: FaceModel) -> dict[str, np.ndarray]:
+    """Targets, trajectory, cut plane and structure centre, in the face frame (metres)."""
+    lm = face.landmarks_m
+    forehead = lm[151]  # mid-forehead, above the glabella
+    cheek_r = lm[50]  # right cheek, below the eye
+    return {
+        "frontal_sinus": forehead + np.array([0.0, 0.0, 0.035]),
+        "sphenoid_sinus": lm[NASION] + np.array([0.0, 0.012, 0.060]),
+        "maxillary_sinus_right": cheek_r + np.array([0.006, 0.0, 0.035]),
+        "entry_frontal": forehead,
+        "optic_chiasm": lm[NASION] + np.array([0.0, 0.010, 0.078]),
+    }
+
+
+def skin_mesh_face(face: FaceModel) -> tuple[np.ndarray, np.ndarray]:
+    """The skin surface as a triangle mesh in the face frame: (V, 3) metres, (F, 3) indices."""
+    grid = face.points_m[::MESH_STRIDE, ::MESH_STRIDE].astype(np.float64)
+    rows, cols = grid.shape[:2]
+    idx = np.arange(rows * cols).reshape(rows, cols)
+    a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
+    c, d = idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    faces = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
+    verts = grid.reshape(-1, 3)
+    # Wind the triangles so that their normals point out of the head.
+    tri = verts[faces]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    if float((n * tri.mean(axis=1)).sum()) < 0:
+        faces = faces[:, ::-1]
+    return verts, faces
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _stl_bytes(vertices_mm: np.ndarray, faces: np.ndarray) -> bytes:
+    import trimesh
+
+    mesh = trimesh.Trimesh(vertices=vertices_mm, faces=faces, process=False)
+    data = mesh.export(file_type="stl")
+    return data if isinstance(data, bytes) else str(data).encode()
+
+
+def _markups(points_mm: dict[str, np.ndarray]) -> dict[str, object]:
+    """A 3D Slicer markups fiducial list (markups schema v1.0.3), LPS millimetres."""
+    return {
+        "@schema": "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/"
+        "Markups/Resources/Schema/markups-schema-v1.0.3.json#",
+        "markups": [
+            {
+                "type": "Fiducial",
+                "coordinateSystem": "LPS",
+                "coordinateUnits": "mm",
+                "locked": True,
+                "labelFormat": "%N-%d",
+                "controlPoints": [
+                    {
+                        "id": str(i + 1),
+                        "label": name,
+                        "description": "",
+                        "associatedNodeID": "",
+                        "position": [round(float(v), 4) for v in p],
+                        "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0],
+                        "selected": True,
+                        "locked": True,
+                        "visibility": True,
+                        "positionStatus": "defined",
+                    }
+                    for i, (name, p) in enumerate(points_mm.items())
+                ],
+            }
+        ],
+    }
+
+
+def write_plan(face: FaceModel, out_dir: str | Path) -> Path:
+    """Write the phantom's plan folder; returns the path of plan.json.
+
+    Raises SourceError when the folder cannot be created or written.
+    """
+    import trimesh
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SourceError(
+            f"cannot create plan folder {out}: {exc.strerror}",
+            "choose a writable --plan-out folder",
+        ) from None
+
+    geo = plan_geometry(face)
+    mm = {k: _to_patient_mm(v)[0] for k, v in geo.items()}
+    landmarks = {name: _to_patient_mm(face.landmarks_m[i])[0] for name, i in LANDMARK_INDEX.items()}
+    verts, faces = skin_mesh_face(face)
+    chiasm = trimesh.creation.icosphere(subdivisions=2, radius=6.0)
+    chiasm_verts = np.asarray(chiasm.vertices) + mm["optic_chiasm"]
+    normal = face_to_patient()[:3, 0]  # the face's left-right axis: the midsagittal plane
+
+    def r(v: np.ndarray) -> list[float]:
+        return [round(float(x), 4) for x in v]
+
+    plan = {
+        "schema": "edge-plan/1",
+        "case_id": CASE_ID,
+        "units": "mm",
+        "coordinate_system": "LPS",
+        "skin": "skin.stl",
+        "landmarks": "landmarks.mrk.json",
+        "targets": [
+            {"name": n, "position": r(mm[n])}
+            for n in ("frontal_sinus", "sphenoid_sinus", "maxillary_sinus_right")
+        ],
+        "trajectories": [
+            {
+                "name": "frontal_approach",
+                "entry": r(mm["entry_frontal"]),
+                "target": r(mm["frontal_sinus"]),
+            }
+        ],
+        "cut_planes": [
+            {"name": "midsagittal", "point": r(landmarks["nasion"]), "normal": r(normal)}
+        ],
+        "structures": [
+            {"name": "optic_chiasm", "mesh": "optic_chiasm.stl", "color": [255, 200, 0]}
+        ],
+    }
+    try:
+        _write_bytes(out / "skin.stl", _stl_bytes(_to_patient_mm(verts), faces))
+        _write_bytes(out / "optic_chiasm.stl", _stl_bytes(chiasm_verts, np.asarray(chiasm.faces)))
+        _write_bytes(out / "landmarks.mrk.json", json.dumps(_markups(landmarks), indent=2).encode())
+        truth = {
+            "note": "phantom only: the exact CT-to-face transform; real plans have none",
+            "face_to_patient_m": face_to_patient().tolist(),
+            "photo_sha256": face.photo_sha256,
+        }
+        _write_bytes(out / "phantom-truth.json", json.dumps(truth, indent=2).encode())
+        _write_bytes(out / "plan.json", json.dumps(plan, indent=2).encode())
+    except OSError as exc:
+        raise SourceError(
+            f"cannot write the plan into {out}: {exc.strerror}",
+            "choose a writable --plan-out folder",
+        ) from None
+    return out / "plan.json"
