@@ -157,6 +157,7 @@ class GroundTruth:
     landmarks_px: np.ndarray | None = None  # (468, 2) color-image pixels
     landmarks_camera_m: np.ndarray | None = None  # (468, 3) camera frame, metres
     scenario: str = ""
+    landmarks_visible: np.ndarray | None = None  # (468,) bool: in the image and not covered
 
 
 @dataclass
