@@ -25,3 +25,31 @@ LANDMARK_INDEX: dict[str, int] = {
 # Landmarks that move with expression (eyes, mouth): registration weights
 # them down or leaves them out.
 MOBILE_LANDMARKS = frozenset({"cheilion_right", "cheilion_left", "pogonion"})
+
+# Closed contours (face-model indices, in order) of the parts of the face that
+# move on their own. The surface registration leaves the pixels inside them
+# (enlarged a little, see edge/registration/cloud.py) out of its depth cloud.
+EYE_RIGHT_CONTOUR = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
+EYE_LEFT_CONTOUR = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
+LIPS_OUTER_CONTOUR = (
+    61,
+    146,
+    91,
+    181,
+    84,
+    17,
+    314,
+    405,
+    321,
+    375,
+    291,
+    409,
+    270,
+    269,
+    267,
+    0,
+    37,
+    39,
+    40,
+    185,
+)

@@ -1,0 +1,426 @@
+"""Load a plan folder (docs/plan-format.md) into :class:`edge.plan.model.Plan`.
+
+Units and coordinate systems are converted exactly once, here, to metres in
+LPS (the ``patient`` frame). Every problem with the input is one
+:class:`PlanError` naming the file, the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.errors import PlanError
+from edge.plan.model import CutPlane, Mesh, Plan, Structure, Trajectory
+from edge.plan.sign import plan_digest, verify_plan
+from edge.registration.landmarks import LANDMARK_INDEX
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "plan.json"
+SCHEMAS = ("edge-plan/1",)
+UNITS_TO_M = {"mm": 1e-3, "m": 1.0}
+# RAS -> LPS flips x and y: a proper rotation, so mesh winding is unchanged.
+_TO_LPS = {"LPS": np.array([1.0, 1.0, 1.0]), "RAS": np.array([-1.0, -1.0, 1.0])}
+# Slicer's legacy numeric coordinate system codes (as in .fcsv headers): 0 RAS, 1 LPS.
+_LEGACY_CODES = {0: "RAS", 1: "LPS"}
+MIN_LANDMARKS = 4
+# Landmarks closer than this to their best-fit line count as collinear.
+MIN_LANDMARK_SPREAD_M = 2e-3
+
+_MANIFEST_KEYS = frozenset(
+    {
+        "schema",
+        "case_id",
+        "units",
+        "coordinate_system",
+        "skin",
+        "landmarks",
+        "targets",
+        "trajectories",
+        "cut_planes",
+        "structures",
+        "description",
+    }
+)
+# Normalised (lower case, letters and digits only) keys that identify a person.
+_IDENTIFYING_KEYS = frozenset(
+    {
+        "patientname",
+        "patient",
+        "patientid",
+        "patientbirthdate",
+        "birthdate",
+        "dateofbirth",
+        "dob",
+        "mrn",
+        "medicalrecordnumber",
+        "ssn",
+        "socialsecuritynumber",
+        "nationalid",
+        "insurancenumber",
+        "address",
+        "phone",
+        "phonenumber",
+        "email",
+        "firstname",
+        "lastname",
+        "surname",
+        "givenname",
+        "familyname",
+        "fullname",
+    }
+)
+_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _check_identifying(node: Any, where: str) -> None:
+    """Refuse any key, at any depth, that would carry identifying data."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            norm = re.sub(r"[^a-z0-9]", "", str(key).lower())
+            if norm in _IDENTIFYING_KEYS:
+                raise PlanError(
+                    f"{where}: field '{key}' would carry identifying patient data",
+                    "remove it; a plan holds a pseudonymous case_id only",
+                )
+            _check_identifying(value, where)
+    elif isinstance(node, list):
+        for item in node:
+            _check_identifying(item, where)
+
+
+class _Reader:
+    """Reads one plan folder; knows its units and coordinate system."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+        self.root = root
+        self.manifest = manifest
+        units = manifest.get("units", "mm")
+        if units not in UNITS_TO_M:
+            raise PlanError(
+                f"{MANIFEST}: unknown units {units!r}", "use one of " + ", ".join(UNITS_TO_M)
+            )
+        cs = manifest.get("coordinate_system", "LPS")
+        if cs not in _TO_LPS:
+            raise PlanError(f"{MANIFEST}: unknown coordinate_system {cs!r}", "use 'LPS' or 'RAS'")
+        self.units = str(units)
+        self.coordinate_system = str(cs)
+        self.scale = UNITS_TO_M[self.units] * _TO_LPS[self.coordinate_system]
+
+    # ---------------------------------------------------------------- helpers
+
+    def path(self, rel: Any, what: str) -> Path:
+        """A file named in the manifest; must stay inside the plan folder (the signature covers
+        only that folder)."""
+        if not isinstance(rel, str) or not rel:
+            raise PlanError(f"{MANIFEST}: '{what}' must name a file", "give a relative file name")
+        p = (self.root / rel).resolve()
+        if not p.is_relative_to(self.root.resolve()):
+            raise PlanError(
+                f"{MANIFEST}: '{what}' file {rel} lies outside the plan folder",
+                "copy the file into the plan folder and name it relatively",
+            )
+        if not p.is_file():
+            raise PlanError(
+                f"plan file {rel} ({what}) does not exist",
+                "add it to the plan folder or fix the name",
+            )
+        return p
+
+    def point(self, value: Any, what: str) -> np.ndarray:
+        """A manifest point in the plan's units/system, returned in metres LPS."""
+        return self.scale * _vector(value, f"{MANIFEST}: {what}")
+
+    def mesh(self, rel: Any, what: str) -> Mesh:
+        path = self.path(rel, what)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise PlanError(
+                f"cannot read plan file {rel}: {exc}", "check its permissions"
+            ) from None
+        vertices, faces = _read_mesh(path, data, str(rel))
+        return Mesh(
+            vertices=vertices * self.scale, faces=faces, sha256=hashlib.sha256(data).hexdigest()
+        )
+
+    def named_list(self, key: str) -> list[dict[str, Any]]:
+        items = self.manifest.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise PlanError(f"{MANIFEST}: '{key}' must be a list of objects", "fix the manifest")
+        seen: set[str] = set()
+        for i, item in enumerate(items):
+            name = item.get("name")
+            if not isinstance(name, str) or not name:
+                raise PlanError(f"{MANIFEST}: {key}[{i}] has no name", "give every entry a name")
+            if name in seen:
+                raise PlanError(f"{MANIFEST}: {key} has two entries named {name!r}", "rename one")
+            seen.add(name)
+        return items
+
+
+def _vector(value: Any, what: str) -> np.ndarray:
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 3
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        or not all(math.isfinite(v) for v in value)
+    ):
+        raise PlanError(f"{what} must be three finite numbers, got {value!r}", "fix the value")
+    return np.asarray(value, dtype=np.float64)
+
+
+def _read_mesh(path: Path, data: bytes, rel: str) -> tuple[np.ndarray, np.ndarray]:
+    import io
+
+    import trimesh
+
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in ("stl", "ply", "obj"):
+        raise PlanError(f"mesh {rel} has an unsupported format", "export it as STL, PLY or OBJ")
+    try:
+        mesh = trimesh.load(io.BytesIO(data), file_type=suffix, force="mesh", process=False)
+        # force="mesh" yields a Trimesh (or raises); getattr keeps the type checker honest.
+        vertices = np.asarray(getattr(mesh, "vertices", ()), dtype=np.float64)
+        faces = np.asarray(getattr(mesh, "faces", ()), dtype=np.int64)
+    except Exception as exc:  # trimesh raises many types on malformed files
+        raise PlanError(
+            f"cannot read mesh {rel}: {type(exc).__name__}: {exc}", "re-export it"
+        ) from None
+    if faces.ndim != 2 or faces.shape[0] == 0 or faces.shape[1] != 3:
+        raise PlanError(f"mesh {rel} has no triangle faces", "export a surface mesh, not points")
+    if vertices.ndim != 2 or vertices.shape[0] < 3 or not np.isfinite(vertices).all():
+        raise PlanError(f"mesh {rel} has non-finite or missing vertices", "repair and re-export it")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise PlanError(f"mesh {rel} has faces that index missing vertices", "re-export it")
+    # STL stores every triangle's corners separately: share identical vertices.
+    unique, inverse = np.unique(vertices, axis=0, return_inverse=True)
+    return unique, inverse.reshape(-1)[faces]
+
+
+def read_markups(path: Path, rel: str) -> dict[str, np.ndarray]:
+    """Named landmarks from a 3D Slicer markups file (.mrk.json), in metres LPS.
+
+    Honours each markup's ``coordinateSystem`` (``LPS``/``RAS``, or the legacy
+    numeric codes 0 = RAS, 1 = LPS) and ``coordinateUnits`` (``mm`` default).
+    """
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PlanError(
+            f"cannot read markups {rel}: {exc}", "export it again from 3D Slicer"
+        ) from None
+    markups = doc.get("markups") if isinstance(doc, dict) else None
+    if not isinstance(markups, list) or not markups:
+        raise PlanError(f"markups {rel} has no 'markups' list", "export a Slicer .mrk.json file")
+    out: dict[str, np.ndarray] = {}
+    for m in markups:
+        if not isinstance(m, dict):
+            raise PlanError(f"markups {rel}: a markup is not an object", "export it again")
+        cs = m.get("coordinateSystem", "LPS")
+        if isinstance(cs, int) and not isinstance(cs, bool):
+            cs = _LEGACY_CODES.get(cs, cs)
+        if cs not in _TO_LPS:
+            raise PlanError(f"markups {rel}: unknown coordinateSystem {cs!r}", "use 'LPS' or 'RAS'")
+        units = m.get("coordinateUnits", "mm")
+        if units not in UNITS_TO_M:
+            raise PlanError(f"markups {rel}: unknown coordinateUnits {units!r}", "use 'mm'")
+        scale = UNITS_TO_M[units] * _TO_LPS[cs]
+        points = m.get("controlPoints", [])
+        if not isinstance(points, list):
+            raise PlanError(f"markups {rel}: 'controlPoints' is not a list", "export it again")
+        for cp in points:
+            label = cp.get("label") if isinstance(cp, dict) else None
+            if not isinstance(label, str):
+                raise PlanError(f"markups {rel}: a control point has no label", "name every point")
+            if label not in LANDMARK_INDEX:
+                raise PlanError(
+                    f"markups {rel}: unknown landmark name {label!r}",
+                    "use the names in docs/plan-format.md: " + ", ".join(sorted(LANDMARK_INDEX)),
+                )
+            if label in out:
+                raise PlanError(f"markups {rel}: landmark {label!r} appears twice", "keep one")
+            if cp.get("positionStatus", "defined") != "defined":
+                raise PlanError(
+                    f"markups {rel}: landmark {label!r} has no defined position",
+                    "place it in 3D Slicer or delete it",
+                )
+            out[label] = scale * _vector(cp.get("position"), f"markups {rel}: {label} position")
+    if len(out) < MIN_LANDMARKS:
+        raise PlanError(
+            f"markups {rel} has {len(out)} landmarks; registration needs at least {MIN_LANDMARKS}",
+            "place more of the named landmarks",
+        )
+    pts = np.stack(list(out.values()))
+    s = np.linalg.svd(pts - pts.mean(axis=0), compute_uv=False)
+    # s[1] / sqrt(n) is the RMS distance of the points from their best-fit line.
+    if s[1] / math.sqrt(len(pts)) < MIN_LANDMARK_SPREAD_M:
+        raise PlanError(
+            f"markups {rel}: the landmarks are (nearly) collinear",
+            "use landmarks spread over the face (eyes, nose, chin)",
+        )
+    return out
+
+
+def load_plan(
+    folder: str | Path,
+    *,
+    public_key: bytes | None = None,
+    allow_unsigned: bool = False,
+) -> Plan:
+    """Load and validate a plan folder; everything returned is in metres, LPS.
+
+    With ``public_key`` the signature must verify; without one the plan is
+    refused. ``allow_unsigned`` is the explicit override: an unsigned or
+    failing plan then loads with ``signed=False`` and a WARNING is logged.
+    Raises PlanError for any bad input (see docs/plan-format.md).
+    """
+    root = Path(folder)
+    signed = False
+    if public_key is not None:
+        try:
+            digest = verify_plan(root, public_key)
+            signed = True
+        except PlanError as exc:
+            if not allow_unsigned:
+                raise
+            log.warning("PLAN SIGNATURE OVERRIDE: loading plan %s despite: %s", root, exc)
+            digest = plan_digest(root)
+    elif allow_unsigned:
+        log.warning("PLAN SIGNATURE OVERRIDE: loading plan %s without checking a signature", root)
+        digest = plan_digest(root)
+    else:
+        raise PlanError(
+            f"no public key to verify plan {root}",
+            "pass the signer's public key (--pubkey), or the explicit unsigned-plan override",
+        )
+
+    return read_plan(root, digest=digest, signed=signed)
+
+
+def read_plan(folder: str | Path, *, digest: str = "", signed: bool = False) -> Plan:
+    """Read and validate a plan folder's contents, with no signature check.
+
+    Use :func:`load_plan` at run time; this is for tools that validate a plan
+    before signing it. Raises PlanError for any bad input.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise PlanError(
+            f"plan folder {root} does not exist", "pass the folder that holds plan.json"
+        )
+    manifest_path = root / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlanError(f"plan {root} has no {MANIFEST}", "point at the plan folder") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PlanError(f"cannot read {manifest_path}: {exc}", "fix or re-export it") from None
+    if not isinstance(manifest, dict):
+        raise PlanError(f"{MANIFEST} is not a JSON object", "fix or re-export it")
+    _check_identifying(manifest, MANIFEST)
+    schema = manifest.get("schema")
+    if schema not in SCHEMAS:
+        raise PlanError(
+            f"{MANIFEST}: unknown schema {schema!r}",
+            "this edge reads " + ", ".join(SCHEMAS) + "; update the edge software or re-export",
+        )
+    unknown = sorted(set(manifest) - _MANIFEST_KEYS)
+    if unknown:
+        raise PlanError(
+            f"{MANIFEST}: unknown field(s) {', '.join(unknown)}",
+            "valid fields are " + ", ".join(sorted(_MANIFEST_KEYS)),
+        )
+    case_id = manifest.get("case_id")
+    if not isinstance(case_id, str) or not _CASE_ID.match(case_id):
+        raise PlanError(
+            f"{MANIFEST}: case_id {case_id!r} is not a pseudonymous code",
+            "use letters, digits, '.', '_' or '-' only (no names, no spaces), up to 64 characters",
+        )
+
+    reader = _Reader(root, manifest)
+    skin = reader.mesh(manifest.get("skin"), "skin")
+    landmarks_rel = manifest.get("landmarks")
+    landmarks = read_markups(reader.path(landmarks_rel, "landmarks"), str(landmarks_rel))
+
+    targets = {
+        t["name"]: reader.point(t.get("position"), f"target {t['name']} position")
+        for t in reader.named_list("targets")
+    }
+    trajectories = tuple(
+        Trajectory(
+            name=t["name"],
+            entry=reader.point(t.get("entry"), f"trajectory {t['name']} entry"),
+            target=reader.point(t.get("target"), f"trajectory {t['name']} target"),
+        )
+        for t in reader.named_list("trajectories")
+    )
+    cut_planes = tuple(_cut_plane(reader, c) for c in reader.named_list("cut_planes"))
+    structures = tuple(_structure(reader, s) for s in reader.named_list("structures"))
+
+    return Plan(
+        case_id=case_id,
+        skin=skin,
+        landmarks=landmarks,
+        targets=targets,
+        trajectories=trajectories,
+        cut_planes=cut_planes,
+        structures=structures,
+        digest=digest,
+        signed=signed,
+        meta={
+            "schema": str(schema),
+            "units": reader.units,
+            "coordinate_system": reader.coordinate_system,
+            "folder": root.name,
+        },
+    )
+
+
+def _cut_plane(reader: _Reader, c: dict[str, Any]) -> CutPlane:
+    name = c["name"]
+    if "points" in c:
+        pts = c["points"]
+        if not isinstance(pts, list) or len(pts) != 3:
+            raise PlanError(f"{MANIFEST}: cut plane {name} needs three points", "fix the manifest")
+        p = [reader.point(v, f"cut plane {name} point") for v in pts]
+        normal = np.cross(p[1] - p[0], p[2] - p[0])
+        point = p[0]
+    else:
+        point = reader.point(c.get("point"), f"cut plane {name} point")
+        # Normals are directions: the axis flip applies, the unit scale does not matter.
+        normal = np.sign(reader.scale) * _vector(c.get("normal"), f"{MANIFEST}: cut plane {name}")
+    length = float(np.linalg.norm(normal))
+    if length < 1e-12:
+        raise PlanError(
+            f"{MANIFEST}: cut plane {name} has no direction (zero normal or collinear points)",
+            "give a non-zero normal or three points not on one line",
+        )
+    return CutPlane(name=name, point=point, normal=normal / length)
+
+
+def _structure(reader: _Reader, s: dict[str, Any]) -> Structure:
+    name = s["name"]
+    color = s.get("color", [255, 255, 0])
+    if (
+        not isinstance(color, list)
+        or len(color) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in color)
+    ):
+        raise PlanError(
+            f"{MANIFEST}: structure {name} color {color!r} is not [r, g, b] in 0-255",
+            "fix the colour",
+        )
+    return Structure(
+        name=name,
+        mesh=reader.mesh(s.get("mesh"), f"structure {name}"),
+        color_rgb=(color[0], color[1], color[2]),
+    )
