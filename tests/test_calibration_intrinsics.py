@@ -9,8 +9,8 @@ import pytest
 
 from edge.calibration.boards import BoardSpec, load_board
 from edge.calibration.intrinsics import (
-    ViewCollector,
     Verdict,
+    ViewCollector,
     calibrate_views,
     quality_problems,
 )
