@@ -60,9 +60,9 @@ def plan_geometry(face: FaceModel) -> dict[str, np.ndarray]:
     forehead = lm[151]  # mid-forehead, above the glabella
     cheek_r = lm[50]  # right cheek, below the eye
     return {
-        "frontal_sinus": forehead + np.array([0.0, 0.0, 0.035]),
+        "frontal_sinus": forehead + np.array([0.0, 0.0, 0.045]),
         "sphenoid_sinus": lm[NASION] + np.array([0.0, 0.012, 0.060]),
-        "maxillary_sinus_right": cheek_r + np.array([0.006, 0.0, 0.035]),
+        "maxillary_sinus_right": cheek_r + np.array([0.020, 0.0, 0.050]),
         "entry_frontal": forehead,
         "optic_chiasm": lm[NASION] + np.array([0.0, 0.010, 0.078]),
     }

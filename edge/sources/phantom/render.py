@@ -122,7 +122,10 @@ class Renderer:
         )
         H = intr.matrix @ np.column_stack([R[:, 0], R[:, 1], t]) @ S
         size = (intr.width, intr.height)
-        color = cv2.warpPerspective(plane.texture, H, size, flags=cv2.INTER_LINEAR)
+        # Replicated border: pixels on the rim take the texture's edge colour, not black.
+        color = cv2.warpPerspective(
+            plane.texture, H, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         th, tw = plane.texture.shape[:2]
         cover = cv2.warpPerspective(
             np.full((th, tw), 255, np.uint8), H, size, flags=cv2.INTER_NEAREST, borderValue=0
