@@ -67,15 +67,13 @@ def landmark_depths_m(
     inside = finite & (centre[:, 0] >= 0) & (centre[:, 0] < w) & (centre[:, 1] >= 0)
     inside &= centre[:, 1] < h
     r = sampling.window_px // 2
-    offsets = np.arange(-r, r + 1)
+    oy, ox = np.mgrid[-r : r + 1, -r : r + 1]
+    xs = centre[:, 0:1] + ox.reshape(1, -1)  # (N, window^2)
+    ys = centre[:, 1:2] + oy.reshape(1, -1)
+    in_image = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
     # Window pixels beyond the border are clipped onto it; they count as holes below.
-    xs = centre[:, 0:1, None] + offsets[None, None, :]
-    ys = centre[:, 1:2, None] + offsets[None, :, None]
-    in_x = (xs >= 0) & (xs < w)
-    in_y = (ys >= 0) & (ys < h)
-    values = depth[np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)].reshape(n, -1)
-    values = values.astype(np.float32) * np.float32(depth_scale_m)
-    in_image = (in_y & in_x).reshape(n, -1)
+    flat = np.clip(ys, 0, h - 1) * w + np.clip(xs, 0, w - 1)
+    values = np.take(depth.ravel(), flat).astype(np.float32) * np.float32(depth_scale_m)
     ok = in_image & (values > sampling.min_m) & (values < sampling.max_m) & np.isfinite(values)
     count = ok.sum(axis=1)
     # Sort with holes pushed to the end, then read percentiles among the valid entries only.
