@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -126,3 +127,122 @@ class RunStats:
     def state_fractions(self) -> dict[str, float]:
         total = sum(self.states.values())
         return {s: n / total for s, n in sorted(self.states.items())} if total else {}
+
+
+_TRUSTED = ("REGISTERED", "TRACKING")
+
+
+@dataclass
+class Evaluator:
+    """Collects per-frame timing, states and (with ground truth) accuracy of a run.
+
+    Feed it every :class:`~edge.pipeline.FrameResult` with :meth:`add`; read the
+    figures with :meth:`summary`. ``targets_m`` are the plan's targets (plan
+    frame, metres); without them no registration accuracy is computed.
+    """
+
+    targets_m: dict[str, np.ndarray] = field(default_factory=dict)
+    stats: RunStats = field(default_factory=RunStats)
+    frames: int = 0
+    lm_px: list[float] = field(default_factory=list)
+    lm_mm: list[float] = field(default_factory=list)
+    tre_mm: list[float] = field(default_factory=list)
+    rot_deg: list[float] = field(default_factory=list)
+    trans_mm: list[float] = field(default_factory=list)
+    target_positions: list[np.ndarray] = field(default_factory=list)
+    visible: list[bool] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)
+    first_visible_s: float | None = None
+    time_to_register_ms: float = float("nan")
+
+    def add(self, result: Any) -> None:
+        """Account for one processed frame (an ``edge.pipeline.FrameResult``)."""
+        self.frames += 1
+        reg = result.registration
+        state = reg.state.value if reg is not None else None
+        self.stats.add(result.stage_ms, result.end_to_end_ms, state)
+        if result.failed:
+            self.stats.failed_frames += 1
+        self.states.append(state or "")
+        truth = result.frame.truth
+        if truth is None:
+            return
+        self.visible.append(bool(truth.face_visible))
+        face = result.tracking.patient if result.tracking is not None else None
+        if truth.face_visible and self.first_visible_s is None:
+            self.first_visible_s = result.received_s
+        if face is not None and truth.face_visible and truth.landmarks_px is not None:
+            seen = (
+                np.asarray(truth.landmarks_visible, dtype=bool)
+                if truth.landmarks_visible is not None
+                else np.ones(len(truth.landmarks_px), dtype=bool)
+            )
+            errs = landmark_errors_px(face.landmarks_px, truth.landmarks_px)[seen]
+            self.lm_px.extend(errs.tolist())
+            if face.landmarks_camera_m is not None and truth.landmarks_camera_m is not None:
+                valid = seen if face.landmarks_valid is None else seen & face.landmarks_valid
+                self.lm_mm.extend(
+                    landmark_errors_mm(face.landmarks_camera_m, valid, truth.landmarks_camera_m)
+                )
+        if (
+            state == "TRACKING"
+            and reg.patient_to_camera is not None
+            and truth.face_visible
+            and self.targets_m
+        ):
+            e = pose_errors(reg.patient_to_camera, truth.patient_to_camera, self.targets_m)
+            self.tre_mm.extend(e.tre_mm.values())
+            self.rot_deg.append(e.rotation_deg)
+            self.trans_mm.append(e.translation_mm)
+            names = list(self.targets_m)
+            pts = np.array([self.targets_m[n] for n in names])
+            self.target_positions.append(transform_points(reg.patient_to_camera, pts))
+            if math.isnan(self.time_to_register_ms) and self.first_visible_s is not None:
+                self.time_to_register_ms = (result.done_s - self.first_visible_s) * 1000.0
+
+    def _transition_latencies(self) -> dict[str, float]:
+        """Frames from the face leaving to LOST, and from its return to TRACKING (worst case)."""
+        lost: list[float] = []
+        back: list[float] = []
+        for i in range(1, len(self.visible)):
+            if self.visible[i - 1] == self.visible[i]:
+                continue
+            wanted = ("LOST", "SEARCHING") if not self.visible[i] else ("TRACKING",)
+            later = [j for j in range(i, len(self.states)) if self.states[j] in wanted]
+            latency = float(later[0] - i) if later else float("inf")
+            (lost if not self.visible[i] else back).append(latency)
+        return {
+            "frames_to_lost": max(lost) if lost else float("nan"),
+            "frames_to_tracking_after_return": max(back) if back else float("nan"),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The figures ``edge run`` and ``edge bench`` report (documented in docs/benchmark.md)."""
+        e2e = percentiles(self.stats.end_to_end_ms, 50, 95, 99)
+        out: dict[str, Any] = {
+            "frames": self.frames,
+            "failed_frames": self.stats.failed_frames,
+            "stages": self.stats.stage_summary(),
+            "end_to_end_ms": e2e,
+            "state_fractions": self.stats.state_fractions(),
+        }
+        if self.visible:
+            px = percentiles(self.lm_px, 50, 95)
+            mm = percentiles(self.lm_mm, 50, 95)
+            out["landmark_error_px"] = {"median": px["p50"], "p95": px["p95"]}
+            out["landmark_error_mm"] = {"median": mm["p50"], "p95": mm["p95"]}
+        if self.visible and self.targets_m:
+            tre = np.asarray(self.tre_mm)
+            rot = percentiles(self.rot_deg, 50, 95)
+            trans = percentiles(self.trans_mm, 50, 95)
+            out["tre_mm"] = {
+                "mean": float(tre.mean()) if tre.size else float("nan"),
+                "p95": percentiles(tre, 95)["p95"],
+                "max": float(tre.max()) if tre.size else float("nan"),
+            }
+            out["rotation_error_deg"] = {"median": rot["p50"], "p95": rot["p95"]}
+            out["translation_error_mm"] = {"median": trans["p50"], "p95": trans["p95"]}
+            out["jitter_mm"] = jitter_mm(self.target_positions)
+            out["time_to_register_ms"] = self.time_to_register_ms
+            out.update(self._transition_latencies())
+        return out

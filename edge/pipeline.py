@@ -14,9 +14,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.frames import Frame, FrameSource
+
+if TYPE_CHECKING:
+    from edge.config import EdgeConfig
+    from edge.plan.model import Plan
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +106,34 @@ class Pipeline:
                 if on_result is not None and on_result(result) is False:
                     break
         return count
+
+
+def compose(
+    config: EdgeConfig,
+    source: FrameSource,
+    *,
+    plan: Plan | None = None,
+    publish: Stage | None = None,
+    tracker: Any = None,
+) -> Pipeline:
+    """The edge process's pipeline: source -> tracking -> registration -> overlay -> transport.
+
+    Without a plan there is nothing to register or draw: only tracking runs
+    (and nothing is published). ``tracker`` replaces the face tracker built
+    from ``config.tracking`` (tests inject one).
+    """
+    from edge.tracking.tracker import FaceTracker, TrackingStage
+
+    stages: list[Stage] = [TrackingStage(tracker or FaceTracker.from_config(config.tracking))]
+    if plan is not None:
+        from edge.overlay.project import DisplayProfile
+        from edge.overlay.stage import OverlayStage
+        from edge.registration.stage import RegistrationStage
+
+        stages.append(RegistrationStage(plan, config.registration))
+        name = config.overlay.display_profile
+        profile = DisplayProfile.from_file(name) if name else None
+        stages.append(OverlayStage(plan, profile, config.overlay))
+        if publish is not None:
+            stages.append(publish)
+    return Pipeline(source, stages)
