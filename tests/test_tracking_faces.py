@@ -237,6 +237,10 @@ def test_stage_sets_the_result_and_closed_tracker_refuses(shared, portrait):
     result = FrameResult(frame=next(moving_portrait_frames(portrait, 1)))
     stage.process(result)
     assert stage.name == "tracking" and result.tracking.patient is not None
+    assert tracker.providers == {
+        "face_detector": "CPUExecutionProvider",
+        "face_landmarks": "CPUExecutionProvider",
+    }
     tracker.close()
     with pytest.raises(StateError):
         tracker.track(result.frame)

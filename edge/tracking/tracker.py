@@ -177,6 +177,14 @@ class FaceTracker:
     def state(self) -> TrackerState:
         return self._state
 
+    @property
+    def providers(self) -> dict[str, str]:
+        """The execution provider running each model (e.g. for the status display)."""
+        return {
+            m.name: str(getattr(m, "provider", "unknown"))
+            for m in (self.detector.model, self.landmarks.model)
+        }
+
     def close(self) -> None:
         """Release the tracker; later calls to :meth:`track` raise StateError."""
         self._state = TrackerState.CLOSED
