@@ -40,7 +40,7 @@ def test_photo_with_no_face(tmp_path):
     photo = tmp_path / "wall.png"
     rng = np.random.default_rng(0)
     cv2.imwrite(str(photo), (rng.random((300, 300, 3)) * 60 + 100).astype(np.uint8))
-    with pytest.raises(SourceError, match="no face found in .*frontal face photograph"):
+    with pytest.raises(SourceError, match=r"no face found in .*frontal face photograph"):
         load_face_model(
             photo, lambda: tracker_landmarks(TrackingConfig(models_dir=str(models))), None
         )
@@ -48,7 +48,7 @@ def test_photo_with_no_face(tmp_path):
 
 def test_unknown_scenario_lists_the_valid_ones():
     with pytest.raises(
-        SourceError, match="unknown phantom scenario 'wobble'.*nod-shake.*photo-spoof"
+        SourceError, match=r"unknown phantom scenario .wobble.*nod-shake.*photo-spoof"
     ):
         PhantomSource("wobble", frames=3)
 
@@ -127,8 +127,8 @@ def test_cli_writes_recording_truth_and_plan(tmp_path):
         f'[phantom]\ncache_dir = "{(tmp_path / "cache").as_posix()}"\n'
     )
     out = tmp_path / "p.db3"
-    code = main(["phantom", "--scenario", "static", "--frames", "3", "--out", str(out),
-                 "--plan-out", str(tmp_path / "plan"), "--seed", "2", "--config", str(cfg)])  # fmt: skip
+    args = ["phantom", "--scenario", "static", "--frames", "3", "--out", str(out), "--seed", "2"]
+    code = main([*args, "--plan-out", str(tmp_path / "plan"), "--config", str(cfg)])
     assert code == 0
     truth = load_truth(out)
     assert sorted(truth) == [0, 1, 2] and truth[0].scenario == "static"

@@ -176,7 +176,7 @@ def test_scenario_specifics(face):
     assert 0.2 < covered.mean() < 0.6
     assert not f.truth.landmarks_visible[covered].any()
     chin = np.floor(f.truth.landmarks_px[152] + 0.5).astype(int)
-    r, g, b = f.color[chin[1], chin[0]].astype(int)
+    r, _, b = f.color[chin[1], chin[0]].astype(int)
     assert b > r + 40  # the blue drape, not skin
     assert f.depth_m()[chin[1], chin[0]] < f.truth.landmarks_camera_m[152, 2] - 0.003
 
