@@ -35,7 +35,17 @@ def _figure(title: str, rows: int = 2, cols: int = 2) -> tuple[Any, Any]:
 
 def _text_panel(ax: Any, text: str) -> None:
     ax.set_axis_off()
-    ax.text(0.0, 1.0, text, va="top", ha="left", family="monospace", size=9, transform=ax.transAxes)
+    ax.text(
+        0.0,
+        1.0,
+        text,
+        va="top",
+        ha="left",
+        family="monospace",
+        size=8.5,
+        transform=ax.transAxes,
+        in_layout=False,
+    )
 
 
 def _save(fig: Any, out: str | Path) -> Path:
@@ -71,8 +81,7 @@ def intrinsics_summary(sol: IntrinsicsSolution, problems: list[str]) -> str:
         f"fy {sol.fy:9.2f} ± {sd.get('fy', 0):.2f} px",
         f"  cx {sol.cx:9.2f} ± {sd.get('cx', 0):.2f} px    "
         f"cy {sol.cy:9.2f} ± {sd.get('cy', 0):.2f} px",
-        "  distortion  "
-        + "  ".join(f"{k} {v:+.4f} ± {sd.get(k, 0):.4f}" for k, v in sol.coefficients().items()),
+        *(f"  {k:2s} {v:+.4f} ± {sd.get(k, 0):.4f}" for k, v in sol.coefficients().items()),
     ]
     fc = sol.factory_comparison
     if fc:
