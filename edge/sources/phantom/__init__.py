@@ -229,7 +229,9 @@ class PhantomSource(FrameSource):
             depth_scale_m=c.depth_units_m,
             intrinsics=self.intrinsics,
             device_timestamp_ms=i * 1000.0 / c.fps,
-            host_timestamp_s=self._t0 + i / c.fps,
+            # When the frame reached the host: after rendering, as a camera's would be
+            # after readout (in deterministic mode the nominal time may lie in the past).
+            host_timestamp_s=self._clock(),
             truth=truth,
         )
 

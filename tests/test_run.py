@@ -1,0 +1,147 @@
+"""The main job end to end: `edge run` on the phantom with its plan, and `edge bench`.
+
+These run the real models, the real phantom renderer, registration and ZeroMQ
+sockets on loopback, so they are the slowest tests; frame counts are small.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main
+from edge.config import EdgeConfig
+from edge.run import RunOptions, execute
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("run")
+    options = RunOptions(
+        config=EdgeConfig(),
+        frames=40,
+        publish="tcp://127.0.0.1:*",
+        service="tcp://127.0.0.1:*",
+        preview=str(work / "preview.png"),
+        workdir=work,
+    )
+    return {"summary": execute(options).summary, "work": work}
+
+
+def test_embedded_default_tracks_registers_and_streams(demo_run):
+    s = demo_run["summary"]
+    assert s["frames"] == 40
+    assert s["failed_frames"] == 0
+    assert s["source"] == "phantom:nod-shake"
+    assert s["plan_signed"] is True
+    assert set(s["stages"]) == {"source", "tracking", "registration", "overlay", "publish"}
+    assert s["state_fractions"].get("TRACKING", 0) > 0.8
+    assert s["landmark_error_px"]["median"] < 5.0
+    assert s["tre_mm"]["p95"] < 3.0
+    assert s["published"]["overlay"] == 40
+    assert (demo_run["work"] / "preview.png").stat().st_size > 10_000
+
+
+def test_refused_plan_runs_without_overlay_and_exits_2(tmp_path, capsys):
+    bad_plan = tmp_path / "plan"
+    bad_plan.mkdir()
+    (bad_plan / "plan.json").write_text("{not json")
+    code = main(
+        [
+            "run",
+            "--frames",
+            "3",
+            "--plan",
+            str(bad_plan),
+            "--allow-unsigned-plan",
+            "--no-publish",
+            "--json",
+            "-q",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "plan refused" in err
+    summary = json.loads(out)
+    assert summary["frames"] == 3
+    assert summary["plan"] is None
+    assert summary["state_fractions"] == {}
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["run", "--frames", "0"], "at least 1"),
+        (["run", "--source", "nowhere.db3", "--frames", "1"], "nowhere.db3"),
+        (["run", "--source", "webcam"], "webcam"),
+        (["run", "--frames", "1", "--preview", "out.gif"], ".mp4 or .png"),
+        (["run", "--config", "missing.toml"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err
+    assert "Traceback" not in err
+
+
+def test_edge_run_with_no_arguments_completes(tmp_path, repo_root):
+    """The README's first command, as a user would run it (fewer frames, own ports)."""
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        '[transport]\npublish_endpoint = "tcp://127.0.0.1:*"\n'
+        'service_endpoint = "tcp://127.0.0.1:*"\n'
+    )
+    env = {"EDGE_CONFIG": str(cfg), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--frames", "10"],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "edge run: 10 frames from phantom:nod-shake" in out.stdout
+    assert "target registration error" in out.stdout
+
+
+BENCH_KEYS = {
+    "frames",
+    "fps",
+    "realtime_factor",
+    "stages",
+    "end_to_end_ms",
+    "rss_mb",
+    "landmark_error_px",
+    "landmark_error_mm",
+    "tre_mm",
+    "rotation_error_deg",
+    "translation_error_mm",
+    "jitter_mm",
+    "time_to_register_ms",
+    "state_fractions",
+    "playback_fps",
+    "render_ms_per_frame",
+}
+
+
+def test_bench_json_has_every_documented_key(capsys, repo_root):
+    code = main(["bench", "--frames", "12", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert BENCH_KEYS <= set(report)
+    assert report["frames"] == 12
+    assert set(report["end_to_end_ms"]) == {"p50", "p95", "p99"}
+    for stage in ("tracking", "registration", "overlay", "publish"):
+        assert {"p50_ms", "p99_ms"} <= set(report["stages"][stage])
+    assert report["realtime_factor"] == pytest.approx(report["fps"] / 30.0)
+    doc = (Path(repo_root) / "docs" / "benchmark.md").read_text()
+    for key in BENCH_KEYS:
+        assert f"`{key}`" in doc, f"docs/benchmark.md does not document {key}"
