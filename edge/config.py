@@ -218,7 +218,7 @@ class RegistrationConfig:
     track_cloud_points: int = 300  # depth points per tracking frame
     init_max_iterations: int = 30
     track_max_iterations: int = 6
-    init_gate_mm: float = 30.0  # first correspondence distance gate
+    init_gate_mm: float = 15.0  # first correspondence gate from the landmark pose (a few mm off)
     track_gate_mm: float = 10.0
     min_gate_mm: float = 4.0
     inlier_mm: float = 2.5  # |point-to-plane residual| of a surface inlier
@@ -228,10 +228,11 @@ class RegistrationConfig:
     max_icp_rms_mm: float = 1.5
     min_inlier_fraction: float = 0.85
     max_occluded_fraction: float = 0.6
-    max_fre_mm: float = 4.0
+    max_fre_mm: float = 5.0
     max_landmark_surface_mm: float = 8.0
     max_landmark_surface_deg: float = 8.0
     min_relief_mm: float = 5.0  # a flat photograph or screen has ~0
+    max_surface_shape_mm: float = 0.7  # systematic surface residual; another face has >= 1
     max_tre_mm: float = 5.0
     min_cloud_points: int = 60
     confirm_frames: int = 1  # passing frames in REGISTERED before TRACKING

@@ -32,6 +32,9 @@ class RegistrationQuality:
     landmark_surface_rotation_deg: float = float("nan")
     tre_mm: dict[str, float] = field(default_factory=dict)  # estimated TRE per plan target
     reasons: list[str] = field(default_factory=list)  # gates that failed, in words
+    # Surface residual averaged over patches of the face: noise averages out, the
+    # residual of a differently shaped surface (another face) does not.
+    surface_shape_mm: float = float("nan")
 
 
 @dataclass

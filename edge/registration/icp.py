@@ -1,0 +1,288 @@
+"""Surface registration: robust point-to-plane ICP of a depth cloud onto the plan's skin.
+
+The skin is sampled densely once per plan (:class:`SkinModel`, a KD-tree with
+per-sample normals). Each ICP iteration matches the cloud (moved into the
+patient frame by the current pose) to the nearest skin samples and solves the
+linearised point-to-plane problem (Chen & Medioni 1992; Low 2004, eq. 8-10)
+with Tukey biweights on the residuals, after a distance gate that shrinks as the
+fit converges. Points in front of the skin by more than the occlusion gate
+(drapes, hands, instruments) are reported as occluded, not as misfits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from edge.plan.model import Mesh
+from edge.registration.paired_point import RegistrationError
+
+
+@dataclass(frozen=True)
+class NearestGrid:
+    """Precomputed nearest skin sample for every cell of a grid in a band around the skin.
+
+    A tracking frame starts within a few millimetres of the optimum, where the
+    sample nearest to the cell centre is as good as the nearest to the point
+    itself for a point-to-plane fit, and looking it up is O(1) per point
+    instead of a KD-tree descent.
+    """
+
+    origin_m: np.ndarray  # (3,) corner of cell (0, 0, 0)
+    cell_m: float
+    index: np.ndarray  # (nx, ny, nz) int32 sample index, -1 outside the band
+    band_m: float
+
+    def lookup(self, points_m: np.ndarray) -> np.ndarray:
+        """Sample index per point; -1 where the point is outside the band."""
+        ijk = np.floor((points_m - self.origin_m) / self.cell_m).astype(np.int64)
+        shape = np.array(self.index.shape)
+        ok = ((ijk >= 0) & (ijk < shape)).all(axis=1)
+        out = np.full(len(points_m), -1, dtype=np.int64)
+        i = ijk[ok]
+        out[ok] = self.index[i[:, 0], i[:, 1], i[:, 2]]
+        return out
+
+
+@dataclass(frozen=True)
+class SkinModel:
+    """Dense samples of the skin surface (patient frame, metres) with unit normals."""
+
+    points_m: np.ndarray  # (N, 3)
+    normals: np.ndarray  # (N, 3), unit, orientation arbitrary
+    tree: cKDTree
+    spacing_m: float
+    grid: NearestGrid | None = None
+
+    @classmethod
+    def from_mesh(
+        cls,
+        mesh: Mesh,
+        spacing_m: float = 1.5e-3,
+        max_points: int = 200_000,
+        seed: int = 0,
+        grid_cell_m: float = 2e-3,
+        grid_band_m: float = 12e-3,
+    ) -> SkinModel:
+        """Sample a mesh about every ``spacing_m`` (area-weighted, deterministic) and, when
+        ``grid_cell_m`` > 0, precompute the nearest-sample grid within ``grid_band_m``."""
+        v = np.asarray(mesh.vertices, dtype=np.float64)
+        f = np.asarray(mesh.faces, dtype=np.int64)
+        a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+        cross = np.cross(b - a, c - a)
+        double_area = np.linalg.norm(cross, axis=1)
+        ok = double_area > 1e-14
+        if not ok.any():
+            raise RegistrationError("the skin mesh has no triangle with an area", "re-export it")
+        a, b, c, cross, double_area = a[ok], b[ok], c[ok], cross[ok], double_area[ok]
+        total = 0.5 * double_area.sum()
+        n = int(np.clip(total / spacing_m**2, 1000, max_points))
+        rng = np.random.default_rng(seed)
+        tri = rng.choice(len(a), size=n, p=double_area / double_area.sum())
+        r1 = np.sqrt(rng.random(n))
+        r2 = rng.random(n)
+        w_a, w_b, w_c = 1 - r1, r1 * (1 - r2), r1 * r2
+        pts = a[tri] * w_a[:, None] + b[tri] * w_b[:, None] + c[tri] * w_c[:, None]
+        # Include the vertices too, so small features are never missed.
+        all_pts = np.concatenate([pts, v[np.unique(f[ok])]])
+        tree = cKDTree(all_pts)
+        normals = _vertex_normals(v, f[ok], cross)
+        tri_normals = cross[tri] / double_area[tri, None]
+        all_normals = np.concatenate([tri_normals, normals[np.unique(f[ok])]])
+        grid = _nearest_grid(all_pts, tree, grid_cell_m, grid_band_m) if grid_cell_m > 0 else None
+        return cls(all_pts, all_normals, tree, float(np.sqrt(total / n)), grid)
+
+
+def _nearest_grid(pts: np.ndarray, tree: cKDTree, cell: float, band: float) -> NearestGrid:
+    from scipy.ndimage import binary_dilation
+
+    pad = band + cell
+    origin = pts.min(axis=0) - pad
+    shape = np.ceil((pts.max(axis=0) + pad - origin) / cell).astype(int) + 1
+    occupied = np.zeros(shape, dtype=bool)
+    ijk = np.floor((pts - origin) / cell).astype(np.int64)
+    occupied[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = True
+    near = binary_dilation(occupied, iterations=int(np.ceil(band / cell)))
+    cells = np.argwhere(near)
+    centres = origin + (cells + 0.5) * cell
+    d, idx = tree.query(centres, distance_upper_bound=band + cell, workers=1)
+    index = np.full(shape, -1, dtype=np.int32)
+    keep = np.isfinite(d)
+    index[cells[keep, 0], cells[keep, 1], cells[keep, 2]] = idx[keep]
+    return NearestGrid(origin, cell, index, band)
+
+
+def _vertex_normals(v: np.ndarray, f: np.ndarray, cross: np.ndarray) -> np.ndarray:
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, f[:, k], cross)
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    return n / np.where(length > 0, length, 1.0)
+
+
+@dataclass(frozen=True)
+class IcpResult:
+    """Outcome of one ICP run.
+
+    ``rms_mm`` is the RMS point-to-plane residual over the inliers;
+    ``inlier_fraction`` is inliers / points not occluded; ``occluded_fraction``
+    is the share of points in front of the skin (drapes); ``converged`` says the
+    last update was below the tolerances before ``max_iterations``.
+    """
+
+    patient_to_camera: np.ndarray
+    rms_mm: float
+    inlier_fraction: float
+    occluded_fraction: float
+    iterations: int
+    converged: bool
+    points: int
+    residuals_mm: np.ndarray | None = None  # (N,) signed, + in front of the skin; NaN: occluded
+
+
+def _rodrigues(w: np.ndarray) -> np.ndarray:
+    theta = float(np.linalg.norm(w))
+    if theta < 1e-12:
+        return np.eye(3)
+    k = w / theta
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(theta) * K + (1 - np.cos(theta)) * (K @ K)
+
+
+def _invert(T: np.ndarray) -> np.ndarray:
+    inv = np.eye(4)
+    inv[:3, :3] = T[:3, :3].T
+    inv[:3, 3] = -T[:3, :3].T @ T[:3, 3]
+    return inv
+
+
+def icp_point_to_plane(
+    model: SkinModel,
+    points_camera_m: np.ndarray,
+    patient_to_camera_initial: np.ndarray,
+    *,
+    max_iterations: int = 30,
+    initial_gate_mm: float = 30.0,
+    min_gate_mm: float = 4.0,
+    inlier_mm: float = 2.5,
+    occlusion_mm: float = 4.0,
+    tukey_floor_mm: float = 1.5,
+    tolerance_mm: float = 0.01,
+    tolerance_deg: float = 0.01,
+    use_grid: bool = True,
+) -> IcpResult:
+    """Refine ``patient_to_camera`` so the camera cloud lies on the skin.
+
+    ``points_camera_m``: (N, 3) finite camera-frame points, N >= 6. Correspondences
+    come from the skin's nearest-sample grid when ``use_grid`` and the initial
+    gate lies within its band (tracking), otherwise from the KD-tree; the final
+    figures use the grid where it answers and the exact KD-tree elsewhere.
+    Raises RegistrationError on bad input or when no correspondences remain.
+    """
+    pts = np.asarray(points_camera_m, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) < 6:
+        raise RegistrationError(
+            f"ICP needs an (N, 3) cloud with N >= 6, got {pts.shape}", "pass more depth points"
+        )
+    if not np.isfinite(pts).all():
+        raise RegistrationError("the ICP cloud contains NaN or infinity", "drop invalid depth")
+    T0 = np.asarray(patient_to_camera_initial, dtype=np.float64)
+    if T0.shape != (4, 4) or not np.isfinite(T0).all():
+        raise RegistrationError("the initial pose must be a finite 4x4 matrix")
+    cam_to_pat = _invert(T0)
+    gate = initial_gate_mm * 1e-3
+    # The grid answers only within its band: use it when the gate fits inside.
+    grid = model.grid if use_grid and model.grid and gate <= model.grid.band_m else None
+    converged = False
+    iterations = 0
+    for iterations in range(1, max_iterations + 1):  # noqa: B007 - reported below
+        X = pts @ cam_to_pat[:3, :3].T + cam_to_pat[:3, 3]
+        if grid is not None:
+            idx = grid.lookup(X)
+            found = idx >= 0
+            d = np.full(len(X), np.inf)
+            d[found] = np.linalg.norm(X[found] - model.points_m[idx[found]], axis=1)
+            d[d > gate] = np.inf
+        else:
+            d, idx = model.tree.query(X, distance_upper_bound=gate, workers=1)
+        m = np.isfinite(d)
+        if m.sum() < 6:
+            raise RegistrationError(
+                f"ICP found {int(m.sum())} skin correspondences within {gate * 1e3:.0f} mm",
+                "the depth cloud is not near the skin; re-initialise from landmarks",
+            )
+        Xm, q, n = X[m], model.points_m[idx[m]], model.normals[idx[m]]
+        # Orient the normals towards the camera: then r > 0 means "in front of the skin".
+        n = n * np.sign(np.einsum("ij,ij->i", cam_to_pat[:3, 3] - q, n))[:, None]
+        r = np.einsum("ij,ij->i", Xm - q, n)
+        # Drapes, hands and instruments lie in front of the skin, never behind it: a
+        # point further in front than the occlusion gate (or half the distance gate
+        # while far from the optimum) is not skin and gets no say.
+        front = r > max(occlusion_mm * 1e-3, 0.5 * gate)
+        # Tukey biweight, scale from the MAD of the residuals (c = 4.685 sigma).
+        sigma = 1.4826 * float(np.median(np.abs(r)))
+        c = max(4.685 * sigma, tukey_floor_mm * 1e-3)
+        u = r / c
+        w = np.where((np.abs(u) < 1.0) & ~front, (1.0 - u * u) ** 2, 0.0)
+        centre = Xm.mean(axis=0)
+        a = Xm - centre
+        J = np.empty((len(a), 6))
+        J[:, 0] = a[:, 1] * n[:, 2] - a[:, 2] * n[:, 1]  # (a x n), the rotation part
+        J[:, 1] = a[:, 2] * n[:, 0] - a[:, 0] * n[:, 2]
+        J[:, 2] = a[:, 0] * n[:, 1] - a[:, 1] * n[:, 0]
+        J[:, 3:] = n
+        Jw = J * w[:, None]
+        A = Jw.T @ J
+        g = Jw.T @ r
+        try:
+            delta = -np.linalg.solve(A + 1e-12 * np.eye(6), g)
+        except np.linalg.LinAlgError:
+            raise RegistrationError(
+                "ICP normal equations are singular", "the cloud does not constrain the pose"
+            ) from None
+        R = _rodrigues(delta[:3])
+        inc = np.eye(4)
+        inc[:3, :3] = R
+        inc[:3, 3] = centre - R @ centre + delta[3:]
+        cam_to_pat = inc @ cam_to_pat
+        step_mm = float(np.linalg.norm(delta[3:])) * 1e3
+        step_deg = float(np.degrees(np.linalg.norm(delta[:3])))
+        gate = max(min_gate_mm * 1e-3, min(gate, 3.0 * float(np.median(d[m]))))
+        if step_mm < tolerance_mm and step_deg < tolerance_deg:
+            converged = True
+            break
+
+    # Final residuals at the final pose: the grid where it answers, the exact
+    # KD-tree for the rest (points far from the skin: drapes, background).
+    X = pts @ cam_to_pat[:3, :3].T + cam_to_pat[:3, 3]
+    if grid is not None:
+        idx = grid.lookup(X)
+        far = idx < 0
+        if far.any():
+            idx[far] = model.tree.query(X[far], workers=1)[1]
+    else:
+        idx = model.tree.query(X, workers=1)[1]
+    q, n = model.points_m[idx], model.normals[idx]
+    d = np.linalg.norm(X - q, axis=1)
+    eye = cam_to_pat[:3, 3]  # camera centre in the patient frame
+    slack = 2 * model.spacing_m + (grid.cell_m if grid is not None else 0.0)
+    toward_camera = np.sign(np.einsum("ij,ij->i", eye - q, n))[:, None] * n
+    s = np.einsum("ij,ij->i", X - q, toward_camera)  # > 0: in front of the skin
+    tangential = np.sqrt(np.maximum(d * d - s * s, 0.0))
+    occluded = s > occlusion_mm * 1e-3
+    inlier = (np.abs(s) < inlier_mm * 1e-3) & (tangential < inlier_mm * 1e-3 + slack) & ~occluded
+    visible = int((~occluded).sum())
+    n_in = int(inlier.sum())
+    rms = float(np.sqrt(np.mean(s[inlier] ** 2))) * 1e3 if n_in else float("inf")
+    return IcpResult(
+        patient_to_camera=_invert(cam_to_pat),
+        rms_mm=rms,
+        inlier_fraction=n_in / visible if visible else 0.0,
+        occluded_fraction=float(occluded.mean()),
+        iterations=iterations,
+        converged=converged,
+        points=len(pts),
+        residuals_mm=np.where(occluded, np.nan, s * 1e3),
+    )

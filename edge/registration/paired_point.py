@@ -1,0 +1,186 @@
+"""Paired-point rigid registration: least squares (Arun/Horn/Umeyama) and a robust variant."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.errors import EdgeError
+from edge.registration.landmarks import LANDMARK_INDEX, MOBILE_LANDMARKS
+
+
+class RegistrationError(EdgeError):
+    """Input that no registration can be computed from (too few or degenerate points)."""
+
+
+@dataclass(frozen=True)
+class PairedPointResult:
+    """``source_to_target`` (4x4) with its fiducial registration error.
+
+    ``residuals_mm`` are per-point distances after the fit (all points, inliers
+    or not); ``fre_mm`` is the RMS over the inliers; ``inliers`` is a bool mask.
+    """
+
+    source_to_target: np.ndarray
+    fre_mm: float
+    residuals_mm: np.ndarray
+    inliers: np.ndarray
+
+
+def _validate(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(source, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] != 3 or s.shape != t.shape:
+        raise RegistrationError(
+            f"paired points must be two Nx3 arrays of the same shape, got {s.shape} and {t.shape}",
+            "pass matching source and target points",
+        )
+    if len(s) < 3:
+        raise RegistrationError(
+            f"need at least 3 point pairs, got {len(s)}", "track more landmarks"
+        )
+    if not (np.isfinite(s).all() and np.isfinite(t).all()):
+        raise RegistrationError(
+            "paired points contain NaN or infinity", "drop invalid points first"
+        )
+    return s, t
+
+
+def _kabsch(s: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted least-squares rotation + translation (Umeyama 1991, eqs. 38-41, no scale)."""
+    w = w / w.sum()
+    cs = w @ s
+    ct = w @ t
+    H = (s - cs).T @ ((t - ct) * w[:, None])
+    U, _, Vt = np.linalg.svd(H)
+    D = np.eye(3)
+    D[2, 2] = np.sign(np.linalg.det(Vt.T @ U.T)) or 1.0  # no reflections
+    R = Vt.T @ D @ U.T
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = ct - R @ cs
+    return T
+
+
+def _residuals_mm(T: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(s @ T[:3, :3].T + T[:3, 3] - t, axis=1) * 1000.0
+
+
+def rigid_transform(
+    source_m: np.ndarray, target_m: np.ndarray, weights: np.ndarray | None = None
+) -> PairedPointResult:
+    """Least-squares rigid transform (no scale) mapping ``source_m`` onto ``target_m``.
+
+    Both Nx3 in metres, N >= 3, not collinear. Raises RegistrationError.
+    """
+    s, t = _validate(source_m, target_m)
+    w = np.ones(len(s)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(s),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise RegistrationError("weights must be N finite non-negative numbers, not all zero")
+    sv = np.linalg.svd(s - s.mean(axis=0), compute_uv=False)
+    if sv[1] < 1e-6 * max(sv[0], 1e-12) or sv[1] < 1e-9:
+        raise RegistrationError("the source points are collinear", "use points spread in 2-D")
+    T = _kabsch(s, t, w)
+    res = _residuals_mm(T, s, t)
+    inl = w > 0
+    return PairedPointResult(T, float(np.sqrt(np.mean(res[inl] ** 2))), res, inl)
+
+
+def robust_rigid_transform(
+    source_m: np.ndarray,
+    target_m: np.ndarray,
+    inlier_threshold_mm: float = 5.0,
+    min_inliers: int = 4,
+    weights: np.ndarray | None = None,
+) -> PairedPointResult:
+    """Rigid transform robust to outlier pairs: exhaustive RANSAC over all 3-point subsets.
+
+    With the handful of landmarks a face gives (<= ~12) every minimal subset is
+    tried (no randomness). Hypotheses are fitted in one batched SVD; the one with
+    most inliers (then lowest inlier error) is refitted on its inliers.
+    Raises RegistrationError when fewer than ``min_inliers`` pairs agree.
+    """
+    s, t = _validate(source_m, target_m)
+    n = len(s)
+    if n < min_inliers:
+        raise RegistrationError(f"need at least {min_inliers} point pairs, got {n}")
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    # Common case first: when every pair agrees with the least-squares fit there
+    # is nothing to reject (and RANSAC would pick the same set).
+    everyone = rigid_transform(s, t, w)
+    if (everyone.residuals_mm < inlier_threshold_mm).all():
+        return everyone
+    subsets = np.array(list(itertools.combinations(range(n), 3)))
+    S = s[subsets]  # (K, 3, 3)
+    Tt = t[subsets]
+    cs = S.mean(axis=1, keepdims=True)
+    ct = Tt.mean(axis=1, keepdims=True)
+    H = np.einsum("kni,knj->kij", S - cs, Tt - ct)
+    U, _, Vt = np.linalg.svd(H)
+    d = np.sign(np.linalg.det(np.einsum("kji,klj->kil", Vt, U)))
+    d[d == 0] = 1.0
+    Vt_fix = Vt.copy()
+    Vt_fix[:, 2, :] *= d[:, None]
+    R = np.einsum("kji,klj->kil", Vt_fix, U)  # V D U^T
+    trans = ct[:, 0, :] - np.einsum("kij,kj->ki", R, cs[:, 0, :])
+    pred = np.einsum("kij,nj->kni", R, s) + trans[:, None, :]
+    res = np.linalg.norm(pred - t[None], axis=2) * 1000.0  # (K, n)
+    inl = res < inlier_threshold_mm
+    # Degenerate (near-collinear) subsets give arbitrary rotations: skip them.
+    spread = np.linalg.svd(S - cs, compute_uv=False)[:, 1]
+    counts = np.where(spread > 1e-3, (inl * (w > 0)).sum(axis=1), -1)
+    best_count = counts.max()
+    if best_count < min_inliers:
+        raise RegistrationError(
+            f"no {min_inliers} landmark pairs agree within {inlier_threshold_mm:g} mm",
+            "the tracked face does not match the plan's landmarks",
+        )
+    cands = np.flatnonzero(counts == best_count)
+    err = np.where(inl[cands], res[cands] ** 2, 0.0).sum(axis=1)
+    mask = inl[cands[np.argmin(err)]] & (w > 0)
+    for _ in range(3):  # refit on the consensus set until it is stable
+        fit = rigid_transform(s[mask], t[mask], w[mask])
+        all_res = _residuals_mm(fit.source_to_target, s, t)
+        new_mask = (all_res < inlier_threshold_mm) & (w > 0)
+        if new_mask.sum() < min_inliers or (new_mask == mask).all():
+            break
+        mask = new_mask
+    fit = rigid_transform(s[mask], t[mask], w[mask])
+    all_res = _residuals_mm(fit.source_to_target, s, t)
+    return PairedPointResult(fit.source_to_target, fit.fre_mm, all_res, mask)
+
+
+def landmark_pairs(
+    plan_landmarks_m: dict[str, np.ndarray],
+    camera_landmarks_m: np.ndarray | None,
+    valid: np.ndarray | None,
+    include_mobile: bool = True,
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Pair plan landmarks (patient frame) with tracked ones (camera frame) by name.
+
+    ``camera_landmarks_m`` is the tracker's (468, 3) array; a pair is kept when
+    the plan has the name, the tracked point is valid and finite. Returns
+    names, plan points (N, 3) and camera points (N, 3), metres.
+    """
+    names: list[str] = []
+    plan_pts: list[np.ndarray] = []
+    cam_pts: list[np.ndarray] = []
+    if camera_landmarks_m is None:
+        return names, np.zeros((0, 3)), np.zeros((0, 3))
+    cam = np.asarray(camera_landmarks_m, dtype=np.float64)
+    for name, index in LANDMARK_INDEX.items():
+        if name not in plan_landmarks_m or (not include_mobile and name in MOBILE_LANDMARKS):
+            continue
+        if index >= len(cam) or (valid is not None and not bool(valid[index])):
+            continue
+        p = cam[index]
+        if not np.isfinite(p).all():
+            continue
+        names.append(name)
+        plan_pts.append(np.asarray(plan_landmarks_m[name], dtype=np.float64))
+        cam_pts.append(p)
+    if not names:
+        return names, np.zeros((0, 3)), np.zeros((0, 3))
+    return names, np.stack(plan_pts), np.stack(cam_pts)

@@ -1,0 +1,170 @@
+"""Per-frame registration quality: error estimates and the gates that decide the state."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.registration.types import RegistrationQuality
+
+
+def fitzpatrick_tre_mm(fiducials_m: np.ndarray, targets_m: np.ndarray, fle_mm: float) -> np.ndarray:
+    """Expected RMS target registration error at each target, mm.
+
+    Fitzpatrick, West & Maurer 1998 (IEEE TMI 17(5), eq. 46):
+    TRE^2(r) = FLE^2 / N * (1 + 1/3 * sum_k d_k^2 / f_k^2), with d_k the target's
+    distance from the k-th principal axis of the fiducial configuration and f_k
+    the RMS distance of the fiducials from that axis. ``fiducials_m`` (N, 3),
+    N >= 3 and not collinear; ``targets_m`` (M, 3); both in the same frame.
+    """
+    F = np.asarray(fiducials_m, dtype=np.float64)
+    P = np.asarray(targets_m, dtype=np.float64).reshape(-1, 3)
+    if F.ndim != 2 or F.shape[1] != 3 or len(F) < 3:
+        raise ValueError(f"need (N>=3, 3) fiducials, got {F.shape}")
+    c = F.mean(axis=0)
+    X = F - c
+    _, _, Vt = np.linalg.svd(X)
+    R = P - c
+    x2 = (X**2).sum(axis=1)
+    r2 = (R**2).sum(axis=1)
+    ratio = np.zeros(len(P))
+    for axis in Vt:
+        f2 = float(np.mean(x2 - (X @ axis) ** 2))
+        if f2 <= 1e-18:
+            return np.full(len(P), math.inf)
+        ratio += (r2 - (R @ axis) ** 2) / f2
+    return np.sqrt(fle_mm**2 / len(F) * (1.0 + ratio / 3.0))
+
+
+def fle_from_fre_mm(fre_mm: float, n: int) -> float:
+    """FLE estimate from an observed FRE: <FRE^2> = (1 - 2/N) <FLE^2> (Fitzpatrick 1998, eq. 10)."""
+    if n <= 2 or not math.isfinite(fre_mm):
+        return math.nan
+    return fre_mm * math.sqrt(n / (n - 2.0))
+
+
+def pose_difference(
+    a_to_b: np.ndarray, c_to_b: np.ndarray, at_point_m: np.ndarray
+) -> tuple[float, float]:
+    """(translation mm at a point, rotation deg) between two poses of the same frame."""
+    p = np.asarray(at_point_m, dtype=np.float64)
+    d_mm = float(
+        np.linalg.norm((a_to_b[:3, :3] - c_to_b[:3, :3]) @ p + a_to_b[:3, 3] - c_to_b[:3, 3])
+    )
+    R = a_to_b[:3, :3].T @ c_to_b[:3, :3]
+    angle = math.degrees(math.acos(float(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
+    return d_mm * 1000.0, angle
+
+
+def relief_mm(points_m: np.ndarray) -> float:
+    """RMS distance (mm) of a cloud from its best-fit plane: ~0 for a photograph or a screen."""
+    P = np.asarray(points_m, dtype=np.float64)
+    if len(P) < 3:
+        return 0.0
+    s = np.linalg.svd(P - P.mean(axis=0), compute_uv=False)
+    return float(s[2] / math.sqrt(len(P))) * 1000.0
+
+
+def systematic_residual_mm(
+    points_camera_m: np.ndarray,
+    residuals_mm: np.ndarray,
+    points_per_cell: int = 8,
+    min_count: int = 4,
+    clip_mm: float = 5.0,
+) -> float:
+    """RMS of the surface residuals averaged over cells across the face, mm.
+
+    Cells are squares in the camera's x-y plane sized to hold about
+    ``points_per_cell`` points (10-30 mm).
+    Sensor noise is independent from point to point and averages out in a cell;
+    a surface of another shape (another face) leaves a residual that is the same
+    for neighbouring points and survives. NaN residuals (occluded) are skipped;
+    residuals are clipped to +/- ``clip_mm`` so a few stray points cannot dominate.
+    Returns NaN when fewer than 5 cells have ``min_count`` points.
+    """
+    P = np.asarray(points_camera_m, dtype=np.float64)
+    r = np.asarray(residuals_mm, dtype=np.float64)
+    ok = np.isfinite(r)
+    if ok.sum() < min_count * 5:
+        return math.nan
+    xy = P[ok, :2]
+    area = float(np.prod(np.ptp(xy, axis=0)))
+    cell_m = float(np.clip(np.sqrt(area * points_per_cell / ok.sum()), 0.01, 0.03))
+    cells = np.floor(xy / cell_m).astype(np.int64)
+    _, label = np.unique(cells, axis=0, return_inverse=True)
+    label = label.reshape(-1)
+    count = np.bincount(label)
+    total = np.bincount(label, weights=np.clip(r[ok], -clip_mm, clip_mm))
+    full = count >= min_count
+    if full.sum() < 5:
+        return math.nan
+    means = total[full] / count[full]
+    return float(np.sqrt(np.mean(means**2)))
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Thresholds every TRACKING frame must pass (see docs/registration.md)."""
+
+    max_icp_rms_mm: float
+    min_inlier_fraction: float
+    max_occluded_fraction: float
+    max_fre_mm: float
+    max_landmark_surface_mm: float
+    max_landmark_surface_deg: float
+    min_relief_mm: float
+    max_tre_mm: float
+    min_cloud_points: int
+    max_surface_shape_mm: float
+
+
+def check_gates(
+    q: RegistrationQuality,
+    gates: Gates,
+    *,
+    occluded_fraction: float,
+    relief: float,
+    cloud_points: int,
+    require_landmarks: bool = True,
+) -> list[str]:
+    """The gates ``q`` fails, in words (empty when all pass). NaN fails a gate.
+
+    With ``require_landmarks`` False (tracking an established pose) landmark
+    figures that were not measured this frame (NaN) are skipped; measured ones
+    must still pass.
+    """
+    reasons: list[str] = []
+
+    def need(ok: bool, text: str) -> None:
+        if not ok:
+            reasons.append(text)
+
+    need(cloud_points >= gates.min_cloud_points, f"only {cloud_points} depth points on the face")
+    need(relief >= gates.min_relief_mm, f"face depth is flat (relief {relief:.1f} mm)")
+    need(q.icp_rms_mm <= gates.max_icp_rms_mm, f"surface RMS {q.icp_rms_mm:.2f} mm too high")
+    need(
+        q.surface_shape_mm <= gates.max_surface_shape_mm,
+        f"the surface has another shape ({q.surface_shape_mm:.2f} mm systematic residual)",
+    )
+    need(
+        q.inlier_fraction >= gates.min_inlier_fraction,
+        f"surface inliers {q.inlier_fraction:.0%} too few",
+    )
+    need(
+        occluded_fraction <= gates.max_occluded_fraction,
+        f"{occluded_fraction:.0%} of the face is covered",
+    )
+    worst_tre = max(q.tre_mm.values(), default=0.0)
+    need(worst_tre <= gates.max_tre_mm, f"estimated TRE {worst_tre:.1f} mm too high")
+    if not require_landmarks and math.isnan(q.fre_mm):
+        return reasons
+    need(q.fre_mm <= gates.max_fre_mm, f"landmark FRE {q.fre_mm:.1f} mm too high")
+    need(
+        q.landmark_surface_translation_mm <= gates.max_landmark_surface_mm
+        and q.landmark_surface_rotation_deg <= gates.max_landmark_surface_deg,
+        f"landmark and surface poses disagree ({q.landmark_surface_translation_mm:.1f} mm, "
+        f"{q.landmark_surface_rotation_deg:.1f} deg)",
+    )
+    return reasons

@@ -1,0 +1,371 @@
+"""The registration stage: plan-to-patient pose per frame, its quality and state.
+
+Per frame: robust paired-point fit of the tracked landmarks (for quality and
+(re-)initialisation), then surface ICP of the face's depth cloud, warm-started
+from the previous pose moved by a constant-velocity prediction. Gates on the
+quality figures decide the state (edge/registration/state.py). See
+docs/registration.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge.config import RegistrationConfig
+from edge.plan.model import Plan
+from edge.registration.cloud import face_cloud
+from edge.registration.icp import IcpResult, SkinModel, icp_point_to_plane
+from edge.registration.landmarks import MOBILE_LANDMARKS
+from edge.registration.paired_point import (
+    PairedPointResult,
+    RegistrationError,
+    landmark_pairs,
+    robust_rigid_transform,
+)
+from edge.registration.quality import (
+    Gates,
+    check_gates,
+    fitzpatrick_tre_mm,
+    fle_from_fre_mm,
+    pose_difference,
+    relief_mm,
+    systematic_residual_mm,
+)
+from edge.registration.state import Outcome, RegistrationStateMachine
+from edge.registration.types import RegistrationQuality, RegistrationResult, TrackingState
+
+log = logging.getLogger(__name__)
+
+# Landmarks a drape over the lower face hides (see _LandmarkFit.upper).
+LOWER_FACE_LANDMARKS = MOBILE_LANDMARKS | {"subnasale"}
+
+# ICP stops when an update moves less than this (mm, deg). Tracking frames stop
+# earlier: depth noise moves the optimum more than that from frame to frame.
+INIT_TOLERANCE = 0.01
+TRACK_TOLERANCE = 0.05
+
+
+@dataclass
+class _Attempt:
+    """One registration attempt on one frame."""
+
+    pose: np.ndarray | None
+    quality: RegistrationQuality
+    passed: bool
+    icp: IcpResult | None = None
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _LandmarkFit:
+    """Robust paired-point fit of this frame's landmarks (names in the fit's order).
+
+    ``upper`` is the fit of the upper-face landmarks alone: drapes cover the lower
+    face, and the tracker then lifts those landmarks from the drape's depth.
+    """
+
+    fit: PairedPointResult
+    names: list[str]
+    upper: _LandmarkFit | None = None
+
+
+def _invert(T: np.ndarray) -> np.ndarray:
+    inv = np.eye(4)
+    inv[:3, :3] = T[:3, :3].T
+    inv[:3, 3] = -T[:3, :3].T @ T[:3, 3]
+    return inv
+
+
+def _scaled_motion(delta: np.ndarray, alpha: float) -> np.ndarray:
+    """``delta`` raised to a real power (rotation by axis-angle scaling, translation linear)."""
+    R = delta[:3, :3]
+    angle = math.acos(float(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)))
+    out = np.eye(4)
+    if angle > 1e-9:
+        axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+        axis /= 2.0 * math.sin(angle)
+        a = angle * alpha
+        K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        out[:3, :3] = np.eye(3) + math.sin(a) * K + (1 - math.cos(a)) * (K @ K)
+    out[:3, 3] = delta[:3, 3] * alpha
+    return out
+
+
+class RegistrationStage:
+    """Pipeline stage ``registration``: sets ``result.registration``.
+
+    ``plan``: the loaded plan (metres, LPS). ``skin``: a prebuilt skin model
+    (built from ``plan.skin`` when None; building takes ~0.1 s).
+    """
+
+    name = "registration"
+
+    def __init__(
+        self, plan: Plan, config: RegistrationConfig, skin: SkinModel | None = None
+    ) -> None:
+        self.plan = plan
+        self.config = config
+        self.skin = skin or SkinModel.from_mesh(plan.skin, spacing_m=config.skin_spacing_mm * 1e-3)
+        self.machine = RegistrationStateMachine(config.confirm_frames, config.lost_after_frames)
+        self.gates = Gates(
+            max_icp_rms_mm=config.max_icp_rms_mm,
+            min_inlier_fraction=config.min_inlier_fraction,
+            max_occluded_fraction=config.max_occluded_fraction,
+            max_fre_mm=config.max_fre_mm,
+            max_landmark_surface_mm=config.max_landmark_surface_mm,
+            max_landmark_surface_deg=config.max_landmark_surface_deg,
+            min_relief_mm=config.min_relief_mm,
+            max_tre_mm=config.max_tre_mm,
+            min_cloud_points=config.min_cloud_points,
+            max_surface_shape_mm=config.max_surface_shape_mm,
+        )
+        self._target_names = list(plan.targets)
+        self._targets_m = (
+            np.stack([plan.targets[n] for n in self._target_names])
+            if plan.targets
+            else np.zeros((0, 3))
+        )
+        landmark_centre = np.mean(list(plan.landmarks.values()), axis=0)
+        # Where the landmark and surface poses are compared: the targets, which is
+        # where a disagreement would hurt.
+        self._agreement_point = (
+            self._targets_m.mean(axis=0) if len(self._targets_m) else landmark_centre
+        )
+        self._history: list[tuple[float, np.ndarray]] = []
+        self._registered_s: float | None = None
+
+    @property
+    def state(self) -> TrackingState:
+        return self.machine.state
+
+    # ------------------------------------------------------------------ per frame
+
+    def process(self, result: Any) -> None:
+        """Register one frame (``edge.pipeline.FrameResult``); sets ``result.registration``."""
+        frame = result.frame
+        tracking = result.tracking
+        face = getattr(tracking, "patient", None)
+        if face is None or frame.depth is None:
+            self._history.clear()
+            state = self.machine.update(Outcome.NO_FACE)
+            why = "no face tracked" if face is None else "no depth in this frame"
+            result.registration = RegistrationResult(
+                state, None, RegistrationQuality(reasons=[why]), self._registered_s
+            )
+            return
+
+        lm = self._landmark_fit(face)
+        now = frame.host_timestamp_s
+        if self.machine.has_pose:
+            attempt = self._track(frame, face, lm, self._warm_start(now, lm))
+            outcome = Outcome.TRACK_PASSED if attempt.passed else Outcome.TRACK_FAILED
+            if not attempt.passed and lm is not None:
+                # Diverged or degraded: try a fresh start from the landmarks.
+                again = self._initialise(frame, face, lm)
+                if again.passed:
+                    attempt, outcome = again, Outcome.INIT_PASSED
+                    self._history.clear()
+        else:
+            attempt = self._initialise(frame, face, lm)
+            outcome = Outcome.INIT_PASSED if attempt.passed else Outcome.INIT_FAILED
+
+        state = self.machine.update(outcome)
+        if state in (TrackingState.SEARCHING, TrackingState.LOST):
+            self._history.clear()
+            pose = None
+        else:
+            pose = attempt.pose
+            if pose is not None and attempt.icp is not None:
+                self._history = [*self._history[-1:], (now, pose)]
+        if state in (TrackingState.REGISTERED, TrackingState.TRACKING):
+            self._registered_s = now
+        attempt.quality.reasons = attempt.reasons
+        result.registration = RegistrationResult(state, pose, attempt.quality, self._registered_s)
+
+    # ------------------------------------------------------------------ steps
+
+    def _landmark_fit(self, face: Any) -> _LandmarkFit | None:
+        names, plan_pts, cam_pts = landmark_pairs(
+            self.plan.landmarks, face.landmarks_camera_m, face.landmarks_valid
+        )
+        whole = self._fit(names, plan_pts, cam_pts)
+        keep = [i for i, n in enumerate(names) if n not in LOWER_FACE_LANDMARKS]
+        if whole is not None and len(keep) < len(names):
+            whole.upper = self._fit([names[i] for i in keep], plan_pts[keep], cam_pts[keep])
+        return whole
+
+    def _fit(
+        self, names: list[str], plan_pts: np.ndarray, cam_pts: np.ndarray
+    ) -> _LandmarkFit | None:
+        if len(names) < 4:
+            return None
+        weights = np.array([0.5 if n in MOBILE_LANDMARKS else 1.0 for n in names])
+        try:
+            fit = robust_rigid_transform(
+                plan_pts,
+                cam_pts,
+                inlier_threshold_mm=self.config.landmark_inlier_mm,
+                weights=weights,
+            )
+        except RegistrationError:
+            return None
+        return _LandmarkFit(fit, names)
+
+    def _warm_start(self, now_s: float, lm: _LandmarkFit | None) -> np.ndarray:
+        """The predicted pose, unless this frame's landmarks put the head clearly elsewhere
+        (fast motion, a missed frame): then the landmark pose, which is within a few
+        millimetres and well inside ICP's basin."""
+        predicted = self._predict(now_s)
+        c = self.config
+        fits = [f for f in ((lm, lm.upper) if lm is not None else ()) if f is not None]
+        for f in fits:
+            moved_mm, turned_deg = pose_difference(
+                f.fit.source_to_target, predicted, self._agreement_point
+            )
+            if moved_mm <= c.max_landmark_surface_mm and turned_deg <= c.max_landmark_surface_deg:
+                return predicted  # the landmarks (all, or the upper face's) agree
+        return fits[0].fit.source_to_target if fits else predicted
+
+    def _predict(self, now_s: float) -> np.ndarray:
+        """Constant-velocity prediction of the pose at ``now_s`` from the last two."""
+        if not self._history:  # pragma: no cover - a pose always comes with its history
+            raise RegistrationError("no pose to warm-start from", "initialise from landmarks")
+        t1, last = self._history[-1]
+        if len(self._history) < 2:
+            return last
+        t0, before = self._history[-2]
+        dt = t1 - t0
+        if dt <= 0:
+            return last
+        alpha = min((now_s - t1) / dt, 3.0)
+        delta = last @ _invert(before)  # camera-frame motion over dt
+        return _scaled_motion(delta, alpha) @ last
+
+    def _initialise(self, frame: Any, face: Any, lm: _LandmarkFit | None) -> _Attempt:
+        c = self.config
+        if lm is None:
+            q = RegistrationQuality()
+            return _Attempt(None, q, False, reasons=["fewer than 4 plan landmarks tracked"])
+        cloud = face_cloud(frame, face.landmarks_px, c.init_cloud_points)
+        best: _Attempt | None = None
+        # Start from the pose of all landmarks, then (if that fails) of the upper face's.
+        for start in (lm, lm.upper):
+            if start is None:
+                continue
+            attempt = self._evaluate(
+                cloud,
+                start.fit.source_to_target,
+                lm,
+                max_iterations=c.init_max_iterations,
+                gate_mm=c.init_gate_mm,
+                tolerance=INIT_TOLERANCE,
+                require_landmarks=True,
+            )
+            if (
+                best is None
+                or attempt.passed
+                or attempt.quality.inlier_fraction > (best.quality.inlier_fraction)
+            ):
+                best = attempt
+            if best.passed:
+                break
+        assert best is not None
+        return best
+
+    def _track(
+        self, frame: Any, face: Any, lm: _LandmarkFit | None, predicted: np.ndarray
+    ) -> _Attempt:
+        c = self.config
+        cloud = face_cloud(frame, face.landmarks_px, c.track_cloud_points)
+        return self._evaluate(
+            cloud,
+            predicted,
+            lm,
+            max_iterations=c.track_max_iterations,
+            gate_mm=c.track_gate_mm,
+            tolerance=TRACK_TOLERANCE,
+            require_landmarks=False,
+        )
+
+    def _evaluate(
+        self,
+        cloud: np.ndarray,
+        start: np.ndarray,
+        lm: _LandmarkFit | None,
+        *,
+        max_iterations: int,
+        gate_mm: float,
+        tolerance: float,
+        require_landmarks: bool,
+    ) -> _Attempt:
+        c = self.config
+        q = RegistrationQuality()
+        icp: IcpResult | None = None
+        pose = start
+        reasons: list[str] = []
+        relief = relief_mm(cloud)
+        if len(cloud) < c.min_cloud_points or relief < c.min_relief_mm:
+            # Cheap gates first: a photograph or an empty view never costs an ICP.
+            if len(cloud) < c.min_cloud_points:
+                reasons.append(f"only {len(cloud)} depth points on the face")
+            if relief < c.min_relief_mm:
+                reasons.append(f"face depth is flat (relief {relief:.1f} mm)")
+            return _Attempt(pose, q, False, None, reasons)
+        try:
+            icp = icp_point_to_plane(
+                self.skin,
+                cloud,
+                start,
+                max_iterations=max_iterations,
+                initial_gate_mm=gate_mm,
+                min_gate_mm=c.min_gate_mm,
+                inlier_mm=c.inlier_mm,
+                occlusion_mm=c.occlusion_mm,
+                tolerance_mm=tolerance,
+                tolerance_deg=tolerance,
+            )
+            pose = icp.patient_to_camera
+            q.icp_rms_mm = icp.rms_mm
+            q.inlier_fraction = icp.inlier_fraction
+            if icp.residuals_mm is not None:
+                q.surface_shape_mm = systematic_residual_mm(cloud, icp.residuals_mm)
+        except RegistrationError as exc:
+            reasons.append(f"surface fit failed: {exc.problem}")
+
+        if lm is not None:
+            # Compare with the landmark fit that agrees best: all landmarks, or the upper
+            # face's alone when a drape has pushed the lower ones off the skin.
+            fits = [f for f in (lm, lm.upper) if f is not None]
+            diffs = [
+                pose_difference(f.fit.source_to_target, pose, self._agreement_point) for f in fits
+            ]
+            k = min(range(len(fits)), key=lambda i: diffs[i])
+            q.fre_mm = fits[k].fit.fre_mm
+            q.landmark_surface_translation_mm, q.landmark_surface_rotation_deg = diffs[k]
+            # The TRE estimate uses the configuration of every landmark paired this frame.
+            used = lm.names
+            inliers = int(fits[k].fit.inliers.sum())
+            fle_seen = fle_from_fre_mm(q.fre_mm, inliers)
+            fle = max(c.fle_mm, fle_seen) if math.isfinite(fle_seen) else c.fle_mm
+        else:
+            used = list(self.plan.landmarks)
+            fle = c.fle_mm
+        if len(self._targets_m) and len(used) >= 3:
+            fiducials = np.stack([self.plan.landmarks[n] for n in used])
+            tre = fitzpatrick_tre_mm(fiducials, self._targets_m, fle)
+            q.tre_mm = {n: float(v) for n, v in zip(self._target_names, tre, strict=True)}
+
+        reasons += check_gates(
+            q,
+            self.gates,
+            occluded_fraction=icp.occluded_fraction if icp else 1.0,
+            relief=relief,
+            cloud_points=len(cloud),
+            require_landmarks=require_landmarks,
+        )
+        return _Attempt(pose, q, not reasons, icp, reasons)
