@@ -1,0 +1,135 @@
+"""End to end on the phantom: its exported plan, the project's face tracker, registration,
+checked against the phantom's ground truth (issue 5's acceptance figures, on short runs).
+
+Needs the tracker's models (built by ``ensure_models``); skipped when they cannot be built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.config import RegistrationConfig, TrackingConfig
+from edge.errors import EdgeError
+from edge.evaluation import jitter_mm, pose_errors, transform_points
+from edge.pipeline import FrameResult
+from edge.plan.load import load_plan
+from edge.plan.sign import generate_keypair, load_private_key, load_public_key, sign_plan
+from edge.registration.icp import SkinModel
+from edge.registration.stage import RegistrationStage
+from edge.registration.types import TrackingState
+
+phantom = pytest.importorskip("edge.sources.phantom")
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    from edge.models import ensure_models
+    from edge.models.manifest import repo_models_dir
+    from edge.tracking.tracker import FaceTracker
+
+    build = repo_models_dir() / "build"
+    try:
+        ensure_models(build)
+    except EdgeError as exc:  # no models and no way to build them here
+        pytest.skip(f"tracker models unavailable: {exc}")
+    return FaceTracker.from_config(TrackingConfig(models_dir=str(build), intra_op_threads=1))
+
+
+@pytest.fixture(scope="module")
+def signed_plan(tmp_path_factory, tracker):
+    """The phantom's plan as `edge phantom --plan-out` writes it, signed and verified."""
+    from edge.sources.phantom.plan_out import write_plan
+
+    root = Path(tmp_path_factory.mktemp("phantom-plan"))
+    with phantom.PhantomSource(scenario="static", frames=1) as source:
+        write_plan(source.face, root / "plan")
+    keys = generate_keypair(root / "signer")
+    sign_plan(root / "plan", load_private_key(keys.private))
+    plan = load_plan(root / "plan", public_key=load_public_key(keys.public))
+    assert plan.signed
+    return plan
+
+
+@pytest.fixture(scope="module")
+def skin(signed_plan) -> SkinModel:
+    return SkinModel.from_mesh(signed_plan.skin)
+
+
+def run(scenario: str, frames: int, tracker, plan, skin):
+    """(states, registration results, frames) of a phantom run through tracking + registration."""
+    tracker.reset()
+    stage = RegistrationStage(plan, RegistrationConfig(), skin=skin)
+    states, results, truths = [], [], []
+    with phantom.PhantomSource(scenario=scenario, frames=frames) as source:
+        for frame in source:
+            result = FrameResult(frame=frame)
+            result.tracking = tracker.track(frame)
+            stage.process(result)
+            states.append(result.registration.state)
+            results.append(result.registration)
+            truths.append(frame.truth)
+    return states, results, truths
+
+
+def tracked_errors(results, truths, plan):
+    return [
+        pose_errors(r.patient_to_camera, t.patient_to_camera, plan.targets)
+        for r, t in zip(results, truths, strict=True)
+        if r.state is TrackingState.TRACKING
+    ]
+
+
+def test_nod_shake_accuracy(tracker, signed_plan, skin) -> None:
+    states, results, truths = run("nod-shake", 30, tracker, signed_plan, skin)
+    errors = tracked_errors(results, truths, signed_plan)
+    assert states[0] is TrackingState.REGISTERED and len(errors) >= 27
+    tre = np.array([v for e in errors for v in e.tre_mm.values()])
+    rotation = np.array([e.rotation_deg for e in errors])
+    # Issue 5: TRE mean <= 1.0 mm, p95 <= 2.0 mm, rotation median <= 0.5 deg.
+    # Measured (30 frames, depth noise on): mean 0.3, p95 0.5 mm, rotation median 0.25 deg.
+    assert tre.mean() <= 1.0 and np.percentile(tre, 95) <= 2.0
+    assert np.median(rotation) <= 0.5
+
+
+def test_static_jitter(tracker, signed_plan, skin) -> None:
+    _, results, _ = run("static", 20, tracker, signed_plan, skin)
+    targets = np.stack(list(signed_plan.targets.values()))
+    positions = [
+        transform_points(r.patient_to_camera, targets)
+        for r in results
+        if r.state is TrackingState.TRACKING
+    ]
+    assert len(positions) >= 18
+    assert jitter_mm(positions) <= 0.2  # issue 5; measured about 0.1 mm
+
+
+def test_drape_still_tracks(tracker, signed_plan, skin) -> None:
+    _, results, truths = run("drape", 16, tracker, signed_plan, skin)
+    errors = tracked_errors(results, truths, signed_plan)
+    assert len(errors) >= 14
+    tre = np.array([v for e in errors for v in e.tre_mm.values()])
+    assert np.percentile(tre, 95) <= 2.5  # issue 5; measured about 0.5 mm
+
+
+def test_photo_spoof_never_registers(tracker, signed_plan, skin) -> None:
+    states, results, truths = run("photo-spoof", 6, tracker, signed_plan, skin)
+    assert all(t.face_visible for t in truths)  # the photo shows a face...
+    assert set(states) == {TrackingState.SEARCHING}  # ...that never registers
+    assert all(r.patient_to_camera is None for r in results)
+
+
+def test_leave_and_return(tracker, signed_plan, skin) -> None:
+    states, _, truths = run("leave-return", 60, tracker, signed_plan, skin)
+    visible = [t.face_visible for t in truths]
+    gone = visible.index(False)
+    back = gone + visible[gone:].index(True)
+    assert states[gone - 1] is not TrackingState.LOST
+    assert TrackingState.LOST in states[gone : gone + 2]  # within one frame of leaving
+    assert TrackingState.TRACKING in states[back : back + 6]  # within 5 frames of returning
+    # Never TRACKING while the face is out of view.
+    assert all(
+        s is not TrackingState.TRACKING for s, v in zip(states, visible, strict=True) if not v
+    )
