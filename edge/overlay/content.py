@@ -17,7 +17,7 @@ import numpy as np
 
 from edge.frames import Intrinsics
 from edge.overlay.project import DisplayProfile, project_points
-from edge.overlay.raycast import ray_mesh_first_hit
+from edge.overlay.raycast import MeshRaycaster
 from edge.plan.model import Mesh, Plan
 from edge.registration.types import RegistrationResult, TrackingState
 
@@ -161,7 +161,10 @@ def _transform(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 def skin_distances_mm(
-    plan: Plan, patient_to_camera: np.ndarray, targets_patient_m: np.ndarray
+    plan: Plan,
+    patient_to_camera: np.ndarray,
+    targets_patient_m: np.ndarray,
+    raycaster: MeshRaycaster | None = None,
 ) -> np.ndarray:
     """Distance from each target back to the skin along the camera's view ray (mm).
 
@@ -169,19 +172,16 @@ def skin_distances_mm(
     nearest the camera is the entry point seen by the surgeon. NaN when the
     ray misses the skin or the first hit is beyond the target. Rays are cast
     in the plan frame (camera centre transformed there), which avoids moving
-    the whole mesh each frame.
+    the whole mesh each frame. Pass ``raycaster`` (built once from
+    ``plan.skin``) when calling per frame.
     """
     if len(targets_patient_m) == 0:
         return np.zeros(0)
     camera_to_patient = np.linalg.inv(patient_to_camera)
     eye = camera_to_patient[:3, 3]
     directions = targets_patient_m - eye  # t = 1 at the target
-    t = ray_mesh_first_hit(
-        np.repeat(eye[None, :], len(targets_patient_m), axis=0),
-        directions,
-        plan.skin.vertices,
-        plan.skin.faces,
-    )
+    caster = raycaster or MeshRaycaster(plan.skin.vertices, plan.skin.faces)
+    t = caster.first_hit(np.repeat(eye[None, :], len(targets_patient_m), axis=0), directions)
     lengths = np.linalg.norm(directions, axis=1)
     with np.errstate(invalid="ignore"):
         d = (1.0 - t) * lengths * 1000.0
@@ -200,6 +200,7 @@ def build_overlay(
     camera: Intrinsics,
     layers: frozenset[str] = frozenset(LAYERS),
     skin_distance: bool = True,
+    raycaster: MeshRaycaster | None = None,
     fps: float = 0.0,
     latency_ms: float = 0.0,
 ) -> Overlay:
@@ -249,7 +250,9 @@ def build_overlay(
         tre = registration.quality.tre_mm if registration is not None else {}
         overlay.tre_mm = [float(tre.get(n, math.nan)) for n in names]
         overlay.skin_distance_mm = (
-            list(skin_distances_mm(plan, pose, pts)) if skin_distance else [math.nan] * len(names)
+            list(skin_distances_mm(plan, pose, pts, raycaster))
+            if skin_distance
+            else [math.nan] * len(names)
         )
         px, vis, _ = project_points(overlay.targets_camera_m, profile, camera)
         overlay.targets_px, overlay.targets_visible = px, [bool(v) for v in vis]

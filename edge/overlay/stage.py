@@ -12,6 +12,7 @@ from edge.config import OverlayConfig
 from edge.errors import StateError
 from edge.overlay.content import LAYERS, build_overlay
 from edge.overlay.project import DisplayProfile
+from edge.overlay.raycast import MeshRaycaster
 from edge.plan.model import Plan
 
 if TYPE_CHECKING:
@@ -47,6 +48,12 @@ class OverlayStage:
         self._times: collections.deque[float] = collections.deque(maxlen=self.config.fps_window)
         self._layers = set(LAYERS)
         self._lock = threading.Lock()
+        # Built once per plan: the per-frame ray casts then only test nearby triangles.
+        self._raycaster = (
+            MeshRaycaster(plan.skin.vertices, plan.skin.faces)
+            if self.config.skin_distance
+            else None
+        )
 
     def set_layer(self, layer: str, visible: bool) -> None:
         """Show or hide one layer; raises StateError for an unknown layer name."""
@@ -80,6 +87,7 @@ class OverlayStage:
             camera=frame.intrinsics,
             layers=self.layers,
             skin_distance=self.config.skin_distance,
+            raycaster=self._raycaster,
             fps=fps,
             latency_ms=(now_mono - frame.host_timestamp_s) * 1000.0,
         )

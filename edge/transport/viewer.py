@@ -231,3 +231,21 @@ def run_view(
         count += 1
         next_s += interval
     return viewer
+
+
+def draw_overlay(
+    canvas: np.ndarray, payload: dict[str, Any], arrays: dict[str, np.ndarray]
+) -> None:
+    """Draw one overlay message's primitives and state banner on a BGR image, in place.
+
+    Green when current (TRACKING), amber when shown but not current, nothing
+    but the red banner when the edge says LOST or SEARCHING.
+    """
+    import cv2
+
+    state = payload["state"]
+    color = GREEN if payload["current"] else (RED if state in ("LOST", "SEARCHING") else AMBER)
+    Viewer._draw_primitives(canvas, payload, arrays, color)
+    text = _ascii(str(payload.get("state_text", state)))
+    cv2.rectangle(canvas, (0, 0), (canvas.shape[1] - 1, 44), (0, 0, 0), -1)
+    cv2.putText(canvas, text[:60], (10, 32), cv2.FONT_HERSHEY_SIMPLEX, 0.9, color, 2, cv2.LINE_AA)
