@@ -101,14 +101,8 @@ class Viewer:
                 line = f"edge {sp['state']}, up {sp['uptime_s']:.0f} s"
                 cv2.putText(canvas, _ascii(line), (10, size[1] - 12), font, 0.5, WHITE, 1)
             return canvas
-        payload, arrays = overlay.message.payload, overlay.message.arrays
-        state = payload["state"]
-        text = _ascii(str(payload.get("state_text", state)))
-        color = GREEN if payload["current"] else (RED if state in ("LOST", "SEARCHING") else AMBER)
-        self._draw_primitives(canvas, payload, arrays, color)
+        draw_overlay(canvas, overlay.message.payload, overlay.message.arrays)
         self.drawn_frames += 1
-        cv2.rectangle(canvas, (0, 0), (size[0] - 1, 44), (0, 0, 0), -1)
-        cv2.putText(canvas, text[:60], (10, 32), font, 0.9, color, 2, cv2.LINE_AA)
         hud = self.sub.latest(TOPIC_HUD)
         if hud is not None and hud.message.header.frame == overlay.message.header.frame:
             h = hud.message.payload
