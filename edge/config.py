@@ -215,7 +215,7 @@ class RegistrationConfig:
 
     skin_spacing_mm: float = 1.5  # KD-tree sample spacing on the skin mesh
     init_cloud_points: int = 700  # depth points on the face for (re-)initialisation
-    track_cloud_points: int = 300  # depth points per tracking frame
+    track_cloud_points: int = 500  # depth points per tracking frame
     init_max_iterations: int = 30
     track_max_iterations: int = 6
     init_gate_mm: float = 15.0  # first correspondence gate from the landmark pose (a few mm off)

@@ -173,3 +173,16 @@ def test_signature_from_another_key_under_the_trusted_name(signed_plan: Path, tm
     )
     with pytest.raises(PlanError, match="not valid for the trusted public key"):
         verify_plan(signed_plan, load_public_key(trusted.public))
+
+
+def test_configured_plan(signed_plan: Path, keys) -> None:
+    from edge.config import PlanConfig
+    from edge.plan.load import load_configured_plan
+
+    plan = load_configured_plan(PlanConfig(path=str(signed_plan), public_key=str(keys.public)))
+    assert plan.signed
+    with pytest.raises(PlanError, match="no plan configured"):
+        load_configured_plan(PlanConfig())
+    with pytest.raises(PlanError, match="no public key"):
+        load_configured_plan(PlanConfig(path=str(signed_plan)))
+    assert not load_configured_plan(PlanConfig(path=str(signed_plan), allow_unsigned=True)).signed

@@ -240,3 +240,14 @@ def test_drifting_pose_is_degraded_then_reinitialised(stage, plan) -> None:
         assert _tre_mm(plan, reg.patient_to_camera, BASE) < 1.0
     mm, _ = pose_difference(reg.patient_to_camera, BASE, plan.targets["pituitary"])
     assert reg.state is not TRACKING or mm < 1.0
+
+
+def test_refused_plan_keeps_a_safe_state() -> None:
+    from edge.registration.stage import PlanRefusedStage
+
+    stage = PlanRefusedStage("plan refused: signature not valid")
+    result = _frame(0, BASE)
+    stage.process(result)
+    assert stage.name == "registration"
+    assert result.registration.state is SEARCHING and result.registration.patient_to_camera is None
+    assert result.registration.quality.reasons == ["plan refused: signature not valid"]

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.config import PlanConfig
 from edge.errors import PlanError
 from edge.plan.model import CutPlane, Mesh, Plan, Structure, Trajectory
 from edge.plan.sign import plan_digest, verify_plan
@@ -424,3 +425,18 @@ def _structure(reader: _Reader, s: dict[str, Any]) -> Structure:
         mesh=reader.mesh(s.get("mesh"), f"structure {name}"),
         color_rgb=(color[0], color[1], color[2]),
     )
+
+
+def load_configured_plan(config: PlanConfig) -> Plan:
+    """Load the plan named by the ``[plan]`` configuration section.
+
+    The signature is checked with ``config.public_key``; ``config.allow_unsigned``
+    is the explicit, logged override. Raises PlanError (no plan configured, bad
+    key file, bad or unsigned plan).
+    """
+    from edge.plan.sign import load_public_key
+
+    if not config.path:
+        raise PlanError("no plan configured", "set [plan] path to the plan folder")
+    key = load_public_key(config.public_key) if config.public_key else None
+    return load_plan(config.path, public_key=key, allow_unsigned=config.allow_unsigned)

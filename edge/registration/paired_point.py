@@ -112,6 +112,9 @@ def robust_rigid_transform(
     everyone = rigid_transform(s, t, w)
     if (everyone.residuals_mm < inlier_threshold_mm).all():
         return everyone
+    trimmed = _trimmed(s, t, w, everyone, inlier_threshold_mm, min_inliers)
+    if trimmed is not None:
+        return trimmed
     subsets = np.array(list(itertools.combinations(range(n), 3)))
     S = s[subsets]  # (K, 3, 3)
     Tt = t[subsets]
@@ -152,6 +155,43 @@ def robust_rigid_transform(
     return PairedPointResult(fit.source_to_target, fit.fre_mm, all_res, mask)
 
 
+def _trimmed(
+    s: np.ndarray,
+    t: np.ndarray,
+    w: np.ndarray,
+    fit: PairedPointResult,
+    threshold_mm: float,
+    min_inliers: int,
+) -> PairedPointResult | None:
+    """Drop the worst pair and refit while any pair is off; None unless the result is a
+    clear consensus (>= 60 % of the pairs, and exactly the pairs within the threshold).
+
+    A cheap first try for the usual case of one or two bad landmarks; exhaustive
+    RANSAC decides whenever this is not clear-cut.
+    """
+    keep = w > 0
+    while True:
+        res = fit.residuals_mm
+        off = keep & (res >= threshold_mm)
+        if not off.any():
+            break
+        worst = int(np.argmax(np.where(keep, res, -np.inf)))
+        keep[worst] = False
+        if keep.sum() < max(min_inliers, 3):
+            return None
+        try:
+            fit = rigid_transform(s[keep], t[keep], w[keep])
+        except RegistrationError:
+            return None
+        fit = PairedPointResult(
+            fit.source_to_target, fit.fre_mm, _residuals_mm(fit.source_to_target, s, t), keep
+        )
+    agree = (fit.residuals_mm < threshold_mm) & (w > 0)
+    if (agree != keep).any() or keep.sum() < max(min_inliers, int(np.ceil(0.6 * len(s)))):
+        return None
+    return fit
+
+
 def landmark_pairs(
     plan_landmarks_m: dict[str, np.ndarray],
     camera_landmarks_m: np.ndarray | None,
@@ -164,23 +204,25 @@ def landmark_pairs(
     the plan has the name, the tracked point is valid and finite. Returns
     names, plan points (N, 3) and camera points (N, 3), metres.
     """
-    names: list[str] = []
-    plan_pts: list[np.ndarray] = []
-    cam_pts: list[np.ndarray] = []
+    empty: tuple[list[str], np.ndarray, np.ndarray] = ([], np.zeros((0, 3)), np.zeros((0, 3)))
     if camera_landmarks_m is None:
-        return names, np.zeros((0, 3)), np.zeros((0, 3))
+        return empty
     cam = np.asarray(camera_landmarks_m, dtype=np.float64)
-    for name, index in LANDMARK_INDEX.items():
-        if name not in plan_landmarks_m or (not include_mobile and name in MOBILE_LANDMARKS):
-            continue
-        if index >= len(cam) or (valid is not None and not bool(valid[index])):
-            continue
-        p = cam[index]
-        if not np.isfinite(p).all():
-            continue
-        names.append(name)
-        plan_pts.append(np.asarray(plan_landmarks_m[name], dtype=np.float64))
-        cam_pts.append(p)
+    wanted = [
+        (name, index)
+        for name, index in LANDMARK_INDEX.items()
+        if name in plan_landmarks_m
+        and index < len(cam)
+        and (include_mobile or name not in MOBILE_LANDMARKS)
+    ]
+    if not wanted:
+        return empty
+    idx = np.array([i for _, i in wanted])
+    ok = np.isfinite(cam[idx]).all(axis=1)
+    if valid is not None:
+        ok &= np.asarray(valid, dtype=bool)[idx]
+    names = [n for (n, _), keep in zip(wanted, ok, strict=True) if keep]
     if not names:
-        return names, np.zeros((0, 3)), np.zeros((0, 3))
-    return names, np.stack(plan_pts), np.stack(cam_pts)
+        return empty
+    plan_pts = np.stack([np.asarray(plan_landmarks_m[n], dtype=np.float64) for n in names])
+    return names, plan_pts, cam[idx[ok]]

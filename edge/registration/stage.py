@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +72,17 @@ class _LandmarkFit:
 
     fit: PairedPointResult
     names: list[str]
-    upper: _LandmarkFit | None = None
+    make_upper: Callable[[], _LandmarkFit | None] | None = None
+    _upper: _LandmarkFit | None = None
+    _upper_done: bool = False
+
+    @property
+    def upper(self) -> _LandmarkFit | None:
+        """The upper-face fit, computed on first use (most frames never need it)."""
+        if not self._upper_done:
+            self._upper = self.make_upper() if self.make_upper is not None else None
+            self._upper_done = True
+        return self._upper
 
 
 def _invert(T: np.ndarray) -> np.ndarray:
@@ -196,7 +207,9 @@ class RegistrationStage:
         whole = self._fit(names, plan_pts, cam_pts)
         keep = [i for i, n in enumerate(names) if n not in LOWER_FACE_LANDMARKS]
         if whole is not None and len(keep) < len(names):
-            whole.upper = self._fit([names[i] for i in keep], plan_pts[keep], cam_pts[keep])
+            whole.make_upper = lambda: self._fit(
+                [names[i] for i in keep], plan_pts[keep], cam_pts[keep]
+            )
         return whole
 
     def _fit(
@@ -222,14 +235,17 @@ class RegistrationStage:
         millimetres and well inside ICP's basin."""
         predicted = self._predict(now_s)
         c = self.config
-        fits = [f for f in ((lm, lm.upper) if lm is not None else ()) if f is not None]
-        for f in fits:
+        if lm is None:
+            return predicted
+        for f in (lm, lm.upper):  # the upper face's fit is made only when needed
+            if f is None:
+                continue
             moved_mm, turned_deg = pose_difference(
                 f.fit.source_to_target, predicted, self._agreement_point
             )
             if moved_mm <= c.max_landmark_surface_mm and turned_deg <= c.max_landmark_surface_deg:
                 return predicted  # the landmarks (all, or the upper face's) agree
-        return fits[0].fit.source_to_target if fits else predicted
+        return lm.fit.source_to_target
 
     def _predict(self, now_s: float) -> np.ndarray:
         """Constant-velocity prediction of the pose at ``now_s`` from the last two."""
@@ -340,10 +356,15 @@ class RegistrationStage:
         if lm is not None:
             # Compare with the landmark fit that agrees best: all landmarks, or the upper
             # face's alone when a drape has pushed the lower ones off the skin.
-            fits = [f for f in (lm, lm.upper) if f is not None]
-            diffs = [
-                pose_difference(f.fit.source_to_target, pose, self._agreement_point) for f in fits
-            ]
+            fits = [lm]
+            diffs = [pose_difference(lm.fit.source_to_target, pose, self._agreement_point)]
+            if (
+                diffs[0][0] > c.max_landmark_surface_mm or diffs[0][1] > c.max_landmark_surface_deg
+            ) and lm.upper is not None:
+                fits.append(lm.upper)
+                diffs.append(
+                    pose_difference(lm.upper.fit.source_to_target, pose, self._agreement_point)
+                )
             k = min(range(len(fits)), key=lambda i: diffs[i])
             q.fre_mm = fits[k].fit.fre_mm
             q.landmark_surface_translation_mm, q.landmark_surface_rotation_deg = diffs[k]
@@ -369,3 +390,19 @@ class RegistrationStage:
             require_landmarks=require_landmarks,
         )
         return _Attempt(pose, q, not reasons, icp, reasons)
+
+
+class PlanRefusedStage:
+    """Stage ``registration`` when no plan could be loaded: the edge keeps running in a
+    safe state, every frame SEARCHING with no pose (so nothing is overlaid) and the
+    refusal as the reason."""
+
+    name = "registration"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def process(self, result: Any) -> None:
+        result.registration = RegistrationResult(
+            TrackingState.SEARCHING, None, RegistrationQuality(reasons=[self.reason])
+        )
