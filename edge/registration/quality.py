@@ -73,6 +73,7 @@ def systematic_residual_mm(
     points_per_cell: int = 8,
     min_count: int = 4,
     clip_mm: float = 5.0,
+    ignore_beyond_mm: float = 8.0,
 ) -> float:
     """RMS of the surface residuals averaged over cells across the face, mm.
 
@@ -80,13 +81,16 @@ def systematic_residual_mm(
     ``points_per_cell`` points (10-30 mm).
     Sensor noise is independent from point to point and averages out in a cell;
     a surface of another shape (another face) leaves a residual that is the same
-    for neighbouring points and survives. NaN residuals (occluded) are skipped;
-    residuals are clipped to +/- ``clip_mm`` so a few stray points cannot dominate.
+    for neighbouring points and survives. NaN residuals (occluded)
+    and those beyond ``ignore_beyond_mm`` are skipped; the rest are clipped to
+    +/- ``clip_mm`` so a few stray points cannot dominate.
     Returns NaN when fewer than 5 cells have ``min_count`` points.
     """
     P = np.asarray(points_camera_m, dtype=np.float64)
     r = np.asarray(residuals_mm, dtype=np.float64)
-    ok = np.isfinite(r)
+    # Points far off the skin are background or hair seen past the face's edge
+    # (the inlier gate counts them), not a surface of another shape.
+    ok = np.isfinite(r) & (np.abs(r) <= ignore_beyond_mm)
     if ok.sum() < min_count * 5:
         return math.nan
     xy = P[ok, :2]
