@@ -114,6 +114,226 @@ def run_bench(
     return ordered
 
 
+def run_soak(
+    config: EdgeConfig,
+    seconds: float,
+    scenario: str = "nod-shake",
+    frames: int = 300,
+    seed: int = 0,
+    threads: int | None = None,
+    sample_every_s: float = 10.0,
+) -> dict[str, Any]:
+    """Replay the phantom recording in a loop for ``seconds`` through ``edge run``'s job.
+
+    As fast as possible, with the frames stripped of ground truth (as in
+    theatre). Resident memory is sampled when the warm-up ends (the first
+    pass through the recording, or a tenth of the time if that comes first),
+    every ``sample_every_s`` and at the end. ``restarts`` is always 0: the
+    pipeline runs in this process and any restart would have ended the soak.
+    """
+    from edge.metrics import resident_memory_bytes
+    from edge.run import RunOptions, execute
+    from edge.sources.faulty import LoopingSource
+    from edge.sources.recording import RecordingSource
+
+    if seconds <= 0:
+        raise EdgeError(f"soak time must be positive, got {seconds}", "pass --soak SECONDS > 0")
+    if frames < 1:
+        raise EdgeError(f"frame count must be at least 1, got {frames}", "pass --frames N")
+    if threads is not None:
+        config = dataclasses.replace(
+            config, tracking=dataclasses.replace(config.tracking, intra_op_threads=threads)
+        )
+    samples: list[dict[str, float]] = []
+    counts = {"frames": 0, "failed": 0}
+    clock = time.monotonic
+    start_s = clock()
+    deadline_s = start_s + seconds
+    warm: dict[str, float] = {}
+    looping: list[LoopingSource] = []
+
+    def sample(now: float) -> None:
+        samples.append(
+            {
+                "t_s": now - start_s,
+                "rss_mb": resident_memory_bytes() / 2**20,
+                "frames": counts["frames"],
+            }
+        )
+
+    def should_stop() -> bool:
+        now = clock()
+        if now < deadline_s:
+            return False
+        if not samples or samples[-1]["frames"] != counts["frames"]:
+            sample(now)  # the end sample, with every stage still alive
+        return True
+
+    def on_result(result: Any) -> None:
+        counts["frames"] += 1
+        counts["failed"] += int(result.failed)
+        now = clock()
+        if not warm:
+            if looping[0].passes < 1 and now - start_s < 0.1 * seconds:
+                return
+            warm["t_s"] = now
+            sample(now)
+        elif now - samples[-1]["t_s"] - start_s >= sample_every_s:
+            sample(now)
+
+    with tempfile.TemporaryDirectory(prefix="edge-soak-") as tmp:
+        folder = Path(tmp)
+        made = make_phantom_recording(config, scenario, frames, seed, folder)
+        recording = str(made["recording"])
+
+        def wrap(_: Any) -> LoopingSource:
+            looping.append(LoopingSource(lambda: RecordingSource(recording), should_stop))
+            return looping[0]
+
+        options = RunOptions(
+            config=config,
+            source=recording,
+            plan=str(made["plan"]),
+            pubkey=str(made["pubkey"]),
+            publish="tcp://127.0.0.1:*",
+            service="tcp://127.0.0.1:*",
+            workdir=folder,
+            demo_keys=True,
+            wrap_source=wrap,
+        )
+        start_s = clock()
+        deadline_s = start_s + seconds
+        report = execute(options, on_result=on_result).summary
+    first = next(s for s in samples) if samples else {"rss_mb": float("nan"), "frames": 0}
+    last = samples[-1] if samples else first
+    return {
+        "scenario": scenario,
+        "soak_s": seconds,
+        "duration_s": report["duration_s"],
+        "frames": report["frames"],
+        "fps": report["fps"],
+        "failed_frames": counts["failed"],
+        "restarts": 0,
+        "passes": looping[0].passes if looping else 0,
+        "rss_start_mb": first["rss_mb"],
+        "rss_end_mb": last["rss_mb"],
+        "rss_growth_pct": (last["rss_mb"] / first["rss_mb"] - 1.0) * 100.0,
+        "warmup_frames": first["frames"],
+        "rss_samples": samples,
+        "stale_frames": report.get("stale_frames", 0),
+        "late_frames": report.get("late_frames", 0),
+        "state_fractions": report["state_fractions"],
+        "end_to_end_ms": report["end_to_end_ms"],
+        "stages": report["stages"],
+        "intra_op_threads": config.tracking.intra_op_threads,
+    }
+
+
+def measure_unplug_recovery(
+    config: EdgeConfig,
+    away_s: tuple[float, ...] = (0.5, 2.0, 6.0),
+    scenario: str = "static",
+    frames: int = 60,
+    seed: int = 0,
+    unplug_at_s: float = 2.0,
+    settle_s: float = 3.0,
+    tracker: Any = None,
+) -> dict[str, Any]:
+    """Time from a camera's return after an unplug to TRACKING, through the real pipeline.
+
+    The camera is :class:`edge.sources.faulty.ScriptedCamera` playing phantom
+    frames behind the real :class:`~edge.sources.realsense.RealSenseSource`
+    (its reconnection backoff from ``config.realsense``) on a virtual clock,
+    so times are camera time: ``reconnect_s`` from the return to the session
+    reopening, ``recovery_s`` from the return to the capture of the first
+    TRACKING frame (assumes the pipeline keeps up with the camera, which the
+    bench's fps shows). ``processing_ms`` is the host time spent on the
+    frames from the return to that TRACKING frame. ``tracker`` replaces the
+    face tracker (tests); the real models are used otherwise.
+    """
+    from edge.pipeline import compose
+    from edge.plan.load import load_plan
+    from edge.plan.sign import generate_keypair, load_private_key, load_public_key, sign_plan
+    from edge.sources.faulty import ScriptedCamera
+    from edge.sources.phantom import PhantomSource
+    from edge.sources.phantom.plan_out import write_plan
+    from edge.sources.realsense import RealSenseSource
+    from edge.tracking.tracker import FaceTracker
+
+    with tempfile.TemporaryDirectory(prefix="edge-unplug-") as tmp:
+        phantom = PhantomSource(scenario=scenario, frames=frames, seed=seed, config=config.phantom)
+        with phantom:
+            rendered = list(phantom)
+        plan_dir = write_plan(phantom.face, Path(tmp) / "plan").parent
+        keys = generate_keypair(Path(tmp) / "signer")
+        sign_plan(plan_dir, load_private_key(keys.private))
+        plan = load_plan(plan_dir, public_key=load_public_key(keys.public))
+    rs_config = dataclasses.replace(config.realsense, preset="")
+    tracker = tracker or FaceTracker.from_config(config.tracking)
+    runs: list[dict[str, Any]] = []
+    for away in away_s:
+        tracker.reset()
+        back_s = unplug_at_s + away
+        camera = ScriptedCamera(rendered, [(unplug_at_s, back_s)], fps=phantom.nominal_fps)
+        source = RealSenseSource(rs_config, layer=camera, clock=camera.clock, sleep=camera.sleep)
+        pipeline = compose(config, source, plan=plan, tracker=tracker)
+        seen: list[tuple[float, str, float]] = []  # capture s, state, host processing s
+        end_s = back_s + settle_s
+
+        def on_result(
+            result: Any, seen: list[tuple[float, str, float]] = seen, end_s: float = end_s
+        ) -> bool:
+            t = result.frame.device_timestamp_ms / 1000.0
+            state = result.registration.state.value if result.registration else "-"
+            seen.append((t, state, result.done_s - result.received_s))
+            return t < end_s
+
+        pipeline.run(on_result=on_result)
+        after = [(t, st, p) for t, st, p in seen if t >= back_s]
+        first = next((i for i, (_, st, _) in enumerate(after) if st == "TRACKING"), None)
+        reconnected = camera.connected_at_s[-1] - back_s if len(camera.connected_at_s) > 1 else None
+        runs.append(
+            {
+                "away_s": away,
+                "tracking_before_unplug": any(
+                    st == "TRACKING" for t, st, _ in seen if t < unplug_at_s
+                ),
+                "frames_while_away": sum(1 for t, _, _ in seen if unplug_at_s <= t < back_s),
+                "reconnect_s": reconnected if reconnected is not None else float("nan"),
+                "frames_to_tracking": first + 1 if first is not None else None,
+                "recovery_s": after[first][0] - back_s if first is not None else float("inf"),
+                "processing_ms": (
+                    sum(p for _, _, p in after[: first + 1]) * 1000.0
+                    if first is not None
+                    else float("nan")
+                ),
+                "source_gaps": pipeline.source_gaps,
+            }
+        )
+    return {
+        "runs": runs,
+        "worst_recovery_s": max(float(r["recovery_s"]) for r in runs),
+        "reconnect_initial_s": rs_config.reconnect_initial_s,
+        "reconnect_max_s": rs_config.reconnect_max_s,
+    }
+
+
+def format_soak(r: dict[str, Any]) -> str:
+    """A human-readable summary of a soak report."""
+    lines = [
+        f"edge bench --soak: {r['scenario']}, {r['duration_s']:.0f} s, {r['frames']} frames"
+        f" ({r['fps']:.1f} fps, {r['passes']} passes), failed frames {r['failed_frames']},"
+        f" restarts {r['restarts']}",
+        f"  RSS after warm-up {r['rss_start_mb']:.1f} MB, at the end {r['rss_end_mb']:.1f} MB,"
+        f" growth {r['rss_growth_pct']:+.2f} %",
+    ]
+    if r.get("state_fractions"):
+        lines.append(
+            "  states: " + ", ".join(f"{k} {v:.1%}" for k, v in r["state_fractions"].items())
+        )
+    return "\n".join(lines)
+
+
 def format_report(r: dict[str, Any]) -> str:
     """A human-readable table of a bench report."""
     lines = [

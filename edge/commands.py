@@ -67,6 +67,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     config = _config(args)
     configure_logging("text", "debug" if args.verbose else "warning")
+    if args.soak is not None:
+        from edge.bench import format_soak, run_soak
+
+        soak = run_soak(config, args.soak, args.scenario, args.frames, args.seed, args.threads)
+        print(json.dumps(_json_safe(soak), indent=2) if args.json else format_soak(soak))
+        return 0
     report = run_bench(config, args.scenario, args.frames, args.seed, args.threads)
     print(json.dumps(_json_safe(report), indent=2) if args.json else format_report(report))
     return 0
@@ -117,5 +123,11 @@ def register(subparsers: Any) -> None:
     bench.add_argument("--frames", type=int, default=300, help="frames (default 300)")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    bench.add_argument(
+        "--soak",
+        type=float,
+        metavar="SECONDS",
+        help="replay the recording in a loop for SECONDS and report memory growth and failures",
+    )
     bench.add_argument("--json", action="store_true", help="print the report as JSON")
     bench.set_defaults(func=cmd_bench)

@@ -26,6 +26,7 @@ from edge import __version__
 from edge.config import EdgeConfig
 from edge.errors import EdgeError, PlanError
 from edge.evaluation import Evaluator
+from edge.frames import FrameSource
 from edge.pipeline import FrameResult, Pipeline, compose
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,10 @@ class RunOptions:
     preview: str | None = None  # .mp4 (every frame) or .png (the last frame)
     seed: int = 0
     workdir: Path = DEMO_DIR
-    demo_keys: bool = False  # make throw-away CurveZMQ keys in workdir (always for the default)
+    demo_keys: bool = False  # throw-away CurveZMQ keys in workdir when none are configured
     status_stream: IO[str] | None = None  # live one-line status; None: no status line
+    # Wraps the opened-to-be source (fault injection, soak looping); None: use it as is.
+    wrap_source: Callable[[FrameSource], FrameSource] | None = None
 
 
 @dataclass
@@ -113,14 +116,15 @@ def load_run_plan(options: RunOptions, source: Any) -> tuple[Any, str]:
 
 
 def _transport_config(options: RunOptions, demo_keys: bool) -> Any:
-    """Transport section with command-line endpoints, and throw-away keys when asked."""
+    """Transport section with command-line endpoints; throw-away keys when asked and none exist."""
     t = options.config.transport
     changes: dict[str, Any] = {}
     if options.publish:
         changes["publish_endpoint"] = options.publish
     if options.service:
         changes["service_endpoint"] = options.service
-    if t.security == "curve" and demo_keys:
+    configured = Path(t.keys_dir) / "edge.key_secret"
+    if t.security == "curve" and demo_keys and not configured.exists():
         from edge.transport.security import generate_keys
 
         keys_dir = options.workdir / "keys"
@@ -257,6 +261,8 @@ def execute(
         else (DEFAULT_FRAMES if embedded_default else None)
     )
     source = open_source(spec, cfg, frames=frames, seed=options.seed)
+    if options.wrap_source is not None:
+        source = options.wrap_source(source)
     closers: list[Callable[[], None]] = [source.close]
     audit: AuditLog | None = None
     try:
@@ -286,7 +292,9 @@ def execute(
         if plan is not None and options.publish != "off":
             from edge.transport.server import EdgeServer
 
-            tcfg = _transport_config(options, embedded_default or options.demo_keys)
+            # Phantom input holds no patient data: without configured keys, demo keys do.
+            demo = options.demo_keys or spec.startswith("phantom")
+            tcfg = _transport_config(options, demo)
             server = EdgeServer(tcfg, plan, keys_dir=tcfg.keys_dir)
             closers.append(server.close)
         pipeline = compose(
@@ -338,12 +346,23 @@ def execute(
             notifier.watchdog()
             return not stop.requested
 
+        def gap(reason: str) -> bool:
+            # No frame (camera away): nothing may look current; keep the watchdog and stop alive.
+            if last_state[0] not in (None, "LOST", "SEARCHING"):
+                if audit is not None:
+                    audit.state_changed(last_state[0], "LOST", -1, reason)
+                if metrics is not None:
+                    metrics.set_state("LOST")
+                last_state[0] = "LOST"
+            notifier.watchdog()
+            return not stop.requested
+
         with GracefulStop(
             hard_exit_after_s=cfg.service.stop_timeout_s, on_stop=lambda why: notifier.stopping(why)
         ) as stop:
             notifier.ready(f"running on {spec}")
             start = time.monotonic()
-            count = pipeline.run(max_frames=frames, on_result=handle)
+            count = pipeline.run(max_frames=frames, on_result=handle, on_gap=gap)
             elapsed = time.monotonic() - start
         if status is not None:
             status.close()
@@ -357,6 +376,9 @@ def execute(
             duration_s=elapsed,
             fps=count / elapsed if elapsed > 0 else 0.0,
             stopped_by=stop.signal_name or "end of source",
+            stale_frames=pipeline.stale_frames,
+            late_frames=pipeline.late_frames,
+            source_gaps=pipeline.source_gaps,
         )
         if server is not None:
             summary["published"] = dict(server.publisher.sent) if server.publisher else {}

@@ -344,3 +344,7 @@ class TrackingStage:
 
     def process(self, result: FrameResult) -> None:
         result.tracking = self.tracker.track(result.frame)
+
+    def source_gap(self, reason: str) -> None:
+        """Frames stopped (camera away): the face must be found again, filters restart."""
+        self.tracker.reset()

@@ -94,6 +94,11 @@ class PublishStage:
             self.video.offer(frame.bgr(), frame.number, overlay.capture_unix_s)
         result.published = True
 
+    def source_gap(self, reason: str) -> None:
+        """Frames stopped: the heartbeat says LOST until an overlay says otherwise."""
+        with self._lock:
+            self._state = "LOST"
+
     def status_payload(self) -> dict[str, Any]:
         now = self._clock()
         with self._lock:
