@@ -251,3 +251,15 @@ def test_refused_plan_keeps_a_safe_state() -> None:
     assert stage.name == "registration"
     assert result.registration.state is SEARCHING and result.registration.patient_to_camera is None
     assert result.registration.quality.reasons == ["plan refused: signature not valid"]
+
+
+def test_reset_reregisters_from_landmarks(stage) -> None:
+    """A headset's `reregister`: back to SEARCHING, then REGISTERED on the next face."""
+    for i in range(3):
+        stage.process(_frame(i, BASE))
+    assert stage.state is TRACKING
+    stage.reset()
+    assert stage.state is SEARCHING
+    result = _frame(3, BASE)
+    stage.process(result)
+    assert result.registration.state is REGISTERED

@@ -154,6 +154,17 @@ class RegistrationStage:
     def state(self) -> TrackingState:
         return self.machine.state
 
+    def reset(self) -> None:
+        """Forget the pose and start again from SEARCHING (a headset's ``reregister``).
+
+        The next frame with a face registers from its landmarks, as the first one did.
+        """
+        self.machine = RegistrationStateMachine(
+            self.config.confirm_frames, self.config.lost_after_frames
+        )
+        self._history.clear()
+        self._registered_s = None
+
     # ------------------------------------------------------------------ per frame
 
     def process(self, result: Any) -> None:
