@@ -14,6 +14,7 @@ invariants that must hold whatever goes wrong:
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ class World:
     frames: list[Frame]
     plan: Any
     tracker: Any
+    plan_dir: Any
+    pubkey: Any
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +68,7 @@ def world(tmp_path_factory) -> World:
     keys = generate_keypair(folder / "signer")
     sign_plan(plan_dir, load_private_key(keys.private))
     plan = load_plan(plan_dir, public_key=load_public_key(keys.public))
-    return World(frames, plan, FaceTracker.from_config(CONFIG.tracking))
+    return World(frames, plan, FaceTracker.from_config(CONFIG.tracking), plan_dir, keys.public)
 
 
 class Replay(FrameSource):
@@ -375,3 +378,144 @@ def test_a_model_error_fails_only_that_frame_and_publishes_nothing_current_for_i
     assert not overlays[15][0]["current"] and "patient_to_camera" not in overlays[15][1]
     assert len(r.results) == FRAMES
     assert tracking_frames(r, range(16, 20))
+
+
+# --------------------------------------------------------------------------- headset disconnects
+
+
+class Repeat(FrameSource):
+    """The rendered frames ``times`` over, numbered on, stamped when read."""
+
+    name = "repeat"
+
+    def __init__(self, frames: list[Frame], times: int) -> None:
+        super().__init__()
+        self.frames, self.total, self.i = frames, len(frames) * times, 0
+
+    def _open(self) -> None:
+        pass
+
+    def _read(self) -> Frame | None:
+        if self.i >= self.total:
+            return None
+        frame = copy.copy(self.frames[self.i % len(self.frames)])
+        frame.number = self.i
+        frame.host_timestamp_s = time.monotonic()
+        frame.device_timestamp_ms = (self.i + 1) * 1000.0 / 30.0
+        self.i += 1
+        return frame
+
+    def _close(self) -> None:
+        pass
+
+
+def test_headsets_that_disconnect_mid_stream_do_not_disturb_the_publisher(world):
+    """Real sockets: headsets come and go (closed abruptly) while the pipeline streams."""
+    from edge.config import TransportConfig
+    from edge.metrics import resident_memory_bytes
+    from edge.transport.client import Subscriber
+    from edge.transport.security import ClientSecurity
+    from edge.transport.server import EdgeServer
+
+    tcfg = TransportConfig(
+        publish_endpoint="tcp://127.0.0.1:*",
+        service_endpoint="tcp://127.0.0.1:*",
+        security="plaintext",
+        video="off",
+    )
+    world.tracker.reset()
+    plain = ClientSecurity.plaintext()
+    with EdgeServer(tcfg, world.plan) as server:
+        assert server.publisher is not None
+        endpoint = server.publisher.endpoint
+        pipeline = compose(
+            CONFIG,
+            Repeat(world.frames, 2),
+            plan=world.plan,
+            publish=server.publish_stage,
+            tracker=world.tracker,
+        )
+        headsets: list[Subscriber] = []
+        heard: list[int] = []
+        rss: list[int] = []
+        results: list[FrameResult] = []
+
+        def on_result(result: FrameResult) -> None:
+            results.append(result)
+            n = result.frame.number
+            if n == 10:
+                rss.append(resident_memory_bytes())
+            if 10 <= n < 60:  # a headset joins on every frame, the previous one vanishes
+                for old in headsets:
+                    old.poll(0)
+                    got = old.latest("overlay")
+                    if got is not None:
+                        heard.append(got.message.header.frame)
+                    old.close()  # no goodbye: the socket just goes (linger 0)
+                headsets[:] = [Subscriber(endpoint, plain, topics=("overlay",))]
+            if n == 60:
+                rss.append(resident_memory_bytes())
+
+        pipeline.run(on_result=on_result)
+        last = Subscriber(endpoint, plain, topics=("overlay",))
+        try:
+            received = 0
+            for _ in range(50):  # keep publishing until the late joiner is connected
+                Pipeline(Repeat(world.frames[:5], 1), pipeline.stages).run(on_result=results.append)
+                received += last.poll(100)
+                if received:
+                    break
+        finally:
+            last.close()
+            for h in headsets:
+                h.close()
+        assert not any(r.failed for r in results)
+        assert server.publisher.sent["overlay"] == len(results)  # every frame was published
+        assert received > 0  # a headset that joins after all that still gets the stream
+        assert heard  # headsets that then vanished did receive overlays while connected
+        # 50 headsets vanishing left nothing queued for them: memory stays flat.
+        assert rss[1] - rss[0] < 32 * 2**20
+
+
+# --------------------------------------------------------------------------- the main job
+
+
+def test_edge_run_job_survives_an_unplug_and_audits_the_loss(world, tmp_path):
+    """execute() (what `edge run` runs) with an unplug: LOST is audited, the run goes on."""
+    import dataclasses
+
+    from edge.audit import verify_log
+    from edge.config import AuditConfig
+    from edge.keys import generate_device_key, load_device_verify_key
+    from edge.run import RunOptions, execute
+
+    key = generate_device_key(tmp_path / "device")
+    config = dataclasses.replace(
+        CONFIG,
+        audit=AuditConfig(
+            enabled=True, path=str(tmp_path / "audit.jsonl"), device_key=str(key.private)
+        ),
+    )
+    options = RunOptions(
+        config=config,
+        source="phantom:static",
+        frames=30,
+        plan=str(world.plan_dir),
+        pubkey=str(world.pubkey),
+        publish="off",
+        workdir=tmp_path,
+        wrap_source=lambda s: FaultySource(s, [Fault(FaultKind.UNPLUG, 15, count=6)]),
+    )
+    summary = execute(options).summary
+    assert summary["frames"] == 30 and summary["failed_frames"] == 0
+    assert summary["source_gaps"] == 6 and summary["stopped_by"] == "end of source"
+    report = verify_log(tmp_path / "audit.jsonl", load_device_verify_key(key.public))
+    assert report.ok, report.problem
+    changes = [
+        json.loads(line)
+        for line in (tmp_path / "audit.jsonl").read_text().splitlines()
+        if '"state.changed"' in line
+    ]
+    lost = [c for c in changes if c["data"]["new"] == "LOST"]
+    assert lost and "disconnected" in lost[0]["data"]["reason"]
+    assert changes[-1]["data"]["old"] == "LOST"  # and the return was audited too

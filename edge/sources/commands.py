@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -90,23 +91,33 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def _record_frames(source: Any, out: Path, total: int, quiet: bool) -> tuple[int, bool, bool]:
     """Copy up to ``total`` frames from ``source`` through the software-device recorder."""
+    from edge.errors import SourceError
     from edge.sources.recording import Recorder
 
     interrupted = False
     truth = False
     recorder = Recorder(out, fps=source.nominal_fps)
     # The recorder's context closes the file on an interrupt and deletes it on any error.
-    with recorder:
-        try:
-            with source:
-                for frame in source:
-                    recorder.write(frame)
-                    truth = truth or frame.truth is not None
-                    _progress(recorder.frames_written, total, quiet)
-                    if recorder.frames_written >= total:
-                        break
-        except KeyboardInterrupt:
-            interrupted = True
+    try:
+        with recorder:
+            try:
+                with source:
+                    for frame in source:
+                        recorder.write(frame)
+                        truth = truth or frame.truth is not None
+                        _progress(recorder.frames_written, total, quiet)
+                        if recorder.frames_written >= total:
+                            break
+            except KeyboardInterrupt:
+                interrupted = True
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise SourceError(
+            f"disk full while recording {out} after {recorder.frames_written} frames: "
+            "recording stopped and its partial file removed",
+            "free space on that disk or record to another one (--out)",
+        ) from None
     return recorder.frames_written, interrupted, truth
 
 
