@@ -216,15 +216,21 @@ def test_unplug_gap_reports_lost_and_tracking_resumes(world):
 
 def test_unplug_with_the_real_camera_source_recovers_within_two_seconds(world):
     """The real RealSenseSource backoff on a scripted camera; the figure is reported by bench."""
+    # 3.76 s away returns the camera just after a reconnection attempt: the worst case.
     report = measure_unplug_recovery(
-        CONFIG, away_s=(0.4,), frames=FRAMES, unplug_at_s=0.5, settle_s=0.5, tracker=world.tracker
+        CONFIG,
+        away_s=(0.4, 3.76),
+        frames=FRAMES,
+        unplug_at_s=0.5,
+        settle_s=0.5,
+        tracker=world.tracker,
     )
-    (one,) = report["runs"]
-    assert one["tracking_before_unplug"]
-    assert one["frames_while_away"] == 0
-    assert one["source_gaps"] >= 1
-    assert one["frames_to_tracking"] is not None and one["frames_to_tracking"] <= 5
-    assert one["recovery_s"] <= 2.0
+    for one in report["runs"]:
+        assert one["tracking_before_unplug"]
+        assert one["frames_while_away"] == 0
+        assert one["source_gaps"] >= 1
+        assert one["frames_to_tracking"] is not None and one["frames_to_tracking"] <= 5
+        assert one["recovery_s"] <= 2.0, one
 
 
 # --------------------------------------------------------------------------- late, out of order
