@@ -175,12 +175,14 @@ def compose(
     plan: Plan | None = None,
     publish: Stage | None = None,
     tracker: Any = None,
+    warnings: tuple[str, ...] = (),
 ) -> Pipeline:
     """The edge process's pipeline: source -> tracking -> registration -> overlay -> transport.
 
     Without a plan there is nothing to register or draw: only tracking runs
     (and nothing is published). ``tracker`` replaces the face tracker built
-    from ``config.tracking`` (tests inject one).
+    from ``config.tracking`` (tests inject one). ``warnings`` (e.g. a stale
+    calibration) go on every frame's HUD.
     """
     from edge.tracking.tracker import FaceTracker, TrackingStage
 
@@ -193,7 +195,7 @@ def compose(
         stages.append(RegistrationStage(plan, config.registration))
         name = config.overlay.display_profile
         profile = DisplayProfile.from_file(name) if name else None
-        stages.append(OverlayStage(plan, profile, config.overlay))
+        stages.append(OverlayStage(plan, profile, config.overlay, warnings=warnings))
         if publish is not None:
             stages.append(publish)
     return Pipeline(source, stages)

@@ -115,6 +115,38 @@ def load_run_plan(options: RunOptions, source: Any) -> tuple[Any, str]:
     return None, "no plan given (--plan DIR)"
 
 
+def device_calibration(
+    source: FrameSource, cfg: EdgeConfig
+) -> tuple[FrameSource, list[str], Path | None]:
+    """Use the camera's own intrinsics calibration when one matches; else say why not.
+
+    Returns the (possibly wrapped) source, the warnings for the HUD and the
+    calibration file used (None when none is). Sources
+    without a serial number (phantom, synthetic) know their intrinsics exactly.
+    """
+    serial = str(getattr(source, "serial", "") or "")
+    if not serial:
+        return source, [], None
+    from edge.calibration.results import find_calibration
+    from edge.sources.calibrated import CalibratedSource, intrinsics_from_calibration
+
+    rs = cfg.realsense
+    lookup = find_calibration(
+        serial,
+        rs.width,
+        rs.height,
+        "intrinsics",
+        cfg.calibration.devices_dir,
+        cfg.calibration.max_age_days,
+    )
+    log.info("%s", lookup.message)
+    warnings = [lookup.warning] if lookup.warning else []
+    if lookup.result is None:
+        return source, warnings, None
+    calibrated = CalibratedSource(source, intrinsics_from_calibration(lookup.result.parameters))
+    return calibrated, warnings, lookup.path
+
+
 def _transport_config(options: RunOptions, demo_keys: bool) -> Any:
     """Transport section with command-line endpoints; throw-away keys when asked and none exist."""
     t = options.config.transport
@@ -268,6 +300,7 @@ def execute(
     try:
         notifier.status("opening the source")
         source.open()
+        source, warnings, calibration_file = device_calibration(source, cfg)
         plan, plan_problem = load_run_plan(options, source)
         if cfg.audit.enabled:
             audit = AuditLog.open(cfg.audit.path, load_device_signing_key(cfg.audit.device_key))
@@ -288,6 +321,8 @@ def execute(
                 )
             else:
                 audit.plan_refused(str(options.plan or cfg.plan.path or "-"), plan_problem)
+            if calibration_file is not None:
+                audit.calibration_used(str(calibration_file), sha256_file(calibration_file))
         server = None
         if plan is not None and options.publish != "off":
             from edge.transport.server import EdgeServer
@@ -302,6 +337,7 @@ def execute(
             source,
             plan=plan,
             publish=server.publish_stage if server is not None else None,
+            warnings=tuple(warnings),
         )
         metrics: PipelineMetrics | None = None
         if cfg.service.metrics_enabled:

@@ -73,6 +73,7 @@ class Overlay:
     registration_age_ms: float | None = None
     fps: float = 0.0
     latency_ms: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # device-level (e.g. stale calibration)
 
     # ------------------------------------------------------------------ wire form
 
@@ -130,6 +131,7 @@ class Overlay:
             "registration_age_ms": self.registration_age_ms,
             "fps": self.fps,
             "latency_ms": self.latency_ms,
+            "warnings": list(self.warnings),
             "targets": [
                 {
                     "name": n,
@@ -203,6 +205,7 @@ def build_overlay(
     raycaster: MeshRaycaster | None = None,
     fps: float = 0.0,
     latency_ms: float = 0.0,
+    warnings: tuple[str, ...] = (),
 ) -> Overlay:
     """Build one frame's overlay (pure: no clocks, no I/O).
 
@@ -230,6 +233,7 @@ def build_overlay(
         registration_age_ms=age_ms,
         fps=fps,
         latency_ms=latency_ms,
+        warnings=list(warnings),
     )
     if pose is None or state not in _WITH_PRIMITIVES:
         return overlay  # fail safe: nothing to draw without a trusted-enough pose

@@ -35,6 +35,7 @@ class OverlayStage:
         display_profile: DisplayProfile | None = None,
         config: OverlayConfig | None = None,
         *,
+        warnings: tuple[str, ...] = (),
         wall_clock: Callable[[], float] = time.time,
         mono_clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -43,6 +44,7 @@ class OverlayStage:
         self.config = config or OverlayConfig()
         if self.config.fps_window < 2:
             raise StateError("overlay fps_window must be at least 2", "set fps_window >= 2")
+        self.warnings = tuple(warnings)  # shown on every frame's HUD (e.g. stale calibration)
         self._wall = wall_clock
         self._mono = mono_clock
         self._times: collections.deque[float] = collections.deque(maxlen=self.config.fps_window)
@@ -90,4 +92,5 @@ class OverlayStage:
             raycaster=self._raycaster,
             fps=fps,
             latency_ms=(now_mono - frame.host_timestamp_s) * 1000.0,
+            warnings=self.warnings,
         )
