@@ -228,7 +228,7 @@ class PreviewWriter:
 
         image = result.frame.bgr().copy()
         if result.tracking is not None and result.tracking.patient is not None:
-            draw_faces(image, [result.tracking.patient])
+            image = draw_faces(image, [result.tracking.patient])
         if result.overlay is not None:
             payload, arrays = result.overlay.overlay_payload()
             draw_overlay(image, payload, arrays)
