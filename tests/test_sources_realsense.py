@@ -18,6 +18,7 @@ from edge.sources.realsense import (
     RealSenseSource,
     StreamSetup,
     backoff_delays,
+    check_mode,
     load_preset,
 )
 
@@ -128,6 +129,21 @@ def test_unsupported_mode_is_reported():
     layer.refuse_mode = True
     with pytest.raises(SourceError, match="does not offer"):
         make(layer, FakeClock()).open()
+
+
+def test_mode_check_names_what_the_device_offers():
+    offered = {
+        ("color", 640, 480, 30),
+        ("depth", 640, 480, 30),
+        ("color", 1280, 720, 30),
+        ("depth", 848, 480, 90),
+    }
+    check_mode(offered, RealSenseConfig(), "123")  # 640x480 at 30 is offered
+    with pytest.raises(SourceError, match="does not offer depth at 1280x720 30 fps") as exc:
+        check_mode(offered, RealSenseConfig(width=1280, height=720), "123")
+    assert "640x480@30, 848x480@90" in str(exc.value)
+    with pytest.raises(SourceError, match="does not offer color at 640x480 60 fps"):
+        check_mode(offered, RealSenseConfig(fps=60), "123")
 
 
 def test_unplug_reconnects_with_backoff_and_resumes():

@@ -46,12 +46,18 @@ def register(subparsers: Any) -> None:
     info.set_defaults(func=cmd_info)
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C so the recording is closed cleanly."""
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the recording loops check it between frames.
 
+    A flag, not an exception, so that a frame is never half written (its
+    image in the file but not its ground truth line).
+    """
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated()
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
 
 
 def _progress(done: int, total: int, quiet: bool) -> None:
@@ -71,17 +77,20 @@ def cmd_record(args: argparse.Namespace) -> int:
     total = require_frames(args.frames)
     out = check_writable(args.out)
     config, _ = load_config(args.config)
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    stop = _StopFlag()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     start = time.perf_counter()
     try:
         if args.source.strip().split(":", 1)[0] == "realsense":
-            written, interrupted = _record_live(args, config, out, total)
+            written = _record_live(args, config, out, total, stop)
             truth = False
         else:
             source = open_source(args.source, config, frames=total, seed=args.seed)
-            written, interrupted, truth = _record_frames(source, out, total, args.quiet)
+            written, truth = _record_frames(source, out, total, args.quiet, stop)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    interrupted = stop.requested
     elapsed = time.perf_counter() - start
     extra = " and ground truth" if truth else ""
     state = "interrupted, " if interrupted else ""
@@ -89,27 +98,24 @@ def cmd_record(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if interrupted else 0
 
 
-def _record_frames(source: Any, out: Path, total: int, quiet: bool) -> tuple[int, bool, bool]:
+def _record_frames(
+    source: Any, out: Path, total: int, quiet: bool, stop: _StopFlag
+) -> tuple[int, bool]:
     """Copy up to ``total`` frames from ``source`` through the software-device recorder."""
     from edge.errors import SourceError
     from edge.sources.recording import Recorder
 
-    interrupted = False
     truth = False
     recorder = Recorder(out, fps=source.nominal_fps)
-    # The recorder's context closes the file on an interrupt and deletes it on any error.
+    # The recorder's context finishes the file on success and deletes it on any error.
     try:
-        with recorder:
-            try:
-                with source:
-                    for frame in source:
-                        recorder.write(frame)
-                        truth = truth or frame.truth is not None
-                        _progress(recorder.frames_written, total, quiet)
-                        if recorder.frames_written >= total:
-                            break
-            except KeyboardInterrupt:
-                interrupted = True
+        with recorder, source:
+            for frame in source:
+                recorder.write(frame)
+                truth = truth or frame.truth is not None
+                _progress(recorder.frames_written, total, quiet)
+                if recorder.frames_written >= total or stop.requested:
+                    break
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -118,10 +124,12 @@ def _record_frames(source: Any, out: Path, total: int, quiet: bool) -> tuple[int
             "recording stopped and its partial file removed",
             "free space on that disk or record to another one (--out)",
         ) from None
-    return recorder.frames_written, interrupted, truth
+    return recorder.frames_written, truth
 
 
-def _record_live(args: argparse.Namespace, config: Any, out: Path, total: int) -> tuple[int, bool]:
+def _record_live(
+    args: argparse.Namespace, config: Any, out: Path, total: int, stop: _StopFlag
+) -> int:
     """Record the live camera's raw streams with librealsense's own recorder."""
     from edge.sources.realsense import RealSenseSource
     from edge.sources.recording import temp_path_for
@@ -130,23 +138,19 @@ def _record_live(args: argparse.Namespace, config: Any, out: Path, total: int) -
     tmp = temp_path_for(out)
     source = RealSenseSource(config.realsense, serial=serial, record_to=tmp)
     written = 0
-    interrupted = False
     try:
-        try:
-            with source:
-                for _frame in source:
-                    written += 1
-                    _progress(written, total, args.quiet)
-                    if written >= total:
-                        break
-        except KeyboardInterrupt:
-            interrupted = True
+        with source:
+            for _frame in source:
+                written += 1
+                _progress(written, total, args.quiet)
+                if written >= total or stop.requested:
+                    break
         if written == 0:
             raise _no_frames()
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return written, interrupted
+    return written
 
 
 def _no_frames() -> Exception:

@@ -296,6 +296,25 @@ def _offered_modes(device: Any, rs: Any) -> set[tuple[str, int, int, int]]:
     return modes
 
 
+def check_mode(
+    offered: set[tuple[str, int, int, int]], config: RealSenseConfig, serial: str
+) -> None:
+    """Raise SourceError unless color and depth are both offered at the configured mode.
+
+    ``offered`` holds (stream, width, height, fps) tuples as the device lists them.
+    """
+    mode = (config.width, config.height, config.fps)
+    for kind in ("color", "depth"):
+        if (kind, *mode) not in offered:
+            choices = sorted({(w, h, f) for k, w, h, f in offered if k == kind})
+            listing = ", ".join(f"{w}x{h}@{f}" for w, h, f in choices[:12]) or "none"
+            raise SourceError(
+                f"camera {serial} does not offer {kind} at "
+                f"{config.width}x{config.height} {config.fps} fps",
+                f"set [realsense] width/height/fps to one of: {listing}",
+            )
+
+
 class _PyRealSenseSession:
     def __init__(self, pipe: Any, profile: Any, align: Any, rs: Any, serial: str) -> None:
         from edge.sources.recording import extrinsics_from_rs, intrinsics_from_rs
@@ -360,17 +379,7 @@ class PyRealSenseLayer:
         if not devices:
             raise SourceError(f"RealSense camera {serial} not found", NO_CAMERA_FIX)
         device = devices[0]
-        mode = (config.width, config.height, config.fps)
-        offered = _offered_modes(device, rs)
-        for kind in ("color", "depth"):
-            if (kind, *mode) not in offered:
-                choices = sorted({(w, h, f) for k, w, h, f in offered if k == kind})
-                listing = ", ".join(f"{w}x{h}@{f}" for w, h, f in choices[:12])
-                raise SourceError(
-                    f"camera {serial} does not offer {kind} at "
-                    f"{config.width}x{config.height} {config.fps} fps",
-                    f"set [realsense] width/height/fps to one of: {listing}",
-                )
+        check_mode(_offered_modes(device, rs), config, serial)
         if preset_json is not None:
             advanced = rs.rs400_advanced_mode(device)
             if advanced.is_enabled():

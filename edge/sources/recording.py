@@ -26,6 +26,7 @@ Timing
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -34,7 +35,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -59,7 +60,13 @@ log = logging.getLogger(__name__)
 RECORDING_SUFFIXES = (".db3", ".bag")
 TRUTH_FORMAT = "edge-truth"
 TRUTH_VERSION = 1
-_READ_TIMEOUT_MS = 2000  # per frameset; librealsense can stall near the end of a file
+_QUEUE_CAPACITY = 128  # frames (both streams) librealsense may decode ahead; drops beyond
+_PAUSE_AT = 16  # pause the playback when this many frames wait, resume at _RESUME_AT
+_RESUME_AT = 4
+_DEPTH_WINDOW = 8  # recent depth frames kept for pairing with color
+_POLL_S = 0.05
+_END_GRACE_S = 1.0
+_STALL_S = 10.0  # no frame for this long while the file is not done: report a stall
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _COLOR_TOPIC = re.compile(r"^/device_\d+/sensor_\d+/Color_\d+/image/data")
 _DEPTH_TOPIC = re.compile(r"^/device_\d+/sensor_\d+/Depth_\d+/image/data")
@@ -227,6 +234,52 @@ def extrinsics_from_rs(ext: Any) -> Extrinsics:
     )
 
 
+def align_depth_to_color(
+    depth: np.ndarray,
+    depth_intrinsics: Intrinsics,
+    color_intrinsics: Intrinsics,
+    depth_to_color: np.ndarray,
+    depth_scale_m: float,
+) -> np.ndarray:
+    """Re-project a raw depth image (uint16, ``depth_scale_m`` metres per unit) onto the color grid.
+
+    Each valid depth pixel is lifted to 3-D (metres) with the depth
+    intrinsics, moved by ``depth_to_color`` (4x4, metres), projected with
+    the color intrinsics and written to the nearest color pixel, keeping the
+    nearest surface where several land (a z-buffer). Lens distortion is
+    ignored: D4xx depth streams report zero distortion and the color
+    distortion is small at the pixel level. Returns uint16, 0 = no depth.
+    """
+    if depth.ndim != 2 or depth.dtype != np.uint16:
+        raise ValueError(f"depth must be HxW uint16, got {depth.shape} {depth.dtype}")
+    if depth.shape != (depth_intrinsics.height, depth_intrinsics.width):
+        raise ValueError("depth image does not match its intrinsics")
+    m = np.asarray(depth_to_color, dtype=np.float64)
+    if m.shape != (4, 4):
+        raise ValueError("depth_to_color must be a 4x4 matrix")
+    v, u = np.nonzero(depth)
+    if not depth_scale_m > 0:
+        raise ValueError(f"depth scale must be positive, got {depth_scale_m}")
+    color = color_intrinsics
+    out = np.zeros((color.height, color.width), dtype=np.uint16)
+    if v.size == 0:
+        return out
+    z_m = depth[v, u].astype(np.float64) * depth_scale_m
+    pts_m = depth_intrinsics.deproject(np.stack([u, v], axis=1).astype(np.float64), z_m)
+    moved = pts_m @ m[:3, :3].T + m[:3, 3]
+    ok = moved[:, 2] > 0
+    uv = np.rint(color.project(moved[ok])).astype(np.int64)
+    z = np.clip(np.rint(moved[ok, 2] / depth_scale_m), 1, 65535).astype(np.uint16)
+    inside = (
+        (uv[:, 0] >= 0) & (uv[:, 0] < color.width) & (uv[:, 1] >= 0) & (uv[:, 1] < color.height)
+    )
+    uv, z = uv[inside], z[inside]
+    # Write far to near so the nearest surface wins where pixels collide.
+    order = np.argsort(-z.astype(np.int64), kind="stable")
+    out[uv[order, 1], uv[order, 0]] = z[order]
+    return out
+
+
 _COLOR_FORMATS = {"rgb8": PixelFormat.RGB8, "bgr8": PixelFormat.BGR8}
 
 
@@ -373,19 +426,26 @@ class RecordingSource(FrameSource):
         self._sleep = sleep
         self._index: BagIndex | None = None
         self._truth: dict[int, GroundTruth] = {}
-        self._pipe: Any = None
-        self._align: Any = None
+        self._device: Any = None
+        self._playback: Any = None
+        self._sensors: list[Any] = []
+        self._queue: Any = None
+        self._paused = False
+        self._streams: list[dict[str, Any]] = []
+        self._align: tuple[Intrinsics, np.ndarray] | None = None
         self._intrinsics: Intrinsics | None = None
         self._depth_to_color = Extrinsics()
         self._depth_scale_m = 0.0
         self._color_format = PixelFormat.RGB8
         self._fps = 30.0
         self._has_depth = False
-        self._next = 0  # index of the next color frame the file will give us
-        self._pending: _Pending | None = None
+        # Pairing buffers: color frames waiting for depth, recent depth frames.
+        self._colors: collections.deque[tuple[int, float, np.ndarray]] = collections.deque()
+        self._depths: collections.deque[tuple[float, np.ndarray]] = collections.deque()
+        self._colors_seen = 0
+        self._depths_seen = 0
+        self._depth_end = False
         self._ready: _Pending | None = None  # a frame seek decoded, delivered next
-        self._last_key: tuple[int, float] | None = None
-        self._ended = False
         self._pace_origin: tuple[float, float] | None = None  # (host s, device ms)
 
     # -- properties
@@ -431,51 +491,68 @@ class RecordingSource(FrameSource):
                 "pick an index inside the recording",
             )
         self._truth = load_truth(self.path)
-        self._start_pipeline()
+        self._start_playback()
         if self._start_frame:
             self._skip_to(self._start_frame)
 
-    def _start_pipeline(self) -> None:
+    def _start_playback(self) -> None:
+        """Load the file as a playback device and start its sensors into our queue."""
         import pyrealsense2 as rs
 
-        pipe = rs.pipeline()
-        cfg = rs.config()
         try:
-            cfg.enable_device_from_file(str(self.path), repeat_playback=False)
-            # Non-real-time must be set before start: frames dispatched in between
-            # would be played in real time and the first ones dropped (measured).
-            cfg.resolve(rs.pipeline_wrapper(pipe)).get_device().as_playback().set_real_time(False)
-            profile = pipe.start(cfg)
+            device = rs.context().load_device(str(self.path))
         except RuntimeError as exc:
             raise SourceError(
                 f"librealsense cannot play {self.path}: {str(exc).splitlines()[0]}",
                 "check that it is a RealSense recording that is not truncated",
             ) from None
+        playback = device.as_playback()
+        # Before any sensor starts: frames dispatched in real time would be dropped.
+        playback.set_real_time(False)
+        profiles = self._read_profiles(device, rs)
+        # A librealsense frame queue, not a Python callback: no GIL in librealsense's
+        # threads, so stopping never waits on Python. Read-ahead is bounded by pausing.
+        self._queue = rs.frame_queue(_QUEUE_CAPACITY, keep_frames=True)
+        self._paused = False
+        started = []
         try:
-            if profile.get_device().as_playback().is_real_time():
-                raise SourceError(
-                    f"librealsense would not play {self.path} frame by frame",
-                    "update pyrealsense2 to 2.55 or later",
-                )
-            self._read_profile(profile, rs)
-        except BaseException:
-            pipe.stop()
-            raise
-        self._pipe = pipe
-        self._next = 0
-        self._pending = None
+            # Playback starts with the first sensor; paused, so that no stream's first
+            # frames go by before its own sensor is started (measured: color frames
+            # were lost at the start otherwise).
+            playback.pause()
+            for sensor, profile in profiles:
+                sensor.open(profile)
+                sensor.start(self._queue)
+                started.append(sensor)
+            playback.resume()
+        except RuntimeError as exc:
+            self._sensors = started
+            self._stop_playback()
+            raise SourceError(
+                f"librealsense cannot play {self.path}: {exc}", "record it again"
+            ) from None
+        self._device, self._playback, self._sensors = device, playback, started
+        self._colors_seen = 0
+        self._depths_seen = 0
+        self._depth_end = False
+        self._colors = collections.deque()
+        self._depths = collections.deque(maxlen=_DEPTH_WINDOW)
         self._ready = None
-        self._last_key = None
-        self._ended = False
         self._pace_origin = None
 
-    def _read_profile(self, profile: Any, rs: Any) -> None:
+    def _read_profiles(self, device: Any, rs: Any) -> list[tuple[Any, Any]]:
         color = depth = None
-        for s in profile.get_streams():
-            if s.stream_type() == rs.stream.color:
-                color = s.as_video_stream_profile()
-            elif s.stream_type() == rs.stream.depth:
-                depth = s.as_video_stream_profile()
+        chosen: list[tuple[Any, Any]] = []
+        for sensor in device.query_sensors():
+            for prof in sensor.get_stream_profiles():
+                if not prof.is_video_stream_profile():
+                    continue
+                if prof.stream_type() == rs.stream.color and color is None:
+                    color = prof.as_video_stream_profile()
+                    chosen.append((sensor, prof))
+                elif prof.stream_type() == rs.stream.depth and depth is None:
+                    depth = prof.as_video_stream_profile()
+                    chosen.append((sensor, prof))
         if color is None:
             raise SourceError(f"{self.path} has no color stream", "record with color enabled")
         fmt = str(color.format()).rsplit(".", 1)[-1]
@@ -489,76 +566,133 @@ class RecordingSource(FrameSource):
         self._intrinsics = intrinsics_from_rs(color.get_intrinsics())
         self._has_depth = depth is not None
         self._align = None
+        self._streams = [
+            {
+                "stream": str(p.stream_type()).rsplit(".", 1)[-1],
+                "format": str(p.format()).rsplit(".", 1)[-1],
+                "width": p.as_video_stream_profile().width(),
+                "height": p.as_video_stream_profile().height(),
+                "fps": p.fps(),
+            }
+            for _, p in chosen
+        ]
         if depth is not None:
             dfmt = str(depth.format()).rsplit(".", 1)[-1]
             if dfmt != "z16":
                 raise SourceError(
                     f"{self.path}: unsupported depth format '{dfmt}'", "record depth as z16"
                 )
-            self._depth_scale_m = float(profile.get_device().first_depth_sensor().get_depth_scale())
-            ext = extrinsics_from_rs(depth.get_extrinsics_to(color))
-            self._depth_to_color = ext
-            already_aligned = intrinsics_from_rs(
-                depth.get_intrinsics()
-            ) == self._intrinsics and np.allclose(ext.matrix, np.eye(4))
-            # Aligning an already aligned image would resample it: keep exact pixels.
-            if not already_aligned:
-                self._align = rs.align(rs.stream.color)
+            self._depth_scale_m = float(device.first_depth_sensor().get_depth_scale())
+            self._depth_to_color = extrinsics_from_rs(depth.get_extrinsics_to(color))
+            depth_intr = intrinsics_from_rs(depth.get_intrinsics())
+            # Re-aligning an already aligned image would resample it: keep exact pixels.
+            if depth_intr != self._intrinsics or not np.allclose(
+                self._depth_to_color.matrix, np.eye(4)
+            ):
+                self._align = (depth_intr, self._depth_to_color.matrix)
+        return chosen
+
+    def _stop_playback(self) -> None:
+        for sensor in self._sensors:
+            with contextlib.suppress(RuntimeError):
+                sensor.stop()
+            with contextlib.suppress(RuntimeError):
+                sensor.close()
+        self._sensors = []
+        self._device = self._playback = None
 
     def _close(self) -> None:
-        if self._pipe is not None:
-            with contextlib.suppress(RuntimeError):
-                self._pipe.stop()
-            self._pipe = None
+        self._stop_playback()
 
     # -- reading
 
-    def _framesets(self) -> Iterator[Any]:
-        """Framesets from librealsense until the file ends."""
-        while not self._ended:
-            if self._index is not None and self._next >= self._index.color_frames:
-                # Every color frame is out; only a pending one may still want a closer depth.
-                ok, fs = self._pipe.try_wait_for_frames(200)
-            else:
-                ok, fs = self._pipe.try_wait_for_frames(_READ_TIMEOUT_MS)
-            if not ok:
-                self._ended = True
-                return
-            yield fs
+    def _file_done(self) -> bool:
+        if self._index is None:
+            return False
+        depth_done = not self._has_depth or self._depths_seen >= self._index.depth_frames
+        return self._colors_seen >= self._index.color_frames and depth_done
+
+    def _pull(self) -> bool:
+        """Move one frame from librealsense into the pairing buffers; False at the end."""
+        if self._file_done():
+            return False
+        waited_s = 0.0
+        stopped_s = 0.0
+        while True:
+            ok, f = self._queue.try_wait_for_frame(int(_POLL_S * 1000))
+            if ok:
+                break
+            waited_s += _POLL_S
+            if self._paused:
+                self._playback.resume()
+                self._paused = False
+            if self._index is None:
+                # No index (ROS 1 .bag): the end is the playback stopping and then
+                # nothing more arriving for a grace period (frames may be in flight).
+                playback = self._playback
+                if playback is None or "stopped" in str(playback.current_status()):
+                    stopped_s += _POLL_S
+                    if stopped_s >= _END_GRACE_S:
+                        return False
+            if waited_s >= _STALL_S:
+                raise SourceError(
+                    f"playback of {self.path} stalled after {self._colors_seen} frames",
+                    "check the file with `edge info`; record it again if it is damaged",
+                )
+        backlog = self._queue.size()
+        if backlog >= _PAUSE_AT and not self._paused:
+            self._playback.pause()
+            self._paused = True
+        elif backlog <= _RESUME_AT and self._paused:
+            self._playback.resume()
+            self._paused = False
+        kind = "color" if "color" in str(f.profile.stream_type()) else "depth"
+        ts = float(f.get_timestamp())
+        data = np.array(np.asanyarray(f.get_data()), copy=True)
+        del f  # give the frame back to librealsense's pool now
+        if kind == "color":
+            self._colors.append((self._colors_seen, ts, data))
+            self._colors_seen += 1
+        else:
+            self._depths.append((ts, data))
+            self._depths_seen += 1
+        return True
 
     def _next_color(self) -> _Pending | None:
         """The next color frame in file order, with its nearest depth, or None at the end."""
-        for fs in self._framesets():
-            if self._align is not None:
-                fs = self._align.process(fs)
-            c = fs.get_color_frame()
-            d = fs.get_depth_frame() if self._has_depth else None
-            out: _Pending | None = None
-            if c:
-                key = (int(c.get_frame_number()), float(c.get_timestamp()))
-                if key != self._last_key:
-                    # A new color frame: the previous one has seen every depth it can pair with.
-                    out = self._pending
-                    self._last_key = key
-                    self._pending = _Pending(
-                        number=self._next,
-                        timestamp_ms=key[1],
-                        color=np.array(np.asanyarray(c.get_data()), copy=True),
-                    )
-                    self._next += 1
-            p = self._pending
-            if p is not None and d:
-                dt = abs(float(d.get_timestamp()) - p.timestamp_ms)
-                if dt < p.depth_dt_ms:
-                    p.depth = np.array(np.asanyarray(d.get_data()), copy=True)
-                    p.depth_dt_ms = dt
-                if out is None and float(d.get_timestamp()) >= p.timestamp_ms:
-                    # Later depth frames can only be further away: this one is final.
-                    out, self._pending = p, None
-            if out is not None:
-                return out
-        out, self._pending = self._pending, None
-        return out
+        while True:
+            if self._colors:
+                number, ts, color = self._colors[0]
+                later = any(d_ts >= ts for d_ts, _ in self._depths)
+                if not self._has_depth or later or self._depth_finished():
+                    self._colors.popleft()
+                    p = _Pending(number=number, timestamp_ms=ts, color=color)
+                    if self._depths:
+                        d_ts, depth = min(self._depths, key=lambda d: abs(d[0] - ts))
+                        p.depth, p.depth_dt_ms = self._aligned(depth), abs(d_ts - ts)
+                        # Depth frames before this one can pair with no later color frame.
+                        while len(self._depths) > 1 and self._depths[0][0] < d_ts:
+                            self._depths.popleft()
+                    return p
+            if not self._pull():
+                if self._colors:
+                    self._depth_end = True
+                    continue
+                return None
+
+    def _depth_finished(self) -> bool:
+        if self._depth_end:
+            return True
+        return self._index is not None and self._depths_seen >= self._index.depth_frames
+
+    def _aligned(self, depth: np.ndarray) -> np.ndarray:
+        if self._align is None:
+            return depth
+        assert self._intrinsics is not None
+        depth_intr, depth_to_color = self._align
+        return align_depth_to_color(
+            depth, depth_intr, self._intrinsics, depth_to_color, self._depth_scale_m
+        )
 
     def _skip_to(self, index: int) -> None:
         """Decode forward so that the next read returns frame ``index``."""
@@ -621,36 +755,21 @@ class RecordingSource(FrameSource):
                 "pick an index inside the recording",
             )
         self._close()
-        self._start_pipeline()
+        self._start_playback()
         self._state = SourceState.OPEN
         if index:
             self._skip_to(index)
 
     def info(self) -> RecordingInfo:
         """Streams, sizes, rate and duration of the open recording."""
-        import pyrealsense2 as rs
-
-        if self._pipe is None or self._intrinsics is None:
+        if self._playback is None or self._intrinsics is None:
             raise StateError("recording is not open", "open it first")
-        streams = []
-        for s in self._pipe.get_active_profile().get_streams():
-            v = s.as_video_stream_profile()
-            streams.append(
-                {
-                    "stream": str(s.stream_type()).rsplit(".", 1)[-1],
-                    "format": str(s.format()).rsplit(".", 1)[-1],
-                    "width": v.width(),
-                    "height": v.height(),
-                    "fps": s.fps(),
-                }
-            )
-        streams.sort(key=lambda d: str(d["stream"]))
-        pb = self._pipe.get_active_profile().get_device().as_playback()
+        streams = sorted(self._streams, key=lambda d: str(d["stream"]))
+        pb = self._playback
         frames = self.frame_count if self.frame_count is not None else -1
         # Duration from the frame count and rate: the file's own duration is the
         # wall time of writing, which for a software recording says nothing.
         duration_s = frames / self._fps if frames > 0 else pb.get_duration().total_seconds()
-        del rs
         return RecordingInfo(
             path=str(self.path),
             frames=frames,
@@ -806,7 +925,8 @@ class Recorder:
             raise SourceError(f"cannot write {self.out}: {exc}", "pick another --out") from None
         for s, key in zip(sensors, ["depth", "color"][-len(sensors) :], strict=True):
             s.open(self._profiles[key])
-            s.start(lambda f: None)
+            # Into a librealsense queue, not a Python callback: stopping never waits on the GIL.
+            s.start(rs.frame_queue(1))
         self._dev, self._sensors = dev, sensors
         self._shape = (intr.height, intr.width)
         self._has_depth = frame.depth is not None
