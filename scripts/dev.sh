@@ -58,7 +58,7 @@ case "$cmd" in
         ;;
     test)
         setup test
-        echo "== ruff"; "$VENV/bin/ruff" check edge tests
+        echo "== ruff"; "$VENV/bin/ruff" check edge tests; "$VENV/bin/ruff" format --check edge tests
         echo "== mypy"; "$VENV/bin/mypy"
         echo "== pytest"; exec "$VENV/bin/pytest" "$@"
         ;;

@@ -83,7 +83,7 @@ def test_missing_calibration_is_a_hud_warning_not_a_silent_default(tmp_path):
 
 def test_stale_calibration_is_used_with_a_warning(tmp_path):
     _save(tmp_path, dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400))
-    source, warnings, used = device_calibration(_Camera("123456").open(), _config(tmp_path))
+    _, warnings, used = device_calibration(_Camera("123456").open(), _config(tmp_path))
     assert used is not None
     assert len(warnings) == 1 and "days old" in warnings[0]
 
