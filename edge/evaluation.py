@@ -7,6 +7,7 @@ use them. Every error is reported in the units its name says.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,18 +103,27 @@ def jitter_mm(target_positions_camera_m: Sequence[np.ndarray]) -> float:
     return float(per_target.max())
 
 
+# Timing percentiles cover the latest hour at 30 fps: `edge run` lasts a whole theatre
+# day, and keeping every frame's timings grew its memory without bound (the soak showed it).
+TIMING_WINDOW = 108_000
+
+
 @dataclass
 class RunStats:
-    """Accumulates per-frame figures for a summary."""
+    """Accumulates per-frame figures for a summary (timings: the latest ``window`` frames)."""
 
-    stage_ms: dict[str, list[float]] = field(default_factory=dict)
-    end_to_end_ms: list[float] = field(default_factory=list)
+    window: int = TIMING_WINDOW
+    stage_ms: dict[str, deque[float]] = field(default_factory=dict)
+    end_to_end_ms: deque[float] = field(default_factory=deque)
     states: dict[str, int] = field(default_factory=dict)
     failed_frames: int = 0
 
+    def __post_init__(self) -> None:
+        self.end_to_end_ms = deque(self.end_to_end_ms, maxlen=self.window)
+
     def add(self, stage_ms: dict[str, float], end_to_end_ms: float, state: str | None) -> None:
         for name, ms in stage_ms.items():
-            self.stage_ms.setdefault(name, []).append(ms)
+            self.stage_ms.setdefault(name, deque(maxlen=self.window)).append(ms)
         self.end_to_end_ms.append(end_to_end_ms)
         if state is not None:
             self.states[state] = self.states.get(state, 0) + 1
@@ -163,10 +173,10 @@ class Evaluator:
         self.stats.add(result.stage_ms, result.end_to_end_ms, state)
         if result.failed:
             self.stats.failed_frames += 1
-        self.states.append(state or "")
         truth = result.frame.truth
         if truth is None:
-            return
+            return  # live frames: nothing per frame is kept (memory stays flat)
+        self.states.append(state or "")
         self.visible.append(bool(truth.face_visible))
         face = result.tracking.patient if result.tracking is not None else None
         if truth.face_visible and self.first_visible_s is None:

@@ -51,7 +51,7 @@ class ListSource(FrameSource):
         self.i += 1
         return Frame(
             i,
-            np.full((H, W, 3), i, np.uint8),
+            np.full((H, W, 3), i % 256, np.uint8),
             PixelFormat.RGB8,
             np.full((H, W), 500 + i, np.uint16),
             0.001,
@@ -293,3 +293,17 @@ def test_an_unexpected_source_error_ends_the_run_and_closes_the_source():
     with pytest.raises(InjectedFaultError):
         pipeline.run()
     assert pipeline.source.state is SourceState.CLOSED and inner.state is SourceState.CLOSED
+
+
+def test_a_long_live_run_keeps_bounded_bookkeeping():
+    """The soak found `edge run` keeping every frame's timings: now a window, nothing else."""
+    from edge.evaluation import Evaluator, RunStats
+
+    evaluator = Evaluator(stats=RunStats(window=50))
+    source = ListSource(400)
+    Pipeline(source, [Record()]).run(on_result=evaluator.add)
+    assert evaluator.frames == 400
+    assert len(evaluator.stats.end_to_end_ms) == 50
+    assert all(len(v) == 50 for v in evaluator.stats.stage_ms.values())
+    assert evaluator.states == [] and evaluator.visible == []  # frames without ground truth
+    assert evaluator.summary()["frames"] == 400
