@@ -204,3 +204,30 @@ def test_a_disk_error_other_than_full_is_not_passed_off_as_full(tmp_path, monkey
     with pytest.raises(OSError, match="Input/output"):
         main([*argv, "--out", str(tmp_path / "x.db3")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.toml"]
+
+
+# --------------------------------------------------------------------------- soak
+
+
+@pytest.mark.slow
+def test_soak_command_reports_memory_and_failures(capsys):
+    """`edge bench --soak` end to end, kept short; the 10-minute figure is measured, not tested."""
+    import json
+
+    assert main(["bench", "--soak", "12", "--frames", "20", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["failed_frames"] == 0 and report["restarts"] == 0
+    assert report["passes"] >= 1 and report["frames"] > 20
+    samples = report["rss_samples"]
+    assert len(samples) >= 2 and samples[-1]["frames"] == report["frames"]
+    assert report["rss_start_mb"] == samples[0]["rss_mb"] > 0
+    assert report["rss_end_mb"] == samples[-1]["rss_mb"]
+    assert report["rss_growth_pct"] == pytest.approx(
+        (report["rss_end_mb"] / report["rss_start_mb"] - 1) * 100
+    )
+    assert report["state_fractions"].get("TRACKING", 0) > 0.5
+
+
+def test_soak_refuses_a_non_positive_time(capsys):
+    assert main(["bench", "--soak", "0"]) == 2
+    assert "soak time must be positive" in capsys.readouterr().err
