@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.errors import EdgeError
+from edge.files import write_atomic
 
 DEVICE_PRIVATE_KIND = "edge-device-private-key"
 DEVICE_PUBLIC_KIND = "edge-device-public-key"
@@ -37,27 +36,6 @@ if TYPE_CHECKING:
 
 class KeyFileError(EdgeError):
     """A key file is missing, malformed, of the wrong kind or too widely readable."""
-
-
-def write_atomic(path: str | Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then os.replace.
-
-    The file has ``mode`` from the moment it exists, so a private file is never
-    readable by others, not even briefly.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def check_private_permissions(path: str | Path) -> None:

@@ -142,7 +142,7 @@ def test_hard_exit_timer_is_cancelled_when_the_loop_stops_in_time():
 LOOP = textwrap.dedent(
     """
     import os, sys, time
-    from edge.keys import write_atomic
+    from edge.files import write_atomic
     from edge.service import GracefulStop, Notifier
 
     out, ignore_stop = sys.argv[1], sys.argv[2] == "ignore"

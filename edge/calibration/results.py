@@ -19,13 +19,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge import __version__
 from edge.errors import CalibrationError
+from edge.files import write_atomic
 
 SCHEMA = "edge.calibration/1"
 KINDS = ("intrinsics", "depth-check", "handeye", "spaam", "pivot")
@@ -139,18 +139,9 @@ def result_path(devices_dir: str | Path, result: CalibrationResult) -> Path:
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write JSON to a temp file in the same folder, then rename over ``path``."""
+    """Write JSON (indented, human-readable) without leaving a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def save_result(result: CalibrationResult, devices_dir: str | Path) -> Path:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.errors import ModelError
+from edge.files import write_atomic
 from edge.models.manifest import Manifest, ModelSpec, load_manifest
 
 Progress = Callable[[str], None]
@@ -38,22 +39,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; models are world-readable like any install
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- checks
@@ -334,7 +319,8 @@ def fetch_models(
                 "if the converter was changed on purpose, put the new SHA-256 in "
                 "models/manifest.toml after the parity tests pass",
             )
-        write_atomic(models_dir / spec.file, data)
+        models_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(models_dir / spec.file, data)  # world-readable, like any install
         check_model_io(spec, models_dir / spec.file)
         progress(f"wrote {models_dir / spec.file} (SHA-256 {digest[:12]}... verified)")
         built.append(spec.key)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import PlanError
+from edge.files import write_atomic
 
 SIGNATURE_FILE = "plan.sig"
 DIGEST_HEADER = b"edge-plan-digest/1\n"
@@ -86,22 +86,6 @@ def plan_digest(folder: str | Path) -> str:
     return h.hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write via a temp file in the same folder, then os.replace (no half-written files)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _read_json(path: Path, what: str, fix: str) -> dict[str, object]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -158,8 +142,8 @@ def generate_keypair(prefix: str | Path, overwrite: bool = False) -> KeyPaths:
         "algorithm": "ed25519",
         "public_key": bytes(key.verify_key).hex(),
     }
-    _write_atomic(paths.private, (json.dumps(private, indent=2) + "\n").encode(), 0o600)
-    _write_atomic(paths.public, (json.dumps(public, indent=2) + "\n").encode(), 0o644)
+    write_atomic(paths.private, (json.dumps(private, indent=2) + "\n").encode(), 0o600)
+    write_atomic(paths.public, (json.dumps(public, indent=2) + "\n").encode(), 0o644)
     return paths
 
 
@@ -192,7 +176,7 @@ def sign_plan(folder: str | Path, seed: bytes) -> str:
     key = SigningKey(seed)
     signature = key.sign(_SIGNED_MESSAGE_PREFIX + bytes.fromhex(digest)).signature
     text = _signature_text(digest, bytes(key.verify_key), bytes(signature))
-    _write_atomic(root / SIGNATURE_FILE, text, 0o644)
+    write_atomic(root / SIGNATURE_FILE, text, 0o644)
     return digest
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edge.errors import SourceError
+from edge.files import write_atomic
 from edge.tracking.types import Face
 
 BOX_BGR = (0, 200, 255)
@@ -49,11 +48,4 @@ def write_image_atomic(path: Path, image_bgr: np.ndarray) -> None:
     if not ok:
         raise SourceError(f"cannot encode an image as {path.suffix!r}", "use a .png or .jpg name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data.tobytes())

@@ -20,13 +20,12 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.files import write_atomic
 from edge.transport.protocol import TransportError
 
 log = logging.getLogger(__name__)
@@ -88,18 +87,6 @@ def check_plaintext_allowed(endpoint: str, mode: str) -> None:
 # --------------------------------------------------------------------------- key files
 
 
-def _write_atomic(path: Path, text: str, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _cert_text(public: bytes, secret: bytes | None, name: str) -> str:
     kind = "Secret" if secret else "Public"
     lines = [
@@ -147,11 +134,11 @@ def generate_keys(
     written: list[Path] = []
     for n in names:
         public, secret = zmq.curve_keypair()
-        _write_atomic(out / f"{n}.key_secret", _cert_text(public, secret, n), 0o600)
-        _write_atomic(out / f"{n}.key", _cert_text(public, None, n), 0o644)
+        write_atomic(out / f"{n}.key_secret", _cert_text(public, secret, n), 0o600)
+        write_atomic(out / f"{n}.key", _cert_text(public, None, n), 0o644)
         written += [out / f"{n}.key", out / f"{n}.key_secret"]
         if n != EDGE_KEY_NAME:
-            _write_atomic(out / ENROLLED_DIR / f"{n}.key", _cert_text(public, None, n), 0o644)
+            write_atomic(out / ENROLLED_DIR / f"{n}.key", _cert_text(public, None, n), 0o644)
             written.append(out / ENROLLED_DIR / f"{n}.key")
     return written
 

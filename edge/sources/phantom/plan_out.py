@@ -14,13 +14,12 @@ face-to-patient transform, for tests; a real plan has no such file).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from edge.errors import SourceError
+from edge.files import write_atomic
 from edge.registration.landmarks import LANDMARK_INDEX
 from edge.sources.phantom.face import NASION, FaceModel
 from edge.sources.phantom.motion import pose_matrix
@@ -83,17 +82,6 @@ def skin_mesh_face(face: FaceModel) -> tuple[np.ndarray, np.ndarray]:
     if float((n * tri.mean(axis=1)).sum()) < 0:
         faces = faces[:, ::-1]
     return verts, faces
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _stl_bytes(vertices_mm: np.ndarray, faces: np.ndarray) -> bytes:
@@ -189,16 +177,16 @@ def write_plan(face: FaceModel, out_dir: str | Path) -> Path:
         ],
     }
     try:
-        _write_bytes(out / "skin.stl", _stl_bytes(_to_patient_mm(verts), faces))
-        _write_bytes(out / "optic_chiasm.stl", _stl_bytes(chiasm_verts, np.asarray(chiasm.faces)))
-        _write_bytes(out / "landmarks.mrk.json", json.dumps(_markups(landmarks), indent=2).encode())
+        write_atomic(out / "skin.stl", _stl_bytes(_to_patient_mm(verts), faces))
+        write_atomic(out / "optic_chiasm.stl", _stl_bytes(chiasm_verts, np.asarray(chiasm.faces)))
+        write_atomic(out / "landmarks.mrk.json", json.dumps(_markups(landmarks), indent=2).encode())
         truth = {
             "note": "phantom only: the exact CT-to-face transform; real plans have none",
             "face_to_patient_m": face_to_patient().tolist(),
             "photo_sha256": face.photo_sha256,
         }
-        _write_bytes(out / "phantom-truth.json", json.dumps(truth, indent=2).encode())
-        _write_bytes(out / "plan.json", json.dumps(plan, indent=2).encode())
+        write_atomic(out / "phantom-truth.json", json.dumps(truth, indent=2).encode())
+        write_atomic(out / "plan.json", json.dumps(plan, indent=2).encode())
     except OSError as exc:
         raise SourceError(
             f"cannot write the plan into {out}: {exc.strerror}",
