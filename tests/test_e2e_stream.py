@@ -54,7 +54,11 @@ def _start_edge(repo: Path, frames: int, log_path: Path) -> tuple[subprocess.Pop
     # Wait for the publisher to be bound and the models loaded before starting viewers.
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        if "face_landmarks: running on" in log_path.read_text():
+        text = log_path.read_text()
+        bound = text.find("streaming on")
+        # The tracker's models load after the sockets are bound (a first run also
+        # loads them earlier, to build the phantom's face).
+        if bound >= 0 and "face_landmarks: running on" in text[bound:]:
             return proc, pub
         if proc.poll() is not None:
             break
