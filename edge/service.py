@@ -192,7 +192,12 @@ class GracefulStop:
         self._exit(HARD_EXIT_CODE)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.request(signal.Signals(signum).name)
+        # A handler runs between two bytecodes of the main thread, possibly in the
+        # middle of its write to stderr; logging from here would re-enter that
+        # write (RuntimeError). Another thread simply waits for the stream's lock.
+        threading.Thread(
+            target=self.request, args=(signal.Signals(signum).name,), daemon=True
+        ).start()
 
     def __enter__(self) -> GracefulStop:
         if self._active:
