@@ -103,9 +103,10 @@ def jitter_mm(target_positions_camera_m: Sequence[np.ndarray]) -> float:
     return float(per_target.max())
 
 
-# Timing percentiles cover the latest hour at 30 fps: `edge run` lasts a whole theatre
-# day, and keeping every frame's timings grew its memory without bound (the soak showed it).
-TIMING_WINDOW = 108_000
+# Timing percentiles cover the latest 5 minutes at 30 fps (about 2 MB at most): `edge run`
+# lasts a whole theatre day, and keeping every frame's timings grew its memory without
+# bound (the soak showed ~270 bytes per frame); the metrics endpoint has the long view.
+TIMING_WINDOW = 9_000
 
 
 @dataclass
