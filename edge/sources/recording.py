@@ -513,7 +513,10 @@ class RecordingSource(FrameSource):
         # A librealsense frame queue, not a Python callback: no GIL in librealsense's
         # threads, so stopping never waits on Python. Read-ahead is bounded by pausing.
         self._queue = rs.frame_queue(_QUEUE_CAPACITY, keep_frames=True)
-        self._paused = False
+        # Stays paused until the first read (see _pull): librealsense's thread holds the
+        # GIL while it hands a frame to the queue and can block there, so a queue filled
+        # while the consumer is busy elsewhere (set-up after open()) hung the process.
+        self._paused = True
         started = []
         try:
             # Playback starts with the first sensor; paused, so that no stream's first
@@ -524,7 +527,6 @@ class RecordingSource(FrameSource):
                 sensor.open(profile)
                 sensor.start(self._queue)
                 started.append(sensor)
-            playback.resume()
         except RuntimeError as exc:
             self._sensors = started
             self._stop_playback()
@@ -616,6 +618,9 @@ class RecordingSource(FrameSource):
         """Move one frame from librealsense into the pairing buffers; False at the end."""
         if self._file_done():
             return False
+        if self._paused and self._queue.size() <= _RESUME_AT:
+            self._playback.resume()
+            self._paused = False
         waited_s = 0.0
         stopped_s = 0.0
         while True:
