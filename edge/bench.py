@@ -50,6 +50,26 @@ def make_phantom_recording(
     }
 
 
+def replay_options(config: EdgeConfig, made: dict[str, Any], folder: Path, **extra: Any) -> Any:
+    """The `edge run` options that replay a phantom recording through the whole pipeline.
+
+    Publishing is on (CurveZMQ, throw-away keys, free loopback ports), as in theatre.
+    """
+    from edge.run import RunOptions
+
+    return RunOptions(
+        config=config,
+        source=str(made["recording"]),
+        plan=str(made["plan"]),
+        pubkey=str(made["pubkey"]),
+        publish="tcp://127.0.0.1:*",
+        service="tcp://127.0.0.1:*",
+        workdir=folder,
+        demo_keys=True,
+        **extra,
+    )
+
+
 def run_bench(
     config: EdgeConfig,
     scenario: str = "nod-shake",
@@ -59,7 +79,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Generate, replay and measure; returns the report (docs/benchmark.md)."""
     from edge.metrics import resident_memory_bytes
-    from edge.run import RunOptions, execute
+    from edge.run import execute
     from edge.sources.recording import measure_playback_fps
 
     if frames < 1:
@@ -72,17 +92,7 @@ def run_bench(
         folder = Path(tmp)
         made = make_phantom_recording(config, scenario, frames, seed, folder)
         playback_fps = measure_playback_fps(made["recording"])
-        options = RunOptions(
-            config=config,
-            source=str(made["recording"]),
-            plan=str(made["plan"]),
-            pubkey=str(made["pubkey"]),
-            publish="tcp://127.0.0.1:*",
-            service="tcp://127.0.0.1:*",
-            workdir=folder,
-            demo_keys=True,
-        )
-        report = execute(options).summary
+        report = execute(replay_options(config, made, folder)).summary
     fps = report["fps"]
     ordered: dict[str, Any] = {
         "scenario": scenario,
@@ -133,7 +143,7 @@ def run_soak(
     pipeline runs in this process and any restart would have ended the soak.
     """
     from edge.metrics import resident_memory_bytes
-    from edge.run import RunOptions, execute
+    from edge.run import execute
     from edge.sources.faulty import LoopingSource
     from edge.sources.recording import RecordingSource
 
@@ -192,17 +202,7 @@ def run_soak(
             looping.append(LoopingSource(lambda: RecordingSource(recording), should_stop))
             return looping[0]
 
-        options = RunOptions(
-            config=config,
-            source=recording,
-            plan=str(made["plan"]),
-            pubkey=str(made["pubkey"]),
-            publish="tcp://127.0.0.1:*",
-            service="tcp://127.0.0.1:*",
-            workdir=folder,
-            demo_keys=True,
-            wrap_source=wrap,
-        )
+        options = replay_options(config, made, folder, wrap_source=wrap)
         start_s = clock()
         deadline_s = start_s + seconds
         report = execute(options, on_result=on_result).summary
