@@ -31,7 +31,8 @@ def make_phantom_recording(
     out = folder / "phantom.db3"
     source = PhantomSource(scenario=scenario, frames=frames, seed=seed, config=config.phantom)
     render_s = 0.0
-    with source, Recorder(out, fps=source.nominal_fps) as recorder:
+    # Uncompressed, so that replay measures the pipeline rather than LZ4 decoding.
+    with source, Recorder(out, fps=source.nominal_fps, compress=False) as recorder:
         while True:
             start = time.perf_counter()
             frame = source.read()

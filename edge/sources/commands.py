@@ -34,6 +34,11 @@ def register(subparsers: Any) -> None:
     rec.add_argument("--seed", type=int, default=0, help="seed of synthetic/phantom sources")
     rec.add_argument("--config", help="configuration file (default: search path)")
     rec.add_argument("--quiet", action="store_true", help="no progress output")
+    rec.add_argument(
+        "--uncompressed",
+        action="store_true",
+        help="no LZ4 frame compression: ~1.7x larger files that replay ~3x faster",
+    )
     rec.set_defaults(func=cmd_record)
 
     info = subparsers.add_parser(
@@ -86,7 +91,9 @@ def cmd_record(args: argparse.Namespace) -> int:
             truth = False
         else:
             source = open_source(args.source, config, frames=total, seed=args.seed)
-            written, truth = _record_frames(source, out, total, args.quiet, stop)
+            written, truth = _record_frames(
+                source, out, total, args.quiet, stop, compress=not args.uncompressed
+            )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -99,14 +106,14 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def _record_frames(
-    source: Any, out: Path, total: int, quiet: bool, stop: _StopFlag
+    source: Any, out: Path, total: int, quiet: bool, stop: _StopFlag, compress: bool = True
 ) -> tuple[int, bool]:
     """Copy up to ``total`` frames from ``source`` through the software-device recorder."""
     from edge.errors import SourceError
     from edge.sources.recording import Recorder
 
     truth = False
-    recorder = Recorder(out, fps=source.nominal_fps)
+    recorder = Recorder(out, fps=source.nominal_fps, compress=compress)
     # The recorder's context finishes the file on success and deletes it on any error.
     try:
         with recorder, source:
