@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+from fakes import CountingSource
 
 from edge.errors import StateError
-from edge.frames import Frame, FrameSource, Intrinsics, PixelFormat, SourceState
+from edge.frames import Frame, Intrinsics, PixelFormat, SourceState
 
 
 def _intr(w=64, h=48):
@@ -34,36 +35,8 @@ def test_frame_validates_shapes():
     assert f.depth_m() is not None and float(f.depth_m()[0, 0]) == pytest.approx(0.5)
 
 
-class _Counting(FrameSource):
-    name = "counting"
-
-    def __init__(self, n):
-        super().__init__()
-        self.n = n
-        self.i = 0
-
-    def _open(self):
-        pass
-
-    def _read(self):
-        if self.i >= self.n:
-            return None
-        self.i += 1
-        return Frame(
-            self.i,
-            np.zeros((4, 4, 3), np.uint8),
-            PixelFormat.RGB8,
-            None,
-            0.001,
-            Intrinsics(4, 4, 1.0, 1.0, 1.5, 1.5),
-        )
-
-    def _close(self):
-        pass
-
-
 def test_source_lifecycle_and_wrong_state_errors():
-    src = _Counting(3)
+    src = CountingSource(3)
     with pytest.raises(StateError, match="open it first"):
         src.read()
     with src:

@@ -1,34 +1,6 @@
-import numpy as np
+from fakes import CountingSource
 
-from edge.frames import Frame, FrameSource, Intrinsics, PixelFormat
 from edge.pipeline import FrameResult, Pipeline
-
-
-class _Source(FrameSource):
-    name = "test"
-
-    def __init__(self, n):
-        super().__init__()
-        self.n, self.i = n, 0
-
-    def _open(self):
-        pass
-
-    def _read(self):
-        if self.i >= self.n:
-            return None
-        self.i += 1
-        return Frame(
-            self.i,
-            np.zeros((4, 4, 3), np.uint8),
-            PixelFormat.RGB8,
-            None,
-            0.001,
-            Intrinsics(4, 4, 1.0, 1.0, 1.5, 1.5),
-        )
-
-    def _close(self):
-        pass
 
 
 class _Mark:
@@ -49,7 +21,7 @@ class _FailOnTwo:
 
 def test_stages_run_in_order_and_are_timed():
     seen = []
-    pipe = Pipeline(_Source(3), [_Mark(), _FailOnTwo()])
+    pipe = Pipeline(CountingSource(3), [_Mark(), _FailOnTwo()])
     n = pipe.run(on_result=seen.append)
     assert n == 3
     assert [r.tracking for r in seen] == [1, 2, 3]
@@ -59,7 +31,7 @@ def test_stages_run_in_order_and_are_timed():
 
 def test_a_stage_error_marks_only_that_frame_failed():
     seen = []
-    Pipeline(_Source(3), [_Mark(), _FailOnTwo()]).run(on_result=seen.append)
+    Pipeline(CountingSource(3), [_Mark(), _FailOnTwo()]).run(on_result=seen.append)
     assert [r.failed for r in seen] == [False, True, False]
     assert "model runtime error" in seen[1].errors[0]
     assert seen[1].registration is None
@@ -67,5 +39,5 @@ def test_a_stage_error_marks_only_that_frame_failed():
 
 
 def test_max_frames_and_early_stop():
-    assert Pipeline(_Source(10), [_Mark()]).run(max_frames=4) == 4
-    assert Pipeline(_Source(10), [_Mark()]).run(on_result=lambda r: r.frame.number < 2) == 2
+    assert Pipeline(CountingSource(10), [_Mark()]).run(max_frames=4) == 4
+    assert Pipeline(CountingSource(10), [_Mark()]).run(on_result=lambda r: r.frame.number < 2) == 2
