@@ -179,10 +179,11 @@ def compose(
 ) -> Pipeline:
     """The edge process's pipeline: source -> tracking -> registration -> overlay -> transport.
 
-    Without a plan there is nothing to register or draw: only tracking runs
-    (and nothing is published). ``tracker`` replaces the face tracker built
-    from ``config.tracking`` (tests inject one). ``warnings`` (e.g. a stale
-    calibration) go on every frame's HUD.
+    Without a plan there is nothing to register or draw: only tracking runs,
+    and the publish stage sends no overlay (its heartbeat says why).
+    ``tracker`` replaces the face tracker built from ``config.tracking``
+    (tests inject one). ``warnings`` (e.g. a stale calibration) go on every
+    frame's HUD.
     """
     from edge.tracking.tracker import FaceTracker, TrackingStage
 
@@ -196,6 +197,6 @@ def compose(
         name = config.overlay.display_profile
         profile = DisplayProfile.from_file(name) if name else None
         stages.append(OverlayStage(plan, profile, config.overlay, warnings=warnings))
-        if publish is not None:
-            stages.append(publish)
+    if publish is not None:
+        stages.append(publish)
     return Pipeline(source, stages)

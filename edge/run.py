@@ -324,13 +324,13 @@ def execute(
             if calibration_file is not None:
                 audit.calibration_used(str(calibration_file), sha256_file(calibration_file))
         server = None
-        if plan is not None and options.publish != "off":
+        if options.publish != "off":
             from edge.transport.server import EdgeServer
 
             # Phantom input holds no patient data: without configured keys, demo keys do.
             demo = options.demo_keys or spec.startswith("phantom")
             tcfg = _transport_config(options, demo)
-            server = EdgeServer(tcfg, plan, keys_dir=tcfg.keys_dir)
+            server = EdgeServer(tcfg, plan, keys_dir=tcfg.keys_dir, plan_problem=plan_problem)
             closers.append(server.close)
         pipeline = compose(
             cfg,

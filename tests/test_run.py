@@ -145,3 +145,51 @@ def test_bench_json_has_every_documented_key(capsys, repo_root):
     doc = (Path(repo_root) / "docs" / "benchmark.md").read_text()
     for key in BENCH_KEYS:
         assert f"`{key}`" in doc, f"docs/benchmark.md does not document {key}"
+
+
+def test_refused_plan_still_sends_a_heartbeat_saying_why(tmp_path):
+    """No overlay without a plan, but a headset hears the edge and why it draws nothing."""
+    import socket
+
+    from edge.transport.client import Subscriber
+    from edge.transport.protocol import TOPIC_STATUS
+    from edge.transport.security import ClientSecurity
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    bad_plan = tmp_path / "plan"
+    bad_plan.mkdir()
+    (bad_plan / "plan.json").write_text("{not json")
+    statuses = []
+    sub: list[Subscriber] = []
+
+    def listen(result) -> None:
+        if not sub:
+            keys = ClientSecurity.from_keys_dir(tmp_path / "keys")
+            sub.append(Subscriber(endpoint, keys, topics=(TOPIC_STATUS,)))
+        sub[0].poll(20)
+        latest = sub[0].latest(TOPIC_STATUS)
+        if latest is not None:
+            statuses.append(latest.message.payload)
+
+    options = RunOptions(
+        config=EdgeConfig(),
+        source="phantom:static",
+        frames=120,
+        plan=str(bad_plan),
+        allow_unsigned_plan=True,
+        publish=endpoint,
+        service="tcp://127.0.0.1:*",
+        workdir=tmp_path,
+    )
+    try:
+        report = execute(options, on_result=listen)
+    finally:
+        for s in sub:
+            s.close()
+    assert report.plan_problem
+    assert report.summary["published"].get("overlay", 0) == 0
+    assert statuses, "no status heartbeat arrived"
+    assert "refused" in statuses[-1]["plan"]
+    assert statuses[-1]["state"] == "SEARCHING"

@@ -26,10 +26,11 @@ class EdgeServer:
     def __init__(
         self,
         config: TransportConfig,
-        plan: Plan,
+        plan: Plan | None,
         *,
         keys_dir: str | Path | None = None,
         publish_endpoint: str | None = None,
+        plan_problem: str = "",
     ) -> None:
         import zmq
 
@@ -78,7 +79,12 @@ class EdgeServer:
                 self.publisher,
                 video=video,
                 status_hz=config.status_hz,
-                plan_info={"case_id": plan.case_id, "digest": plan.digest},
+                # Without a plan the heartbeat still runs and says why there is no overlay.
+                plan_info=(
+                    {"case_id": plan.case_id, "digest": plan.digest}
+                    if plan is not None
+                    else {"refused": plan_problem or "no plan loaded"}
+                ),
             ).start()
         except BaseException:
             self.close()

@@ -154,7 +154,7 @@ class PlanService:
         context: Any,
         endpoint: str,
         security: ServerSecurity,
-        plan: Plan,
+        plan: Plan | None,
         commands: CommandQueue,
         *,
         sender: str = "edge",
@@ -162,7 +162,8 @@ class PlanService:
         import zmq
 
         self._zmq = zmq
-        self.assets = plan_assets(plan)
+        # No plan (refused at start): no assets, and the asset list says so.
+        self.assets = plan_assets(plan) if plan is not None else {}
         self.plan = plan
         self.commands = commands
         self.sender = sender
@@ -286,7 +287,11 @@ class PlanService:
     def _asset_list(self) -> dict[str, Any]:
         return {
             "ok": True,
-            "plan": {"case_id": self.plan.case_id, "digest": self.plan.digest},
+            "plan": (
+                {"case_id": self.plan.case_id, "digest": self.plan.digest}
+                if self.plan is not None
+                else {}
+            ),
             "assets": [
                 {
                     "id": a.id,
