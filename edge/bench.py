@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge.config import EdgeConfig
 from edge.errors import EdgeError
 
@@ -69,6 +71,20 @@ def replay_options(config: EdgeConfig, made: dict[str, Any], folder: Path, **ext
         demo_keys=True,
         **extra,
     )
+
+
+def rss_trend_pct(samples: list[dict[str, float]]) -> float:
+    """Growth from the median RSS of the first fifth of samples to that of the last fifth.
+
+    Resident memory swings by several percent from one sample to the next (frame
+    buffers come and go); medians of a fifth compare levels, not two moments.
+    """
+    if len(samples) < 5:
+        return float("nan")
+    fifth = len(samples) // 5
+    start = float(np.median([s["rss_mb"] for s in samples[:fifth]]))
+    end = float(np.median([s["rss_mb"] for s in samples[-fifth:]]))
+    return (end / start - 1.0) * 100.0
 
 
 def run_bench(
@@ -222,6 +238,7 @@ def run_soak(
         "rss_start_mb": first["rss_mb"],
         "rss_end_mb": last["rss_mb"],
         "rss_growth_pct": (last["rss_mb"] / first["rss_mb"] - 1.0) * 100.0,
+        "rss_trend_pct": rss_trend_pct(samples) if warm else float("nan"),
         "warmup_frames": first["frames"],
         "rss_samples": samples,
         "stale_frames": report.get("stale_frames", 0),
@@ -329,7 +346,8 @@ def format_soak(r: dict[str, Any]) -> str:
         f" ({r['fps']:.1f} fps, {r['passes']} passes), failed frames {r['failed_frames']},"
         f" restarts {r['restarts']}",
         f"  RSS after warm-up {r['rss_start_mb']:.1f} MB, at the end {r['rss_end_mb']:.1f} MB,"
-        f" growth {r['rss_growth_pct']:+.2f} %",
+        f" growth {r['rss_growth_pct']:+.2f} % (medians of the first and last fifth:"
+        f" {r['rss_trend_pct']:+.2f} %)",
     ]
     if r.get("state_fractions"):
         lines.append(

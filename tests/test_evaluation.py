@@ -66,3 +66,14 @@ def test_run_stats():
     s.add({"tracking": 4.0}, 6.0, "LOST")
     assert s.stage_summary()["tracking"]["p50_ms"] == pytest.approx(3.0)
     assert s.state_fractions() == {"LOST": 0.5, "TRACKING": 0.5}
+
+
+def test_rss_trend_ignores_single_swings():
+    from edge.bench import rss_trend_pct
+
+    flat = [{"rss_mb": 300.0 + (15.0 if i % 7 == 3 else 0.0)} for i in range(50)]
+    flat[-1] = {"rss_mb": 330.0}  # a spike at the very end
+    assert rss_trend_pct(flat) == pytest.approx(0.0)
+    growing = [{"rss_mb": 300.0 + i} for i in range(50)]
+    assert rss_trend_pct(growing) == pytest.approx((344.5 / 304.5 - 1) * 100)
+    assert np.isnan(rss_trend_pct(growing[:4]))
