@@ -61,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if args.command is None:
-        args = parser.parse_args(["run", *(argv or [])])
+        # `edge [-v]` means `edge [-v] run`: the options given stay before the subcommand.
+        args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "run"])
     try:
         return int(args.func(args) or 0)
     except EdgeError as exc:

@@ -17,3 +17,12 @@ def test_python_dash_m_edge_runs():
         [sys.executable, "-m", "edge", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("edge ")
+
+
+def test_no_subcommand_means_run(monkeypatch):
+    import edge.commands
+
+    seen = {}
+    monkeypatch.setattr(edge.commands, "cmd_run", lambda args: seen.update(vars(args)) or 0)
+    assert main(["-v"]) == 0
+    assert seen["command"] == "run" and seen["verbose"] is True
