@@ -452,14 +452,16 @@ def test_headsets_that_disconnect_mid_stream_do_not_disturb_the_publisher(world)
             n = result.frame.number
             if n == 10:
                 rss.append(resident_memory_bytes())
-            if 10 <= n < 60:  # a headset joins on every frame, the previous one vanishes
-                for old in headsets:
-                    old.poll(0)
-                    got = old.latest("overlay")
+            if 10 <= n < 60:
+                for h in headsets:
+                    h.poll(5)
+                    got = h.latest("overlay")
                     if got is not None:
                         heard.append(got.message.header.frame)
-                    old.close()  # no goodbye: the socket just goes (linger 0)
-                headsets[:] = [Subscriber(endpoint, plain, topics=("overlay",))]
+                if n % 5 == 0:  # a new headset every 5 frames; the previous one vanishes
+                    for old in headsets:
+                        old.close()  # no goodbye: the socket just goes (linger 0)
+                    headsets[:] = [Subscriber(endpoint, plain, topics=("overlay",))]
             if n == 60:
                 rss.append(resident_memory_bytes())
 
@@ -480,7 +482,7 @@ def test_headsets_that_disconnect_mid_stream_do_not_disturb_the_publisher(world)
         assert server.publisher.sent["overlay"] == len(results)  # every frame was published
         assert received > 0  # a headset that joins after all that still gets the stream
         assert heard  # headsets that then vanished did receive overlays while connected
-        # 50 headsets vanishing left nothing queued for them: memory stays flat.
+        # 10 headsets vanishing left nothing queued for them: memory stays flat.
         assert rss[1] - rss[0] < 32 * 2**20
 
 
