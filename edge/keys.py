@@ -61,7 +61,7 @@ class KeyPair:
     public: Path
 
 
-def _write_pair(
+def write_key_pair(
     prefix: str | Path,
     private_doc: dict[str, str],
     public_doc: dict[str, str],
@@ -88,7 +88,7 @@ def generate_device_key(prefix: str | Path, overwrite: bool = False) -> KeyPair:
     from nacl.signing import SigningKey
 
     key = SigningKey.generate()
-    return _write_pair(
+    return write_key_pair(
         prefix,
         {"kind": DEVICE_PRIVATE_KIND, "algorithm": "ed25519", "seed": bytes(key).hex()},
         {
@@ -106,7 +106,7 @@ def generate_recording_key(prefix: str | Path, overwrite: bool = False) -> KeyPa
     from nacl.public import PrivateKey
 
     key = PrivateKey.generate()
-    return _write_pair(
+    return write_key_pair(
         prefix,
         {"kind": RECORDING_PRIVATE_KIND, "algorithm": "x25519", "secret": bytes(key).hex()},
         {
@@ -119,7 +119,13 @@ def generate_recording_key(prefix: str | Path, overwrite: bool = False) -> KeyPa
     )
 
 
-def _read_field(path: str | Path, kind: str, field: str, private: bool, made_by: str) -> bytes:
+def read_key_field(
+    path: str | Path, kind: str, field: str, private: bool, made_by: str, what: str = ""
+) -> bytes:
+    """The 32-byte hex ``field`` of a key file of ``kind``; private files must be 0600.
+
+    ``what`` names the kind for people ("an edge plan private key"); raises KeyFileError.
+    """
     path = Path(path)
     fix = f"pass a file made by `{made_by}`"
     try:
@@ -130,7 +136,7 @@ def _read_field(path: str | Path, kind: str, field: str, private: bool, made_by:
         raise KeyFileError(f"cannot read key file {path}: {exc}", fix) from None
     if not isinstance(data, dict) or data.get("kind") != kind:
         found = data.get("kind") if isinstance(data, dict) else None
-        raise KeyFileError(f"{path} is not a {kind} (it holds {found!r})", fix)
+        raise KeyFileError(f"{path} is not {what or 'a ' + kind} (it holds {found!r})", fix)
     if private:
         check_private_permissions(path)
     value = data.get(field)
@@ -148,7 +154,7 @@ def load_device_signing_key(path: str | Path) -> SigningKey:
     from nacl.signing import SigningKey
 
     return SigningKey(
-        _read_field(path, DEVICE_PRIVATE_KIND, "seed", True, "edge audit keygen --out DIR")
+        read_key_field(path, DEVICE_PRIVATE_KIND, "seed", True, "edge audit keygen --out DIR")
     )
 
 
@@ -158,7 +164,7 @@ def load_device_verify_key(path: str | Path) -> VerifyKey:
 
     try:
         return VerifyKey(
-            _read_field(path, DEVICE_PUBLIC_KIND, "public_key", False, "edge audit keygen")
+            read_key_field(path, DEVICE_PUBLIC_KIND, "public_key", False, "edge audit keygen")
         )
     except KeyFileError:
         try:
@@ -173,7 +179,7 @@ def load_recording_public_key(path: str | Path) -> PublicKey:
     from nacl.public import PublicKey
 
     return PublicKey(
-        _read_field(
+        read_key_field(
             path, RECORDING_PUBLIC_KIND, "public_key", False, "edge recordings keygen --out PREFIX"
         )
     )
@@ -184,7 +190,7 @@ def load_recording_private_key(path: str | Path) -> PrivateKey:
     from nacl.public import PrivateKey
 
     return PrivateKey(
-        _read_field(
+        read_key_field(
             path, RECORDING_PRIVATE_KIND, "secret", True, "edge recordings keygen --out PREFIX"
         )
     )

@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import PlanError
 from edge.files import write_atomic
+from edge.keys import KeyFileError, KeyPair, read_key_field, write_key_pair
 
 SIGNATURE_FILE = "plan.sig"
 DIGEST_HEADER = b"edge-plan-digest/1\n"
@@ -112,59 +112,45 @@ def _hex_field(data: dict[str, object], key: str, size: int, what: str, path: Pa
     return raw
 
 
-@dataclass(frozen=True)
-class KeyPaths:
-    private: Path
-    public: Path
-
-
-def generate_keypair(prefix: str | Path, overwrite: bool = False) -> KeyPaths:
+def generate_keypair(prefix: str | Path, overwrite: bool = False) -> KeyPair:
     """Make an Ed25519 key pair: PREFIX.key (private, mode 0600) and PREFIX.pub.
 
     Raises PlanError when either file exists and ``overwrite`` is False.
     """
     from nacl.signing import SigningKey
 
-    prefix = Path(prefix)
-    paths = KeyPaths(Path(f"{prefix}.key"), Path(f"{prefix}.pub"))
-    if not paths.private.parent.is_dir():
-        raise PlanError(
-            f"folder {paths.private.parent} does not exist", "create it or choose another --out"
-        )
-    if not overwrite:
-        for p in (paths.private, paths.public):
-            if p.exists():
-                raise PlanError(f"{p} already exists", "choose another --out or pass --force")
     key = SigningKey.generate()
-    private = {"kind": PRIVATE_KIND, "algorithm": "ed25519", "seed": bytes(key).hex()}
-    public = {
-        "kind": PUBLIC_KIND,
-        "algorithm": "ed25519",
-        "public_key": bytes(key.verify_key).hex(),
-    }
-    write_atomic(paths.private, (json.dumps(private, indent=2) + "\n").encode(), 0o600)
-    write_atomic(paths.public, (json.dumps(public, indent=2) + "\n").encode(), 0o644)
-    return paths
+    try:
+        return write_key_pair(
+            prefix,
+            {"kind": PRIVATE_KIND, "algorithm": "ed25519", "seed": bytes(key).hex()},
+            {
+                "kind": PUBLIC_KIND,
+                "algorithm": "ed25519",
+                "public_key": bytes(key.verify_key).hex(),
+            },
+            overwrite,
+            "edge plan keygen --out",
+        )
+    except KeyFileError as exc:
+        raise PlanError(exc.problem, exc.fix) from None
+
+
+def _read_key(path: str | Path, kind: str, field: str, private: bool, what: str) -> bytes:
+    try:
+        return read_key_field(path, kind, field, private, "edge plan keygen", what)
+    except KeyFileError as exc:
+        raise PlanError(exc.problem, exc.fix) from None
 
 
 def load_private_key(path: str | Path) -> bytes:
     """The 32-byte Ed25519 seed from a private key file made by :func:`generate_keypair`."""
-    path = Path(path)
-    fix = "pass the .key file made by `edge plan keygen`"
-    data = _read_json(path, "private key file", fix)
-    if data.get("kind") != PRIVATE_KIND:
-        raise PlanError(f"{path} is not an edge plan private key", fix)
-    return _hex_field(data, "seed", 32, "private key file", path)
+    return _read_key(path, PRIVATE_KIND, "seed", True, "an edge plan private key")
 
 
 def load_public_key(path: str | Path) -> bytes:
     """The 32-byte Ed25519 public key from a file made by :func:`generate_keypair`."""
-    path = Path(path)
-    fix = "pass the .pub file made by `edge plan keygen`"
-    data = _read_json(path, "public key file", fix)
-    if data.get("kind") != PUBLIC_KIND:
-        raise PlanError(f"{path} is not an edge plan public key", fix)
-    return _hex_field(data, "public_key", 32, "public key file", path)
+    return _read_key(path, PUBLIC_KIND, "public_key", False, "an edge plan public key")
 
 
 def sign_plan(folder: str | Path, seed: bytes) -> str:
