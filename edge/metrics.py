@@ -75,14 +75,27 @@ class _Metric:
         raise NotImplementedError
 
 
-class Counter(_Metric):
-    """A count that only goes up (resets when the process restarts)."""
-
-    kind = "counter"
+class _Value(_Metric):
+    """One number per label set (counters and gauges)."""
 
     def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
         super().__init__(name, help_text, labelnames)
         self._values: dict[LabelKey, float] = {} if labelnames else {(): 0.0}
+
+    def value(self, **labels: Any) -> float:
+        with self._lock:
+            return self._values.get(self._key(labels), 0.0)
+
+    def samples(self) -> list[str]:
+        with self._lock:
+            items = sorted(self._values.items())
+        return [f"{self.name}{_labels(k)} {_format_value(v)}" for k, v in items]
+
+
+class Counter(_Value):
+    """A count that only goes up (resets when the process restarts)."""
+
+    kind = "counter"
 
     def inc(self, amount: float = 1.0, **labels: Any) -> None:
         if amount < 0:
@@ -91,38 +104,16 @@ class Counter(_Metric):
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
 
-    def value(self, **labels: Any) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
 
-    def samples(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [f"{self.name}{_labels(k)} {_format_value(v)}" for k, v in items]
-
-
-class Gauge(_Metric):
+class Gauge(_Value):
     """A value that goes up and down."""
 
     kind = "gauge"
-
-    def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, labelnames)
-        self._values: dict[LabelKey, float] = {} if labelnames else {(): 0.0}
 
     def set(self, value: float, **labels: Any) -> None:
         key = self._key(labels)
         with self._lock:
             self._values[key] = float(value)
-
-    def value(self, **labels: Any) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [f"{self.name}{_labels(k)} {_format_value(v)}" for k, v in items]
 
 
 class Histogram(_Metric):
