@@ -193,6 +193,15 @@ class Frame:
         if self.depth is not None and self.depth.shape != (h, w):
             raise ValueError(f"depth {self.depth.shape} is not aligned to color {(h, w)}")
 
+    @property
+    def capture_s(self) -> float:
+        """The frame's capture time in seconds on the camera's clock when it has one, else
+        the host's. Motion models use it: it is the same on every replay of a recording,
+        however fast the machine reads it."""
+        if self.device_timestamp_ms > 0:
+            return self.device_timestamp_ms / 1000.0
+        return self.host_timestamp_s
+
     def depth_m(self) -> np.ndarray | None:
         """Depth in metres as float32; 0 where the camera measured nothing."""
         if self.depth is None:

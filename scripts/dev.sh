@@ -2,65 +2,91 @@
 # One entry point for the README's quickstart and for CI.
 #
 #   scripts/dev.sh run [ARGS...]   set up, then `edge run ARGS...` (phantom demo by default)
-#   scripts/dev.sh test [ARGS...]  set up with test extras, then ruff, mypy and pytest
+#   scripts/dev.sh test [ARGS...]  set up, then ruff, mypy and pytest
 #   scripts/dev.sh setup           set up only
+#   scripts/dev.sh lock            refresh uv.lock to the newest allowed versions (then run test)
 #
-# Set-up is idempotent: it installs the system library pyrealsense2 needs
-# (libusb-1.0-0, with apt-get when run as root), creates .venv, installs the
-# package when pyproject.toml changed, and builds the models when missing.
+# Set-up is idempotent: it installs the system packages the tests and pyrealsense2
+# need (with apt-get when run as root), installs the pinned uv (by SHA-256, from
+# scripts/uv-requirements.txt) into .tools/uv, makes .venv exactly what uv.lock
+# says (`uv sync --locked`: exact versions and hashes, nothing else), and builds
+# the models when missing.
 set -eu
 
 cd "$(dirname "$0")/.."
-VENV=.venv
 PY=${PYTHON:-python3}
+TOOLS=.tools/uv
+UV=$TOOLS/bin/uv
+# Never download a Python of uv's own: use the machine's.
+export UV_PYTHON_DOWNLOADS=never
 
-need_libusb() {
-    ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'
+missing_packages() {
+    ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || echo libusb-1.0-0
+    command -v systemd-analyze >/dev/null 2>&1 || echo systemd
+}
+
+system_packages() {
+    need=${1:-$(missing_packages | tr '\n' ' ')}
+    [ -z "$need" ] && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing $need"
+        apt-get update -qq >/dev/null
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+    else
+        echo "setup: missing system packages: $need; ask an administrator to run" >&2
+        echo "       'apt-get install $need', then run this again" >&2
+        exit 2
+    fi
+}
+
+uv_tool() {
+    want="uv $(sed -n 's/^uv==\([0-9.]*\).*/\1/p' scripts/uv-requirements.txt)"
+    if [ -x "$UV" ] && "$UV" --version 2>/dev/null | grep -q "^$want\b"; then
+        return 0
+    fi
+    echo "setup: installing $want into $TOOLS"
+    rm -rf "$TOOLS"
+    # Debian's own python3 makes venvs only with python3-venv installed.
+    "$PY" -m venv "$TOOLS" 2>/dev/null || { rm -rf "$TOOLS"; system_packages python3-venv; "$PY" -m venv "$TOOLS"; }
+    "$TOOLS/bin/python" -m pip install -q --disable-pip-version-check \
+        --require-hashes --no-deps -r scripts/uv-requirements.txt
 }
 
 setup() {
-    extras=$1
-    if need_libusb; then
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-            echo "setup: installing libusb-1.0-0 (needed by pyrealsense2)"
-            apt-get update -qq >/dev/null
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null
-        else
-            echo "setup: libusb-1.0-0 is missing; ask an administrator to run" >&2
-            echo "       'apt-get install libusb-1.0-0', then run this again" >&2
-            exit 2
-        fi
+    system_packages
+    uv_tool
+    # A venv made by another tool keeps packages uv would leave alone (pip's seed):
+    # start again with one uv makes.
+    if [ -f .venv/pyvenv.cfg ] && ! grep -q '^uv = ' .venv/pyvenv.cfg; then
+        echo "setup: .venv was not made by uv; making it again"
+        rm -rf .venv
     fi
-    if [ ! -x "$VENV/bin/python" ]; then
-        echo "setup: creating $VENV"
-        "$PY" -m venv "$VENV"
-        "$VENV/bin/python" -m pip install -q --upgrade pip
-    fi
-    stamp="$VENV/.setup-stamp"
-    want="$(cat pyproject.toml | cksum) $extras"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        echo "setup: installing the edge package ($extras)"
-        "$VENV/bin/python" -m pip install -q -e ".[$extras]"
-        echo "$want" > "$stamp"
-    fi
-    if "$VENV/bin/python" -c "import edge.models.commands" 2>/dev/null; then
-        "$VENV/bin/edge" models fetch --quiet
-    fi
+    # --locked: refuse to run when pyproject.toml and uv.lock disagree (relock with
+    # `scripts/dev.sh lock`); the environment is made to match the lock exactly.
+    "$UV" sync --quiet --locked --extra test --python "$PY"
+    .venv/bin/edge models fetch --quiet
 }
 
 cmd=${1:-run}
 [ $# -gt 0 ] && shift
 case "$cmd" in
-    setup) setup test ;;
+    setup) setup ;;
     run)
-        setup test
-        exec "$VENV/bin/edge" run "$@"
+        setup
+        exec .venv/bin/edge run "$@"
         ;;
     test)
-        setup test
-        echo "== ruff"; "$VENV/bin/ruff" check edge tests; "$VENV/bin/ruff" format --check edge tests
-        echo "== mypy"; "$VENV/bin/mypy"
-        echo "== pytest"; exec "$VENV/bin/pytest" "$@"
+        setup
+        echo "== ruff"; .venv/bin/ruff check edge tests; .venv/bin/ruff format --check edge tests
+        echo "== mypy"; .venv/bin/mypy
+        echo "== pytest"; exec .venv/bin/pytest "$@"
         ;;
-    *) echo "usage: scripts/dev.sh run|test|setup [ARGS...]" >&2; exit 2 ;;
+    lock)
+        system_packages
+        uv_tool
+        "$UV" lock --upgrade --python "$PY"
+        echo "lock: uv.lock refreshed; now run 'scripts/dev.sh test' and commit uv.lock if it passes"
+        ;;
+    *) echo "usage: scripts/dev.sh run|test|setup|lock [ARGS...]" >&2; exit 2 ;;
 esac

@@ -133,7 +133,7 @@ def test_graceful_stop_restores_handlers_and_refuses_misuse():
 
 def test_hard_exit_timer_is_cancelled_when_the_loop_stops_in_time():
     exits: list[int] = []
-    with GracefulStop(hard_exit_after_s=0.05, exit_function=exits.append) as stop:
+    with GracefulStop(hard_exit_after_s=5.0, exit_function=exits.append) as stop:
         stop.request("SIGTERM")
     stop._timer.join()  # type: ignore[union-attr]
     assert exits == []

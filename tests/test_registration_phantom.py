@@ -6,6 +6,7 @@ Needs the tracker's models (built by ``ensure_models``); skipped when they canno
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +59,15 @@ def skin(signed_plan) -> SkinModel:
     return SkinModel.from_mesh(signed_plan.skin)
 
 
-def run(scenario: str, frames: int, tracker, plan, skin):
-    """(states, registration results, frames) of a phantom run through tracking + registration."""
+def run(scenario: str, frames: int, tracker, plan, skin, clock=None):
+    """(states, registration results, frames) of a phantom run through tracking + registration.
+
+    ``clock`` is the host clock the source stamps frames with (default: the real one)."""
     tracker.reset()
     stage = RegistrationStage(plan, RegistrationConfig(), skin=skin)
     states, results, truths = [], [], []
-    with phantom.PhantomSource(scenario=scenario, frames=frames) as source:
+    kw = {} if clock is None else {"clock": clock}
+    with phantom.PhantomSource(scenario=scenario, frames=frames, **kw) as source:
         for frame in source:
             result = FrameResult(frame=frame)
             result.tracking = tracker.track(frame)
@@ -133,3 +137,20 @@ def test_leave_and_return(tracker, signed_plan, skin) -> None:
     assert all(
         s is not TrackingState.TRACKING for s, v in zip(states, visible, strict=True) if not v
     )
+
+
+def test_replay_does_not_depend_on_how_fast_the_host_reads(tracker, signed_plan, skin) -> None:
+    """The same frames give the same states and poses whether the host reads them evenly
+    1 ms apart or unevenly (a busy machine): the motion model runs on the camera's clock."""
+    fast = itertools.count(1000.0, 0.001)
+    steps = itertools.cycle([0.001, 0.3, 0.02, 0.15, 0.001, 0.001, 0.5])
+    slow = itertools.accumulate(steps, initial=1000.0)
+    states_a, results_a, _ = run("leave-return", 24, tracker, signed_plan, skin, lambda: next(fast))
+    states_b, results_b, _ = run("leave-return", 24, tracker, signed_plan, skin, lambda: next(slow))
+    assert states_a == states_b
+    assert TrackingState.TRACKING in states_a
+    for a, b in zip(results_a, results_b, strict=True):
+        if a.patient_to_camera is None:
+            assert b.patient_to_camera is None
+        else:
+            np.testing.assert_array_equal(a.patient_to_camera, b.patient_to_camera)

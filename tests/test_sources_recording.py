@@ -1,12 +1,13 @@
-"""Recorder -> .db3 -> librealsense playback: exactness, seek, pacing, truth sidecar, bad files."""
+"""Recorder -> .db3 -> playback: exactness, seek, pacing, truth sidecar, bad files."""
 
 from __future__ import annotations
 
-import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from edge.sources.recording import (
     align_depth_to_color,
     index_db3,
     load_truth,
+    nearest_depth,
     probe_recording,
     temp_path_for,
     truth_path,
@@ -191,6 +193,41 @@ def test_seek_and_start_frame_give_exact_frames(recording, frames):
     np.testing.assert_array_equal(tail[0].color, frames[N - 1].color)
 
 
+def test_every_frame_comes_back_on_every_reopening(recording, frames):
+    """Replay is exact however often a recording is reopened (the soak reopens it all day)."""
+    for _ in range(10):
+        got = read_all(recording)
+        assert [f.number for f in got] == list(range(len(frames)))
+        np.testing.assert_array_equal(got[-1].color, frames[-1].color)
+        np.testing.assert_array_equal(got[-1].depth, frames[-1].depth)
+
+
+def test_nearest_depth_pairs_by_device_time():
+    assert nearest_depth([0.0, 33.0, 66.0], [1.0, 34.0, 65.0]) == [0, 1, 2]
+    assert nearest_depth([0.0, 33.0, 66.0], [30.0]) == [0, 0, 0]
+    # File order need not be time order.
+    assert nearest_depth([10.0, 20.0], [25.0, 0.0, 12.0]) == [2, 0]
+    assert nearest_depth([5.0], []) == []
+
+
+def test_a_damaged_image_message_is_one_clear_error(tmp_path, recording):
+    p = tmp_path / "damaged.db3"
+    p.write_bytes(recording.read_bytes())
+    con = sqlite3.connect(p)
+    (mid, data) = con.execute(
+        "SELECT m.id, m.data FROM messages m JOIN topics t ON m.topic_id = t.id "
+        "WHERE t.name LIKE '%Color_0/image/data%' ORDER BY m.timestamp LIMIT 1 OFFSET 5"
+    ).fetchone()
+    con.execute("UPDATE messages SET data = ? WHERE id = ?", (data[: len(data) // 3], mid))
+    con.commit()
+    con.close()
+    with RecordingSource(p) as src:
+        for _ in range(5):
+            assert src.read() is not None
+        with pytest.raises(SourceError, match=r"color image message \d+ is malformed"):
+            src.read()
+
+
 def test_realtime_mode_paces_at_recorded_timestamps(recording, frames):
     now = [100.0]
     sleeps: list[float] = []
@@ -271,16 +308,38 @@ def test_unwritable_outputs_are_refused_before_writing(tmp_path, name):
     assert [p.name for p in tmp_path.iterdir()] == ["afolder.db3"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_read_only_folder_is_refused(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
+_AS_NOBODY = """
+import os, sys
+from edge.errors import SourceError
+from edge.sources.recording import Recorder
+if os.geteuid() == 0:  # root may write anywhere: check as an unprivileged user
+    os.setgid(65534)
+    os.setuid(65534)
+try:
+    Recorder(sys.argv[1])
+    print("accepted")
+except SourceError as exc:
+    print(f"refused: {exc}")
+"""
+
+
+def test_read_only_folder_is_refused():
+    base = Path(tempfile.mkdtemp(prefix="edge-ro-"))  # reachable by the unprivileged user
     try:
-        with pytest.raises(SourceError, match="not writable"):
-            Recorder(ro / "x.db3")
+        base.chmod(0o755)
+        ro = base / "ro"
+        ro.mkdir(mode=0o555)
+        out = subprocess.run(
+            [sys.executable, "-c", _AS_NOBODY, str(ro / "x.db3")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("refused:") and "not writable" in out.stdout
+        assert list(ro.iterdir()) == []
     finally:
-        ro.chmod(0o700)
+        shutil.rmtree(base)
 
 
 def test_torn_last_truth_line_is_ignored(recording, tmp_path):
@@ -414,11 +473,16 @@ def test_sigterm_while_recording_closes_a_playable_file(tmp_path):
     )
     try:
         tmp = temp_path_for(out).with_name(f".live.partial-{proc.pid}.db3")
-        deadline = time.monotonic() + 60
-        while not tmp.exists() and time.monotonic() < deadline and proc.poll() is None:
+        # A frame is in once its ground truth line is (written after the frame).
+        side = truth_path(tmp)
+        deadline = time.monotonic() + 120
+
+        def frames_in() -> int:
+            return max(0, len(side.read_text().splitlines()) - 1) if side.exists() else 0
+
+        while frames_in() < 2 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        assert tmp.exists(), proc.stderr.read() if proc.poll() is not None else "no temp file"
-        time.sleep(0.3)
+        assert frames_in() >= 2, proc.stderr.read() if proc.poll() is not None else "no frame"
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
     finally:

@@ -23,7 +23,7 @@ from edge.overlay.stage import OverlayStage
 from edge.pipeline import FrameResult
 from edge.transport.client import ServiceClient, Subscriber
 from edge.transport.protocol import TransportError, encode, make_message
-from edge.transport.publisher import Publisher
+from edge.transport.publisher import Publisher, tune_socket
 from edge.transport.security import ClientSecurity, ServerSecurity, generate_keys, is_loopback
 from edge.transport.server import EdgeServer
 from edge.transport.viewer import Viewer
@@ -50,6 +50,32 @@ def _publish_frames(server: EdgeServer, n: int, interval_s: float = 0.01) -> Non
         assert server.publish_stage is not None
         server.publish_stage.process(r)
         time.sleep(interval_s)
+
+
+def _publish_until_received(
+    server: EdgeServer,
+    subs: list[Subscriber],
+    topics: tuple[str, ...] = ("overlay",),
+    timeout_s: float = 60.0,
+) -> int:
+    """Publish frames until every subscriber holds every one of ``topics``; returns how many
+    were published. A slow joiner on a busy machine takes as long as it takes."""
+    stage = OverlayStage(PLAN)
+    deadline = time.monotonic() + timeout_s
+    n = 0
+    while time.monotonic() < deadline:
+        color = np.full((480, 640, 3), 90, np.uint8)
+        r = FrameResult(Frame(n, color, PixelFormat.BGR8, None, 0.001, INTR))
+        r.registration = demo_registration()
+        stage.process(r)
+        assert server.publish_stage is not None
+        server.publish_stage.process(r)
+        n += 1
+        for sub in subs:
+            sub.poll(10)
+        if all(sub.latest(t) is not None for sub in subs for t in topics):
+            return n
+    raise AssertionError(f"{topics} did not reach every subscriber in {timeout_s} s")
 
 
 def _wait_for(sub: Subscriber, topic: str, timeout_s: float = 5.0):
@@ -85,13 +111,11 @@ def test_endpoint_policy():
 def test_overlay_hud_video_and_status_reach_three_viewers(server):
     subs = [Subscriber(server.publisher.endpoint, PLAIN) for _ in range(3)]
     try:
-        time.sleep(0.3)  # let subscriptions propagate (slow joiner)
-        _publish_frames(server, 30)
+        # video: loopback, so the preview is on by default
+        _publish_until_received(server, subs, ("overlay", "hud", "video"))
         for sub in subs:
-            ov = _wait_for(sub, "overlay")
+            ov = sub.latest("overlay")
             assert ov is not None and ov.message.payload["current"] is True
-            assert _wait_for(sub, "hud") is not None
-            assert _wait_for(sub, "video") is not None  # loopback: preview on by default
             assert sub.stats.rejected == 0
     finally:
         for sub in subs:
@@ -107,30 +131,93 @@ def test_status_heartbeat_without_any_frame(server):
         sub.close()
 
 
-def test_slow_subscriber_gets_newest_not_a_backlog():
+# What may queue between a publisher and a subscriber that reads nothing: the two HWMs
+# (4 each), ZeroMQ's 8 KiB I/O batches and the two 8 KiB kernel buffers (doubled by Linux):
+# about 50 messages of 1.1 KB. The bound leaves room for other kernels' rounding but is a
+# small fraction of the 3000 sent; a backlog would be all of them.
+BACKLOG_BOUND = 150
+FLOOD = 3000
+STATUS = {"state": "TRACKING", "uptime_s": 0.0, "frames": 0, "plan": {}, "pad": "x" * 1000}
+
+
+def _send_until_received(pub: Publisher, receive, timeout_s: float = 30.0) -> list[int]:
+    """Send one status message per read until one sent here arrives; returns every sequence
+    number read on the way. No timing is assumed: each round waits for whatever comes."""
+    deadline = time.monotonic() + timeout_s
+    first_new: int | None = None
+    seqs: list[int] = []
+    while time.monotonic() < deadline:
+        seq = pub.send("status", STATUS)
+        first_new = seq if first_new is None else first_new
+        seqs.extend(receive(100))
+        if seqs and seqs[-1] >= first_new:
+            return seqs
+    raise AssertionError(f"nothing sent after seq {first_new} arrived in {timeout_s} s")
+
+
+def _raw_status_subscriber(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """A SUB socket tuned exactly as the client library tunes its own."""
+    sock = ctx.socket(zmq.SUB)
+    tune_socket(sock, 4, 8192)
+    sock.setsockopt(zmq.SUBSCRIBE, b"status")
+    sock.connect(endpoint)
+    return sock
+
+
+def test_slow_subscriber_is_a_bounded_number_of_messages_behind():
+    ctx = zmq.Context()
+    pub = Publisher(ctx, LOCAL, ServerSecurity.plaintext(), send_hwm=4, buffer_bytes=8192)
+    sock = _raw_status_subscriber(ctx, pub.endpoint)
+
+    def receive(timeout_ms: int) -> list[int]:
+        got = []
+        while sock.poll(timeout_ms if not got else 0):
+            got.append(msgpack.unpackb(sock.recv_multipart()[1])["seq"])
+        return got
+
+    try:
+        _send_until_received(pub, receive)  # connected and subscribed
+        flood = [pub.send("status", STATUS) for _ in range(FLOOD)]  # nothing read meanwhile
+        seqs = _send_until_received(pub, receive)
+        old = [s for s in seqs if s <= flood[-1]]
+        assert seqs == sorted(seqs)  # one connection: in order, never repeated
+        assert len(old) <= BACKLOG_BOUND, f"{len(old)} of {FLOOD} old messages were queued"
+    finally:
+        sock.close(linger=0)
+        pub.close()
+        ctx.term()
+
+
+def test_subscriber_keeps_the_newest_message_it_received():
     ctx = zmq.Context()
     pub = Publisher(ctx, LOCAL, ServerSecurity.plaintext(), send_hwm=4, buffer_bytes=8192)
     sub = Subscriber(pub.endpoint, PLAIN, topics=("status",), context=ctx, rcv_hwm=4)
+    received: list[int] = []
+
+    def receive(timeout_ms: int) -> list[int]:
+        before = sub.stats.received
+        sub.poll(timeout_ms)
+        latest = sub.latest("status")
+        if latest is not None and sub.stats.received > before:
+            received.append(latest.message.header.seq)
+        return received[-1:] if sub.stats.received > before else []
+
     try:
-        time.sleep(0.3)
-        payload = {"state": "TRACKING", "uptime_s": 0.0, "frames": 0, "plan": {}, "pad": "x" * 1000}
-        for _ in range(3000):  # the subscriber reads nothing meanwhile
-            pub.send("status", payload)
-        time.sleep(0.3)
-        seqs = []
-        while True:
-            try:
-                frames = sub._socket.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            seqs.append(msgpack.unpackb(frames[1])["seq"])
-        # What may queue is bounded by the HWMs plus two 8 KiB kernel buffers (doubled by
-        # Linux): about 40 messages of 1.1 KB, never the 3000 sent.
-        assert 0 < len(seqs) <= 60
-        # After the backlog is drained, the next message is the newest.
-        last = pub.send("status", payload)
-        assert _wait_for(sub, "status") is not None
-        assert sub.latest("status").message.header.seq == last
+        _send_until_received(pub, receive)
+        for _ in range(FLOOD):  # the reader is away
+            pub.send("status", STATUS)
+        _send_until_received(pub, receive)  # back: caught up with what reached it
+        # Now three more, fewer than the HWM, so none is dropped: after they are all in,
+        # the one kept is the last, however many polls it took to read them.
+        base = sub.stats.received
+        last = [pub.send("status", STATUS) for _ in range(3)][-1]
+        deadline = time.monotonic() + 30.0
+        while sub.stats.received < base + 3 and time.monotonic() < deadline:
+            sub.poll(100)
+        assert sub.stats.received == base + 3
+        latest = sub.latest("status")
+        assert latest is not None and latest.message.header.seq == last
+        assert sub.stats.dropped_upstream > 0  # the flood was cut at the HWMs
     finally:
         sub.close()
         pub.close()
@@ -282,9 +369,8 @@ def test_curve_admits_enrolled_and_shuts_out_unenrolled(tmp_path: Path):
         bad_sub = Subscriber(srv.publisher.endpoint, bad)
         plain_sub = Subscriber(srv.publisher.endpoint, PLAIN)
         try:
-            time.sleep(0.5)
-            _publish_frames(srv, 20, 0.02)
-            assert _wait_for(ok_sub, "overlay") is not None
+            _publish_until_received(srv, [ok_sub])
+            _publish_frames(srv, 10, 0.02)  # more, while the others listen
             bad_sub.poll(500)
             plain_sub.poll(100)
             assert bad_sub.stats.received == 0 and plain_sub.stats.received == 0
@@ -312,9 +398,7 @@ def test_curve_server_needs_keys(tmp_path: Path):
 def test_viewer_draws_fresh_overlays_and_flags_stale_ones(server):
     sub = Subscriber(server.publisher.endpoint, PLAIN)
     try:
-        time.sleep(0.3)
-        _publish_frames(server, 10)
-        assert _wait_for(sub, "overlay") is not None and _wait_for(sub, "video") is not None
+        _publish_until_received(server, [sub], ("overlay", "video"))
         viewer = Viewer(sub, stale_after_ms=100.0)
         ov = sub.latest("overlay")
         now = ov.message.header.capture_unix_s + 0.01

@@ -182,7 +182,7 @@ class RegistrationStage:
             return
 
         lm = self._landmark_fit(face)
-        now = frame.host_timestamp_s
+        now = frame.capture_s  # the motion model's clock: the same on every replay
         if self.machine.has_pose:
             attempt = self._track(frame, face, lm, self._warm_start(now, lm))
             outcome = Outcome.TRACK_PASSED if attempt.passed else Outcome.TRACK_FAILED
@@ -205,7 +205,7 @@ class RegistrationStage:
             if pose is not None and attempt.icp is not None:
                 self._history = [*self._history[-1:], (now, pose)]
         if state in (TrackingState.REGISTERED, TrackingState.TRACKING):
-            self._registered_s = now
+            self._registered_s = frame.host_timestamp_s  # the overlay ages it on the host clock
         attempt.quality.reasons = attempt.reasons
         result.registration = RegistrationResult(state, pose, attempt.quality, self._registered_s)
 

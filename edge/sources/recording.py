@@ -16,12 +16,19 @@ Ground truth sidecar
     object per frame (see :func:`truth_to_json`), appended and flushed per
     frame. :class:`RecordingSource` attaches it back to ``frame.truth``.
 
+Reading
+    A ``.db3``'s images are read from its SQLite file in file order
+    (:mod:`edge.sources.db3`): exact, thread-free, with frame access by index;
+    librealsense reads the device description (intrinsics, extrinsics, depth
+    scale). A ROS 1 ``.bag`` is played by librealsense with
+    ``set_real_time(False)``, flow-controlled by pausing it.
+
 Timing
-    DETERMINISTIC reads the file with ``set_real_time(False)``: nothing is
-    dropped, as fast as the consumer reads. REALTIME reads the same way and
-    then sleeps until each frame's recorded device time (relative to the first
-    frame) has passed on the host clock: librealsense's own real-time playback
-    drops frames when the consumer is slow, this never does.
+    DETERMINISTIC delivers every frame once, as fast as the consumer reads.
+    REALTIME reads the same way and then sleeps until each frame's recorded
+    device time (relative to the first frame) has passed on the host clock:
+    librealsense's own real-time playback drops frames when the consumer is
+    slow, this never does.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from edge.frames import (
     PixelFormat,
     TimingMode,
 )
+from edge.sources.db3 import Db3Images
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +370,20 @@ class _Pending:
     timestamp_ms: float
     color: np.ndarray
     depth: np.ndarray | None = None
-    depth_dt_ms: float = math.inf
+
+
+def nearest_depth(color_ms: list[float], depth_ms: list[float]) -> list[int]:
+    """For each color time, the index of the depth frame nearest in device time."""
+    if not depth_ms:
+        return []
+    d = np.asarray(depth_ms, dtype=np.float64)
+    order = np.argsort(d, kind="stable")
+    ds = d[order]
+    c = np.asarray(color_ms, dtype=np.float64)
+    right = np.clip(np.searchsorted(ds, c), 0, len(ds) - 1)
+    left = np.clip(right - 1, 0, len(ds) - 1)
+    take_left = np.abs(ds[left] - c) <= np.abs(ds[right] - c)
+    return [int(i) for i in order[np.where(take_left, left, right)]]
 
 
 @dataclass
@@ -433,6 +454,7 @@ class RecordingSource(FrameSource):
         self._paused = False
         self._streams: list[dict[str, Any]] = []
         self._align: tuple[Intrinsics, np.ndarray] | None = None
+        self._depth_size = (0, 0)  # (height, width) of the recorded depth images
         self._intrinsics: Intrinsics | None = None
         self._depth_to_color = Extrinsics()
         self._depth_scale_m = 0.0
@@ -447,11 +469,17 @@ class RecordingSource(FrameSource):
         self._depth_end = False
         self._ready: _Pending | None = None  # a frame seek decoded, delivered next
         self._pace_origin: tuple[float, float] | None = None  # (host s, device ms)
+        # A .db3 is read from its SQLite file: its images, each color's depth, the next index.
+        self._images: Db3Images | None = None
+        self._pairs: list[int] = []
+        self._next = 0
 
     # -- properties
 
     @property
     def frame_count(self) -> int | None:
+        if self._images is not None:
+            return len(self._images.color)
         return self._index.color_frames if self._index else None
 
     @property
@@ -491,21 +519,53 @@ class RecordingSource(FrameSource):
                 "pick an index inside the recording",
             )
         self._truth = load_truth(self.path)
-        self._start_playback()
-        if self._start_frame:
-            self._skip_to(self._start_frame)
+        if self._index is None:  # ROS 1 .bag: librealsense plays it
+            self._start_playback()
+            if self._start_frame:
+                self._skip_to(self._start_frame)
+            return
+        self._describe()
+        self._images = Db3Images(self.path)
+        self._pairs = nearest_depth(
+            [r.device_ms for r in self._images.color], [r.device_ms for r in self._images.depth]
+        )
+        if self._has_depth and not self._pairs:
+            self._images.close()
+            self._images = None
+            raise SourceError(
+                f"{self.path} declares a depth stream but holds no depth images",
+                "record it again",
+            )
+        self._next = self._start_frame
+        self._pace_origin = None
 
-    def _start_playback(self) -> None:
-        """Load the file as a playback device and start its sensors into our queue."""
+    def _load_device(self) -> Any:
         import pyrealsense2 as rs
 
         try:
-            device = rs.context().load_device(str(self.path))
+            return rs.context().load_device(str(self.path))
         except RuntimeError as exc:
             raise SourceError(
                 f"librealsense cannot play {self.path}: {str(exc).splitlines()[0]}",
                 "check that it is a RealSense recording that is not truncated",
             ) from None
+
+    def _describe(self) -> None:
+        """Streams, intrinsics, extrinsics and depth scale from the recording's device
+        description (librealsense reads it without streaming)."""
+        import pyrealsense2 as rs
+
+        device = self._load_device()
+        try:
+            self._read_profiles(device, rs)
+        finally:
+            del device
+
+    def _start_playback(self) -> None:
+        """Load the file as a playback device and start its sensors into our queue."""
+        import pyrealsense2 as rs
+
+        device = self._load_device()
         playback = device.as_playback()
         # Before any sensor starts: frames dispatched in real time would be dropped.
         playback.set_real_time(False)
@@ -587,6 +647,7 @@ class RecordingSource(FrameSource):
             self._depth_scale_m = float(device.first_depth_sensor().get_depth_scale())
             self._depth_to_color = extrinsics_from_rs(depth.get_extrinsics_to(color))
             depth_intr = intrinsics_from_rs(depth.get_intrinsics())
+            self._depth_size = (depth_intr.height, depth_intr.width)
             # Re-aligning an already aligned image would resample it: keep exact pixels.
             if depth_intr != self._intrinsics or not np.allclose(
                 self._depth_to_color.matrix, np.eye(4)
@@ -605,6 +666,9 @@ class RecordingSource(FrameSource):
 
     def _close(self) -> None:
         self._stop_playback()
+        if self._images is not None:
+            self._images.close()
+            self._images = None
 
     # -- reading
 
@@ -674,7 +738,7 @@ class RecordingSource(FrameSource):
                     p = _Pending(number=number, timestamp_ms=ts, color=color)
                     if self._depths:
                         d_ts, depth = min(self._depths, key=lambda d: abs(d[0] - ts))
-                        p.depth, p.depth_dt_ms = self._aligned(depth), abs(d_ts - ts)
+                        p.depth = self._aligned(depth)
                         # Depth frames before this one can pair with no later color frame.
                         while len(self._depths) > 1 and self._depths[0][0] < d_ts:
                             self._depths.popleft()
@@ -711,10 +775,29 @@ class RecordingSource(FrameSource):
                 self._ready = p
                 return
 
+    def _read_db3(self) -> _Pending | None:
+        images = self._images
+        assert images is not None and self._intrinsics is not None
+        i = self._next
+        if i >= len(images.color):
+            return None
+        self._next += 1
+        size = (self._intrinsics.height, self._intrinsics.width)
+        ref = images.color[i]
+        color = images.decode(ref, "color", (*size, 3))
+        p = _Pending(number=i, timestamp_ms=ref.device_ms, color=color)
+        if self._has_depth:
+            depth = images.decode(images.depth[self._pairs[i]], "depth", (*self._depth_size, 2))
+            p.depth = self._aligned(depth)
+        return p
+
     def _read(self) -> Frame | None:
-        p, self._ready = self._ready, None
-        if p is None:
-            p = self._next_color()
+        if self._images is not None:
+            p = self._read_db3()
+        else:
+            p, self._ready = self._ready, None
+            if p is None:
+                p = self._next_color()
         if p is None:
             return None
         if self._timing is TimingMode.REALTIME:
@@ -759,6 +842,11 @@ class RecordingSource(FrameSource):
                 f"frame {index} is outside {self.path} (frames 0..{(count or 1) - 1})",
                 "pick an index inside the recording",
             )
+        if self._images is not None:
+            self._next = index
+            self._pace_origin = None
+            self._state = SourceState.OPEN
+            return
         self._close()
         self._start_playback()
         self._state = SourceState.OPEN
@@ -767,14 +855,15 @@ class RecordingSource(FrameSource):
 
     def info(self) -> RecordingInfo:
         """Streams, sizes, rate and duration of the open recording."""
-        if self._playback is None or self._intrinsics is None:
+        if (self._playback is None and self._images is None) or self._intrinsics is None:
             raise StateError("recording is not open", "open it first")
         streams = sorted(self._streams, key=lambda d: str(d["stream"]))
-        pb = self._playback
         frames = self.frame_count if self.frame_count is not None else -1
         # Duration from the frame count and rate: the file's own duration is the
         # wall time of writing, which for a software recording says nothing.
-        duration_s = frames / self._fps if frames > 0 else pb.get_duration().total_seconds()
+        duration_s = (
+            frames / self._fps if frames > 0 else self._playback.get_duration().total_seconds()
+        )
         return RecordingInfo(
             path=str(self.path),
             frames=frames,

@@ -114,13 +114,6 @@ def landmark_box(landmarks_px: np.ndarray) -> np.ndarray:
     return np.concatenate([xy.min(axis=0), xy.max(axis=0)])
 
 
-def frame_time_s(frame: Frame) -> float:
-    """The frame's capture time in seconds: the device clock when there is one, else the host's."""
-    if frame.device_timestamp_ms > 0:
-        return frame.device_timestamp_ms / 1000.0
-    return frame.host_timestamp_s
-
-
 class FaceTracker:
     """Finds and follows the patient's face; see the module docstring for the loop and rule.
 
@@ -325,7 +318,7 @@ class FaceTracker:
     def _smooth(
         self, landmarks_px: np.ndarray, points_m: np.ndarray, frame: Frame, continuous: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        t_s = frame_time_s(frame)
+        t_s = frame.capture_s
         if not continuous or (self._last_t_s is not None and t_s < self._last_t_s):
             # Another face, or a source that restarted: old history would drag the new one.
             self._filter_2d.reset()

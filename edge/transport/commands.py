@@ -23,6 +23,13 @@ def register(subparsers: Any) -> None:
     out.add_argument("--window", action="store_true", help="show a window (needs GUI OpenCV)")
     view.add_argument("--frames", type=int, default=None, help="stop after N rendered frames")
     view.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    view.add_argument(
+        "--idle-s",
+        type=float,
+        default=5.0,
+        help="without --frames or --duration: stop when the edge has sent nothing for S "
+        "seconds (it stopped); default 5. Ctrl-C also stops and keeps the mp4",
+    )
     view.add_argument("--fps", type=float, default=30.0, help="render rate (default 30)")
     view.add_argument("--stale-ms", type=float, default=100.0, help="hide older overlays")
     view.add_argument(
@@ -81,8 +88,8 @@ def _view(args: argparse.Namespace) -> int:
         raise TransportError(f"--fps must be positive, got {args.fps}", "pass --fps 30")
     if not args.out and not args.window:
         raise TransportError("nothing to show the view on", "pass --out FILE.mp4 or --window")
-    if args.frames is None and args.duration is None and args.out:
-        raise TransportError("an mp4 needs an end", "pass --frames N or --duration S")
+    if args.idle_s <= 0:
+        raise TransportError(f"--idle-s must be positive, got {args.idle_s}", "pass --idle-s 5")
     security = (
         ClientSecurity.from_keys_dir(args.keys, args.key_name)
         if args.keys
@@ -100,19 +107,26 @@ def _view(args: argparse.Namespace) -> int:
 
 
 def _render(sub: Any, args: argparse.Namespace) -> int:
+    from edge.service import GracefulStop
     from edge.transport.viewer import Mp4Sink, run_view
 
+    # Open-ended (no --frames/--duration): the view ends when the edge goes quiet.
+    idle_end_s = args.idle_s if args.frames is None and args.duration is None else None
+    stop = GracefulStop()
     if args.out:
         sink = Mp4Sink(args.out, args.fps)
         try:
-            viewer = run_view(
-                sub,
-                frames=args.frames,
-                fps=args.fps,
-                stale_after_ms=args.stale_ms,
-                sink=sink.write,
-                duration_s=args.duration,
-            )
+            with stop:  # Ctrl-C or SIGTERM: finish the mp4, then exit 130
+                viewer = run_view(
+                    sub,
+                    frames=args.frames,
+                    fps=args.fps,
+                    stale_after_ms=args.stale_ms,
+                    sink=sink.write,
+                    duration_s=args.duration,
+                    idle_end_s=idle_end_s,
+                    should_stop=lambda: stop.requested,
+                )
         finally:
             sink.close()
         where = f"{sink.path} ({sink.frames} frames)"
@@ -140,4 +154,7 @@ def _render(sub: Any, args: argparse.Namespace) -> int:
         f"{s.dropped_upstream}, rejected {s.rejected}",
         file=sys.stderr,
     )
+    if stop.requested:
+        print(f"view: stopped by {stop.signal_name}", file=sys.stderr)
+        return 130
     return 0

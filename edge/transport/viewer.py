@@ -207,20 +207,29 @@ def run_view(
     stale_after_ms: float,
     sink: Callable[[np.ndarray], None],
     duration_s: float | None = None,
+    idle_end_s: float | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Viewer:
-    """Render at ``fps`` until ``frames`` images or ``duration_s`` have passed."""
+    """Render at ``fps`` until ``frames`` images or ``duration_s`` have passed, the edge has
+    sent nothing for ``idle_end_s`` after it was first heard (it stopped), or ``should_stop()``.
+    """
     viewer = Viewer(subscriber, stale_after_ms=stale_after_ms)
     interval = 1.0 / fps
     start = time.monotonic()
     next_s = start
+    heard_s: float | None = None
     count = 0
-    while (frames is None or count < frames) and (
-        duration_s is None or time.monotonic() - start < duration_s
-    ):
-        wait_ms = max(0, int((next_s - time.monotonic()) * 1000))
-        subscriber.poll(wait_ms)
-        while time.monotonic() < next_s:  # keep draining until the tick
-            subscriber.poll(max(0, int((next_s - time.monotonic()) * 1000)))
+    while (frames is None or count < frames) and not should_stop():
+        now = time.monotonic()
+        if duration_s is not None and now - start >= duration_s:
+            break
+        if idle_end_s is not None and heard_s is not None and now - heard_s >= idle_end_s:
+            break
+        while True:  # keep draining until the tick
+            if subscriber.poll(max(0, int((next_s - time.monotonic()) * 1000))):
+                heard_s = time.monotonic()
+            if time.monotonic() >= next_s:
+                break
         sink(viewer.render())
         count += 1
         next_s += interval
