@@ -31,7 +31,13 @@ def make_phantom_recording(
     from edge.sources.recording import Recorder
 
     out = folder / "phantom.db3"
-    source = PhantomSource(scenario=scenario, frames=frames, seed=seed, config=config.phantom)
+    source = PhantomSource(
+        scenario=scenario,
+        frames=frames,
+        seed=seed,
+        config=config.phantom,
+        tracking=config.tracking,
+    )
     render_s = 0.0
     # Uncompressed, so that replay measures the pipeline rather than LZ4 decoding.
     with source, Recorder(out, fps=source.nominal_fps, compress=False) as recorder:
@@ -282,7 +288,13 @@ def measure_unplug_recovery(
     from edge.tracking.tracker import FaceTracker
 
     with tempfile.TemporaryDirectory(prefix="edge-unplug-") as tmp:
-        phantom = PhantomSource(scenario=scenario, frames=frames, seed=seed, config=config.phantom)
+        phantom = PhantomSource(
+            scenario=scenario,
+            frames=frames,
+            seed=seed,
+            config=config.phantom,
+            tracking=config.tracking,
+        )
         with phantom:
             rendered = list(phantom)
         plan_dir = write_plan(phantom.face, Path(tmp) / "plan").parent

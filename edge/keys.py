@@ -70,10 +70,14 @@ def write_key_pair(
 ) -> KeyPair:
     prefix = Path(prefix)
     pair = KeyPair(Path(f"{prefix}.key"), Path(f"{prefix}.pub"))
-    if not pair.private.parent.is_dir():
-        raise KeyFileError(
-            f"folder {pair.private.parent} does not exist", f"create it first or change `{command}`"
-        )
+    folder = pair.private.parent
+    if not folder.is_dir():
+        try:  # a new key folder is private, like the key in it
+            folder.mkdir(mode=0o700, parents=True)
+        except OSError as exc:
+            raise KeyFileError(
+                f"cannot create folder {folder}: {exc.strerror}", f"check the path in `{command}`"
+            ) from None
     if not overwrite:
         for p in (pair.private, pair.public):
             if p.exists():

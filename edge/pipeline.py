@@ -103,7 +103,12 @@ class Pipeline:
             try:
                 stage.process(result)
             except Exception as exc:  # one bad frame must not stop the edge process
-                log.exception("stage %s failed on frame %d", stage.name, frame.number)
+                log.exception(
+                    "stage %s failed on frame %d",
+                    stage.name,
+                    frame.number,
+                    extra={"stage": stage.name, "frame": frame.number},
+                )
                 result.errors.append(f"{stage.name}: {type(exc).__name__}: {exc}")
             finally:
                 result.stage_ms[stage.name] = (self._clock() - start) * 1000.0
@@ -129,7 +134,9 @@ class Pipeline:
             try:
                 hook(reason)
             except Exception:  # a gap handler must not stop the edge process either
-                log.exception("stage %s failed handling a source gap", stage.name)
+                log.exception(
+                    "stage %s failed handling a source gap", stage.name, extra={"stage": stage.name}
+                )
 
     def run(
         self,

@@ -69,3 +69,25 @@ def test_text_format_and_bad_format(restore_root):
     assert stream.getvalue() == "WARNING edge.x: hello\n"
     with pytest.raises(ValueError, match="log_format"):
         configure_logging("xml", stream=stream)
+
+
+def test_a_failing_stage_is_logged_with_its_stage_and_frame(restore_root):
+    """What `jq 'select(.stage == "registration")'` in docs/deployment.md finds."""
+    from fakes import CountingSource
+
+    from edge.pipeline import Pipeline
+
+    class Broken:
+        name = "registration"
+
+        def process(self, result: object) -> None:
+            raise RuntimeError("no pose")
+
+    stream = io.StringIO()
+    configure_logging("json", "info", stream=stream, env={})
+    with CountingSource(2) as source:
+        Pipeline(source, [Broken()]).run()
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    failures = [x for x in lines if x.get("stage") == "registration"]
+    assert [x["frame"] for x in failures] == [1, 2]
+    assert "RuntimeError: no pose" in failures[0]["exception"]

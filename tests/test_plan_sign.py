@@ -141,8 +141,9 @@ def test_override_loads_a_tampered_plan_with_a_warning(signed_plan: Path, keys, 
 
 def test_cli_keygen_sign_verify(tmp_path: Path, small_mesh, capsys) -> None:
     folder = write_plan(tmp_path / "plan", mesh=small_mesh)
-    prefix = str(tmp_path / "k")
+    prefix = str(tmp_path / "keys" / "planning")  # as docs/plan-format.md shows it
     assert main(["plan", "keygen", "--out", prefix]) == 0
+    assert stat.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700  # made private
     assert main(["plan", "sign", str(folder), "--key", prefix + ".key"]) == 0
     assert main(["plan", "verify", str(folder), "--pubkey", prefix + ".pub"]) == 0
     assert "signature valid" in capsys.readouterr().out

@@ -3,7 +3,8 @@
 `scripts/dev.sh run` (set-up, then the phantom demo streaming on tcp://127.0.0.1:5555)
 runs with the viewer command beside it, as the README tells a new user to do. The
 other quickstart command, `scripts/dev.sh test`, is the command running this suite
-(and what .ci/run calls), so it is checked for being there, not run again.
+(and what .ci/run calls), so it is checked for being there, not run again; nor is
+`scripts/dev.sh lock`, which rewrites uv.lock from the registry.
 """
 
 from __future__ import annotations

@@ -166,3 +166,23 @@ def test_info_on_truncated_recording(tmp_path, capsys, small_config):
     data = good.read_bytes()
     cut.write_bytes(data[: len(data) * 2 // 3])
     expect_error(capsys, "info", str(cut), match="truncated or corrupt")
+
+
+def test_info_into_a_pipe_closed_early_is_quiet(tmp_path, capsys, small_config):
+    """`edge info X.db3 | head -1`: the reader leaving is no traceback."""
+    import subprocess
+    import sys
+
+    rec = tmp_path / "r.db3"
+    args = ["--frames", "3", "--config", str(small_config), "--quiet"]
+    assert run(capsys, "record", "--source", "synthetic", "--out", str(rec), *args)[0] == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge", "info", str(rec), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # like `head` exiting before edge writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 141)
+    assert "Traceback" not in err and "Error" not in err

@@ -314,6 +314,11 @@ def test_bench_reports_every_figure(config, capsys, models_dir):
     assert "tracking step" in format_bench(results)
     assert main(["track", "--bench", "--frames", "5", "--models-dir", str(models_dir)]) == 2
     assert "at least 10" in capsys.readouterr().err
+    # --threads T times only T threads (the rows start with the thread count).
+    argv = ["track", "--bench", "--frames", "10", "--threads", "1", "--models-dir", str(models_dir)]
+    assert main(argv) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [r.split()[0] for r in rows] == ["1"]
 
 
 def test_end_to_end_on_the_phantom_against_ground_truth(config):

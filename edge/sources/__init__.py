@@ -75,12 +75,15 @@ def open_source(
                 "the phantom source is not available in this build",
                 "use --source synthetic or a recording",
             )
-        kwargs: dict[str, object] = {"frames": frames, "seed": seed}
+        kwargs: dict[str, object] = {"seed": seed}
+        if frames is not None:
+            kwargs["frames"] = frames
         if arg:
             kwargs["scenario"] = arg
         phantom_config = getattr(config, "phantom", None)
         if phantom_config is not None:
             kwargs["config"] = phantom_config
+        kwargs["tracking"] = config.tracking  # the phantom's face is found with these models
         source: FrameSource = phantom_cls(**kwargs)
         return source
     raise SourceError(f"unknown source '{spec}'", "use one of: " + ", ".join(SOURCE_FORMS))

@@ -54,7 +54,9 @@ def cmd_track(args: argparse.Namespace) -> int:
     if args.bench:
         from edge.tracking.bench import format_bench, run_bench
 
-        print(format_bench(run_bench(_tracking_config(args), args.image, frames=args.frames)))
+        threads = (1, 2) if args.threads is None else (args.threads,)
+        config = _tracking_config(args)
+        print(format_bench(run_bench(config, args.image, frames=args.frames, threads=threads)))
         return 0
     if not args.image:
         raise SourceError("no image given", "pass an image file: edge track IMAGE")
@@ -98,7 +100,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--bench",
         action="store_true",
-        help="time detector, landmarks and the whole tracking step with 1 and 2 threads",
+        help="time detector, landmarks and the whole tracking step with 1 and 2 threads "
+        "(or only --threads T)",
     )
     p.add_argument("--frames", type=int, default=300, help="frames per --bench run (300)")
     p.set_defaults(func=cmd_track)

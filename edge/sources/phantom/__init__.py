@@ -97,7 +97,8 @@ class PhantomSource(FrameSource):
     (or any name with ``motion`` given: a motion file path or an (N, 4, 4)
     array of ``face_to_camera`` poses, the last pose held when frames > N).
     ``face_model`` skips building the face; ``make_detector`` supplies the
-    landmark detector used on a cache miss (default: the project's tracker).
+    landmark detector used on a cache miss (default: the project's tracker,
+    with its models from ``tracking``).
     Raises SourceError for an unknown scenario, frames < 1, a bad motion file;
     an unusable photo raises on ``open()``.
     """
@@ -117,6 +118,7 @@ class PhantomSource(FrameSource):
         face_model: FaceModel | None = None,
         make_detector: Callable[[], LandmarkFn] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tracking: TrackingConfig | None = None,
     ) -> None:
         super().__init__()
         self.config = config or PhantomConfig()
@@ -147,7 +149,7 @@ class PhantomSource(FrameSource):
             face_image if face_image is not None else (self.config.face_image or None)
         )
         self._face = face_model
-        self._make_detector = make_detector or (lambda: tracker_landmarks())
+        self._make_detector = make_detector or (lambda: tracker_landmarks(tracking))
         self._clock = clock
         self._next = 0
         self._t0 = 0.0

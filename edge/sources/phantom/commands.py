@@ -30,7 +30,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
         config=phantom_cfg,
         face_image=args.face_image,
         motion=args.motion,
-        make_detector=lambda: tracker_landmarks(config.tracking),
+        tracking=config.tracking,
     )
     if args.out:
         from edge.sources.recording import Recorder, truth_path
