@@ -64,7 +64,7 @@ def replay_options(config: EdgeConfig, made: dict[str, Any], folder: Path, **ext
 
     Publishing is on (CurveZMQ, throw-away keys, free loopback ports), as in theatre.
     """
-    from edge.run import RunOptions
+    from edge.app import RunOptions
 
     return RunOptions(
         config=config,
@@ -101,8 +101,8 @@ def run_bench(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Generate, replay and measure; returns the report (docs/benchmark.md)."""
+    from edge.app import execute
     from edge.metrics import resident_memory_bytes
-    from edge.run import execute
     from edge.sources.recording import measure_playback_fps
 
     if frames < 1:
@@ -165,8 +165,8 @@ def run_soak(
     ``sample_every_s`` and at the end. ``restarts`` is always 0: the
     pipeline runs in this process and any restart would have ended the soak.
     """
+    from edge.app import execute
     from edge.metrics import resident_memory_bytes
-    from edge.run import execute
     from edge.sources.faulty import LoopingSource
     from edge.sources.recording import RecordingSource
 
@@ -278,7 +278,7 @@ def measure_unplug_recovery(
     frames from the return to that TRACKING frame. ``tracker`` replaces the
     face tracker (tests); the real models are used otherwise.
     """
-    from edge.pipeline import compose
+    from edge.app import compose
     from edge.plan.load import load_plan
     from edge.plan.sign import generate_keypair, load_private_key, load_public_key, sign_plan
     from edge.sources.faulty import ScriptedCamera

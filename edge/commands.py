@@ -27,9 +27,10 @@ def _json_safe(obj: Any) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edge.app import RunOptions, execute
+    from edge.evaluation import format_summary
     from edge.frames import require_frames
     from edge.logs import configure_logging
-    from edge.run import RunOptions, execute, format_summary
 
     config = _config(args)
     configure_logging(

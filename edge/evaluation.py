@@ -10,9 +10,11 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+
+from edge.frames import FrameResult
 
 
 def percentiles(values: Iterable[float], *qs: float) -> dict[str, float]:
@@ -147,7 +149,7 @@ _TRUSTED = ("REGISTERED", "TRACKING")
 class Evaluator:
     """Collects per-frame timing, states and (with ground truth) accuracy of a run.
 
-    Feed it every :class:`~edge.pipeline.FrameResult` with :meth:`add`; read the
+    Feed it every :class:`~edge.frames.FrameResult` with :meth:`consume` (it is a sink); read the
     figures with :meth:`summary`. ``targets_m`` are the plan's targets (plan
     frame, metres); without them no registration accuracy is computed.
     """
@@ -166,8 +168,10 @@ class Evaluator:
     first_visible_s: float | None = None
     time_to_register_ms: float = float("nan")
 
-    def add(self, result: Any) -> None:
-        """Account for one processed frame (an ``edge.pipeline.FrameResult``)."""
+    name: ClassVar[str] = "evaluation"
+
+    def consume(self, result: FrameResult) -> None:
+        """Account for one processed frame."""
         self.frames += 1
         reg = result.registration
         state = reg.state.value if reg is not None else None
@@ -196,7 +200,8 @@ class Evaluator:
                     landmark_errors_mm(face.landmarks_camera_m, valid, truth.landmarks_camera_m)
                 )
         if (
-            state == "TRACKING"
+            reg is not None
+            and state == "TRACKING"
             and reg.patient_to_camera is not None
             and truth.face_visible
             and self.targets_m
@@ -257,3 +262,47 @@ class Evaluator:
             out["time_to_register_ms"] = self.time_to_register_ms
             out.update(self._transition_latencies())
         return out
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The human-readable end-of-run summary."""
+    lines = [
+        f"edge run: {summary['frames']} frames from {summary['source']}"
+        f" in {summary['duration_s']:.1f} s ({summary['fps']:.1f} fps),"
+        f" stopped by {summary['stopped_by']}",
+    ]
+    if summary.get("plan"):
+        signed = "signed" if summary["plan_signed"] else "UNSIGNED override"
+        lines.append(f"plan: {summary['plan']} ({signed})")
+    else:
+        lines.append("plan: none (tracking only, no overlay)")
+    e2e = summary["end_to_end_ms"]
+    lines.append(
+        f"end-to-end latency: p50 {e2e['p50']:.1f} ms, p95 {e2e['p95']:.1f} ms,"
+        f" p99 {e2e['p99']:.1f} ms"
+    )
+    lines.append("stage            p50 ms   p99 ms")
+    for name, s in summary["stages"].items():
+        lines.append(f"  {name:<14}{s['p50_ms']:8.2f} {s['p99_ms']:8.2f}")
+    if summary["state_fractions"]:
+        states = ", ".join(f"{k} {v:.0%}" for k, v in summary["state_fractions"].items())
+        lines.append(f"registration states: {states}")
+    if "landmark_error_px" in summary:
+        lp, lm = summary["landmark_error_px"], summary["landmark_error_mm"]
+        lines.append(
+            f"landmark error vs ground truth: median {lp['median']:.2f} px / {lm['median']:.2f} mm,"
+            f" p95 {lp['p95']:.2f} px / {lm['p95']:.2f} mm"
+        )
+    if "tre_mm" in summary:
+        t, r = summary["tre_mm"], summary["rotation_error_deg"]
+        lines.append(
+            f"target registration error vs ground truth: mean {t['mean']:.2f} mm,"
+            f" p95 {t['p95']:.2f} mm, max {t['max']:.2f} mm;"
+            f" rotation median {r['median']:.2f} deg"
+        )
+    if summary["failed_frames"]:
+        lines.append(f"frames on which a stage failed: {summary['failed_frames']}")
+    if summary.get("publish_endpoint"):
+        sent = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("published", {}).items()))
+        lines.append(f"streamed on {summary['publish_endpoint']}: {sent}")
+    return "\n".join(lines)

@@ -1,4 +1,11 @@
-"""The frame: the one type every stage speaks, and the source interface.
+"""The frame: the one type every stage speaks, the source interface, and the result
+each stage reads and extends.
+
+A :class:`FrameSource` yields :class:`Frame` objects (or raises
+:class:`FrameTimeout`, a *gap*: no frame now, the source is still usable). The
+pipeline wraps each frame in a :class:`FrameResult`; tracking sets
+``tracking``, registration ``registration``, the overlay stage ``overlay``,
+and a stage that raises adds a :class:`StageFailure` to ``errors``.
 
 Conventions used throughout the project:
 
@@ -20,7 +27,28 @@ from types import TracebackType
 
 import numpy as np
 
+from edge.camera import DistortionModel, Extrinsics, Intrinsics
 from edge.errors import SourceError, StateError
+from edge.overlay.types import Overlay
+from edge.registration.types import RegistrationResult
+from edge.tracking.types import TrackingResult
+
+__all__ = [  # camera geometry is re-exported: every frame carries it
+    "LANDMARK_COUNT",
+    "DistortionModel",
+    "Extrinsics",
+    "Frame",
+    "FrameResult",
+    "FrameSource",
+    "FrameTimeout",
+    "GroundTruth",
+    "Intrinsics",
+    "PixelFormat",
+    "SourceState",
+    "StageFailure",
+    "TimingMode",
+    "require_frames",
+]
 
 LANDMARK_COUNT = 468
 
@@ -30,118 +58,6 @@ class PixelFormat(str, enum.Enum):
 
     RGB8 = "rgb8"
     BGR8 = "bgr8"
-
-
-class DistortionModel(str, enum.Enum):
-    """Lens distortion models (names as librealsense uses them)."""
-
-    NONE = "none"
-    BROWN_CONRADY = "brown_conrady"  # OpenCV's k1 k2 p1 p2 k3
-    INVERSE_BROWN_CONRADY = "inverse_brown_conrady"
-    MODIFIED_BROWN_CONRADY = "modified_brown_conrady"
-    KANNALA_BRANDT4 = "kannala_brandt4"
-
-
-@dataclass(frozen=True)
-class Intrinsics:
-    """Pinhole intrinsics of one stream, in pixels."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    ppx: float
-    ppy: float
-    model: DistortionModel = DistortionModel.NONE
-    coeffs: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
-
-    def __post_init__(self) -> None:
-        if self.width <= 0 or self.height <= 0:
-            raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
-        if not (self.fx > 0 and self.fy > 0):
-            raise ValueError(f"focal lengths must be positive, got fx={self.fx} fy={self.fy}")
-        if len(self.coeffs) != 5:
-            raise ValueError(f"need 5 distortion coefficients, got {len(self.coeffs)}")
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """The 3x3 camera matrix K."""
-        return np.array(
-            [[self.fx, 0.0, self.ppx], [0.0, self.fy, self.ppy], [0.0, 0.0, 1.0]], dtype=np.float64
-        )
-
-    def project(self, points_m: np.ndarray) -> np.ndarray:
-        """Project Nx3 camera-frame points (metres, z > 0) to Nx2 pixels (no distortion)."""
-        p = np.asarray(points_m, dtype=np.float64).reshape(-1, 3)
-        z = p[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = self.fx * p[:, 0] / z + self.ppx
-            v = self.fy * p[:, 1] / z + self.ppy
-        return np.stack([u, v], axis=1)
-
-    def deproject(self, pixels: np.ndarray, depth_m: np.ndarray) -> np.ndarray:
-        """Lift Nx2 pixels with N depths (metres) to Nx3 camera-frame points."""
-        px = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
-        z = np.asarray(depth_m, dtype=np.float64).reshape(-1)
-        x = (px[:, 0] - self.ppx) / self.fx * z
-        y = (px[:, 1] - self.ppy) / self.fy * z
-        return np.stack([x, y, z], axis=1)
-
-    def scaled(self, width: int, height: int) -> Intrinsics:
-        """The same camera at another resolution (same field of view)."""
-        sx, sy = width / self.width, height / self.height
-        return Intrinsics(
-            width,
-            height,
-            self.fx * sx,
-            self.fy * sy,
-            (self.ppx + 0.5) * sx - 0.5,
-            (self.ppy + 0.5) * sy - 0.5,
-            self.model,
-            self.coeffs,
-        )
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "width": self.width,
-            "height": self.height,
-            "fx": self.fx,
-            "fy": self.fy,
-            "ppx": self.ppx,
-            "ppy": self.ppy,
-            "model": self.model.value,
-            "coeffs": list(self.coeffs),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, object]) -> Intrinsics:
-        coeffs = tuple(float(c) for c in d.get("coeffs", (0.0,) * 5))  # type: ignore[attr-defined]
-        return cls(
-            int(d["width"]),  # type: ignore[call-overload]
-            int(d["height"]),  # type: ignore[call-overload]
-            float(d["fx"]),  # type: ignore[arg-type]
-            float(d["fy"]),  # type: ignore[arg-type]
-            float(d["ppx"]),  # type: ignore[arg-type]
-            float(d["ppy"]),  # type: ignore[arg-type]
-            DistortionModel(d.get("model", "none")),
-            coeffs,  # type: ignore[arg-type]
-        )
-
-
-@dataclass(frozen=True)
-class Extrinsics:
-    """A rigid transform between two sensors: rotation (3x3) and translation (metres)."""
-
-    rotation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-    translation_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """The 4x4 homogeneous matrix (row-major rotation as given)."""
-        m = np.eye(4)
-        m[:3, :3] = np.asarray(self.rotation, dtype=np.float64).reshape(3, 3)
-        m[:3, 3] = self.translation_m
-        return m
 
 
 @dataclass
@@ -335,3 +251,55 @@ def require_frames(count: int) -> int:
             f"frame count must be at least 1, got {count}", "pass --frames N with N >= 1"
         )
     return count
+
+
+class FrameTimeout(SourceError):  # noqa: N818 - the name the sources and their callers use
+    """A gap: no frame within the timeout; the source is still usable (read again).
+
+    ``reconnecting`` says whether the camera is gone and being reopened.
+    """
+
+    def __init__(self, problem: str, fix: str | None = None, *, reconnecting: bool) -> None:
+        super().__init__(problem, fix)
+        self.reconnecting = reconnecting
+
+
+@dataclass(frozen=True)
+class StageFailure:
+    """A stage raised on this frame: which stage, what it raised, and its message."""
+
+    stage: str
+    kind: str  # the exception's class name
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.stage}: {self.kind}: {self.message}"
+
+
+@dataclass
+class FrameResult:
+    """Everything known about one frame as it moves through the stages.
+
+    Times: ``received_s`` and ``done_s`` are host monotonic seconds (when the
+    pipeline got the frame, when its last stage ended).
+    """
+
+    frame: Frame
+    tracking: TrackingResult | None = None
+    registration: RegistrationResult | None = None
+    overlay: Overlay | None = None
+    published: bool = False
+    errors: list[StageFailure] = field(default_factory=list)
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    received_s: float = 0.0
+    done_s: float = 0.0
+    late: bool = False  # older than the pipeline's late_after_s when it arrived
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors)
+
+    @property
+    def end_to_end_ms(self) -> float:
+        """From the frame's host capture timestamp to the end of the last stage."""
+        return (self.done_s - self.frame.host_timestamp_s) * 1000.0

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from edge.errors import StateError
+from edge.frames import FrameResult
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -224,11 +225,13 @@ def resident_memory_bytes() -> int:
 
 
 class PipelineMetrics:
-    """The edge process's metrics, fed by the run loop.
+    """The edge process's metrics; a sink of the frame loop (:mod:`edge.sinks`).
 
-    Call :meth:`observe` with each ``edge.pipeline.FrameResult`` and
-    :meth:`set_state` when the registration state changes.
+    :meth:`consume` counts each finished frame, times its stages and records the
+    registration state; :meth:`source_gap` records LOST while the camera is away.
     """
+
+    name = "metrics"
 
     def __init__(self, registry: Registry, states: Iterable[str] = ()) -> None:
         self.registry = registry
@@ -269,13 +272,24 @@ class PipelineMetrics:
         for s in self._states:
             self.state.set(0, state=s)
 
-    def observe(self, result: Any) -> None:
-        """Count one frame and time its stages (``result``: an edge.pipeline.FrameResult)."""
+    def consume(self, result: FrameResult) -> None:
+        """Count one frame, time its stages, record its registration state."""
+        self.observe(result)
+        if result.registration is not None:
+            self.set_state(result.registration.state)
+
+    def source_gap(self, reason: str) -> None:
+        """No frame (camera away): nothing is current."""
+        if self._current not in (None, "LOST", "SEARCHING"):
+            self.set_state("LOST")
+
+    def observe(self, result: FrameResult) -> None:
+        """Count one frame and time its stages."""
         self.frames.inc()
         if result.errors:
             self.frames_failed.inc()
             for error in result.errors:
-                self.stage_errors.inc(stage=str(error).split(":", 1)[0])
+                self.stage_errors.inc(stage=error.stage)
         for stage, ms in result.stage_ms.items():
             self.stage_seconds.observe(ms / 1000.0, stage=stage)
         if result.done_s and result.frame.host_timestamp_s:

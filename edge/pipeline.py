@@ -1,72 +1,73 @@
-"""The frame flow, wired in one place: source -> tracking -> registration -> overlay -> transport.
+"""The frame loop: source -> stages -> sinks, one frame at a time.
 
-A stage is a small object with a ``name`` and one ``process(result)`` method
-that reads what earlier stages put on the :class:`FrameResult` and adds its
-own part. The pipeline times every stage; stages never time themselves. A
-stage that raises on one frame does not stop the process: the frame is marked
-failed (so nothing downstream can pass it off as current) and the next frame
-is processed.
+A *stage* is a small object with a ``name`` and one ``process(result)`` method
+that reads what earlier stages put on the :class:`~edge.frames.FrameResult`
+and adds its own part (tracking, registration, overlay, publish). A *sink*
+consumes each finished result (audit, metrics, preview, status line,
+evaluation) and never changes it. The pipeline times every stage; stages
+never time themselves. Which stages and sinks run is decided in one place,
+:mod:`edge.app`; this module imports none of them.
+
+A stage that raises on one frame does not stop the process: the frame gets
+a :class:`~edge.frames.StageFailure` (so nothing downstream can pass it off
+as current) and the next frame is processed. A sink that raises is logged
+and the loop goes on.
 
 Source faults the loop survives: a live source that has no frame right now
-(:class:`edge.sources.realsense.FrameTimeout`, e.g. the camera was unplugged
-and is reconnecting) is a *gap*: stages with a ``source_gap()`` method are
-told (they forget what they were tracking) and the loop keeps going. A frame
-whose number is not above the last one processed (out of order, duplicate)
-is dropped before any stage sees it, so filters never see time run
-backwards; a frame older than ``late_after_s`` when it arrives is processed
-and marked ``late``.
+(:class:`~edge.frames.FrameTimeout`, e.g. the camera was unplugged and is
+reconnecting) is a *gap*: stages and sinks with a ``source_gap(reason)``
+method are told (stages forget what they were tracking; sinks record that
+nothing is current) and the loop keeps going. A frame whose number is not
+above the last one processed (out of order, duplicate) is dropped before any
+stage sees it, so filters never see time run backwards; a frame older than
+``late_after_s`` when it arrives is processed and marked ``late``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
-from edge.frames import Frame, FrameSource
-
-if TYPE_CHECKING:
-    from edge.config import EdgeConfig
-    from edge.plan.model import Plan
+from edge.frames import Frame, FrameResult, FrameSource, FrameTimeout, StageFailure
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class FrameResult:
-    """Everything known about one frame as it moves through the stages."""
-
-    frame: Frame
-    tracking: Any = None  # edge.tracking: faces and 2-D/3-D landmarks
-    registration: Any = None  # edge.registration: pose, state and quality
-    overlay: Any = None  # edge.overlay: what the display draws
-    published: bool = False
-    errors: list[str] = field(default_factory=list)
-    stage_ms: dict[str, float] = field(default_factory=dict)
-    received_s: float = 0.0  # host monotonic time the pipeline got the frame
-    done_s: float = 0.0
-    late: bool = False  # older than the pipeline's late_after_s when it arrived
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.errors)
-
-    @property
-    def end_to_end_ms(self) -> float:
-        """From the frame's host capture timestamp to the end of the last stage."""
-        return (self.done_s - self.frame.host_timestamp_s) * 1000.0
-
-
 class Stage(Protocol):
+    """One step of the frame flow: reads and extends ``result`` in place."""
+
     name: str
 
     def process(self, result: FrameResult) -> None: ...
 
 
+class Sink(Protocol):
+    """Consumes a finished result (after every stage); never changes it."""
+
+    @property
+    def name(self) -> str: ...
+
+    def consume(self, result: FrameResult) -> None: ...
+
+
+@runtime_checkable
+class GapAware(Protocol):
+    """A stage or sink that must know when the source had no frame."""
+
+    def source_gap(self, reason: str) -> None: ...
+
+
+@runtime_checkable
+class CommandHandler(Protocol):
+    """A stage that carries out headset commands: name -> handler of the validated args."""
+
+    commands: Mapping[str, Callable[[dict[str, Any]], None]]
+
+
 class Pipeline:
-    """Runs frames from one source through a fixed list of stages.
+    """Runs frames from one source through a fixed list of stages, then the sinks.
 
     ``late_after_s``: a frame older than this (host capture time to arrival)
     is marked late (default 0.1 s, the headsets' reference staleness limit).
@@ -78,11 +79,13 @@ class Pipeline:
         self,
         source: FrameSource,
         stages: Iterable[Stage],
+        sinks: Iterable[Sink] = (),
         clock: Callable[[], float] = time.perf_counter,
         late_after_s: float = 0.1,
     ) -> None:
         self.source = source
         self.stages = list(stages)
+        self.sinks = list(sinks)
         self._clock = clock
         self.late_after_s = late_after_s
         self.stale_frames = 0
@@ -91,7 +94,8 @@ class Pipeline:
         self._last_number: int | None = None
 
     def process(self, frame: Frame, source_ms: float | None = None) -> FrameResult:
-        """Run one frame through every stage; ``source_ms`` is how long reading it took."""
+        """Run one frame through every stage, then every sink; ``source_ms`` is how long
+        reading it took."""
         result = FrameResult(frame=frame, received_s=time.monotonic())
         result.late = result.received_s - frame.host_timestamp_s > self.late_after_s
         if result.late:
@@ -109,10 +113,20 @@ class Pipeline:
                     frame.number,
                     extra={"stage": stage.name, "frame": frame.number},
                 )
-                result.errors.append(f"{stage.name}: {type(exc).__name__}: {exc}")
+                result.errors.append(StageFailure(stage.name, type(exc).__name__, str(exc)))
             finally:
                 result.stage_ms[stage.name] = (self._clock() - start) * 1000.0
         result.done_s = time.monotonic()
+        for sink in self.sinks:
+            try:
+                sink.consume(result)
+            except Exception:  # a report must not stop the edge process either
+                log.exception(
+                    "sink %s failed on frame %d",
+                    sink.name,
+                    frame.number,
+                    extra={"sink": sink.name, "frame": frame.number},
+                )
         return result
 
     def in_order(self, frame: Frame) -> bool:
@@ -125,37 +139,35 @@ class Pipeline:
         return True
 
     def source_gap(self, reason: str) -> None:
-        """Tell the stages that frames stopped (each forgets what it was tracking)."""
+        """Tell the stages, then the sinks, that frames stopped (each forgets what it was
+        tracking, or records that nothing is current)."""
         self.source_gaps += 1
-        for stage in self.stages:
-            hook = getattr(stage, "source_gap", None)
-            if hook is None:
+        for part in [*self.stages, *self.sinks]:
+            if not isinstance(part, GapAware):
                 continue
+            name = getattr(part, "name", type(part).__name__)
             try:
-                hook(reason)
+                part.source_gap(reason)
             except Exception:  # a gap handler must not stop the edge process either
-                log.exception(
-                    "stage %s failed handling a source gap", stage.name, extra={"stage": stage.name}
-                )
+                log.exception("%s failed handling a source gap", name, extra={"stage": name})
 
     def run(
         self,
         max_frames: int | None = None,
         on_result: Callable[[FrameResult], bool | None] | None = None,
         on_gap: Callable[[str], bool | None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> int:
-        """Process frames until the source ends, ``max_frames`` or a callback returns False.
+        """Process frames until the source ends, ``max_frames``, ``should_stop()`` (asked
+        after every frame and every gap) or a callback returns False.
 
-        ``on_gap(reason)`` is called whenever a live source has no frame (see
-        the module docstring), so the caller can keep its watchdog and stop
-        requests going while a camera is away. Returns the number of frames
+        ``on_result`` sees each result after the sinks, ``on_gap(reason)`` each gap
+        (callers that need no sink object, such as tests). Returns the number of frames
         processed. The source is opened and closed here.
         """
-        from edge.sources.realsense import FrameTimeout
-
         count = 0
         with self.source:
-            while max_frames is None or count < max_frames:
+            while (max_frames is None or count < max_frames) and not should_stop():
                 start = self._clock()
                 try:
                     frame = self.source.read()
@@ -173,37 +185,3 @@ class Pipeline:
                 if on_result is not None and on_result(result) is False:
                     break
         return count
-
-
-def compose(
-    config: EdgeConfig,
-    source: FrameSource,
-    *,
-    plan: Plan | None = None,
-    publish: Stage | None = None,
-    tracker: Any = None,
-    warnings: tuple[str, ...] = (),
-) -> Pipeline:
-    """The edge process's pipeline: source -> tracking -> registration -> overlay -> transport.
-
-    Without a plan there is nothing to register or draw: only tracking runs,
-    and the publish stage sends no overlay (its heartbeat says why).
-    ``tracker`` replaces the face tracker built from ``config.tracking``
-    (tests inject one). ``warnings`` (e.g. a stale calibration) go on every
-    frame's HUD.
-    """
-    from edge.tracking.tracker import FaceTracker, TrackingStage
-
-    stages: list[Stage] = [TrackingStage(tracker or FaceTracker.from_config(config.tracking))]
-    if plan is not None:
-        from edge.overlay.project import DisplayProfile
-        from edge.overlay.stage import OverlayStage
-        from edge.registration.stage import RegistrationStage
-
-        stages.append(RegistrationStage(plan, config.registration))
-        name = config.overlay.display_profile
-        profile = DisplayProfile.from_file(name) if name else None
-        stages.append(OverlayStage(plan, profile, config.overlay, warnings=warnings))
-    if publish is not None:
-        stages.append(publish)
-    return Pipeline(source, stages)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from edge.errors import StateError
-from edge.frames import Frame, Intrinsics, PixelFormat
+from edge.frames import Frame, FrameResult, Intrinsics, PixelFormat
 from edge.metrics import CONTENT_TYPE, MetricsServer, PipelineMetrics, Registry
-from edge.pipeline import FrameResult, Pipeline
+from edge.pipeline import Pipeline
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')

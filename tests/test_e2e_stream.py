@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.app import RunOptions, execute
 from edge.config import EdgeConfig
 from edge.evaluation import transform_points
 from edge.plan.load import read_plan
-from edge.run import RunOptions, execute
 
 
 def _free_port() -> int:

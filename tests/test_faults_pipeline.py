@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge.app import compose
 from edge.bench import measure_unplug_recovery
 from edge.config import EdgeConfig
-from edge.frames import Frame, FrameSource
-from edge.pipeline import FrameResult, Pipeline, compose
+from edge.frames import Frame, FrameResult, FrameSource
+from edge.pipeline import Pipeline
 from edge.registration.types import TrackingState
 from edge.sources.faulty import Fault, FaultKind, FaultySource
 from edge.transport.stage import PublishStage
@@ -380,7 +381,7 @@ def test_a_model_error_fails_only_that_frame_and_publishes_nothing_current_for_i
     r = run(world, [], tracker=FailOn(world.tracker, {15}))
     failed = [x.frame.number for x in r.results if x.failed]
     assert failed == [15]
-    assert "RuntimeError" in r.by_number()[15].errors[0]
+    assert r.by_number()[15].errors[0].kind == "RuntimeError"
     overlays = r.publisher.overlays()
     assert not overlays[15][0]["current"] and "patient_to_camera" not in overlays[15][1]
     assert len(r.results) == FRAMES
@@ -493,10 +494,10 @@ def test_edge_run_job_survives_an_unplug_and_audits_the_loss(world, tmp_path):
     """execute() (what `edge run` runs) with an unplug: LOST is audited, the run goes on."""
     import dataclasses
 
+    from edge.app import RunOptions, execute
     from edge.audit import verify_log
     from edge.config import AuditConfig
     from edge.keys import generate_device_key, load_device_verify_key
-    from edge.run import RunOptions, execute
 
     key = generate_device_key(tmp_path / "device")
     config = dataclasses.replace(

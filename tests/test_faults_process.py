@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from edge.cli import main
-from edge.frames import Frame, FrameSource, Intrinsics, PixelFormat
-from edge.pipeline import FrameResult, Pipeline
+from edge.frames import Frame, FrameResult, FrameSource, Intrinsics, PixelFormat
+from edge.pipeline import Pipeline
 from edge.protect import DiskGuard, RecordingWriter, WriterState
 from edge.sources.recording import Recorder
 

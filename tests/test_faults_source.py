@@ -15,8 +15,16 @@ import numpy as np
 import pytest
 
 from edge.config import RealSenseConfig
-from edge.frames import Frame, FrameSource, Intrinsics, PixelFormat, SourceState
-from edge.pipeline import FrameResult, Pipeline
+from edge.frames import (
+    Frame,
+    FrameResult,
+    FrameSource,
+    FrameTimeout,
+    Intrinsics,
+    PixelFormat,
+    SourceState,
+)
+from edge.pipeline import Pipeline
 from edge.sources.faulty import (
     Fault,
     FaultKind,
@@ -25,7 +33,7 @@ from edge.sources.faulty import (
     LoopingSource,
     ScriptedCamera,
 )
-from edge.sources.realsense import FrameTimeout, RealSenseSource
+from edge.sources.realsense import RealSenseSource
 from edge.tracking.smoothing import OneEuroFilter
 
 W, H = 8, 6
@@ -301,7 +309,7 @@ def test_a_long_live_run_keeps_bounded_bookkeeping():
 
     evaluator = Evaluator(stats=RunStats(window=50))
     source = ListSource(400)
-    Pipeline(source, [Record()]).run(on_result=evaluator.add)
+    Pipeline(source, [Record()]).run(on_result=evaluator.consume)
     assert evaluator.frames == 400
     assert len(evaluator.stats.end_to_end_ms) == 50
     assert all(len(v) == 50 for v in evaluator.stats.stage_ms.values())

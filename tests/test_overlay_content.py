@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 
 from edge.errors import ConfigError, StateError
-from edge.frames import Frame, Intrinsics, PixelFormat
+from edge.frames import Frame, FrameResult, Intrinsics, PixelFormat
 from edge.overlay.content import build_overlay, skin_distances_mm
 from edge.overlay.demo import demo_plan, demo_registration
 from edge.overlay.project import DisplayProfile, project_points
 from edge.overlay.raycast import ray_mesh_first_hit
 from edge.overlay.stage import OverlayStage
-from edge.pipeline import FrameResult
 from edge.registration.types import TrackingState
 from edge.transport.protocol import decode, encode, make_message
 
@@ -28,7 +27,7 @@ def _build(state: TrackingState | None, **kw: object):
     return build_overlay(
         frame_number=7,
         capture_unix_s=1000.0,
-        capture_mono_s=10.25,
+        capture_s=10.25,
         registration=reg,
         plan=PLAN,
         profile=DisplayProfile(),
@@ -107,7 +106,7 @@ def test_non_finite_pose_is_refused():
     ov = build_overlay(
         frame_number=1,
         capture_unix_s=0.0,
-        capture_mono_s=0.0,
+        capture_s=0.0,
         registration=reg,
         plan=PLAN,
         profile=DisplayProfile(),

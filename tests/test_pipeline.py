@@ -1,6 +1,7 @@
 from fakes import CountingSource
 
-from edge.pipeline import FrameResult, Pipeline
+from edge.frames import FrameResult
+from edge.pipeline import Pipeline
 
 
 class _Mark:
@@ -33,7 +34,7 @@ def test_a_stage_error_marks_only_that_frame_failed():
     seen = []
     Pipeline(CountingSource(3), [_Mark(), _FailOnTwo()]).run(on_result=seen.append)
     assert [r.failed for r in seen] == [False, True, False]
-    assert "model runtime error" in seen[1].errors[0]
+    assert "model runtime error" in seen[1].errors[0].message
     assert seen[1].registration is None
     assert seen[2].registration == "ok"
 

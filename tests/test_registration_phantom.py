@@ -15,7 +15,7 @@ import pytest
 from edge.config import RegistrationConfig, TrackingConfig
 from edge.errors import EdgeError
 from edge.evaluation import jitter_mm, pose_errors, transform_points
-from edge.pipeline import FrameResult
+from edge.frames import FrameResult
 from edge.plan.load import load_plan
 from edge.plan.sign import generate_keypair, load_private_key, load_public_key, sign_plan
 from edge.registration.icp import SkinModel

@@ -10,7 +10,7 @@ import pytest
 
 from edge.config import RegistrationConfig
 from edge.errors import StateError
-from edge.pipeline import FrameResult
+from edge.frames import FrameResult
 from edge.plan.load import load_plan
 from edge.registration import synthetic as syn
 from edge.registration.icp import SkinModel

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from edge.app import RunOptions, execute
 from edge.cli import main
 from edge.config import EdgeConfig
-from edge.run import RunOptions, execute
 
 
 @pytest.fixture(scope="module")

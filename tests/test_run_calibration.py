@@ -8,10 +8,10 @@ import datetime as dt
 import numpy as np
 import pytest
 
+from edge.app import device_calibration
 from edge.calibration.results import CalibrationResult, save_result
 from edge.config import CalibrationConfig, EdgeConfig
 from edge.frames import Frame, FrameSource, Intrinsics, PixelFormat
-from edge.run import device_calibration
 from edge.sources.calibrated import CalibratedSource
 
 FACTORY = Intrinsics(640, 480, 610.0, 610.0, 320.0, 240.0)
@@ -102,7 +102,7 @@ def test_warnings_reach_the_hud(warnings):
     ov = build_overlay(
         frame_number=1,
         capture_unix_s=0.0,
-        capture_mono_s=0.0,
+        capture_s=0.0,
         registration=None,
         plan=demo_plan(1),
         profile=DisplayProfile(),

@@ -19,10 +19,9 @@ import pytest
 from edge.cli import main
 from edge.config import TrackingConfig
 from edge.errors import ModelError, StateError
-from edge.frames import Frame, PixelFormat
+from edge.frames import Frame, FrameResult, PixelFormat
 from edge.models import ensure_models, load_manifest
 from edge.models.manifest import repo_models_dir
-from edge.pipeline import FrameResult
 from edge.tracking.bench import BENCH_INTRINSICS, moving_portrait_frames, portrait_rgb
 from edge.tracking.tracker import FaceTracker, TrackerState, TrackingStage
 

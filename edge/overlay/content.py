@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from edge.frames import Intrinsics
 from edge.overlay.project import DisplayProfile, project_points
 from edge.overlay.raycast import MeshRaycaster
+from edge.overlay.types import Overlay
 from edge.plan.model import Mesh, Plan
 from edge.registration.types import RegistrationResult, TrackingState
 
@@ -42,107 +41,6 @@ def state_text(registration: RegistrationResult | None) -> str:
     return "SEARCHING - no registration"
 
 
-@dataclass
-class Overlay:
-    """One frame's overlay; positions in the camera frame (metres), pixels on the display."""
-
-    frame_number: int
-    capture_unix_s: float
-    state: TrackingState
-    current: bool
-    state_text: str
-    reasons: list[str]
-    case_id: str
-    plan_digest: str
-    patient_to_camera: np.ndarray | None
-    skin_asset: str = ""
-    target_names: list[str] = field(default_factory=list)
-    targets_camera_m: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
-    tre_mm: list[float] = field(default_factory=list)
-    skin_distance_mm: list[float] = field(default_factory=list)
-    trajectory_names: list[str] = field(default_factory=list)
-    trajectories_camera_m: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 3)))
-    cut_plane_names: list[str] = field(default_factory=list)
-    cut_planes_camera: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 3)))
-    structures: list[dict[str, Any]] = field(default_factory=list)
-    display_name: str = "camera"
-    display_intrinsics: Intrinsics | None = None
-    targets_px: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
-    targets_visible: list[bool] = field(default_factory=list)
-    trajectories_px: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 2)))
-    registration_age_ms: float | None = None
-    fps: float = 0.0
-    latency_ms: float = 0.0
-    warnings: list[str] = field(default_factory=list)  # device-level (e.g. stale calibration)
-
-    # ------------------------------------------------------------------ wire form
-
-    def overlay_payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Payload map and arrays of the ``overlay`` topic (docs/protocol.md)."""
-        intr = self.display_intrinsics
-        payload: dict[str, Any] = {
-            "state": self.state.value,
-            "current": self.current,
-            "state_text": self.state_text,
-            "reasons": list(self.reasons),
-            "plan": {"case_id": self.case_id, "digest": self.plan_digest},
-            "skin_asset": self.skin_asset,
-            "targets": [
-                {
-                    "name": n,
-                    "tre_mm": _num(self.tre_mm[i]),
-                    "skin_distance_mm": _num(self.skin_distance_mm[i]),
-                    "visible": bool(self.targets_visible[i]),
-                }
-                for i, n in enumerate(self.target_names)
-            ],
-            "trajectories": [{"name": n} for n in self.trajectory_names],
-            "cut_planes": [{"name": n} for n in self.cut_plane_names],
-            "structures": list(self.structures),
-            "display": {
-                "name": self.display_name,
-                "width": intr.width if intr else 0,
-                "height": intr.height if intr else 0,
-                "fx": intr.fx if intr else 0.0,
-                "fy": intr.fy if intr else 0.0,
-                "ppx": intr.ppx if intr else 0.0,
-                "ppy": intr.ppy if intr else 0.0,
-            },
-        }
-        arrays: dict[str, np.ndarray] = {}
-        if self.patient_to_camera is not None:
-            arrays["patient_to_camera"] = self.patient_to_camera
-        if self.target_names:
-            arrays["targets_camera_m"] = self.targets_camera_m
-            arrays["targets_px"] = self.targets_px
-        if self.trajectory_names:
-            arrays["trajectories_camera_m"] = self.trajectories_camera_m
-            arrays["trajectories_px"] = self.trajectories_px
-        if self.cut_plane_names:
-            arrays["cut_planes_camera"] = self.cut_planes_camera
-        return payload, arrays
-
-    def hud_payload(self) -> dict[str, Any]:
-        """Payload map of the ``hud`` topic: what a text-only display shows."""
-        return {
-            "state": self.state.value,
-            "state_text": self.state_text,
-            "current": self.current,
-            "registration_age_ms": self.registration_age_ms,
-            "fps": self.fps,
-            "latency_ms": self.latency_ms,
-            "warnings": list(self.warnings),
-            "targets": [
-                {
-                    "name": n,
-                    "tre_mm": _num(self.tre_mm[i]),
-                    "skin_distance_mm": _num(self.skin_distance_mm[i]),
-                }
-                for i, n in enumerate(self.target_names)
-            ],
-        }
-
-
 def mesh_asset_id(mesh: Mesh) -> str:
     """A mesh's asset id on the wire: its file's SHA-256, or one of its arrays when unset."""
     if mesh.sha256:
@@ -151,11 +49,6 @@ def mesh_asset_id(mesh: Mesh) -> str:
     h.update(np.ascontiguousarray(mesh.vertices, dtype="<f8").tobytes())
     h.update(np.ascontiguousarray(mesh.faces, dtype="<i8").tobytes())
     return h.hexdigest()
-
-
-def _num(x: float) -> float | None:
-    """NaN is sent as nil so that clients need not special-case it."""
-    return None if x is None or not math.isfinite(x) else float(x)
 
 
 def _transform(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -195,7 +88,7 @@ def build_overlay(
     *,
     frame_number: int,
     capture_unix_s: float,
-    capture_mono_s: float,
+    capture_s: float,
     registration: RegistrationResult | None,
     plan: Plan,
     profile: DisplayProfile,
@@ -209,15 +102,16 @@ def build_overlay(
 ) -> Overlay:
     """Build one frame's overlay (pure: no clocks, no I/O).
 
-    ``capture_mono_s`` is the frame's host monotonic capture time, used with
-    ``registration.registered_s`` (same clock) for the registration's age.
+    ``capture_s`` is the frame's capture time (``Frame.capture_s``: the camera's
+    clock), used with ``registration.registered_s`` (same clock) for the
+    registration's age, so a replay gives the same ages however fast it runs.
     """
     state = registration.state if registration is not None else TrackingState.SEARCHING
     pose = registration.patient_to_camera if registration is not None else None
     reasons = list(registration.quality.reasons) if registration is not None else []
     age_ms = None
     if registration is not None and registration.registered_s is not None:
-        age_ms = max(0.0, (capture_mono_s - registration.registered_s) * 1000.0)
+        age_ms = max(0.0, (capture_s - registration.registered_s) * 1000.0)
     overlay = Overlay(
         frame_number=frame_number,
         capture_unix_s=capture_unix_s,

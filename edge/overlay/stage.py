@@ -6,17 +6,15 @@ import collections
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 from edge.config import OverlayConfig
 from edge.errors import StateError
+from edge.frames import FrameResult
 from edge.overlay.content import LAYERS, build_overlay
 from edge.overlay.project import DisplayProfile
 from edge.overlay.raycast import MeshRaycaster
 from edge.plan.model import Plan
-
-if TYPE_CHECKING:
-    from edge.pipeline import FrameResult
 
 
 class OverlayStage:
@@ -56,6 +54,10 @@ class OverlayStage:
             if self.config.skin_distance
             else None
         )
+        # Headset commands this stage carries out (edge.app routes them here).
+        self.commands: dict[str, Callable[[dict[str, Any]], None]] = {
+            "toggle_layer": lambda args: self.set_layer(args["layer"], args["visible"])
+        }
 
     def set_layer(self, layer: str, visible: bool) -> None:
         """Show or hide one layer; raises StateError for an unknown layer name."""
@@ -74,7 +76,7 @@ class OverlayStage:
         now_mono = self._mono()
         # The frame's capture time on the wall clock, for clients on other machines.
         capture_unix_s = self._wall() - (now_mono - frame.host_timestamp_s)
-        self._times.append(frame.host_timestamp_s)
+        self._times.append(frame.capture_s)  # the camera's rate, the same on every replay
         fps = 0.0
         if len(self._times) >= 2 and self._times[-1] > self._times[0]:
             fps = (len(self._times) - 1) / (self._times[-1] - self._times[0])
@@ -82,7 +84,7 @@ class OverlayStage:
         result.overlay = build_overlay(
             frame_number=frame.number,
             capture_unix_s=capture_unix_s,
-            capture_mono_s=frame.host_timestamp_s,
+            capture_s=frame.capture_s,
             registration=registration,
             plan=self.plan,
             profile=self.profile,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge.config import RegistrationConfig
+from edge.frames import Frame, FrameResult
 from edge.plan.model import Plan
 from edge.registration.cloud import face_cloud
 from edge.registration.icp import IcpResult, SkinModel, icp_point_to_plane
@@ -39,6 +40,7 @@ from edge.registration.quality import (
 )
 from edge.registration.state import Outcome, RegistrationStateMachine
 from edge.registration.types import RegistrationQuality, RegistrationResult, TrackingState
+from edge.tracking.types import Face
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +151,10 @@ class RegistrationStage:
         )
         self._history: list[tuple[float, np.ndarray]] = []
         self._registered_s: float | None = None
+        # Headset commands this stage carries out (edge.app routes them here).
+        self.commands: dict[str, Callable[[dict[str, Any]], None]] = {
+            "reregister": lambda args: self.reset()
+        }
 
     @property
     def state(self) -> TrackingState:
@@ -167,11 +173,10 @@ class RegistrationStage:
 
     # ------------------------------------------------------------------ per frame
 
-    def process(self, result: Any) -> None:
-        """Register one frame (``edge.pipeline.FrameResult``); sets ``result.registration``."""
+    def process(self, result: FrameResult) -> None:
+        """Register one frame; sets ``result.registration``."""
         frame = result.frame
-        tracking = result.tracking
-        face = getattr(tracking, "patient", None)
+        face = result.tracking.patient if result.tracking is not None else None
         if face is None or frame.depth is None:
             self._history.clear()
             state = self.machine.update(Outcome.NO_FACE)
@@ -205,13 +210,13 @@ class RegistrationStage:
             if pose is not None and attempt.icp is not None:
                 self._history = [*self._history[-1:], (now, pose)]
         if state in (TrackingState.REGISTERED, TrackingState.TRACKING):
-            self._registered_s = frame.host_timestamp_s  # the overlay ages it on the host clock
+            self._registered_s = now
         attempt.quality.reasons = attempt.reasons
         result.registration = RegistrationResult(state, pose, attempt.quality, self._registered_s)
 
     # ------------------------------------------------------------------ steps
 
-    def _landmark_fit(self, face: Any) -> _LandmarkFit | None:
+    def _landmark_fit(self, face: Face) -> _LandmarkFit | None:
         names, plan_pts, cam_pts = landmark_pairs(
             self.plan.landmarks, face.landmarks_camera_m, face.landmarks_valid
         )
@@ -273,7 +278,7 @@ class RegistrationStage:
         delta = last @ _invert(before)  # camera-frame motion over dt
         return _scaled_motion(delta, alpha) @ last
 
-    def _initialise(self, frame: Any, face: Any, lm: _LandmarkFit | None) -> _Attempt:
+    def _initialise(self, frame: Frame, face: Face, lm: _LandmarkFit | None) -> _Attempt:
         c = self.config
         if lm is None:
             q = RegistrationQuality()
@@ -305,7 +310,7 @@ class RegistrationStage:
         return best
 
     def _track(
-        self, frame: Any, face: Any, lm: _LandmarkFit | None, predicted: np.ndarray
+        self, frame: Frame, face: Face, lm: _LandmarkFit | None, predicted: np.ndarray
     ) -> _Attempt:
         c = self.config
         cloud = face_cloud(frame, face.landmarks_px, c.track_cloud_points)
@@ -413,7 +418,7 @@ class PlanRefusedStage:
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
-    def process(self, result: Any) -> None:
+    def process(self, result: FrameResult) -> None:
         result.registration = RegistrationResult(
             TrackingState.SEARCHING, None, RegistrationQuality(reasons=[self.reason])
         )

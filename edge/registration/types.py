@@ -42,8 +42,8 @@ class RegistrationResult:
     """Pose of the plan in the camera frame and how far to trust it.
 
     ``patient_to_camera`` maps plan coordinates (metres) to the camera frame
-    (metres); None in SEARCHING and LOST. ``registered_s`` is the host
-    monotonic time of the frame on which the pose was last confirmed.
+    (metres); None in SEARCHING and LOST. ``registered_s`` is the capture time
+    (``Frame.capture_s``) of the frame on which the pose was last confirmed.
     """
 
     state: TrackingState

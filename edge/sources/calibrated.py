@@ -3,7 +3,7 @@
 The edge process looks up the camera's calibration (``edge calibrate
 intrinsics`` writes it under ``calibration/devices/SERIAL/``) and, when one
 matches, every frame is passed on with those intrinsics instead of the
-factory ones. What is used, or why nothing is, is decided in ``edge.run``.
+factory ones. What is used, or why nothing is, is decided in ``edge.app``.
 """
 
 from __future__ import annotations

@@ -30,8 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.frames import Frame, FrameSource, Intrinsics, SourceState
-from edge.sources.realsense import FrameTimeout
+from edge.frames import Frame, FrameSource, FrameTimeout, Intrinsics, SourceState
 
 
 class FaultKind(str, enum.Enum):

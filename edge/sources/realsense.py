@@ -10,7 +10,7 @@ Disconnection contract
     exponential backoff (``reconnect_initial_s`` doubling up to
     ``reconnect_max_s``). ``read()`` never blocks longer than about
     ``frame_timeout_ms``: while no frame is available it raises
-    :class:`FrameTimeout` (``reconnecting`` says whether the camera is gone),
+    :class:`edge.frames.FrameTimeout` (``reconnecting`` says whether the camera is gone),
     and the source stays usable. Iterating the source (``for frame in src``,
     as :class:`edge.pipeline.Pipeline` does) skips timeouts and keeps waiting,
     so the edge process stays up and resumes when the camera is plugged back.
@@ -30,19 +30,19 @@ import numpy as np
 
 from edge.config import RealSenseConfig
 from edge.errors import SourceError
-from edge.frames import Extrinsics, Frame, FrameSource, Intrinsics, PixelFormat, SourceState
+from edge.frames import (
+    Extrinsics,
+    Frame,
+    FrameSource,
+    FrameTimeout,
+    Intrinsics,
+    PixelFormat,
+    SourceState,
+)
 
 log = logging.getLogger(__name__)
 
 NO_CAMERA_FIX = "plug one in or use --source FILE.db3/phantom"
-
-
-class FrameTimeout(SourceError):  # noqa: N818 - the name the issue and callers use
-    """No frame within the timeout; the source is still usable (read again)."""
-
-    def __init__(self, problem: str, fix: str | None = None, *, reconnecting: bool) -> None:
-        super().__init__(problem, fix)
-        self.reconnecting = reconnecting
 
 
 class DeviceLostError(Exception):

@@ -28,8 +28,7 @@ import numpy as np
 
 from edge.config import TrackingConfig
 from edge.errors import StateError
-from edge.frames import Frame, PixelFormat
-from edge.pipeline import FrameResult
+from edge.frames import Frame, FrameResult, PixelFormat
 from edge.tracking.depth import DepthSampling, lift_landmarks
 from edge.tracking.detector import Detection, FaceDetector
 from edge.tracking.landmarks import (

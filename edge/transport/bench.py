@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 
 from edge.config import TransportConfig
-from edge.frames import Frame, Intrinsics, PixelFormat
+from edge.frames import Frame, FrameResult, Intrinsics, PixelFormat
 from edge.overlay.demo import demo_plan, demo_registration
 from edge.overlay.stage import OverlayStage
-from edge.pipeline import FrameResult
 from edge.transport.server import EdgeServer
 
 INTR = Intrinsics(640, 480, 600.0, 600.0, 319.5, 239.5)

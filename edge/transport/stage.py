@@ -10,14 +10,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edge.errors import StateError
+from edge.frames import FrameResult
 from edge.transport.protocol import TOPIC_HUD, TOPIC_OVERLAY, TOPIC_STATUS
 from edge.transport.publisher import Publisher, VideoPreview
-
-if TYPE_CHECKING:
-    from edge.pipeline import FrameResult
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,387 @@
+"""The composition root: everything `edge run` (and `edge bench`) runs, built in one place.
+
+One frame flows one way::
+
+    source -> tracking -> registration -> overlay -> publish     (stages, edge.pipeline)
+                                                  \\-> sinks: evaluation, audit, metrics,
+                                                      preview, status line, watchdog,
+                                                      headset commands
+
+:func:`execute` builds, in this order (any expected failure is an EdgeError and
+the process exits 2 before READY): models (fetched on first use, checksums
+verified), source (wrapped with the camera's own calibration when one
+matches), plan (signature verified; a refused plan leaves the process running
+without an overlay), audit log, transport (publisher, plan service, publish
+stage), the stages (:func:`compose`) and the sinks. Then READY goes to
+systemd and frames flow until the source ends, ``frames`` is reached, or
+SIGTERM/SIGINT asks to stop. Everything is closed in reverse order by one
+ExitStack.
+
+The embedded default (no source given, none configured): the phantom
+(``nod-shake``) with the plan it generates, signed with a demo key, streamed
+with CurveZMQ using demo keys; all demo files live under ``out/demo``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from edge import __version__
+from edge.config import EdgeConfig, TransportConfig
+from edge.errors import PlanError
+from edge.evaluation import Evaluator
+from edge.frames import FrameResult, FrameSource
+from edge.pipeline import Pipeline, Sink, Stage
+from edge.plan.model import Plan
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOURCE = "phantom:nod-shake"
+DEFAULT_FRAMES = 300
+DEMO_DIR = Path("out/demo")
+
+
+@dataclass
+class RunOptions:
+    """What the command line (or a test) asks of one run."""
+
+    config: EdgeConfig = field(default_factory=EdgeConfig)
+    source: str | None = None  # None: the configured source, else the embedded default
+    frames: int | None = None
+    plan: str | None = None  # plan folder; None: the configured plan, the phantom's, or none
+    pubkey: str | None = None
+    allow_unsigned_plan: bool = False
+    publish: str | None = None  # PUB endpoint; "off" disables streaming
+    service: str | None = None  # ROUTER endpoint for assets and commands
+    preview: str | None = None  # .mp4 (every frame) or .png (the last frame)
+    seed: int = 0
+    workdir: Path = DEMO_DIR
+    demo_keys: bool = False  # throw-away CurveZMQ keys in workdir when none are configured
+    status_stream: IO[str] | None = None  # live one-line status; None: no status line
+    # Wraps the opened-to-be source (fault injection, soak looping); None: use it as is.
+    wrap_source: Callable[[FrameSource], FrameSource] | None = None
+
+
+@dataclass
+class RunReport:
+    """Outcome of a run: the evaluator's figures plus what was set up."""
+
+    summary: dict[str, Any]
+    plan_problem: str = ""
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def compose(
+    config: EdgeConfig,
+    source: FrameSource,
+    *,
+    plan: Plan | None = None,
+    publish: Stage | None = None,
+    tracker: Any = None,
+    warnings: tuple[str, ...] = (),
+    sinks: tuple[Sink, ...] = (),
+) -> Pipeline:
+    """The edge process's pipeline: source -> tracking -> registration -> overlay -> publish.
+
+    Without a plan there is nothing to register or draw: only tracking runs,
+    and the publish stage sends no overlay (its heartbeat says why).
+    ``tracker`` replaces the face tracker built from ``config.tracking``
+    (tests inject one). ``warnings`` (e.g. a stale calibration) go on every
+    frame's HUD.
+    """
+    from edge.tracking.tracker import FaceTracker, TrackingStage
+
+    stages: list[Stage] = [TrackingStage(tracker or FaceTracker.from_config(config.tracking))]
+    if plan is not None:
+        from edge.overlay.project import DisplayProfile
+        from edge.overlay.stage import OverlayStage
+        from edge.registration.stage import RegistrationStage
+
+        stages.append(RegistrationStage(plan, config.registration))
+        name = config.overlay.display_profile
+        profile = DisplayProfile.from_file(name) if name else None
+        stages.append(OverlayStage(plan, profile, config.overlay, warnings=warnings))
+    if publish is not None:
+        stages.append(publish)
+    return Pipeline(source, stages, sinks)
+
+
+# ----------------------------------------------------------------------------- set-up steps
+
+
+def source_spec(options: RunOptions) -> str:
+    """The ``--source`` spec to open: the option, the configuration, or the embedded default."""
+    if options.source:
+        return options.source
+    src = options.config.source
+    if src.kind == "recording":
+        return src.path
+    if src.kind == "realsense":
+        return "realsense" + (
+            f":{options.config.realsense.serial}" if options.config.realsense.serial else ""
+        )
+    return DEFAULT_SOURCE
+
+
+def _demo_plan(source: Any, workdir: Path) -> tuple[Path, bytes]:
+    """Write the phantom's plan and sign it with a demo key kept in ``workdir``."""
+    from edge.plan.sign import generate_keypair, load_private_key, load_public_key, sign_plan
+    from edge.sources.phantom.plan_out import write_plan
+
+    plan_dir = workdir / "plan"
+    write_plan(source.face, plan_dir)
+    prefix = workdir / "demo-signer"
+    keys = generate_keypair(prefix, overwrite=True)
+    sign_plan(plan_dir, load_private_key(keys.private))
+    log.info("demo: plan generated from the phantom in %s, signed with a demo key", plan_dir)
+    return plan_dir, load_public_key(keys.public)
+
+
+def load_run_plan(options: RunOptions, source: FrameSource) -> tuple[Plan | None, str]:
+    """The plan for this run, or (None, why not). Never raises for a refused plan."""
+    from edge.plan.load import load_plan
+    from edge.plan.sign import load_public_key
+
+    cfg = options.config.plan
+    folder = options.plan or cfg.path
+    pubkey_file = options.pubkey or cfg.public_key
+    allow_unsigned = options.allow_unsigned_plan or cfg.allow_unsigned
+    try:
+        if folder:
+            public = load_public_key(pubkey_file) if pubkey_file else None
+            return load_plan(folder, public_key=public, allow_unsigned=allow_unsigned), ""
+        if type(source).__name__ == "PhantomSource":
+            plan_dir, public = _demo_plan(source, options.workdir)
+            return load_plan(plan_dir, public_key=public), ""
+    except PlanError as exc:
+        log.error("plan refused, running without an overlay: %s", exc)
+        return None, str(exc)
+    return None, "no plan given (--plan DIR)"
+
+
+def device_calibration(
+    source: FrameSource, cfg: EdgeConfig
+) -> tuple[FrameSource, list[str], Path | None]:
+    """Use the camera's own intrinsics calibration when one matches; else say why not.
+
+    Returns the (possibly wrapped) source, the warnings for the HUD and the
+    calibration file used (None when none is). Sources without a serial
+    number (phantom, synthetic) know their intrinsics exactly.
+    """
+    serial = str(getattr(source, "serial", "") or "")
+    if not serial:
+        return source, [], None
+    from edge.calibration.results import find_calibration
+    from edge.sources.calibrated import CalibratedSource, intrinsics_from_calibration
+
+    rs = cfg.realsense
+    lookup = find_calibration(
+        serial,
+        rs.width,
+        rs.height,
+        "intrinsics",
+        cfg.calibration.devices_dir,
+        cfg.calibration.max_age_days,
+    )
+    log.info("%s", lookup.message)
+    warnings = [lookup.warning] if lookup.warning else []
+    if lookup.result is None:
+        return source, warnings, None
+    calibrated = CalibratedSource(source, intrinsics_from_calibration(lookup.result.parameters))
+    return calibrated, warnings, lookup.path
+
+
+def transport_config(options: RunOptions, demo_keys: bool) -> TransportConfig:
+    """Transport section with command-line endpoints; throw-away keys when asked and none exist."""
+    t = options.config.transport
+    changes: dict[str, Any] = {}
+    if options.publish:
+        changes["publish_endpoint"] = options.publish
+    if options.service:
+        changes["service_endpoint"] = options.service
+    configured = Path(t.keys_dir) / "edge.key_secret"
+    if t.security == "curve" and demo_keys and not configured.exists():
+        from edge.transport.security import generate_keys
+
+        keys_dir = options.workdir / "keys"
+        if not (keys_dir / "edge.key_secret").exists():
+            generate_keys(keys_dir)
+            log.info("demo: CurveZMQ keys for the edge and one headset written to %s", keys_dir)
+        changes["keys_dir"] = str(keys_dir)
+    return dataclasses.replace(t, **changes)
+
+
+def _open_audit(
+    options: RunOptions,
+    models: dict[str, Path],
+    plan: Plan | None,
+    plan_problem: str,
+    calibration_file: Path | None,
+    spec: str,
+) -> Any:
+    """The audit log with this run's start entries, or None when auditing is off."""
+    from edge.audit import AuditLog
+    from edge.keys import load_device_signing_key
+    from edge.models.fetch import sha256_file
+
+    cfg = options.config
+    if not cfg.audit.enabled:
+        return None
+    audit = AuditLog.open(cfg.audit.path, load_device_signing_key(cfg.audit.device_key))
+    audit.process_start(
+        __version__,
+        {name: sha256_file(p) for name, p in models.items()},
+        plan.digest if plan is not None else None,
+        source=spec,
+    )
+    where = str(options.plan or cfg.plan.path or "phantom demo")
+    if plan is not None:
+        audit.plan_loaded(where, plan.digest, "signed" if plan.signed else "UNSIGNED (override)")
+    else:
+        audit.plan_refused(str(options.plan or cfg.plan.path or "-"), plan_problem)
+    if calibration_file is not None:
+        audit.calibration_used(str(calibration_file), sha256_file(calibration_file))
+    return audit
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _closing(close: Callable[[], object]) -> Callable[[], None]:
+    """``close`` for an ExitStack: an error while closing is logged, never raised, so it
+    cannot hide the error that ended the run."""
+
+    def quietly() -> None:
+        try:
+            close()
+        except Exception:
+            log.exception("error while closing")
+
+    return quietly
+
+
+def execute(
+    options: RunOptions, on_result: Callable[[FrameResult], None] | None = None
+) -> RunReport:
+    """Set up, run the frame loop until the source ends or a stop is requested, report.
+
+    ``on_result`` sees every finished result (tests, benchmarks). Raises
+    EdgeError for any set-up failure (before READY is sent).
+    """
+    from edge.metrics import MetricsServer, PipelineMetrics, Registry
+    from edge.models import ensure_models
+    from edge.registration.types import TrackingState
+    from edge.service import GracefulStop, Notifier
+    from edge.sinks.audit import AuditSink
+    from edge.sinks.commands import CommandRouter
+    from edge.sinks.preview import PreviewWriter
+    from edge.sinks.service import Watchdog
+    from edge.sinks.status import StatusLine
+    from edge.sources import open_source
+
+    cfg = options.config
+    notifier = Notifier.from_environment()
+    notifier.status("loading models")
+    models = ensure_models(cfg.tracking.models_dir)
+    spec = source_spec(options)
+    embedded_default = options.source is None and cfg.source.kind == "phantom"
+    frames = options.frames if options.frames is not None else None
+    if frames is None and embedded_default:
+        frames = DEFAULT_FRAMES
+    source = open_source(spec, cfg, frames=frames, seed=options.seed)
+    if options.wrap_source is not None:
+        source = options.wrap_source(source)
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(_closing(source.close))
+        notifier.status("opening the source")
+        source.open()
+        source, warnings, calibration_file = device_calibration(source, cfg)
+        plan, plan_problem = load_run_plan(options, source)
+        audit = _open_audit(options, models, plan, plan_problem, calibration_file, spec)
+        if audit is not None:
+            stack.callback(_closing(audit.close))
+
+        server = None
+        if options.publish != "off":
+            from edge.transport.server import EdgeServer
+
+            # Phantom input holds no patient data: without configured keys, demo keys do.
+            tcfg = transport_config(options, options.demo_keys or spec.startswith("phantom"))
+            server = EdgeServer(tcfg, plan, keys_dir=tcfg.keys_dir, plan_problem=plan_problem)
+            stack.callback(_closing(server.close))
+
+        evaluator = Evaluator(targets_m=dict(plan.targets) if plan is not None else {})
+        sinks: list[Sink] = [evaluator]
+        if audit is not None:
+            sinks.append(AuditSink(audit))
+        if cfg.service.metrics_enabled:
+            registry = Registry()
+            sinks.append(PipelineMetrics(registry, states=[s.value for s in TrackingState]))
+            metrics_server = MetricsServer(
+                registry, cfg.service.metrics_host, cfg.service.metrics_port
+            ).start()
+            stack.callback(_closing(metrics_server.stop))
+        preview = PreviewWriter(options.preview, source.nominal_fps) if options.preview else None
+        if preview is not None:
+            sinks.append(preview)
+        status = StatusLine(options.status_stream, frames) if options.status_stream else None
+        if status is not None:
+            sinks.append(status)
+        sinks.append(Watchdog(notifier))
+
+        pipeline = compose(
+            cfg,
+            source,
+            plan=plan,
+            publish=server.publish_stage if server is not None else None,
+            warnings=tuple(warnings),
+            sinks=tuple(sinks),
+        )
+        if server is not None:
+            pipeline.sinks.append(CommandRouter(server.commands, pipeline.stages, audit))
+
+        with GracefulStop(
+            hard_exit_after_s=cfg.service.stop_timeout_s, on_stop=notifier.stopping
+        ) as stop:
+            notifier.ready(f"running on {spec}")
+            start = time.monotonic()
+            count = pipeline.run(
+                max_frames=frames,
+                on_result=on_result,
+                should_stop=lambda: stop.requested,
+            )
+            elapsed = time.monotonic() - start
+        if status is not None:
+            status.close()
+        if preview is not None:
+            preview.close(keep=count > 0)
+        summary = evaluator.summary()
+        summary.update(
+            source=spec,
+            plan=(plan.case_id if plan is not None else None),
+            plan_signed=(plan.signed if plan is not None else None),
+            duration_s=elapsed,
+            fps=count / elapsed if elapsed > 0 else 0.0,
+            stopped_by=stop.signal_name or "end of source",
+            stale_frames=pipeline.stale_frames,
+            late_frames=pipeline.late_frames,
+            source_gaps=pipeline.source_gaps,
+        )
+        if server is not None and server.publisher is not None:
+            summary["published"] = dict(server.publisher.sent)
+            summary["publish_endpoint"] = server.publisher.endpoint
+        if audit is not None:
+            audit.process_stop(summary["stopped_by"], count)
+        return RunReport(
+            summary=summary, plan_problem=plan_problem if options.plan or cfg.plan.path else ""
+        )
