@@ -241,6 +241,14 @@ def seal_file(
     return final
 
 
+def unsealed_path(src: str | Path) -> Path:
+    """Where a sealed recording opens to by default: its name without ``.sealed``."""
+    src = Path(src)
+    if not src.name.endswith(SEALED_SUFFIX):
+        raise RecordingError(f"{src} does not end in {SEALED_SUFFIX}", "pass --out")
+    return src.with_name(src.name[: -len(SEALED_SUFFIX)])
+
+
 def open_file(src: str | Path, private_key: PrivateKey, dst: str | Path) -> Path:
     """Decrypt a sealed recording to ``dst`` (mode 0600); no output unless it all verifies."""
     src, final = Path(src), Path(dst)

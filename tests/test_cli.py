@@ -20,9 +20,9 @@ def test_python_dash_m_edge_runs():
 
 
 def test_no_subcommand_means_run(monkeypatch):
-    import edge.commands
+    import edge.cli.run
 
     seen = {}
-    monkeypatch.setattr(edge.commands, "cmd_run", lambda args: seen.update(vars(args)) or 0)
+    monkeypatch.setattr(edge.cli.run, "cmd_run", lambda args: seen.update(vars(args)) or 0)
     assert main(["-v"]) == 0
     assert seen["command"] == "run" and seen["verbose"] is True

@@ -92,7 +92,10 @@ def run_bench(
     Returns a JSON-ready dict: ``models[name][case]`` with ``median_ms`` and
     ``p99_ms`` for cases ``ort_t{n}``, ``ort_t{n}_nospin`` and ``litert_t{n}``,
     and ``ratio[name]["t{n}"]`` = ORT median / LiteRT median (best ORT variant).
+    Raises ModelError when ``runs`` is below 10.
     """
+    if runs < 10:
+        raise ModelError(f"--runs must be at least 10, got {runs}", "pass --runs 10 or more")
     models_dir = Path(models_dir)
     paths = ensure_models(models_dir, manifest, cache_dir)
     cache = Path(cache_dir) if cache_dir is not None else models_dir.parent / "cache"

@@ -13,12 +13,13 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge.transport.client import Received, Subscriber
+from edge.transport.client import Received, Subscriber, SubscriberStats
 from edge.transport.protocol import (
     TOPIC_HUD,
     TOPIC_OVERLAY,
@@ -234,6 +235,98 @@ def run_view(
         count += 1
         next_s += interval
     return viewer
+
+
+@dataclass
+class ViewSummary:
+    """How a :func:`view_stream` ended."""
+
+    where: str  # "FILE.mp4 (N frames)" or "window"
+    viewer: Viewer
+    stats: SubscriberStats
+    stopped_by: str | None  # the signal that ended an mp4 view early, else None
+
+
+def view_stream(
+    connect: str,
+    *,
+    out: str | None = None,
+    window: bool = False,
+    frames: int | None = None,
+    duration_s: float | None = None,
+    idle_end_s: float = 5.0,
+    fps: float = 30.0,
+    stale_after_ms: float = 100.0,
+    keys_dir: str | None = None,
+    key_name: str = "headset",
+) -> ViewSummary:
+    """Subscribe to ``connect`` and draw the view into the mp4 ``out`` or a ``window``.
+
+    Ends after ``frames`` images or ``duration_s``; with neither, when the edge
+    has sent nothing for ``idle_end_s`` (it stopped). Writing an mp4, SIGINT or
+    SIGTERM finishes the file and ends the view (``stopped_by``); in a window,
+    Esc or q raises KeyboardInterrupt. ``keys_dir``: CurveZMQ keys of the
+    headset ``key_name`` (default: plaintext). Raises TransportError for a
+    bad rate or idle time, no output, or a window on headless OpenCV.
+    """
+    from edge.frames import require_frames
+    from edge.service import GracefulStop
+    from edge.transport.security import ClientSecurity
+
+    if frames is not None:
+        require_frames(frames)
+    if fps <= 0:
+        raise TransportError(f"--fps must be positive, got {fps}", "pass --fps 30")
+    if not out and not window:
+        raise TransportError("nothing to show the view on", "pass --out FILE.mp4 or --window")
+    if idle_end_s <= 0:
+        raise TransportError(f"--idle-s must be positive, got {idle_end_s}", "pass --idle-s 5")
+    security = (
+        ClientSecurity.from_keys_dir(keys_dir, key_name) if keys_dir else ClientSecurity.plaintext()
+    )
+    if window:
+        check_window_support()
+    sub = Subscriber(connect, security)
+    try:
+        if not out:
+            viewer = run_view(
+                sub,
+                frames=frames,
+                fps=fps,
+                stale_after_ms=stale_after_ms,
+                sink=_show_in_window,
+                duration_s=duration_s,
+            )
+            return ViewSummary("window", viewer, sub.stats, None)
+        stop = GracefulStop()
+        sink = Mp4Sink(out, fps)
+        try:
+            with stop:  # Ctrl-C or SIGTERM: finish the mp4, then report how it ended
+                viewer = run_view(
+                    sub,
+                    frames=frames,
+                    fps=fps,
+                    stale_after_ms=stale_after_ms,
+                    sink=sink.write,
+                    duration_s=duration_s,
+                    # Open-ended (no frames or duration): the view ends when the edge goes quiet.
+                    idle_end_s=idle_end_s if frames is None and duration_s is None else None,
+                    should_stop=lambda: stop.requested,
+                )
+        finally:
+            sink.close()
+        where = f"{sink.path} ({sink.frames} frames)"
+        return ViewSummary(where, viewer, sub.stats, stop.signal_name if stop.requested else None)
+    finally:
+        sub.close()
+
+
+def _show_in_window(image: np.ndarray) -> None:
+    import cv2
+
+    cv2.imshow("edge view", image)
+    if cv2.waitKey(1) in (27, ord("q")):
+        raise KeyboardInterrupt
 
 
 def draw_overlay(

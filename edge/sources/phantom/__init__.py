@@ -181,16 +181,20 @@ class PhantomSource(FrameSource):
             )
         return self._face
 
+    def load_face(self) -> FaceModel:
+        """Build or load the face model now, without opening the source (e.g. for its plan)."""
+        if self._face is None:
+            self._face = load_face_model(
+                self._face_image, self._make_detector, self.config.cache_dir or None
+            )
+        return self._face
+
     def poses(self) -> np.ndarray:
         """(frames, 4, 4) ``face_to_camera`` of every frame."""
         return self._poses.copy()
 
     def _open(self) -> None:
-        if self._face is None:
-            self._face = load_face_model(
-                self._face_image, self._make_detector, self.config.cache_dir or None
-            )
-        face = self._face
+        face = self.load_face()
         self._renderer = Renderer(self.intrinsics)
         bg = self._renderer.blank((30, 30, 30))
         table, table_to_camera = table_plane()

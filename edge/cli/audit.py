@@ -1,9 +1,11 @@
-"""`edge audit verify|keygen|head`: check an audit log, make the device's signing key."""
+"""``edge audit verify|keygen``: check an audit log, make the device's signing key."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from edge.cli.options import add_overwrite
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     keygen.add_argument("--out", type=Path, required=True, help="folder for the key files")
     keygen.add_argument("--name", default="device", help="file name stem (default: device)")
-    keygen.add_argument("--force", action="store_true", help="overwrite existing key files")
+    add_overwrite(keygen)
     keygen.set_defaults(func=_keygen)
 
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+
+from edge.cli.options import add_overwrite, add_plan_pubkey
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     plan = subparsers.add_parser("plan", help="plan signing keys, sign and verify plans")
     sub = plan.add_subparsers(dest="plan_command", metavar="ACTION", required=True)
 
     keygen = sub.add_parser("keygen", help="make an Ed25519 key pair (PREFIX.key, PREFIX.pub)")
     keygen.add_argument("--out", required=True, metavar="PREFIX", help="path prefix of the files")
-    keygen.add_argument("--force", action="store_true", help="overwrite existing key files")
+    add_overwrite(keygen)
     keygen.set_defaults(func=_keygen)
 
     sign = sub.add_parser("sign", help="validate a plan folder and sign it (writes plan.sig)")
@@ -22,7 +23,7 @@ def register(subparsers: Any) -> None:
 
     verify = sub.add_parser("verify", help="check a plan's signature and contents")
     verify.add_argument("dir", metavar="DIR", help="plan folder (holds plan.json)")
-    verify.add_argument("--pubkey", required=True, help="trusted public key file (PREFIX.pub)")
+    add_plan_pubkey(verify, required=True)
     verify.set_defaults(func=_verify)
 
 

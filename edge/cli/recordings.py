@@ -1,9 +1,11 @@
-"""`edge recordings keygen|seal|open|prune`: protect recordings of patients at rest."""
+"""``edge recordings keygen|seal|open|prune``: protect recordings of patients at rest."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from edge.cli.options import add_overwrite
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and PREFIX.pub (install on the device as recordings.encrypt_to)",
     )
     keygen.add_argument("--out", type=Path, required=True, help="PREFIX of the two key files")
-    keygen.add_argument("--force", action="store_true", help="overwrite existing key files")
+    add_overwrite(keygen)
     keygen.set_defaults(func=_keygen)
 
     seal = sub.add_parser("seal", help="encrypt a recording to a public key, then delete it")
@@ -62,15 +64,10 @@ def _seal(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace) -> int:
-    from edge.errors import EdgeError
     from edge.keys import load_recording_private_key
-    from edge.protect import SEALED_SUFFIX, open_file
+    from edge.protect import open_file, unsealed_path
 
-    out = args.out
-    if out is None:
-        if not args.file.name.endswith(SEALED_SUFFIX):
-            raise EdgeError(f"{args.file} does not end in {SEALED_SUFFIX}", "pass --out")
-        out = args.file.with_name(args.file.name[: -len(SEALED_SUFFIX)])
+    out = args.out if args.out is not None else unsealed_path(args.file)
     open_file(args.file, load_recording_private_key(args.key), out)
     print(f"decrypted {args.file} -> {out} (mode 0600)")
     return 0

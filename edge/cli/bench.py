@@ -1,0 +1,54 @@
+"""``edge bench``: speed, memory and accuracy of the whole pipeline on a phantom recording."""
+
+from __future__ import annotations
+
+import argparse
+
+from edge.cli.options import add_config, add_json, add_seed, add_threads, config_from
+from edge.cli.output import print_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser(
+        "bench",
+        help="measure the pipeline on a generated phantom recording",
+        description="Renders a phantom session, replays it deterministically through the whole "
+        "pipeline and reports speed, memory and accuracy against ground truth "
+        "(keys in docs/benchmark.md).",
+    )
+    add_config(bench)
+    bench.add_argument(
+        "--scenario", default="nod-shake", help="phantom scenario (default nod-shake)"
+    )
+    bench.add_argument("--frames", type=int, default=300, help="frames (default 300)")
+    add_seed(bench)
+    add_threads(bench)
+    bench.add_argument(
+        "--soak",
+        type=float,
+        metavar="SECONDS",
+        help="replay the recording in a loop for SECONDS and report memory growth and failures",
+    )
+    add_json(bench, "the report")
+    bench.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge.bench import format_report, format_soak, run_bench, run_soak
+    from edge.logs import configure_logging
+
+    config = config_from(args)
+    configure_logging("text", "debug" if args.verbose else "warning")
+    if args.soak is not None:
+        soak = run_soak(config, args.soak, args.scenario, args.frames, args.seed, args.threads)
+        if args.json:
+            print_json(soak)
+        else:
+            print(format_soak(soak))
+        return 0
+    report = run_bench(config, args.scenario, args.frames, args.seed, args.threads)
+    if args.json:
+        print_json(report)
+    else:
+        print(format_report(report))
+    return 0

@@ -1,0 +1,125 @@
+"""Recording a frame source to a ``.db3`` file librealsense can play (``edge record``).
+
+:func:`record` copies frames from any source named like ``--source`` through
+the software-device :class:`~edge.sources.recording.Recorder` (ground truth
+goes to the sidecar); a live camera is recorded with librealsense's own
+recorder instead, raw streams as the camera sent them. Both stop between two
+frames when ``should_stop()`` says so (a signal handler's flag), so a frame is
+never half written, and the file is valid.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.config import EdgeConfig
+from edge.errors import SourceError
+from edge.frames import FrameSource
+
+Progress = Callable[[int, int], None]  # (frames written, frames wanted)
+
+
+def _no_progress(done: int, total: int) -> None:
+    return None
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    frames: int  # frames written
+    truth: bool  # whether ground truth went to the sidecar
+
+
+def record(
+    spec: str,
+    config: EdgeConfig,
+    out: Path,
+    total: int,
+    *,
+    seed: int = 0,
+    compress: bool = True,
+    progress: Progress = _no_progress,
+    should_stop: Callable[[], bool] = _never,
+) -> RecordOutcome:
+    """Record up to ``total`` frames of the source ``spec`` to ``out`` (a ``.db3``)."""
+    from edge.sources import open_source
+
+    if spec.strip().split(":", 1)[0] == "realsense":
+        written = record_live(spec, config, out, total, progress, should_stop)
+        return RecordOutcome(written, truth=False)
+    source = open_source(spec, config, frames=total, seed=seed)
+    return record_frames(source, out, total, progress, should_stop, compress=compress)
+
+
+def record_frames(
+    source: FrameSource,
+    out: Path,
+    total: int,
+    progress: Progress = _no_progress,
+    should_stop: Callable[[], bool] = _never,
+    compress: bool = True,
+) -> RecordOutcome:
+    """Copy up to ``total`` frames from ``source`` through the software-device recorder.
+
+    Raises SourceError when the disk fills up (the partial file is removed).
+    """
+    from edge.sources.recording import Recorder
+
+    truth = False
+    recorder = Recorder(out, fps=source.nominal_fps, compress=compress)
+    # The recorder's context finishes the file on success and deletes it on any error.
+    try:
+        with recorder, source:
+            for frame in source:
+                recorder.write(frame)
+                truth = truth or frame.truth is not None
+                progress(recorder.frames_written, total)
+                if recorder.frames_written >= total or should_stop():
+                    break
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise SourceError(
+            f"disk full while recording {out} after {recorder.frames_written} frames: "
+            "recording stopped and its partial file removed",
+            "free space on that disk or record to another one (--out)",
+        ) from None
+    return RecordOutcome(recorder.frames_written, truth)
+
+
+def record_live(
+    spec: str,
+    config: EdgeConfig,
+    out: Path,
+    total: int,
+    progress: Progress = _no_progress,
+    should_stop: Callable[[], bool] = _never,
+) -> int:
+    """Record the live camera's raw streams with librealsense's own recorder; frames written."""
+    from edge.sources.realsense import RealSenseSource
+    from edge.sources.recording import temp_path_for
+
+    serial = spec.partition(":")[2] or None
+    tmp = temp_path_for(out)
+    source = RealSenseSource(config.realsense, serial=serial, record_to=tmp)
+    written = 0
+    try:
+        with source:
+            for _frame in source:
+                written += 1
+                progress(written, total)
+                if written >= total or should_stop():
+                    break
+        if written == 0:
+            raise SourceError("no frames were recorded", "check the camera")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return written
