@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edge import __version__
-from edge.config import EdgeConfig
+from edge.config import EdgeConfig, SourceConfig
 from edge.errors import EdgeError, PlanError
 from edge.evaluation import Evaluator
 from edge.frames import FrameSource
@@ -31,7 +31,7 @@ from edge.pipeline import FrameResult, Pipeline, compose
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOURCE = "phantom:nod-shake"
+DEFAULT_SCENARIO = "nod-shake"  # the embedded default: the phantom in this scenario
 DEFAULT_FRAMES = 300
 DEMO_DIR = Path("out/demo")
 
@@ -65,18 +65,23 @@ class RunReport:
     plan_problem: str = ""
 
 
-def source_spec(options: RunOptions) -> str:
-    """The ``--source`` spec to open: the option, the configuration, or the embedded default."""
+def run_source(options: RunOptions) -> SourceConfig:
+    """The source to open: the ``--source`` option, the configuration, or the embedded default.
+
+    Raises SourceError for a ``--source`` text that is not one of the valid forms.
+    """
+    from edge.sources import parse_source_spec
+
     if options.source:
-        return options.source
+        return parse_source_spec(options.source)
     src = options.config.source
-    if src.kind == "recording":
-        return src.path
+    # Filled in from the configuration so that logs and the audit log name the camera
+    # and scenario actually used.
     if src.kind == "realsense":
-        return "realsense" + (
-            f":{options.config.realsense.serial}" if options.config.realsense.serial else ""
-        )
-    return DEFAULT_SOURCE
+        return dataclasses.replace(src, serial=src.serial or options.config.realsense.serial)
+    if src.kind == "phantom":
+        return dataclasses.replace(src, scenario=src.scenario or DEFAULT_SCENARIO)
+    return src
 
 
 def _demo_plan(source: Any, workdir: Path) -> tuple[Path, bytes]:
@@ -279,20 +284,21 @@ def execute(
     from edge.metrics import MetricsServer, PipelineMetrics, Registry
     from edge.models import ensure_models
     from edge.service import GracefulStop, Notifier
-    from edge.sources import open_source
+    from edge.sources import format_source_spec, open_source
 
     cfg = options.config
     notifier = Notifier.from_environment()
     notifier.status("loading models")
     models = ensure_models(cfg.tracking.models_dir)
-    spec = source_spec(options)
+    source_config = run_source(options)
+    spec = format_source_spec(source_config)
     embedded_default = options.source is None and cfg.source.kind == "phantom"
     frames = (
         options.frames
         if options.frames is not None
         else (DEFAULT_FRAMES if embedded_default else None)
     )
-    source = open_source(spec, cfg, frames=frames, seed=options.seed)
+    source = open_source(source_config, cfg, frames=frames, seed=options.seed)
     if options.wrap_source is not None:
         source = options.wrap_source(source)
     closers: list[Callable[[], None]] = [source.close]
@@ -328,7 +334,7 @@ def execute(
             from edge.transport.server import EdgeServer
 
             # Phantom input holds no patient data: without configured keys, demo keys do.
-            demo = options.demo_keys or spec.startswith("phantom")
+            demo = options.demo_keys or source_config.kind == "phantom"
             tcfg = _transport_config(options, demo)
             server = EdgeServer(tcfg, plan, keys_dir=tcfg.keys_dir, plan_problem=plan_problem)
             closers.append(server.close)

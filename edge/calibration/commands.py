@@ -137,9 +137,9 @@ def _open_frames(args: argparse.Namespace, cfg: Any, spec: Any, **synthetic: Any
         from edge.calibration.synthetic import SyntheticBoardSource
 
         return SyntheticBoardSource(spec, frames=args.frames, seed=args.seed, **synthetic)
-    from edge.sources import open_source
+    from edge.sources import open_source, parse_source_spec
 
-    return open_source(args.source, cfg, frames=args.frames)
+    return open_source(parse_source_spec(args.source), cfg, frames=args.frames)
 
 
 def _serial(args: argparse.Namespace, source: Any) -> str:

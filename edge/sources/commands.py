@@ -76,21 +76,22 @@ def _progress(done: int, total: int, quiet: bool) -> None:
 def cmd_record(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.frames import require_frames
-    from edge.sources import open_source
+    from edge.sources import open_source, parse_source_spec
     from edge.sources.recording import check_writable
 
     total = require_frames(args.frames)
     out = check_writable(args.out)
     config, _ = load_config(args.config)
+    source_config = parse_source_spec(args.source)
     stop = _StopFlag()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     start = time.perf_counter()
     try:
-        if args.source.strip().split(":", 1)[0] == "realsense":
-            written = _record_live(args, config, out, total, stop)
+        if source_config.kind == "realsense":
+            written = _record_live(args, config, out, total, stop, source_config.serial)
             truth = False
         else:
-            source = open_source(args.source, config, frames=total, seed=args.seed)
+            source = open_source(source_config, config, frames=total, seed=args.seed)
             written, truth = _record_frames(
                 source, out, total, args.quiet, stop, compress=not args.uncompressed
             )
@@ -135,15 +136,17 @@ def _record_frames(
 
 
 def _record_live(
-    args: argparse.Namespace, config: Any, out: Path, total: int, stop: _StopFlag
+    args: argparse.Namespace, config: Any, out: Path, total: int, stop: _StopFlag, serial: str
 ) -> int:
-    """Record the live camera's raw streams with librealsense's own recorder."""
+    """Record the live camera's raw streams with librealsense's own recorder.
+
+    ``serial`` picks the camera; empty: the configured one.
+    """
     from edge.sources.realsense import RealSenseSource
     from edge.sources.recording import temp_path_for
 
-    serial = args.source.partition(":")[2] or None
     tmp = temp_path_for(out)
-    source = RealSenseSource(config.realsense, serial=serial, record_to=tmp)
+    source = RealSenseSource(config.realsense, serial=serial or None, record_to=tmp)
     written = 0
     try:
         with source:
