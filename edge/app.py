@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edge import __version__
-from edge.config import EdgeConfig, TransportConfig
+from edge.config import EdgeConfig, SourceConfig, TransportConfig
 from edge.errors import PlanError
 from edge.evaluation import Evaluator
 from edge.frames import FrameResult, FrameSource
@@ -43,7 +43,7 @@ from edge.plan.model import Plan
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOURCE = "phantom:nod-shake"
+DEFAULT_SCENARIO = "nod-shake"  # the embedded default: the phantom in this scenario
 DEFAULT_FRAMES = 300
 DEMO_DIR = Path("out/demo")
 
@@ -118,18 +118,23 @@ def compose(
 # ----------------------------------------------------------------------------- set-up steps
 
 
-def source_spec(options: RunOptions) -> str:
-    """The ``--source`` spec to open: the option, the configuration, or the embedded default."""
+def run_source(options: RunOptions) -> SourceConfig:
+    """The source to open: the ``--source`` option, the configuration, or the embedded default.
+
+    Raises SourceError for a ``--source`` text that is not one of the valid forms.
+    """
+    from edge.sources import parse_source_spec
+
     if options.source:
-        return options.source
+        return parse_source_spec(options.source)
     src = options.config.source
-    if src.kind == "recording":
-        return src.path
+    # Filled in from the configuration so that logs and the audit log name the camera
+    # and scenario actually used.
     if src.kind == "realsense":
-        return "realsense" + (
-            f":{options.config.realsense.serial}" if options.config.realsense.serial else ""
-        )
-    return DEFAULT_SOURCE
+        return dataclasses.replace(src, serial=src.serial or options.config.realsense.serial)
+    if src.kind == "phantom":
+        return dataclasses.replace(src, scenario=src.scenario or DEFAULT_SCENARIO)
+    return src
 
 
 def _demo_plan(source: Any, workdir: Path) -> tuple[Path, bytes]:
@@ -286,18 +291,19 @@ def execute(
     from edge.sinks.preview import PreviewWriter
     from edge.sinks.service import Watchdog
     from edge.sinks.status import StatusLine
-    from edge.sources import open_source
+    from edge.sources import format_source_spec, open_source
 
     cfg = options.config
     notifier = Notifier.from_environment()
     notifier.status("loading models")
     models = ensure_models(cfg.tracking.models_dir)
-    spec = source_spec(options)
+    source_config = run_source(options)
+    spec = format_source_spec(source_config)
     embedded_default = options.source is None and cfg.source.kind == "phantom"
     frames = options.frames if options.frames is not None else None
     if frames is None and embedded_default:
         frames = DEFAULT_FRAMES
-    source = open_source(spec, cfg, frames=frames, seed=options.seed)
+    source = open_source(source_config, cfg, frames=frames, seed=options.seed)
     if options.wrap_source is not None:
         source = options.wrap_source(source)
 
@@ -316,7 +322,7 @@ def execute(
             from edge.transport.server import EdgeServer
 
             # Phantom input holds no patient data: without configured keys, demo keys do.
-            tcfg = transport_config(options, options.demo_keys or spec.startswith("phantom"))
+            tcfg = transport_config(options, options.demo_keys or source_config.kind == "phantom")
             server = EdgeServer(tcfg, plan, keys_dir=tcfg.keys_dir, plan_problem=plan_problem)
             stack.callback(_closing(server.close))
 

@@ -39,10 +39,12 @@ DEFAULT_SEARCH_PATH = ("./edge.toml", "/etc/edge/edge.toml")
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """Which frames to process."""
+    """Which frames to process; ``--source`` text parses to this (sources.parse_source_spec)."""
 
-    kind: Literal["phantom", "recording", "realsense"] = "phantom"
+    kind: Literal["phantom", "recording", "realsense", "synthetic"] = "phantom"
     path: str = ""  # recording file for kind = "recording"
+    serial: str = ""  # camera for kind = "realsense"; empty: [realsense] serial
+    scenario: str = ""  # phantom scenario for kind = "phantom"; empty: the phantom's default
     timing: Literal["deterministic", "realtime"] = "deterministic"
     loop: bool = False
 

@@ -143,11 +143,11 @@ def test_the_phantom_finds_its_face_with_the_configured_models(tmp_path):
     """Outside the checkout the tracker's models come from the configuration, not ./models."""
     from edge.config import EdgeConfig, with_overrides
     from edge.errors import ModelError
-    from edge.sources import open_source
+    from edge.sources import open_source, parse_source_spec
 
     cfg = EdgeConfig()
     cfg = with_overrides(cfg, tracking=with_overrides(cfg.tracking, models_dir=str(tmp_path)))
-    source = open_source("phantom", cfg)
+    source = open_source(parse_source_spec("phantom"), cfg)
     assert source.frame_count == 300  # the scenario's default length
     with pytest.raises(ModelError, match=str(tmp_path)):
         source._make_detector()  # what a face-cache miss calls

@@ -3,12 +3,12 @@
 import numpy as np
 
 from edge.config import EdgeConfig
-from edge.sources import open_source
+from edge.sources import open_source, parse_source_spec
 from edge.sources.recording import Recorder, RecordingSource
 
 
 def test_uncompressed_and_compressed_recordings_are_pixel_exact(tmp_path):
-    with open_source("synthetic", EdgeConfig(), frames=6, seed=3) as src:
+    with open_source(parse_source_spec("synthetic"), EdgeConfig(), frames=6, seed=3) as src:
         frames = list(src)
     sizes = {}
     for compress in (True, False):

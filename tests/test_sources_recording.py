@@ -24,10 +24,10 @@ from edge.frames import (
     SourceState,
     TimingMode,
 )
+from edge.sources.librealsense import align_depth_to_color
 from edge.sources.recording import (
     Recorder,
     RecordingSource,
-    align_depth_to_color,
     index_db3,
     load_truth,
     nearest_depth,

@@ -8,7 +8,7 @@ import pytest
 from edge.config import EdgeConfig, RealSenseConfig
 from edge.errors import SourceError
 from edge.frames import TimingMode
-from edge.sources import open_source
+from edge.sources import open_source, parse_source_spec
 from edge.sources.realsense import RealSenseSource
 from edge.sources.recording import RecordingSource
 from edge.sources.synthetic import SPHERE_RADIUS_M, SyntheticSource, sphere_centre_m
@@ -75,25 +75,25 @@ def test_frames_must_be_positive():
 
 def test_open_source_forms(tmp_path):
     cfg = EdgeConfig(realsense=RealSenseConfig(width=80, height=60, fps=15))
-    syn = open_source("synthetic", cfg, frames=7, seed=3)
+    syn = open_source(parse_source_spec("synthetic"), cfg, frames=7, seed=3)
     assert isinstance(syn, SyntheticSource) and syn.frame_count == 7 and syn.nominal_fps == 15
     assert syn.intrinsics.width == 80
-    rec = open_source(str(tmp_path / "x.db3"), cfg, timing=TimingMode.REALTIME)
+    rec = open_source(parse_source_spec(str(tmp_path / "x.db3")), cfg, timing=TimingMode.REALTIME)
     assert isinstance(rec, RecordingSource)
-    assert isinstance(open_source(str(tmp_path / "x.bag"), cfg), RecordingSource)
-    live = open_source("realsense:0123", cfg)
+    assert isinstance(open_source(parse_source_spec(str(tmp_path / "x.bag")), cfg), RecordingSource)
+    live = open_source(parse_source_spec("realsense:0123"), cfg)
     assert isinstance(live, RealSenseSource) and live.serial == "0123"
-    assert isinstance(open_source("realsense", cfg), RealSenseSource)
+    assert isinstance(open_source(parse_source_spec("realsense"), cfg), RealSenseSource)
 
 
 def test_unknown_source_lists_the_valid_forms():
     with pytest.raises(SourceError, match=r"realsense:SERIAL.*FILE\.db3.*phantom:SCENARIO"):
-        open_source("webcam", EdgeConfig())
+        parse_source_spec("webcam")
 
 
 def test_phantom_is_built_or_clearly_refused():
     try:
-        src = open_source("phantom", EdgeConfig(), frames=2, seed=1)
+        src = open_source(parse_source_spec("phantom"), EdgeConfig(), frames=2, seed=1)
     except SourceError as exc:
         assert "phantom" in str(exc)
     else:

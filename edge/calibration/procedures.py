@@ -104,10 +104,10 @@ def _open_frames(
         from edge.calibration.synthetic import SyntheticBoardSource
 
         return SyntheticBoardSource(spec, frames=inp.frames, seed=inp.seed, **synthetic)
-    from edge.sources import open_source
+    from edge.sources import open_source, parse_source_spec
 
     assert inp.source is not None  # the command line asks for --source or --synthetic
-    return open_source(inp.source, cfg, frames=inp.frames)
+    return open_source(parse_source_spec(inp.source), cfg, frames=inp.frames)
 
 
 def _serial(serial: str | None, source: Any) -> str:

@@ -61,6 +61,7 @@ class _StopFlag:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from edge.frames import require_frames
+    from edge.sources import parse_source_spec
     from edge.sources.record import record
     from edge.sources.recording import check_writable
 
@@ -73,12 +74,13 @@ def cmd_record(args: argparse.Namespace) -> int:
         if not args.quiet and (done == total or done % step == 0):
             print(f"record: {done}/{total} frames", file=sys.stderr, flush=True)
 
+    source_config = parse_source_spec(args.source)
     stop = _StopFlag()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     start = time.perf_counter()
     try:
         outcome = record(
-            args.source,
+            source_config,
             config,
             out,
             total,

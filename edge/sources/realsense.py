@@ -39,6 +39,7 @@ from edge.frames import (
     PixelFormat,
     SourceState,
 )
+from edge.sources.librealsense import extrinsics_from_rs, intrinsics_from_rs
 
 log = logging.getLogger(__name__)
 
@@ -317,8 +318,6 @@ def check_mode(
 
 class _PyRealSenseSession:
     def __init__(self, pipe: Any, profile: Any, align: Any, rs: Any, serial: str) -> None:
-        from edge.sources.recording import extrinsics_from_rs, intrinsics_from_rs
-
         self._pipe, self._align, self._rs, self._serial = pipe, align, rs, serial
         color = profile.get_stream(rs.stream.color).as_video_stream_profile()
         depth = profile.get_stream(rs.stream.depth).as_video_stream_profile()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.config import EdgeConfig
+from edge.config import EdgeConfig, SourceConfig
 from edge.errors import SourceError
 from edge.frames import FrameSource
 
@@ -38,7 +38,7 @@ class RecordOutcome:
 
 
 def record(
-    spec: str,
+    source_config: SourceConfig,
     config: EdgeConfig,
     out: Path,
     total: int,
@@ -48,13 +48,13 @@ def record(
     progress: Progress = _no_progress,
     should_stop: Callable[[], bool] = _never,
 ) -> RecordOutcome:
-    """Record up to ``total`` frames of the source ``spec`` to ``out`` (a ``.db3``)."""
+    """Record up to ``total`` frames of ``source_config`` to ``out`` (a ``.db3``)."""
     from edge.sources import open_source
 
-    if spec.strip().split(":", 1)[0] == "realsense":
-        written = record_live(spec, config, out, total, progress, should_stop)
+    if source_config.kind == "realsense":
+        written = record_live(source_config.serial, config, out, total, progress, should_stop)
         return RecordOutcome(written, truth=False)
-    source = open_source(spec, config, frames=total, seed=seed)
+    source = open_source(source_config, config, frames=total, seed=seed)
     return record_frames(source, out, total, progress, should_stop, compress=compress)
 
 
@@ -95,20 +95,22 @@ def record_frames(
 
 
 def record_live(
-    spec: str,
+    serial: str,
     config: EdgeConfig,
     out: Path,
     total: int,
     progress: Progress = _no_progress,
     should_stop: Callable[[], bool] = _never,
 ) -> int:
-    """Record the live camera's raw streams with librealsense's own recorder; frames written."""
+    """Record the live camera's raw streams with librealsense's own recorder; frames written.
+
+    ``serial`` picks the camera; empty: the configured one.
+    """
     from edge.sources.realsense import RealSenseSource
     from edge.sources.recording import temp_path_for
 
-    serial = spec.partition(":")[2] or None
     tmp = temp_path_for(out)
-    source = RealSenseSource(config.realsense, serial=serial, record_to=tmp)
+    source = RealSenseSource(config.realsense, serial=serial or None, record_to=tmp)
     written = 0
     try:
         with source:

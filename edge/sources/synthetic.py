@@ -23,6 +23,7 @@ from edge.frames import (
     TimingMode,
     require_frames,
 )
+from edge.sources.pacing import Pacer
 
 DEPTH_SCALE_M = 0.001  # depth stored in millimetres, as a RealSense D4xx does by default
 SPHERE_RADIUS_M = 0.08
@@ -112,11 +113,8 @@ class SyntheticSource(FrameSource):
         self._seed = seed
         self._intrinsics = default_intrinsics(width, height)
         self._fps = float(fps)
-        self._timing = timing
-        self._clock = clock
-        self._sleep = sleep
+        self._pacer = Pacer(timing, clock=clock, sleep=sleep)
         self._index = 0
-        self._start_s = 0.0
 
     @property
     def frame_count(self) -> int:
@@ -132,16 +130,14 @@ class SyntheticSource(FrameSource):
 
     def _open(self) -> None:
         self._index = 0
-        self._start_s = self._clock()
+        self._pacer.start()  # frame 0 is due at open
 
     def _read(self) -> Frame | None:
         if self._index >= self._frames:
             return None
         i = self._index
-        if self._timing is TimingMode.REALTIME:
-            wait_s = self._start_s + i / self._fps - self._clock()
-            if wait_s > 0:
-                self._sleep(wait_s)
+        device_ms = i * 1000.0 / self._fps
+        self._pacer.wait(device_ms)
         color, depth, centre = render(self._intrinsics, i, seed=self._seed, fps=self._fps)
         pose = np.eye(4)
         pose[:3, 3] = centre
@@ -153,7 +149,7 @@ class SyntheticSource(FrameSource):
             depth=depth,
             depth_scale_m=DEPTH_SCALE_M,
             intrinsics=self._intrinsics,
-            device_timestamp_ms=i * 1000.0 / self._fps,
+            device_timestamp_ms=device_ms,
             truth=GroundTruth(patient_to_camera=pose, face_visible=False, scenario="sphere"),
         )
 

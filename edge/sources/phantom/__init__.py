@@ -24,6 +24,7 @@ from edge.frames import (
     TimingMode,
     require_frames,
 )
+from edge.sources.pacing import Pacer
 from edge.sources.phantom.face import FaceModel, LandmarkFn, load_face_model
 from edge.sources.phantom.motion import load_motion
 from edge.sources.phantom.noise import (
@@ -98,7 +99,8 @@ class PhantomSource(FrameSource):
     array of ``face_to_camera`` poses, the last pose held when frames > N).
     ``face_model`` skips building the face; ``make_detector`` supplies the
     landmark detector used on a cache miss (default: the project's tracker,
-    with its models from ``tracking``).
+    with its models from ``tracking``). ``timing`` paces the frames at
+    ``config.fps`` with ``clock``/``sleep`` (:class:`~edge.sources.pacing.Pacer`).
     Raises SourceError for an unknown scenario, frames < 1, a bad motion file;
     an unusable photo raises on ``open()``.
     """
@@ -119,6 +121,7 @@ class PhantomSource(FrameSource):
         make_detector: Callable[[], LandmarkFn] | None = None,
         clock: Callable[[], float] = time.monotonic,
         tracking: TrackingConfig | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__()
         self.config = config or PhantomConfig()
@@ -145,6 +148,7 @@ class PhantomSource(FrameSource):
         self.seed = int(seed)
         self.intrinsics = intrinsics or default_intrinsics(self.config)
         self.timing = TimingMode(timing)
+        self._pacer = Pacer(self.timing, clock=clock, sleep=sleep)
         self._face_image = (
             face_image if face_image is not None else (self.config.face_image or None)
         )
@@ -152,7 +156,6 @@ class PhantomSource(FrameSource):
         self._make_detector = make_detector or (lambda: tracker_landmarks(tracking))
         self._clock = clock
         self._next = 0
-        self._t0 = 0.0
         self._renderer: Renderer | None = None
         self._background: Rendering | None = None
         self._noise = depth_noise_from_config(self.config)
@@ -203,7 +206,7 @@ class PhantomSource(FrameSource):
         self._head = head_surface(face)
         self._drape = drape_surface(face) if self.scenario.drape else None
         self._print = print_plane(face) if self.scenario.spoof else None
-        self._t0 = self._clock()
+        self._pacer.start()  # frame 0 is due at open
         self._next = 0
 
     def _close(self) -> None:
@@ -215,16 +218,14 @@ class PhantomSource(FrameSource):
         if i >= self._frames:
             return None
         self._next += 1
-        if self.timing is TimingMode.REALTIME:
-            delay = self._t0 + i / self.config.fps - self._clock()
-            if delay > 0:
-                time.sleep(delay)
+        c = self.config
+        device_ms = i * 1000.0 / c.fps
+        self._pacer.wait(device_ms)
         clean, truth = self.render(i)
         rng = np.random.default_rng([self.seed, i])
         depth_m = apply_depth_noise(
             clean.depth_m, clean.incidence_cos, self._noise, self.intrinsics.fx, rng
         )
-        c = self.config
         gain = 1.0 + c.lighting_variation * np.sin(2 * np.pi * i / (7.0 * c.fps))
         color = apply_color_noise(clean.color, c.color_noise_sigma, gain, rng)
         return Frame(
@@ -234,7 +235,7 @@ class PhantomSource(FrameSource):
             depth=quantise_depth(depth_m, c.depth_units_m),
             depth_scale_m=c.depth_units_m,
             intrinsics=self.intrinsics,
-            device_timestamp_ms=i * 1000.0 / c.fps,
+            device_timestamp_ms=device_ms,
             # When the frame reached the host: after rendering, as a camera's would be
             # after readout (in deterministic mode the nominal time may lie in the past).
             host_timestamp_s=self._clock(),
