@@ -8,7 +8,7 @@ failed (so nothing downstream can pass it off as current) and the next frame
 is processed.
 
 Source faults the loop survives: a live source that has no frame right now
-(:class:`edge.sources.realsense.FrameTimeout`, e.g. the camera was unplugged
+(:class:`edge.errors.FrameTimeout`, e.g. the camera was unplugged
 and is reconnecting) is a *gap*: stages with a ``source_gap()`` method are
 told (they forget what they were tracking) and the loop keeps going. A frame
 whose number is not above the last one processed (out of order, duplicate)
@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from edge.errors import FrameTimeout
 from edge.frames import Frame, FrameSource
 
 if TYPE_CHECKING:
@@ -151,8 +152,6 @@ class Pipeline:
         requests going while a camera is away. Returns the number of frames
         processed. The source is opened and closed here.
         """
-        from edge.sources.realsense import FrameTimeout
-
         count = 0
         with self.source:
             while max_frames is None or count < max_frames:

@@ -28,6 +28,7 @@ from edge.errors import EdgeError, PlanError
 from edge.evaluation import Evaluator
 from edge.frames import FrameSource
 from edge.pipeline import FrameResult, Pipeline, compose
+from edge.registration.types import RegistrationState
 
 log = logging.getLogger(__name__)
 
@@ -342,9 +343,7 @@ def execute(
         metrics: PipelineMetrics | None = None
         if cfg.service.metrics_enabled:
             registry = Registry()
-            metrics = PipelineMetrics(
-                registry, states=("SEARCHING", "REGISTERED", "TRACKING", "DEGRADED", "LOST")
-            )
+            metrics = PipelineMetrics(registry, states=[s.value for s in RegistrationState])
             metrics_server = MetricsServer(
                 registry, cfg.service.metrics_host, cfg.service.metrics_port
             ).start()
@@ -352,19 +351,19 @@ def execute(
         preview = PreviewWriter(options.preview, source.nominal_fps) if options.preview else None
         status = StatusLine(options.status_stream, frames) if options.status_stream else None
         evaluator = Evaluator(targets_m=dict(plan.targets) if plan is not None else {})
-        last_state: list[str | None] = [None]
+        last_state: list[RegistrationState | None] = [None]
 
         def handle(result: FrameResult) -> bool:
             evaluator.add(result)
             if server is not None:
                 for command in server.commands.poll():
                     apply_command(pipeline, command, audit)
-            state = result.registration.state.value if result.registration is not None else None
+            state = result.registration.state if result.registration is not None else None
             if state != last_state[0]:
                 if audit is not None and state is not None:
                     audit.state_changed(
-                        last_state[0],
-                        state,
+                        last_state[0].value if last_state[0] is not None else None,
+                        state.value,
                         result.frame.number,
                         "; ".join(result.registration.quality.reasons),
                     )
@@ -384,12 +383,13 @@ def execute(
 
         def gap(reason: str) -> bool:
             # No frame (camera away): nothing may look current; keep the watchdog and stop alive.
-            if last_state[0] not in (None, "LOST", "SEARCHING"):
+            previous, lost = last_state[0], RegistrationState.LOST
+            if previous is not None and previous not in (lost, RegistrationState.SEARCHING):
                 if audit is not None:
-                    audit.state_changed(last_state[0], "LOST", -1, reason)
+                    audit.state_changed(previous.value, lost.value, -1, reason)
                 if metrics is not None:
-                    metrics.set_state("LOST")
-                last_state[0] = "LOST"
+                    metrics.set_state(lost)
+                last_state[0] = lost
             notifier.watchdog()
             return not stop.requested
 

@@ -15,17 +15,11 @@ import numpy as np
 import pytest
 
 from edge.config import RealSenseConfig
+from edge.errors import FrameTimeout, InjectedFaultError
 from edge.frames import Frame, FrameSource, Intrinsics, PixelFormat, SourceState
 from edge.pipeline import FrameResult, Pipeline
-from edge.sources.faulty import (
-    Fault,
-    FaultKind,
-    FaultySource,
-    InjectedFaultError,
-    LoopingSource,
-    ScriptedCamera,
-)
-from edge.sources.realsense import FrameTimeout, RealSenseSource
+from edge.sources.faulty import Fault, FaultKind, FaultySource, LoopingSource, ScriptedCamera
+from edge.sources.realsense import RealSenseSource
 from edge.tracking.smoothing import OneEuroFilter
 
 W, H = 8, 6

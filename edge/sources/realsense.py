@@ -29,24 +29,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.config import RealSenseConfig
-from edge.errors import SourceError
+from edge.errors import DeviceLostError, FrameTimeout, SourceError
 from edge.frames import Extrinsics, Frame, FrameSource, Intrinsics, PixelFormat, SourceState
 
 log = logging.getLogger(__name__)
 
 NO_CAMERA_FIX = "plug one in or use --source FILE.db3/phantom"
-
-
-class FrameTimeout(SourceError):  # noqa: N818 - the name the issue and callers use
-    """No frame within the timeout; the source is still usable (read again)."""
-
-    def __init__(self, problem: str, fix: str | None = None, *, reconnecting: bool) -> None:
-        super().__init__(problem, fix)
-        self.reconnecting = reconnecting
-
-
-class DeviceLostError(Exception):
-    """Raised by a camera session when the device disappeared (internal to this module)."""
 
 
 @dataclass

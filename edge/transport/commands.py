@@ -68,9 +68,9 @@ def _keys_generate(args: argparse.Namespace) -> int:
 
 
 def _view(args: argparse.Namespace) -> int:
+    from edge.errors import TransportError
     from edge.frames import require_frames
     from edge.transport.client import Subscriber
-    from edge.transport.protocol import TransportError
     from edge.transport.security import ClientSecurity
 
     if args.bench:
