@@ -284,7 +284,7 @@ def execute(
     """
     from edge.metrics import MetricsServer, PipelineMetrics, Registry
     from edge.models import ensure_models
-    from edge.registration.types import TrackingState
+    from edge.registration.types import RegistrationState
     from edge.service import GracefulStop, Notifier
     from edge.sinks.audit import AuditSink
     from edge.sinks.commands import CommandRouter
@@ -332,7 +332,7 @@ def execute(
             sinks.append(AuditSink(audit))
         if cfg.service.metrics_enabled:
             registry = Registry()
-            sinks.append(PipelineMetrics(registry, states=[s.value for s in TrackingState]))
+            sinks.append(PipelineMetrics(registry, states=[s.value for s in RegistrationState]))
             metrics_server = MetricsServer(
                 registry, cfg.service.metrics_host, cfg.service.metrics_port
             ).start()

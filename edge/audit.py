@@ -44,7 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.errors import EdgeError, StateError
+from edge.errors import AuditError, StateError
 from edge.keys import fingerprint
 
 if TYPE_CHECKING:
@@ -55,10 +55,6 @@ ENTRY_KEYS = frozenset({"seq", "time", "event", "data", "prev", "hash", "sig"})
 OPENED = "log.opened"
 _SIGNED_PREFIX = b"edge-audit-entry/1\n"  # domain separation: only audit hashes
 _TAIL_BYTES = 1 << 20  # an entry is small; a longer last line is not ours
-
-
-class AuditError(EdgeError):
-    """The audit log cannot be written, or does not verify."""
 
 
 def canonical(obj: Any) -> bytes:

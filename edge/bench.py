@@ -17,8 +17,11 @@ import numpy as np
 
 from edge.config import EdgeConfig
 from edge.errors import EdgeError
+from edge.registration.types import RegistrationState
 
 NOMINAL_FPS = 30.0
+# One frame in the unplug bench: capture time (s), registration state, host processing (s).
+_Seen = tuple[float, RegistrationState | None, float]
 
 
 def make_phantom_recording(
@@ -310,26 +313,26 @@ def measure_unplug_recovery(
         camera = ScriptedCamera(rendered, [(unplug_at_s, back_s)], fps=phantom.nominal_fps)
         source = RealSenseSource(rs_config, layer=camera, clock=camera.clock, sleep=camera.sleep)
         pipeline = compose(config, source, plan=plan, tracker=tracker)
-        seen: list[tuple[float, str, float]] = []  # capture s, state, host processing s
+        seen: list[_Seen] = []
         end_s = back_s + settle_s
 
-        def on_result(
-            result: Any, seen: list[tuple[float, str, float]] = seen, end_s: float = end_s
-        ) -> bool:
+        def on_result(result: Any, seen: list[_Seen] = seen, end_s: float = end_s) -> bool:
             t = result.frame.device_timestamp_ms / 1000.0
-            state = result.registration.state.value if result.registration else "-"
+            state = result.registration.state if result.registration else None
             seen.append((t, state, result.done_s - result.received_s))
             return t < end_s
 
         pipeline.run(on_result=on_result)
         after = [(t, st, p) for t, st, p in seen if t >= back_s]
-        first = next((i for i, (_, st, _) in enumerate(after) if st == "TRACKING"), None)
+        first = next(
+            (i for i, (_, st, _) in enumerate(after) if st is RegistrationState.TRACKING), None
+        )
         reconnected = camera.connected_at_s[-1] - back_s if len(camera.connected_at_s) > 1 else None
         runs.append(
             {
                 "away_s": away,
                 "tracking_before_unplug": any(
-                    st == "TRACKING" for t, st, _ in seen if t < unplug_at_s
+                    st is RegistrationState.TRACKING for t, st, _ in seen if t < unplug_at_s
                 ),
                 "frames_while_away": sum(1 for t, _, _ in seen if unplug_at_s <= t < back_s),
                 "reconnect_s": reconnected if reconnected is not None else float("nan"),

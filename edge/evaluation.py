@@ -14,7 +14,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edge import geometry
 from edge.frames import FrameResult
+from edge.registration.types import RegistrationState
 
 
 def percentiles(values: Iterable[float], *qs: float) -> dict[str, float]:
@@ -25,18 +27,6 @@ def percentiles(values: Iterable[float], *qs: float) -> dict[str, float]:
         key = f"p{q:g}"
         out[key] = float(np.percentile(arr, q)) if arr.size else float("nan")
     return out
-
-
-def rotation_angle_deg(r: np.ndarray) -> float:
-    """Angle of a rotation matrix, in degrees."""
-    c = (np.trace(r) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
-
-
-def transform_points(a_to_b: np.ndarray, points_a: np.ndarray) -> np.ndarray:
-    """Apply a 4x4 transform to Nx3 points."""
-    p = np.asarray(points_a, dtype=np.float64).reshape(-1, 3)
-    return p @ a_to_b[:3, :3].T + a_to_b[:3, 3]
 
 
 def landmark_errors_px(estimated_px: np.ndarray, true_px: np.ndarray) -> np.ndarray:
@@ -76,18 +66,18 @@ def pose_errors(
     """
     names = list(targets_m)
     pts = np.array([targets_m[n] for n in names], dtype=np.float64).reshape(-1, 3)
-    est = transform_points(estimated_patient_to_camera, pts)
-    true = transform_points(true_patient_to_camera, pts)
+    est = geometry.apply(estimated_patient_to_camera, pts)
+    true = geometry.apply(true_patient_to_camera, pts)
     tre = np.linalg.norm(est - true, axis=1) * 1000.0
     r_err = estimated_patient_to_camera[:3, :3].T @ true_patient_to_camera[:3, :3]
     centroid = pts.mean(axis=0, keepdims=True) if len(pts) else np.zeros((1, 3))
     t_err = np.linalg.norm(
-        transform_points(estimated_patient_to_camera, centroid)
-        - transform_points(true_patient_to_camera, centroid)
+        geometry.apply(estimated_patient_to_camera, centroid)
+        - geometry.apply(true_patient_to_camera, centroid)
     )
     return PoseErrors(
         tre_mm=dict(zip(names, tre.tolist(), strict=True)),
-        rotation_deg=rotation_angle_deg(r_err),
+        rotation_deg=geometry.rotation_angle_deg(r_err),
         translation_mm=float(t_err * 1000.0),
     )
 
@@ -142,9 +132,6 @@ class RunStats:
         return {s: n / total for s, n in sorted(self.states.items())} if total else {}
 
 
-_TRUSTED = ("REGISTERED", "TRACKING")
-
-
 @dataclass
 class Evaluator:
     """Collects per-frame timing, states and (with ground truth) accuracy of a run.
@@ -164,7 +151,7 @@ class Evaluator:
     trans_mm: list[float] = field(default_factory=list)
     target_positions: list[np.ndarray] = field(default_factory=list)
     visible: list[bool] = field(default_factory=list)
-    states: list[str] = field(default_factory=list)
+    states: list[RegistrationState | None] = field(default_factory=list)
     first_visible_s: float | None = None
     time_to_register_ms: float = float("nan")
 
@@ -174,14 +161,15 @@ class Evaluator:
         """Account for one processed frame."""
         self.frames += 1
         reg = result.registration
-        state = reg.state.value if reg is not None else None
-        self.stats.add(result.stage_ms, result.end_to_end_ms, state)
+        state = reg.state if reg is not None else None
+        state_name = state.value if state is not None else None
+        self.stats.add(result.stage_ms, result.end_to_end_ms, state_name)
         if result.failed:
             self.stats.failed_frames += 1
         truth = result.frame.truth
         if truth is None:
             return  # live frames: nothing per frame is kept (memory stays flat)
-        self.states.append(state or "")
+        self.states.append(state)
         self.visible.append(bool(truth.face_visible))
         face = result.tracking.patient if result.tracking is not None else None
         if truth.face_visible and self.first_visible_s is None:
@@ -201,7 +189,7 @@ class Evaluator:
                 )
         if (
             reg is not None
-            and state == "TRACKING"
+            and reg.state is RegistrationState.TRACKING
             and reg.patient_to_camera is not None
             and truth.face_visible
             and self.targets_m
@@ -212,7 +200,7 @@ class Evaluator:
             self.trans_mm.append(e.translation_mm)
             names = list(self.targets_m)
             pts = np.array([self.targets_m[n] for n in names])
-            self.target_positions.append(transform_points(reg.patient_to_camera, pts))
+            self.target_positions.append(geometry.apply(reg.patient_to_camera, pts))
             if math.isnan(self.time_to_register_ms) and self.first_visible_s is not None:
                 self.time_to_register_ms = (result.done_s - self.first_visible_s) * 1000.0
 
@@ -223,7 +211,11 @@ class Evaluator:
         for i in range(1, len(self.visible)):
             if self.visible[i - 1] == self.visible[i]:
                 continue
-            wanted = ("LOST", "SEARCHING") if not self.visible[i] else ("TRACKING",)
+            wanted = (
+                (RegistrationState.LOST, RegistrationState.SEARCHING)
+                if not self.visible[i]
+                else (RegistrationState.TRACKING,)
+            )
             later = [j for j in range(i, len(self.states)) if self.states[j] in wanted]
             latency = float(later[0] - i) if later else float("inf")
             (lost if not self.visible[i] else back).append(latency)

@@ -28,12 +28,12 @@ from types import TracebackType
 import numpy as np
 
 from edge.camera import DistortionModel, Extrinsics, Intrinsics
-from edge.errors import SourceError, StateError
+from edge.errors import FrameTimeout, SourceError, StateError
 from edge.overlay.types import Overlay
 from edge.registration.types import RegistrationResult
 from edge.tracking.types import TrackingResult
 
-__all__ = [  # camera geometry is re-exported: every frame carries it
+__all__ = [  # camera geometry and the gap exception are re-exported with the frame
     "LANDMARK_COUNT",
     "DistortionModel",
     "Extrinsics",
@@ -251,17 +251,6 @@ def require_frames(count: int) -> int:
             f"frame count must be at least 1, got {count}", "pass --frames N with N >= 1"
         )
     return count
-
-
-class FrameTimeout(SourceError):  # noqa: N818 - the name the sources and their callers use
-    """A gap: no frame within the timeout; the source is still usable (read again).
-
-    ``reconnecting`` says whether the camera is gone and being reopened.
-    """
-
-    def __init__(self, problem: str, fix: str | None = None, *, reconnecting: bool) -> None:
-        super().__init__(problem, fix)
-        self.reconnecting = reconnecting
 
 
 @dataclass(frozen=True)

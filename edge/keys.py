@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.errors import EdgeError
+from edge.errors import KeyFileError
 from edge.files import write_atomic
 
 DEVICE_PRIVATE_KIND = "edge-device-private-key"
@@ -32,10 +32,6 @@ RECORDING_PUBLIC_KIND = "edge-recording-public-key"
 if TYPE_CHECKING:
     from nacl.public import PrivateKey, PublicKey
     from nacl.signing import SigningKey, VerifyKey
-
-
-class KeyFileError(EdgeError):
-    """A key file is missing, malformed, of the wrong kind or too widely readable."""
 
 
 def check_private_permissions(path: str | Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from edge.errors import StateError
 from edge.frames import FrameResult
+from edge.registration.types import RegistrationState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -280,8 +281,9 @@ class PipelineMetrics:
 
     def source_gap(self, reason: str) -> None:
         """No frame (camera away): nothing is current."""
-        if self._current not in (None, "LOST", "SEARCHING"):
-            self.set_state("LOST")
+        nothing_to_lose = (None, RegistrationState.LOST.value, RegistrationState.SEARCHING.value)
+        if self._current not in nothing_to_lose:
+            self.set_state(RegistrationState.LOST)
 
     def observe(self, result: FrameResult) -> None:
         """Count one frame and time its stages."""

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from edge.errors import EdgeError, StateError
+from edge.errors import RecordingError, StateError
 
 if TYPE_CHECKING:
     from nacl.public import PrivateKey, PublicKey
@@ -49,10 +49,6 @@ RECORDING_SUFFIXES = (".db3", ".bag", SEALED_SUFFIX, PART_SUFFIX)
 CHUNK_BYTES = 1 << 20
 _SEALED_KEY_BYTES = 32 + 48  # key + crypto_box_SEALBYTES
 _LENGTH = struct.Struct(">I")
-
-
-class RecordingError(EdgeError):
-    """A recording cannot be written, sealed, opened or pruned."""
 
 
 # --------------------------------------------------------------------------- private files

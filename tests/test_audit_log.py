@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from edge.audit import AuditError, AuditLog, canonical, entry_hash, verify_log
+from edge.audit import AuditLog, canonical, entry_hash, verify_log
 from edge.cli import main
-from edge.errors import StateError
-from edge.keys import KeyFileError, generate_device_key, load_device_signing_key
+from edge.errors import AuditError, KeyFileError, StateError
+from edge.keys import generate_device_key, load_device_signing_key
 
 
 class FakeClock:

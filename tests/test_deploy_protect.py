@@ -12,12 +12,11 @@ import pytest
 from nacl.public import PrivateKey
 
 from edge.cli import main
-from edge.errors import StateError
-from edge.keys import KeyFileError, load_recording_private_key
+from edge.errors import KeyFileError, RecordingError, StateError
+from edge.keys import load_recording_private_key
 from edge.protect import (
     MAGIC,
     DiskGuard,
-    RecordingError,
     RecordingWriter,
     WriterState,
     open_file,

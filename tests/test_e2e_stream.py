@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge import geometry
 from edge.app import RunOptions, execute
 from edge.config import EdgeConfig
-from edge.evaluation import transform_points
 from edge.plan.load import read_plan
 
 
@@ -127,7 +127,7 @@ def test_overlay_targets_sit_on_the_phantom(tmp_path):
     errors = []
     for names, px, patient_to_camera, intrinsics in seen:
         true_px = intrinsics.project(
-            transform_points(patient_to_camera, np.array([plan.targets[n] for n in names]))
+            geometry.apply(patient_to_camera, np.array([plan.targets[n] for n in names]))
         )
         errors.extend(np.linalg.norm(px - true_px, axis=1).tolist())
     assert len(seen) > 20

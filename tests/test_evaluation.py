@@ -9,7 +9,6 @@ from edge.evaluation import (
     landmark_errors_px,
     percentiles,
     pose_errors,
-    rotation_angle_deg,
 )
 
 
@@ -32,12 +31,6 @@ def test_pose_errors_known_answers():
     assert pose_errors(rotated, true, targets).rotation_deg == pytest.approx(2.0)
     # A rotation about the z axis through the origin moves target "a" (on the axis) not at all.
     assert pose_errors(rotated, true, targets).tre_mm["a"] == pytest.approx(0.0, abs=1e-9)
-
-
-def test_rotation_angle():
-    assert rotation_angle_deg(np.eye(3)) == pytest.approx(0.0)
-    r = Rotation.from_rotvec([0, 0.3, 0]).as_matrix()
-    assert rotation_angle_deg(r) == pytest.approx(np.degrees(0.3))
 
 
 def test_landmark_errors():

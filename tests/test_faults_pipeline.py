@@ -28,7 +28,7 @@ from edge.bench import measure_unplug_recovery
 from edge.config import EdgeConfig
 from edge.frames import Frame, FrameResult, FrameSource
 from edge.pipeline import Pipeline
-from edge.registration.types import TrackingState
+from edge.registration.types import RegistrationState
 from edge.sources.faulty import Fault, FaultKind, FaultySource
 from edge.transport.stage import PublishStage
 
@@ -330,11 +330,11 @@ def test_nan_landmarks_from_the_model_never_reach_a_current_overlay(world):
         n = result.frame.number
         if n in (12, 13, 14):
             reg = result.registration
-            assert result.failed or reg.state is not TrackingState.TRACKING
+            assert result.failed or reg.state is not RegistrationState.TRACKING
             assert not (n in overlays and overlays[n][0]["current"])
         for array in overlays.get(n, ({}, {}))[1].values():
             assert np.isfinite(array).all()
-    assert any(r.registration.state is TrackingState.TRACKING for r in results[16:])
+    assert any(r.registration.state is RegistrationState.TRACKING for r in results[16:])
 
 
 class NanPose:
@@ -348,7 +348,7 @@ class NanPose:
     def process(self, result: FrameResult) -> None:
         reg = result.registration
         if result.frame.number in self.frames and reg is not None:
-            assert reg.state is TrackingState.TRACKING  # the fault hits a trusted pose
+            assert reg.state is RegistrationState.TRACKING  # the fault hits a trusted pose
             reg.patient_to_camera = np.full((4, 4), self.frames[result.frame.number])
 
 

@@ -15,24 +15,10 @@ import numpy as np
 import pytest
 
 from edge.config import RealSenseConfig
-from edge.frames import (
-    Frame,
-    FrameResult,
-    FrameSource,
-    FrameTimeout,
-    Intrinsics,
-    PixelFormat,
-    SourceState,
-)
+from edge.errors import FrameTimeout, InjectedFaultError
+from edge.frames import Frame, FrameResult, FrameSource, Intrinsics, PixelFormat, SourceState
 from edge.pipeline import Pipeline
-from edge.sources.faulty import (
-    Fault,
-    FaultKind,
-    FaultySource,
-    InjectedFaultError,
-    LoopingSource,
-    ScriptedCamera,
-)
+from edge.sources.faulty import Fault, FaultKind, FaultySource, LoopingSource, ScriptedCamera
 from edge.sources.realsense import RealSenseSource
 from edge.tracking.smoothing import OneEuroFilter
 

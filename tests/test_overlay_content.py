@@ -15,14 +15,14 @@ from edge.overlay.demo import demo_plan, demo_registration
 from edge.overlay.project import DisplayProfile, project_points
 from edge.overlay.raycast import ray_mesh_first_hit
 from edge.overlay.stage import OverlayStage
-from edge.registration.types import TrackingState
+from edge.registration.types import RegistrationState
 from edge.transport.protocol import decode, encode, make_message
 
 INTR = Intrinsics(640, 480, 600.0, 600.0, 319.5, 239.5)
 PLAN = demo_plan()
 
 
-def _build(state: TrackingState | None, **kw: object):
+def _build(state: RegistrationState | None, **kw: object):
     reg = None if state is None else demo_registration(state, registered_s=10.0)
     return build_overlay(
         frame_number=7,
@@ -66,7 +66,7 @@ def test_skin_distance_on_sphere_known_answer():
 
 
 def test_tracking_overlay_is_current_with_primitives_in_camera_frame():
-    ov = _build(TrackingState.TRACKING)
+    ov = _build(RegistrationState.TRACKING)
     assert ov.current and ov.state_text == "TRACKING"
     assert ov.target_names == ["tumour", "node"]
     np.testing.assert_allclose(ov.targets_camera_m[0], [0.0, 0.0, 0.45])
@@ -80,13 +80,13 @@ def test_tracking_overlay_is_current_with_primitives_in_camera_frame():
 
 
 def test_degraded_is_marked_not_current():
-    ov = _build(TrackingState.DEGRADED)
+    ov = _build(RegistrationState.DEGRADED)
     assert not ov.current
     assert ov.state_text.startswith("DEGRADED: ICP residual")
     assert ov.target_names  # shown, but marked
 
 
-@pytest.mark.parametrize("state", [TrackingState.SEARCHING, TrackingState.LOST, None])
+@pytest.mark.parametrize("state", [RegistrationState.SEARCHING, RegistrationState.LOST, None])
 def test_searching_and_lost_carry_no_primitives(state):
     ov = _build(state)
     payload, arrays = ov.overlay_payload()
@@ -95,7 +95,7 @@ def test_searching_and_lost_carry_no_primitives(state):
         payload["targets"] == [] and payload["trajectories"] == [] and payload["structures"] == []
     )
     assert set(arrays) == set()
-    if state is TrackingState.LOST:
+    if state is RegistrationState.LOST:
         assert ov.state_text == "LOST — do not use"
 
 
@@ -112,11 +112,11 @@ def test_non_finite_pose_is_refused():
         profile=DisplayProfile(),
         camera=INTR,
     )
-    assert not ov.current and ov.state is TrackingState.DEGRADED and not ov.target_names
+    assert not ov.current and ov.state is RegistrationState.DEGRADED and not ov.target_names
 
 
 def test_payload_round_trips_through_the_strict_decoder():
-    ov = _build(TrackingState.TRACKING)
+    ov = _build(RegistrationState.TRACKING)
     payload, arrays = ov.overlay_payload()
     msg = decode(encode(make_message("overlay", payload, arrays, frame=7)))
     assert msg.payload["targets"][0]["skin_distance_mm"] == pytest.approx(40.0)
@@ -194,4 +194,4 @@ def test_stage_layers_fps_and_failed_frames():
     failed.registration = demo_registration()
     failed.errors.append("registration: boom")
     stage.process(failed)
-    assert failed.overlay.state is TrackingState.SEARCHING and not failed.overlay.current
+    assert failed.overlay.state is RegistrationState.SEARCHING and not failed.overlay.current

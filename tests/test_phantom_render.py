@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
+from edge import geometry
 from edge.config import PhantomConfig, TrackingConfig
 from edge.frames import Intrinsics
 from edge.models import ensure_models
@@ -53,8 +54,7 @@ def _surface_error_m(
     """Distance of every rendered head pixel's 3-D point to the face surface (point-to-plane)."""
     v, u = np.nonzero((depth_m > 0) & (depth_m < 1.0))  # the head, not the table at 1.25 m
     cam = INTR.deproject(np.stack([u, v], 1).astype(float), depth_m[v, u])
-    inv = np.linalg.inv(face_to_camera)
-    pts = cam @ inv[:3, :3].T + inv[:3, 3]
+    pts = geometry.apply(geometry.invert(face_to_camera), cam)
     surf, normals, _ = face.surface_rows()
     _, idx = cKDTree(surf).query(pts)
     return np.abs(((pts - surf[idx]) * normals[idx]).sum(axis=1))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge import geometry
+from edge.errors import RegistrationError
 from edge.registration import synthetic as syn
 from edge.registration.cloud import face_cloud, face_pixels
 from edge.registration.icp import SkinModel, icp_point_to_plane
 from edge.registration.landmarks import EYE_LEFT_CONTOUR, LIPS_OUTER_CONTOUR
-from edge.registration.paired_point import RegistrationError
 from edge.registration.quality import pose_difference
 
 MIN_INLIER_FRACTION = 0.85  # the default gate (RegistrationConfig.min_inlier_fraction)
@@ -41,7 +42,7 @@ def test_noise_free_cloud_recovered_exactly(skin: SkinModel) -> None:
     truth = syn.pose_from(np.array([3.0, -7.0, 2.0]), np.array([0.0, 0.01, 0.0]), syn.facing_pose())
     rng = np.random.default_rng(0)
     x, z = rng.uniform(-0.05, 0.05, 400), rng.uniform(-0.08, 0.06, 400)
-    cloud = syn.face_point(x, z) @ truth[:3, :3].T + truth[:3, 3]
+    cloud = geometry.apply(truth, syn.face_point(x, z))
     start = syn.pose_from(np.array([2.0, 2.0, -1.0]), np.array([0.003, -0.002, 0.004]), truth)
     result = icp_point_to_plane(skin, cloud, start, use_grid=False)
     mm, deg = _errors(result.patient_to_camera, truth)

@@ -8,13 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
+from edge import geometry
+from edge.errors import RegistrationError
 from edge.registration.landmarks import LANDMARK_INDEX
-from edge.registration.paired_point import (
-    RegistrationError,
-    landmark_pairs,
-    rigid_transform,
-    robust_rigid_transform,
-)
+from edge.registration.paired_point import landmark_pairs, rigid_transform, robust_rigid_transform
 from edge.registration.quality import (
     fitzpatrick_tre_mm,
     fle_from_fre_mm,
@@ -33,10 +30,6 @@ def _transform(rotvec: np.ndarray, t: np.ndarray) -> np.ndarray:
     return T
 
 
-def _apply(T: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return p @ T[:3, :3].T + T[:3, 3]
-
-
 @settings(max_examples=40, deadline=None)
 @given(
     rotvec=st.lists(st.floats(-3.0, 3.0), min_size=3, max_size=3),
@@ -44,10 +37,10 @@ def _apply(T: np.ndarray, p: np.ndarray) -> np.ndarray:
 )
 def test_known_transform_recovered_exactly(rotvec, t) -> None:
     T = _transform(np.array(rotvec), np.array(t))
-    fit = rigid_transform(LANDMARKS, _apply(T, LANDMARKS))
+    fit = rigid_transform(LANDMARKS, geometry.apply(T, LANDMARKS))
     np.testing.assert_allclose(fit.source_to_target, T, atol=1e-9)
     assert fit.fre_mm < 1e-6
-    robust = robust_rigid_transform(LANDMARKS, _apply(T, LANDMARKS))
+    robust = robust_rigid_transform(LANDMARKS, geometry.apply(T, LANDMARKS))
     np.testing.assert_allclose(robust.source_to_target, T, atol=1e-9)
 
 
@@ -57,10 +50,12 @@ def test_noise_within_bounds() -> None:
     targets = np.array(list(TARGETS.values()))
     errors, fres = [], []
     for _ in range(300):
-        noisy = _apply(T, LANDMARKS) + rng.normal(0, 1e-3 / np.sqrt(3), LANDMARKS.shape)
+        noisy = geometry.apply(T, LANDMARKS) + rng.normal(0, 1e-3 / np.sqrt(3), LANDMARKS.shape)
         fit = rigid_transform(LANDMARKS, noisy)
         errors.append(
-            np.linalg.norm(_apply(fit.source_to_target, targets) - _apply(T, targets), axis=1)
+            np.linalg.norm(
+                geometry.apply(fit.source_to_target, targets) - geometry.apply(T, targets), axis=1
+            )
         )
         fres.append(fit.fre_mm)
     # FLE 1 mm RMS (3-D): expected FRE = sqrt(1 - 2/N) mm (Fitzpatrick 1998, eq. 10).
@@ -74,7 +69,7 @@ def test_noise_within_bounds() -> None:
 
 def test_robust_fit_rejects_outliers() -> None:
     T = _transform(np.array([0.1, 0.2, -0.3]), np.array([0.0, 0.05, 0.45]))
-    moved = _apply(T, LANDMARKS)
+    moved = geometry.apply(T, LANDMARKS)
     moved[2] += [0.02, 0.0, 0.0]  # a landmark 20 mm off (a misdetected chin, say)
     moved[7] += [0.0, -0.015, 0.01]
     plain = rigid_transform(LANDMARKS, moved)

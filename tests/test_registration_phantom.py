@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge import geometry
 from edge.config import RegistrationConfig, TrackingConfig
 from edge.errors import EdgeError
-from edge.evaluation import jitter_mm, pose_errors, transform_points
+from edge.evaluation import jitter_mm, pose_errors
 from edge.frames import FrameResult
 from edge.plan.load import load_plan
 from edge.plan.sign import generate_keypair, load_private_key, load_public_key, sign_plan
 from edge.registration.icp import SkinModel
 from edge.registration.stage import RegistrationStage
-from edge.registration.types import TrackingState
+from edge.registration.types import RegistrationState
 
 phantom = pytest.importorskip("edge.sources.phantom")
 
@@ -82,14 +83,14 @@ def tracked_errors(results, truths, plan):
     return [
         pose_errors(r.patient_to_camera, t.patient_to_camera, plan.targets)
         for r, t in zip(results, truths, strict=True)
-        if r.state is TrackingState.TRACKING
+        if r.state is RegistrationState.TRACKING
     ]
 
 
 def test_nod_shake_accuracy(tracker, signed_plan, skin) -> None:
     states, results, truths = run("nod-shake", 30, tracker, signed_plan, skin)
     errors = tracked_errors(results, truths, signed_plan)
-    assert states[0] is TrackingState.REGISTERED and len(errors) >= 27
+    assert states[0] is RegistrationState.REGISTERED and len(errors) >= 27
     tre = np.array([v for e in errors for v in e.tre_mm.values()])
     rotation = np.array([e.rotation_deg for e in errors])
     # Issue 5: TRE mean <= 1.0 mm, p95 <= 2.0 mm, rotation median <= 0.5 deg.
@@ -102,9 +103,9 @@ def test_static_jitter(tracker, signed_plan, skin) -> None:
     _, results, _ = run("static", 20, tracker, signed_plan, skin)
     targets = np.stack(list(signed_plan.targets.values()))
     positions = [
-        transform_points(r.patient_to_camera, targets)
+        geometry.apply(r.patient_to_camera, targets)
         for r in results
-        if r.state is TrackingState.TRACKING
+        if r.state is RegistrationState.TRACKING
     ]
     assert len(positions) >= 18
     assert jitter_mm(positions) <= 0.2  # issue 5; measured about 0.1 mm
@@ -121,7 +122,7 @@ def test_drape_still_tracks(tracker, signed_plan, skin) -> None:
 def test_photo_spoof_never_registers(tracker, signed_plan, skin) -> None:
     states, results, truths = run("photo-spoof", 6, tracker, signed_plan, skin)
     assert all(t.face_visible for t in truths)  # the photo shows a face...
-    assert set(states) == {TrackingState.SEARCHING}  # ...that never registers
+    assert set(states) == {RegistrationState.SEARCHING}  # ...that never registers
     assert all(r.patient_to_camera is None for r in results)
 
 
@@ -130,12 +131,12 @@ def test_leave_and_return(tracker, signed_plan, skin) -> None:
     visible = [t.face_visible for t in truths]
     gone = visible.index(False)
     back = gone + visible[gone:].index(True)
-    assert states[gone - 1] is not TrackingState.LOST
-    assert TrackingState.LOST in states[gone : gone + 2]  # within one frame of leaving
-    assert TrackingState.TRACKING in states[back : back + 6]  # within 5 frames of returning
+    assert states[gone - 1] is not RegistrationState.LOST
+    assert RegistrationState.LOST in states[gone : gone + 2]  # within one frame of leaving
+    assert RegistrationState.TRACKING in states[back : back + 6]  # within 5 frames of returning
     # Never TRACKING while the face is out of view.
     assert all(
-        s is not TrackingState.TRACKING for s, v in zip(states, visible, strict=True) if not v
+        s is not RegistrationState.TRACKING for s, v in zip(states, visible, strict=True) if not v
     )
 
 
@@ -148,7 +149,7 @@ def test_replay_does_not_depend_on_how_fast_the_host_reads(tracker, signed_plan,
     states_a, results_a, _ = run("leave-return", 24, tracker, signed_plan, skin, lambda: next(fast))
     states_b, results_b, _ = run("leave-return", 24, tracker, signed_plan, skin, lambda: next(slow))
     assert states_a == states_b
-    assert TrackingState.TRACKING in states_a
+    assert RegistrationState.TRACKING in states_a
     for a, b in zip(results_a, results_b, strict=True):
         if a.patient_to_camera is None:
             assert b.patient_to_camera is None

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge import geometry
 from edge.config import RegistrationConfig
 from edge.errors import StateError
 from edge.frames import FrameResult
@@ -17,15 +18,15 @@ from edge.registration.icp import SkinModel
 from edge.registration.quality import pose_difference
 from edge.registration.stage import RegistrationStage
 from edge.registration.state import Outcome, RegistrationStateMachine
-from edge.registration.types import TrackingState
+from edge.registration.types import RegistrationState
 from edge.tracking.types import TrackingResult
 
 SEARCHING, REGISTERED, TRACKING, DEGRADED, LOST = (
-    TrackingState.SEARCHING,
-    TrackingState.REGISTERED,
-    TrackingState.TRACKING,
-    TrackingState.DEGRADED,
-    TrackingState.LOST,
+    RegistrationState.SEARCHING,
+    RegistrationState.REGISTERED,
+    RegistrationState.TRACKING,
+    RegistrationState.DEGRADED,
+    RegistrationState.LOST,
 )
 
 # --------------------------------------------------------------------------- state machine
@@ -114,8 +115,8 @@ def _frame(i: int, pose, surface=DENSE, landmarks=LANDMARKS, extra=None, present
 
 def _tre_mm(plan, estimate, truth) -> float:
     targets = np.stack(list(plan.targets.values()))
-    a = targets @ estimate[:3, :3].T + estimate[:3, 3]
-    b = targets @ truth[:3, :3].T + truth[:3, 3]
+    a = geometry.apply(estimate, targets)
+    b = geometry.apply(truth, targets)
     return float(np.linalg.norm(a - b, axis=1).max() * 1000)
 
 

@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 
 from edge.config import RealSenseConfig
-from edge.errors import SourceError
+from edge.errors import DeviceLostError, FrameTimeout, SourceError
 from edge.frames import Extrinsics, Intrinsics, SourceState
 from edge.sources.realsense import (
-    DeviceLostError,
-    FrameTimeout,
     RawFrame,
     RealSenseSource,
     StreamSetup,

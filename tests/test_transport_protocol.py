@@ -10,14 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.transport.protocol import (
-    SCHEMA_VERSION,
-    DecodeError,
-    Limits,
-    decode,
-    encode,
-    make_message,
-)
+from edge.errors import DecodeError
+from edge.registration.types import RegistrationState
+from edge.transport.protocol import SCHEMA_VERSION, STATES, Limits, decode, encode, make_message
 from edge.transport.service import validate_command
 
 STATUS = {"state": "SEARCHING", "uptime_s": 1.5, "frames": 0, "plan": {}}
@@ -88,6 +83,10 @@ def test_payload_schema_per_topic():
         decode(encode(make_message("status", {**STATUS, "state": "FINE"})))
     with pytest.raises(DecodeError, match="needs array 'jpeg'"):
         decode(encode(make_message("video", {"encoding": "jpeg", "width": 1, "height": 1})))
+
+
+def test_wire_states_are_the_registration_states():
+    assert tuple(s.value for s in RegistrationState) == STATES
 
 
 def test_overlay_cannot_claim_current_unless_tracking():

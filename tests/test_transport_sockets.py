@@ -17,11 +17,12 @@ import zmq
 
 from edge.cli import main
 from edge.config import TransportConfig
+from edge.errors import TransportError
 from edge.frames import Frame, FrameResult, Intrinsics, PixelFormat
 from edge.overlay.demo import demo_plan, demo_registration
 from edge.overlay.stage import OverlayStage
 from edge.transport.client import ServiceClient, Subscriber
-from edge.transport.protocol import TransportError, encode, make_message
+from edge.transport.protocol import encode, make_message
 from edge.transport.publisher import Publisher, tune_socket
 from edge.transport.security import ClientSecurity, ServerSecurity, generate_keys, is_loopback
 from edge.transport.server import EdgeServer

@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from edge.audit import AuditError, verify_log
+    from edge.audit import verify_log
+    from edge.errors import AuditError
     from edge.keys import load_device_verify_key
 
     key = load_device_verify_key(args.pubkey) if args.pubkey is not None else None

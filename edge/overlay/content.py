@@ -13,15 +13,20 @@ import math
 
 import numpy as np
 
+from edge import geometry
 from edge.frames import Intrinsics
 from edge.overlay.project import DisplayProfile, project_points
 from edge.overlay.raycast import MeshRaycaster
 from edge.overlay.types import Overlay
 from edge.plan.model import Mesh, Plan
-from edge.registration.types import RegistrationResult, TrackingState
+from edge.registration.types import RegistrationResult, RegistrationState
 
 LAYERS = ("targets", "trajectories", "cut_planes", "structures", "skin")
-_WITH_PRIMITIVES = (TrackingState.TRACKING, TrackingState.DEGRADED, TrackingState.REGISTERED)
+_WITH_PRIMITIVES = (
+    RegistrationState.TRACKING,
+    RegistrationState.DEGRADED,
+    RegistrationState.REGISTERED,
+)
 
 
 def state_text(registration: RegistrationResult | None) -> str:
@@ -29,14 +34,14 @@ def state_text(registration: RegistrationResult | None) -> str:
     if registration is None:
         return "SEARCHING - no registration"
     state = registration.state
-    if state is TrackingState.TRACKING:
-        return "TRACKING"
-    if state is TrackingState.DEGRADED:
+    if state is RegistrationState.TRACKING:
+        return state.value
+    if state is RegistrationState.DEGRADED:
         reasons = "; ".join(registration.quality.reasons) or "quality gate failed"
         return f"DEGRADED: {reasons}"
-    if state is TrackingState.REGISTERED:
+    if state is RegistrationState.REGISTERED:
         return "REGISTERED: confirming"
-    if state is TrackingState.LOST:
+    if state is RegistrationState.LOST:
         return "LOST — do not use"
     return "SEARCHING - no registration"
 
@@ -49,10 +54,6 @@ def mesh_asset_id(mesh: Mesh) -> str:
     h.update(np.ascontiguousarray(mesh.vertices, dtype="<f8").tobytes())
     h.update(np.ascontiguousarray(mesh.faces, dtype="<i8").tobytes())
     return h.hexdigest()
-
-
-def _transform(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return pts @ m[:3, :3].T + m[:3, 3]
 
 
 def skin_distances_mm(
@@ -106,7 +107,7 @@ def build_overlay(
     clock), used with ``registration.registered_s`` (same clock) for the
     registration's age, so a replay gives the same ages however fast it runs.
     """
-    state = registration.state if registration is not None else TrackingState.SEARCHING
+    state = registration.state if registration is not None else RegistrationState.SEARCHING
     pose = registration.patient_to_camera if registration is not None else None
     reasons = list(registration.quality.reasons) if registration is not None else []
     age_ms = None
@@ -134,17 +135,17 @@ def build_overlay(
     pose = np.asarray(pose, dtype=np.float64)
     if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
         overlay.state_text = "DEGRADED: pose is not a finite 4x4 matrix"
-        overlay.state = TrackingState.DEGRADED
+        overlay.state = RegistrationState.DEGRADED
         return overlay
     overlay.patient_to_camera = pose
-    overlay.current = state is TrackingState.TRACKING
+    overlay.current = state is RegistrationState.TRACKING
     if "skin" in layers:
         overlay.skin_asset = mesh_asset_id(plan.skin)
     if "targets" in layers and plan.targets:
         names = list(plan.targets)
         pts = np.array([plan.targets[n] for n in names], dtype=np.float64).reshape(-1, 3)
         overlay.target_names = names
-        overlay.targets_camera_m = _transform(pose, pts)
+        overlay.targets_camera_m = geometry.apply(pose, pts)
         tre = registration.quality.tre_mm if registration is not None else {}
         overlay.tre_mm = [float(tre.get(n, math.nan)) for n in names]
         overlay.skin_distance_mm = (
@@ -157,11 +158,13 @@ def build_overlay(
     if "trajectories" in layers and plan.trajectories:
         overlay.trajectory_names = [t.name for t in plan.trajectories]
         ends = np.array([[t.entry, t.target] for t in plan.trajectories], dtype=np.float64)
-        overlay.trajectories_camera_m = _transform(pose, ends.reshape(-1, 3)).reshape(-1, 2, 3)
+        overlay.trajectories_camera_m = geometry.apply(pose, ends.reshape(-1, 3)).reshape(-1, 2, 3)
         overlay.trajectories_px = project_points(overlay.trajectories_camera_m, profile, camera)[0]
     if "cut_planes" in layers and plan.cut_planes:
         overlay.cut_plane_names = [c.name for c in plan.cut_planes]
-        points = _transform(pose, np.array([c.point for c in plan.cut_planes], dtype=np.float64))
+        points = geometry.apply(
+            pose, np.array([c.point for c in plan.cut_planes], dtype=np.float64)
+        )
         normals = np.array([c.normal for c in plan.cut_planes], dtype=np.float64) @ pose[:3, :3].T
         overlay.cut_planes_camera = np.stack([points, normals], axis=1)
     if "structures" in layers:

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from edge.plan.model import CutPlane, Mesh, Plan, Structure, Trajectory
-from edge.registration.types import RegistrationQuality, RegistrationResult, TrackingState
+from edge.registration.types import RegistrationQuality, RegistrationResult, RegistrationState
 
 
 def _sphere(radius_m: float, subdivisions: int) -> Mesh:
@@ -50,15 +50,19 @@ def demo_plan(subdivisions: int = 3) -> Plan:
 
 
 def demo_registration(
-    state: TrackingState = TrackingState.TRACKING, registered_s: float | None = None
+    state: RegistrationState = RegistrationState.TRACKING, registered_s: float | None = None
 ) -> RegistrationResult:
     """The plan 0.5 m in front of the camera, unrotated (plan axes = camera axes)."""
     pose = np.eye(4)
     pose[2, 3] = 0.5
     quality = RegistrationQuality(icp_rms_mm=0.6, fre_mm=1.1, tre_mm={"tumour": 1.8, "node": 2.4})
-    if state is TrackingState.DEGRADED:
+    if state is RegistrationState.DEGRADED:
         quality.reasons = ["ICP residual 3.1 mm over 2.0 mm"]
-    has_pose = state in (TrackingState.TRACKING, TrackingState.DEGRADED, TrackingState.REGISTERED)
+    has_pose = state in (
+        RegistrationState.TRACKING,
+        RegistrationState.DEGRADED,
+        RegistrationState.REGISTERED,
+    )
     return RegistrationResult(
         state=state,
         patient_to_camera=pose if has_pose else None,

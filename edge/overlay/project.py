@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edge import geometry
 from edge.errors import ConfigError
 from edge.frames import Intrinsics
 
@@ -126,7 +127,7 @@ def project_points(
     intr = profile.intrinsics_for(camera)
     flat = pts.reshape(-1, 3)
     m = np.asarray(profile.camera_to_display, dtype=np.float64)
-    in_display = flat @ m[:3, :3].T + m[:3, 3]
+    in_display = geometry.apply(m, flat)
     px = intr.project(in_display)
     behind = ~(in_display[:, 2] > 0)
     px[behind] = np.nan

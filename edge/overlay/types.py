@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge.camera import Intrinsics
-from edge.registration.types import TrackingState
+from edge.registration.types import RegistrationState
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Overlay:
 
     frame_number: int
     capture_unix_s: float
-    state: TrackingState
+    state: RegistrationState
     current: bool
     state_text: str
     reasons: list[str]

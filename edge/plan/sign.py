@@ -15,9 +15,9 @@ import json
 import os
 from pathlib import Path
 
-from edge.errors import PlanError
+from edge.errors import KeyFileError, PlanError
 from edge.files import write_atomic
-from edge.keys import KeyFileError, KeyPair, read_key_field, write_key_pair
+from edge.keys import KeyPair, read_key_field, write_key_pair
 
 SIGNATURE_FILE = "plan.sig"
 DIGEST_HEADER = b"edge-plan-digest/1\n"

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from edge import geometry
+from edge.errors import RegistrationError
 from edge.plan.model import Mesh
-from edge.registration.paired_point import RegistrationError
 
 
 @dataclass(frozen=True)
@@ -142,22 +143,6 @@ class IcpResult:
     residuals_mm: np.ndarray | None = None  # (N,) signed, + in front of the skin; NaN: occluded
 
 
-def _rodrigues(w: np.ndarray) -> np.ndarray:
-    theta = float(np.linalg.norm(w))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = w / theta
-    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(theta) * K + (1 - np.cos(theta)) * (K @ K)
-
-
-def _invert(T: np.ndarray) -> np.ndarray:
-    inv = np.eye(4)
-    inv[:3, :3] = T[:3, :3].T
-    inv[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return inv
-
-
 def icp_point_to_plane(
     model: SkinModel,
     points_camera_m: np.ndarray,
@@ -191,14 +176,14 @@ def icp_point_to_plane(
     T0 = np.asarray(patient_to_camera_initial, dtype=np.float64)
     if T0.shape != (4, 4) or not np.isfinite(T0).all():
         raise RegistrationError("the initial pose must be a finite 4x4 matrix")
-    cam_to_pat = _invert(T0)
+    camera_to_patient = geometry.invert(T0)
     gate = initial_gate_mm * 1e-3
     # The grid answers only within its band: use it when the gate fits inside.
     grid = model.grid if use_grid and model.grid and gate <= model.grid.band_m else None
     converged = False
     iterations = 0
     for iterations in range(1, max_iterations + 1):  # noqa: B007 - reported below
-        X = pts @ cam_to_pat[:3, :3].T + cam_to_pat[:3, 3]
+        X = geometry.apply(camera_to_patient, pts)
         if grid is not None:
             idx = grid.lookup(X)
             found = idx >= 0
@@ -215,7 +200,7 @@ def icp_point_to_plane(
             )
         Xm, q, n = X[m], model.points_m[idx[m]], model.normals[idx[m]]
         # Orient the normals towards the camera: then r > 0 means "in front of the skin".
-        n = n * np.sign(np.einsum("ij,ij->i", cam_to_pat[:3, 3] - q, n))[:, None]
+        n = n * np.sign(np.einsum("ij,ij->i", camera_to_patient[:3, 3] - q, n))[:, None]
         r = np.einsum("ij,ij->i", Xm - q, n)
         # Drapes, hands and instruments lie in front of the skin, never behind it: a
         # point further in front than the occlusion gate (or half the distance gate
@@ -242,11 +227,11 @@ def icp_point_to_plane(
             raise RegistrationError(
                 "ICP normal equations are singular", "the cloud does not constrain the pose"
             ) from None
-        R = _rodrigues(delta[:3])
+        R = geometry.rotation_vector_to_matrix(delta[:3])
         inc = np.eye(4)
         inc[:3, :3] = R
         inc[:3, 3] = centre - R @ centre + delta[3:]
-        cam_to_pat = inc @ cam_to_pat
+        camera_to_patient = inc @ camera_to_patient
         step_mm = float(np.linalg.norm(delta[3:])) * 1e3
         step_deg = float(np.degrees(np.linalg.norm(delta[:3])))
         gate = max(min_gate_mm * 1e-3, min(gate, 3.0 * float(np.median(d[m]))))
@@ -256,7 +241,7 @@ def icp_point_to_plane(
 
     # Final residuals at the final pose: the grid where it answers, the exact
     # KD-tree for the rest (points far from the skin: drapes, background).
-    X = pts @ cam_to_pat[:3, :3].T + cam_to_pat[:3, 3]
+    X = geometry.apply(camera_to_patient, pts)
     if grid is not None:
         idx = grid.lookup(X)
         far = idx < 0
@@ -266,7 +251,7 @@ def icp_point_to_plane(
         idx = model.tree.query(X, workers=1)[1]
     q, n = model.points_m[idx], model.normals[idx]
     d = np.linalg.norm(X - q, axis=1)
-    eye = cam_to_pat[:3, 3]  # camera centre in the patient frame
+    eye = camera_to_patient[:3, 3]  # camera centre in the patient frame
     slack = 2 * model.spacing_m + (grid.cell_m if grid is not None else 0.0)
     toward_camera = np.sign(np.einsum("ij,ij->i", eye - q, n))[:, None] * n
     s = np.einsum("ij,ij->i", X - q, toward_camera)  # > 0: in front of the skin
@@ -277,7 +262,7 @@ def icp_point_to_plane(
     n_in = int(inlier.sum())
     rms = float(np.sqrt(np.mean(s[inlier] ** 2))) * 1e3 if n_in else float("inf")
     return IcpResult(
-        patient_to_camera=_invert(cam_to_pat),
+        patient_to_camera=geometry.invert(camera_to_patient),
         rms_mm=rms,
         inlier_fraction=n_in / visible if visible else 0.0,
         occluded_fraction=float(occluded.mean()),

@@ -7,12 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.errors import EdgeError
+from edge import geometry
+from edge.errors import RegistrationError
 from edge.registration.landmarks import LANDMARK_INDEX, MOBILE_LANDMARKS
-
-
-class RegistrationError(EdgeError):
-    """Input that no registration can be computed from (too few or degenerate points)."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,7 @@ def _kabsch(s: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _residuals_mm(T: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(s @ T[:3, :3].T + T[:3, 3] - t, axis=1) * 1000.0
+    return np.linalg.norm(geometry.apply(T, s) - t, axis=1) * 1000.0
 
 
 def rigid_transform(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge import geometry
 from edge.registration.types import RegistrationQuality
 
 
@@ -53,9 +54,8 @@ def pose_difference(
     d_mm = float(
         np.linalg.norm((a_to_b[:3, :3] - c_to_b[:3, :3]) @ p + a_to_b[:3, 3] - c_to_b[:3, 3])
     )
-    R = a_to_b[:3, :3].T @ c_to_b[:3, :3]
-    angle = math.degrees(math.acos(float(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
-    return d_mm * 1000.0, angle
+    angle_deg = geometry.rotation_angle_deg(a_to_b[:3, :3].T @ c_to_b[:3, :3])
+    return d_mm * 1000.0, angle_deg
 
 
 def relief_mm(points_m: np.ndarray) -> float:

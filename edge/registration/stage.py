@@ -17,18 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from edge import geometry
 from edge.config import RegistrationConfig
+from edge.errors import RegistrationError
 from edge.frames import Frame, FrameResult
 from edge.plan.model import Plan
 from edge.registration.cloud import face_cloud
 from edge.registration.icp import IcpResult, SkinModel, icp_point_to_plane
 from edge.registration.landmarks import MOBILE_LANDMARKS
-from edge.registration.paired_point import (
-    PairedPointResult,
-    RegistrationError,
-    landmark_pairs,
-    robust_rigid_transform,
-)
+from edge.registration.paired_point import PairedPointResult, landmark_pairs, robust_rigid_transform
 from edge.registration.quality import (
     Gates,
     check_gates,
@@ -39,7 +36,7 @@ from edge.registration.quality import (
     systematic_residual_mm,
 )
 from edge.registration.state import Outcome, RegistrationStateMachine
-from edge.registration.types import RegistrationQuality, RegistrationResult, TrackingState
+from edge.registration.types import RegistrationQuality, RegistrationResult, RegistrationState
 from edge.tracking.types import Face
 
 log = logging.getLogger(__name__)
@@ -87,24 +84,12 @@ class _LandmarkFit:
         return self._upper
 
 
-def _invert(T: np.ndarray) -> np.ndarray:
-    inv = np.eye(4)
-    inv[:3, :3] = T[:3, :3].T
-    inv[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return inv
-
-
 def _scaled_motion(delta: np.ndarray, alpha: float) -> np.ndarray:
     """``delta`` raised to a real power (rotation by axis-angle scaling, translation linear)."""
-    R = delta[:3, :3]
-    angle = math.acos(float(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)))
+    axis, angle = geometry.matrix_to_axis_angle(delta[:3, :3])
     out = np.eye(4)
     if angle > 1e-9:
-        axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
-        axis /= 2.0 * math.sin(angle)
-        a = angle * alpha
-        K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-        out[:3, :3] = np.eye(3) + math.sin(a) * K + (1 - math.cos(a)) * (K @ K)
+        out[:3, :3] = geometry.axis_angle_to_matrix(axis, angle * alpha)
     out[:3, 3] = delta[:3, 3] * alpha
     return out
 
@@ -157,7 +142,7 @@ class RegistrationStage:
         }
 
     @property
-    def state(self) -> TrackingState:
+    def state(self) -> RegistrationState:
         return self.machine.state
 
     def reset(self) -> None:
@@ -202,14 +187,14 @@ class RegistrationStage:
             outcome = Outcome.INIT_PASSED if attempt.passed else Outcome.INIT_FAILED
 
         state = self.machine.update(outcome)
-        if state in (TrackingState.SEARCHING, TrackingState.LOST):
+        if state in (RegistrationState.SEARCHING, RegistrationState.LOST):
             self._history.clear()
             pose = None
         else:
             pose = attempt.pose
             if pose is not None and attempt.icp is not None:
                 self._history = [*self._history[-1:], (now, pose)]
-        if state in (TrackingState.REGISTERED, TrackingState.TRACKING):
+        if state in (RegistrationState.REGISTERED, RegistrationState.TRACKING):
             self._registered_s = now
         attempt.quality.reasons = attempt.reasons
         result.registration = RegistrationResult(state, pose, attempt.quality, self._registered_s)
@@ -275,7 +260,7 @@ class RegistrationStage:
         if dt <= 0:
             return last
         alpha = min((now_s - t1) / dt, 3.0)
-        delta = last @ _invert(before)  # camera-frame motion over dt
+        delta = last @ geometry.invert(before)  # camera-frame motion over dt
         return _scaled_motion(delta, alpha) @ last
 
     def _initialise(self, frame: Frame, face: Face, lm: _LandmarkFit | None) -> _Attempt:
@@ -420,5 +405,5 @@ class PlanRefusedStage:
 
     def process(self, result: FrameResult) -> None:
         result.registration = RegistrationResult(
-            TrackingState.SEARCHING, None, RegistrationQuality(reasons=[self.reason])
+            RegistrationState.SEARCHING, None, RegistrationQuality(reasons=[self.reason])
         )

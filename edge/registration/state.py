@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 
 from edge.errors import StateError
-from edge.registration.types import TrackingState
+from edge.registration.types import RegistrationState
 
 
 class Outcome(str, enum.Enum):
@@ -23,7 +23,9 @@ class Outcome(str, enum.Enum):
     TRACK_FAILED = "track_failed"  # warm-started ICP, a gate failed (and re-init did too)
 
 
-_HAS_POSE = frozenset({TrackingState.REGISTERED, TrackingState.TRACKING, TrackingState.DEGRADED})
+_HAS_POSE = frozenset(
+    {RegistrationState.REGISTERED, RegistrationState.TRACKING, RegistrationState.DEGRADED}
+)
 _TRACK_OUTCOMES = frozenset({Outcome.TRACK_PASSED, Outcome.TRACK_FAILED})
 
 
@@ -36,7 +38,7 @@ class RegistrationStateMachine:
     """
 
     def __init__(self, confirm_frames: int = 1, lost_after_frames: int = 15) -> None:
-        self.state = TrackingState.SEARCHING
+        self.state = RegistrationState.SEARCHING
         self._confirm_frames = confirm_frames
         self._lost_after_frames = lost_after_frames
         self._passes = 0
@@ -47,7 +49,7 @@ class RegistrationStateMachine:
         """A pose exists to warm-start from (REGISTERED, TRACKING or DEGRADED)."""
         return self.state in _HAS_POSE
 
-    def update(self, outcome: Outcome) -> TrackingState:
+    def update(self, outcome: Outcome) -> RegistrationState:
         """Advance by one frame's outcome. Raises StateError for an outcome the state
         cannot produce (tracking without a pose)."""
         if outcome in _TRACK_OUTCOMES and not self.has_pose:
@@ -56,11 +58,11 @@ class RegistrationStateMachine:
                 "initialise from landmarks first (the stage's bug, please report it)",
             )
         if outcome is Outcome.NO_FACE:
-            if self.state is not TrackingState.SEARCHING:
-                self.state = TrackingState.LOST
+            if self.state is not RegistrationState.SEARCHING:
+                self.state = RegistrationState.LOST
             self._passes = self._failures = 0
         elif outcome is Outcome.INIT_PASSED:
-            self.state = TrackingState.REGISTERED
+            self.state = RegistrationState.REGISTERED
             self._passes, self._failures = 1, 0
         elif outcome is Outcome.INIT_FAILED:
             if self.has_pose:
@@ -68,12 +70,12 @@ class RegistrationStateMachine:
             # SEARCHING and LOST stay as they are: no pose to show.
         elif outcome is Outcome.TRACK_PASSED:
             self._failures = 0
-            if self.state is TrackingState.REGISTERED:
+            if self.state is RegistrationState.REGISTERED:
                 self._passes += 1
                 if self._passes > self._confirm_frames:
-                    self.state = TrackingState.TRACKING
+                    self.state = RegistrationState.TRACKING
             else:
-                self.state = TrackingState.TRACKING
+                self.state = RegistrationState.TRACKING
         elif outcome is Outcome.TRACK_FAILED:
             self._fail()
         return self.state
@@ -82,7 +84,7 @@ class RegistrationStateMachine:
         self._passes = 0
         self._failures += 1
         self.state = (
-            TrackingState.LOST
+            RegistrationState.LOST
             if self._failures >= self._lost_after_frames
-            else TrackingState.DEGRADED
+            else RegistrationState.DEGRADED
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import geometry
 from edge.frames import LANDMARK_COUNT, Frame, Intrinsics, PixelFormat
 from edge.plan.model import Mesh
 from edge.registration.landmarks import (
@@ -202,7 +203,7 @@ def render_depth(
     extra_camera_m: np.ndarray | None = None,
 ) -> np.ndarray:
     """Z-buffer depth (metres, 0 = none) of dense points splatted into the image."""
-    P = surface_patient_m @ patient_to_camera[:3, :3].T + patient_to_camera[:3, 3]
+    P = geometry.apply(patient_to_camera, surface_patient_m)
     if extra_camera_m is not None:
         P = np.concatenate([P, extra_camera_m])
     uv = np.rint(intrinsics.project(P)).astype(np.int64)
@@ -254,7 +255,7 @@ def make_tracking(
     rng: np.random.Generator | None = None,
 ) -> TrackingResult:
     """A tracking result whose patient face has these landmarks (camera frame + pixels)."""
-    cam = landmarks_patient_m @ patient_to_camera[:3, :3].T + patient_to_camera[:3, 3]
+    cam = geometry.apply(patient_to_camera, landmarks_patient_m)
     if noise_m > 0:
         rng = rng or np.random.default_rng(0)
         cam = cam + rng.normal(0, noise_m, cam.shape)

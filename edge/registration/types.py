@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-class TrackingState(str, enum.Enum):
+class RegistrationState(str, enum.Enum):
     """Registration state shown to the surgeon.
 
     Only TRACKING means the overlay is current and within every quality gate.
@@ -46,7 +46,7 @@ class RegistrationResult:
     (``Frame.capture_s``) of the frame on which the pose was last confirmed.
     """
 
-    state: TrackingState
+    state: RegistrationState
     patient_to_camera: np.ndarray | None
     quality: RegistrationQuality = field(default_factory=RegistrationQuality)
     registered_s: float | None = None

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from edge.audit import AuditLog
 from edge.frames import FrameResult
-from edge.registration.types import TrackingState
+from edge.registration.types import RegistrationState
 
 # While the source has no frame nothing may look current: a gap is a loss of
 # registration unless there was none to lose.
-_NOTHING_TO_LOSE = (None, TrackingState.LOST, TrackingState.SEARCHING)
+_NOTHING_TO_LOSE = (None, RegistrationState.LOST, RegistrationState.SEARCHING)
 
 
 class AuditSink:
@@ -22,7 +22,7 @@ class AuditSink:
 
     def __init__(self, audit: AuditLog) -> None:
         self.audit = audit
-        self._state: TrackingState | None = None
+        self._state: RegistrationState | None = None
 
     def consume(self, result: FrameResult) -> None:
         reg = result.registration
@@ -37,5 +37,5 @@ class AuditSink:
         if self._state in _NOTHING_TO_LOSE:
             return
         assert self._state is not None
-        self.audit.state_changed(self._state.value, TrackingState.LOST.value, -1, reason)
-        self._state = TrackingState.LOST
+        self.audit.state_changed(self._state.value, RegistrationState.LOST.value, -1, reason)
+        self._state = RegistrationState.LOST

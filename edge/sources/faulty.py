@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.frames import Frame, FrameSource, FrameTimeout, Intrinsics, SourceState
+from edge.errors import DeviceLostError, FrameTimeout, InjectedFaultError
+from edge.frames import Frame, FrameSource, Intrinsics, SourceState
 
 
 class FaultKind(str, enum.Enum):
@@ -69,10 +70,6 @@ class Fault:
 
     def covers(self, index: int) -> bool:
         return self.start <= index < self.start + self.count
-
-
-class InjectedFaultError(RuntimeError):
-    """What a RAISE fault raises (a driver or decoder bug, not an expected EdgeError)."""
 
 
 def _with_bad_intrinsics(intr: Intrinsics, value: float) -> Intrinsics:
@@ -332,7 +329,7 @@ class _ScriptedSession:
         self.setup = camera.setup
 
     def wait(self, timeout_ms: int) -> Any:
-        from edge.sources.realsense import DeviceLostError, RawFrame
+        from edge.sources.realsense import RawFrame
 
         cam = self.camera
         if not cam.present():

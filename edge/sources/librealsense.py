@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from edge import geometry
 from edge.errors import SourceError
 from edge.frames import DistortionModel, Extrinsics, Intrinsics
 
@@ -98,7 +99,7 @@ def align_depth_to_color(
         return out
     z_m = depth[v, u].astype(np.float64) * depth_scale_m
     pts_m = depth_intrinsics.deproject(np.stack([u, v], axis=1).astype(np.float64), z_m)
-    moved = pts_m @ m[:3, :3].T + m[:3, 3]
+    moved = geometry.apply(m, pts_m)
     ok = moved[:, 2] > 0
     uv = np.rint(color.project(moved[ok])).astype(np.int64)
     z = np.clip(np.rint(moved[ok, 2] / depth_scale_m), 1, 65535).astype(np.uint16)

@@ -29,25 +29,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.config import RealSenseConfig
-from edge.errors import SourceError
-from edge.frames import (
-    Extrinsics,
-    Frame,
-    FrameSource,
-    FrameTimeout,
-    Intrinsics,
-    PixelFormat,
-    SourceState,
-)
+from edge.errors import DeviceLostError, FrameTimeout, SourceError
+from edge.frames import Extrinsics, Frame, FrameSource, Intrinsics, PixelFormat, SourceState
 from edge.sources.librealsense import extrinsics_from_rs, intrinsics_from_rs
 
 log = logging.getLogger(__name__)
 
 NO_CAMERA_FIX = "plug one in or use --source FILE.db3/phantom"
-
-
-class DeviceLostError(Exception):
-    """Raised by a camera session when the device disappeared (internal to this module)."""
 
 
 @dataclass

@@ -20,16 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import DecodeError, TransportError
 from edge.transport.protocol import (
     PUBLISHED_TOPICS,
     REPLY,
     REQ_ASSET_GET,
     REQ_ASSET_LIST,
     REQ_COMMAND,
-    DecodeError,
     Limits,
     Message,
-    TransportError,
     decode,
     encode,
     make_message,

@@ -29,7 +29,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from edge.errors import EdgeError
+from edge.errors import DecodeError, TransportError
 
 SCHEMA_VERSION = 1
 
@@ -52,14 +52,6 @@ MAX_ARRAYS = 16
 MAX_DIMS = 4
 MAX_TOPIC_BYTES = 32
 MAX_HEADER_BYTES = 4096
-
-
-class TransportError(EdgeError):
-    """A transport endpoint, key or peer cannot be used as asked."""
-
-
-class DecodeError(TransportError):
-    """A received message does not follow the protocol; the message says how."""
 
 
 @dataclass(frozen=True)
@@ -351,6 +343,9 @@ PAYLOAD_ARRAYS: dict[str, dict[str, tuple[str, tuple[int | None, ...]]]] = {
     TOPIC_VIDEO: {"jpeg": ("|u1", (None,))},
 }
 
+# The registration states by their wire names: the values of
+# edge.registration.types.RegistrationState, spelled out here because they are the
+# protocol's contract with headsets (a test checks that the two agree).
 STATES = ("SEARCHING", "REGISTERED", "TRACKING", "DEGRADED", "LOST")
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import StateError
-from edge.transport.protocol import TOPIC_VIDEO, TransportError, encode, make_message
+from edge.errors import StateError, TransportError
+from edge.transport.protocol import TOPIC_VIDEO, encode, make_message
 from edge.transport.security import ServerSecurity
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.errors import TransportError
 from edge.files import write_atomic
-from edge.transport.protocol import TransportError
 
 log = logging.getLogger(__name__)
 

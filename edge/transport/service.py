@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import StateError
+from edge.errors import DecodeError, StateError, TransportError
 from edge.overlay.content import LAYERS, mesh_asset_id
 from edge.plan.model import Mesh, Plan
 from edge.transport.protocol import (
@@ -29,9 +29,7 @@ from edge.transport.protocol import (
     REQ_ASSET_GET,
     REQ_ASSET_LIST,
     REQ_COMMAND,
-    DecodeError,
     Limits,
-    TransportError,
     decode,
     encode,
     make_message,

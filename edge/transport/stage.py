@@ -14,6 +14,7 @@ from typing import Any
 
 from edge.errors import StateError
 from edge.frames import FrameResult
+from edge.registration.types import RegistrationState
 from edge.transport.protocol import TOPIC_HUD, TOPIC_OVERLAY, TOPIC_STATUS
 from edge.transport.publisher import Publisher, VideoPreview
 
@@ -48,7 +49,7 @@ class PublishStage:
         self._clock = clock
         self._started_s = clock()
         self._lock = threading.Lock()
-        self._state = "SEARCHING"
+        self._state = RegistrationState.SEARCHING
         self._frames = 0
         self._last_frame_s: float | None = None
         self._stop = threading.Event()
@@ -73,7 +74,7 @@ class PublishStage:
         if overlay is None:
             return  # an earlier stage failed: the status heartbeat still says we are alive
         with self._lock:
-            self._state = overlay.state.value
+            self._state = overlay.state
         payload, arrays = overlay.overlay_payload()
         self.publisher.send(
             TOPIC_OVERLAY,
@@ -95,14 +96,14 @@ class PublishStage:
     def source_gap(self, reason: str) -> None:
         """Frames stopped: the heartbeat says LOST until an overlay says otherwise."""
         with self._lock:
-            self._state = "LOST"
+            self._state = RegistrationState.LOST
 
     def status_payload(self) -> dict[str, Any]:
         now = self._clock()
         with self._lock:
             since = None if self._last_frame_s is None else (now - self._last_frame_s) * 1000.0
             return {
-                "state": self._state,
+                "state": self._state.value,
                 "uptime_s": now - self._started_s,
                 "frames": self._frames,
                 "last_frame_age_ms": since,

@@ -19,14 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import TransportError
+from edge.registration.types import RegistrationState
 from edge.transport.client import Received, Subscriber, SubscriberStats
-from edge.transport.protocol import (
-    TOPIC_HUD,
-    TOPIC_OVERLAY,
-    TOPIC_STATUS,
-    TOPIC_VIDEO,
-    TransportError,
-)
+from edge.transport.protocol import TOPIC_HUD, TOPIC_OVERLAY, TOPIC_STATUS, TOPIC_VIDEO
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +336,8 @@ def draw_overlay(
     import cv2
 
     state = payload["state"]
-    color = GREEN if payload["current"] else (RED if state in ("LOST", "SEARCHING") else AMBER)
+    nothing_shown = (RegistrationState.LOST.value, RegistrationState.SEARCHING.value)
+    color = GREEN if payload["current"] else (RED if state in nothing_shown else AMBER)
     Viewer._draw_primitives(canvas, payload, arrays, color)
     text = _ascii(str(payload.get("state_text", state)))
     cv2.rectangle(canvas, (0, 0), (canvas.shape[1] - 1, 44), (0, 0, 0), -1)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import geometry
 from edge.config import PhantomConfig, TrackingConfig
 from edge.errors import SourceError
 from edge.frames import (
@@ -265,8 +266,7 @@ class PhantomSource(FrameSource):
         lm_face = face.landmarks_m.copy()
         if self.scenario.spoof:
             lm_face[:, 2] = face.landmarks_m[168, 2]  # the printed face is flat
-        R, t = face_to_camera[:3, :3], face_to_camera[:3, 3]
-        lm_cam = lm_face @ R.T + t
+        lm_cam = geometry.apply(face_to_camera, lm_face)
         px = self.intrinsics.project(lm_cam)
         w, h = self.intrinsics.width, self.intrinsics.height
         ui = np.floor(px[:, 0] + 0.5).astype(np.int64)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import geometry
 from edge.errors import SourceError
 from edge.files import write_atomic
 from edge.registration.landmarks import LANDMARK_INDEX
@@ -48,9 +49,7 @@ def patient_to_face() -> np.ndarray:
 
 
 def _to_patient_mm(points_face_m: np.ndarray) -> np.ndarray:
-    m = face_to_patient()
-    p = np.asarray(points_face_m, dtype=np.float64).reshape(-1, 3)
-    return (p @ m[:3, :3].T + m[:3, 3]) * 1000.0
+    return geometry.apply(face_to_patient(), points_face_m) * 1000.0
 
 
 def plan_geometry(face: FaceModel) -> dict[str, np.ndarray]:
