@@ -152,7 +152,7 @@ def test_tracking_loop_detects_once_then_follows_the_face(shared, portrait):
     for i, frame in enumerate(frames):
         result = tracker.track(frame)
         modes.append(result.mode)
-        assert result.patient is not None and tracker.state is TrackerState.TRACKING
+        assert result.patient is not None and tracker.state is TrackerState.FOLLOWING
         expected = _nose_in_frame(nose_still, i, 0.75, shift, degrees)
         assert np.hypot(*(result.patient.landmarks_px[NOSE_TIP, :2] - expected)) < 4.0
     assert modes == ["detect"] + ["track"] * 11

@@ -51,9 +51,11 @@ LANDMARK_MODEL = "face_landmarks"
 
 
 class TrackerState(str, enum.Enum):
-    SEARCHING = "SEARCHING"  # no face: the next frame runs the detector
-    TRACKING = "TRACKING"  # a face: the next frame crops from its landmarks
-    CLOSED = "CLOSED"  # models released; no more frames
+    """The face tracker's own lifecycle (not the registration state shown to the surgeon)."""
+
+    SEARCHING = "searching"  # no face: the next frame runs the detector
+    FOLLOWING = "following"  # a face: the next frame crops from its landmarks
+    CLOSED = "closed"  # models released; no more frames
 
 
 @dataclass
@@ -242,7 +244,7 @@ class FaceTracker:
         detections: list[Detection] | None = None
         continuous = True
         mode = "track"
-        if self._state is TrackerState.TRACKING and self._last is not None:
+        if self._state is TrackerState.FOLLOWING and self._last is not None:
             roi = roi_from_landmarks(self._last.landmarks_px, self.config.roi_scale)
             out = self.landmarks.run(image, roi, bgr=bgr)
             reason = self._loss_reason(out)
@@ -279,7 +281,7 @@ class FaceTracker:
             return TrackingResult(faces=[], patient=None, mode=mode)
 
         self._since_detect += 1
-        self._state = TrackerState.TRACKING
+        self._state = TrackerState.FOLLOWING
         self._last = out
         box = detection.box if detection is not None else landmark_box(out.landmarks_px)
         self._patient = _Patient(
