@@ -25,16 +25,10 @@ from edge.frames import (
     SourceState,
 )
 from edge.pipeline import Pipeline
-from edge.sources.faulty import (
-    Fault,
-    FaultKind,
-    FaultySource,
-    InjectedFaultError,
-    LoopingSource,
-    ScriptedCamera,
-)
 from edge.sources.realsense import RealSenseSource
+from edge.sources.replay import LoopingSource, ScriptedCamera
 from edge.tracking.smoothing import OneEuroFilter
+from support.faults import Fault, FaultKind, FaultySource, InjectedFaultError
 
 W, H = 8, 6
 INTR = Intrinsics(W, H, 10.0, 10.0, 3.5, 2.5)
