@@ -170,8 +170,8 @@ def run_soak(
     """
     from edge.app import execute
     from edge.metrics import resident_memory_bytes
-    from edge.sources.faulty import LoopingSource
     from edge.sources.recording import RecordingSource
+    from edge.sources.replay import LoopingSource
 
     if seconds <= 0:
         raise EdgeError(f"soak time must be positive, got {seconds}", "pass --soak SECONDS > 0")
@@ -271,7 +271,7 @@ def measure_unplug_recovery(
 ) -> dict[str, Any]:
     """Time from a camera's return after an unplug to TRACKING, through the real pipeline.
 
-    The camera is :class:`edge.sources.faulty.ScriptedCamera` playing phantom
+    The camera is :class:`edge.sources.replay.ScriptedCamera` playing phantom
     frames behind the real :class:`~edge.sources.realsense.RealSenseSource`
     (its reconnection backoff from ``config.realsense``) on a virtual clock,
     so times are camera time: ``reconnect_s`` from the return to the session
@@ -284,10 +284,10 @@ def measure_unplug_recovery(
     from edge.app import compose
     from edge.plan.load import load_plan
     from edge.plan.sign import generate_keypair, load_private_key, load_public_key, sign_plan
-    from edge.sources.faulty import ScriptedCamera
     from edge.sources.phantom import PhantomSource
     from edge.sources.phantom.plan_out import write_plan
     from edge.sources.realsense import RealSenseSource
+    from edge.sources.replay import ScriptedCamera
     from edge.tracking.tracker import FaceTracker
 
     with tempfile.TemporaryDirectory(prefix="edge-unplug-") as tmp:

@@ -24,7 +24,6 @@ The hierarchy::
 Not EdgeErrors (never shown to a user as an expected failure)::
 
     DeviceLostError           a camera session lost its device (caught inside the RealSense source)
-    InjectedFaultError        a RuntimeError a fault-injection source raises, standing in for a bug
 """
 
 from __future__ import annotations
@@ -107,7 +106,3 @@ class DeviceLostError(Exception):
     Raised by the camera layer and caught by the RealSense source, which turns
     it into a :class:`FrameTimeout` while it reconnects; never reaches a user.
     """
-
-
-class InjectedFaultError(RuntimeError):
-    """What a RAISE fault raises (a driver or decoder bug, not an expected EdgeError)."""

@@ -6,9 +6,10 @@ CT-to-face transform is known exactly but is not the identity:
 ``patient_to_face = inv(FACE_TO_PATIENT)``. Ground truth for every frame is
 ``patient_to_camera = face_to_camera @ patient_to_face``.
 
-Folder contents (format: docs/plan-format.md): plan.json, skin.stl,
-landmarks.mrk.json, optic_chiasm.stl, and phantom-truth.json (the
-face-to-patient transform, for tests; a real plan has no such file).
+Folder contents (format: docs/plan-format.md, written by edge/plan/write.py):
+plan.json, skin.stl, landmarks.mrk.json, optic_chiasm.stl, and
+phantom-truth.json (the face-to-patient transform, for tests; a real plan has
+no such file).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 from edge import geometry
 from edge.errors import SourceError
 from edge.files import write_atomic
+from edge.plan.model import CutPlane, Mesh, Plan, Structure, Trajectory
+from edge.plan.write import write_plan as write_plan_folder
 from edge.registration.landmarks import LANDMARK_INDEX
 from edge.sources.phantom.face import NASION, FaceModel
 from edge.sources.phantom.motion import pose_matrix
@@ -48,8 +51,8 @@ def patient_to_face() -> np.ndarray:
     return np.linalg.inv(face_to_patient())
 
 
-def _to_patient_mm(points_face_m: np.ndarray) -> np.ndarray:
-    return geometry.apply(face_to_patient(), points_face_m) * 1000.0
+def _to_patient_m(points_face_m: np.ndarray) -> np.ndarray:
+    return geometry.apply(face_to_patient(), points_face_m)
 
 
 def plan_geometry(face: FaceModel) -> dict[str, np.ndarray]:
@@ -83,53 +86,42 @@ def skin_mesh_face(face: FaceModel) -> tuple[np.ndarray, np.ndarray]:
     return verts, faces
 
 
-def _stl_bytes(vertices_mm: np.ndarray, faces: np.ndarray) -> bytes:
+def phantom_plan(face: FaceModel) -> Plan:
+    """The phantom's plan in CT coordinates (LPS, metres), as a planner would make it."""
     import trimesh
 
-    mesh = trimesh.Trimesh(vertices=vertices_mm, faces=faces, process=False)
-    data = mesh.export(file_type="stl")
-    return data if isinstance(data, bytes) else str(data).encode()
-
-
-def _markups(points_mm: dict[str, np.ndarray]) -> dict[str, object]:
-    """A 3D Slicer markups fiducial list (markups schema v1.0.3), LPS millimetres."""
-    return {
-        "@schema": "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/"
-        "Markups/Resources/Schema/markups-schema-v1.0.3.json#",
-        "markups": [
-            {
-                "type": "Fiducial",
-                "coordinateSystem": "LPS",
-                "coordinateUnits": "mm",
-                "locked": True,
-                "labelFormat": "%N-%d",
-                "controlPoints": [
-                    {
-                        "id": str(i + 1),
-                        "label": name,
-                        "description": "",
-                        "associatedNodeID": "",
-                        "position": [round(float(v), 4) for v in p],
-                        "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0],
-                        "selected": True,
-                        "locked": True,
-                        "visibility": True,
-                        "positionStatus": "defined",
-                    }
-                    for i, (name, p) in enumerate(points_mm.items())
-                ],
-            }
-        ],
-    }
+    geo = {k: _to_patient_m(v)[0] for k, v in plan_geometry(face).items()}
+    landmarks = {name: _to_patient_m(face.landmarks_m[i])[0] for name, i in LANDMARK_INDEX.items()}
+    verts, faces = skin_mesh_face(face)
+    chiasm = trimesh.creation.icosphere(subdivisions=2, radius=6.0)  # millimetres
+    chiasm_m = (np.asarray(chiasm.vertices) + geo["optic_chiasm"] * 1000.0) / 1000.0
+    return Plan(
+        case_id=CASE_ID,
+        skin=Mesh(vertices=_to_patient_m(verts), faces=faces),
+        landmarks=landmarks,
+        targets={n: geo[n] for n in ("frontal_sinus", "sphenoid_sinus", "maxillary_sinus_right")},
+        trajectories=(
+            Trajectory("frontal_approach", entry=geo["entry_frontal"], target=geo["frontal_sinus"]),
+        ),
+        cut_planes=(
+            # The face's left-right axis: the midsagittal plane.
+            CutPlane("midsagittal", point=landmarks["nasion"], normal=face_to_patient()[:3, 0]),
+        ),
+        structures=(
+            Structure(
+                "optic_chiasm",
+                Mesh(vertices=chiasm_m, faces=np.asarray(chiasm.faces)),
+                color_rgb=(255, 200, 0),
+            ),
+        ),
+    )
 
 
 def write_plan(face: FaceModel, out_dir: str | Path) -> Path:
-    """Write the phantom's plan folder; returns the path of plan.json.
+    """Write the phantom's plan folder, with its phantom-truth.json; returns the path of plan.json.
 
     Raises SourceError when the folder cannot be created or written.
     """
-    import trimesh
-
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -138,57 +130,16 @@ def write_plan(face: FaceModel, out_dir: str | Path) -> Path:
             f"cannot create plan folder {out}: {exc.strerror}",
             "choose a writable --plan-out folder",
         ) from None
-
-    geo = plan_geometry(face)
-    mm = {k: _to_patient_mm(v)[0] for k, v in geo.items()}
-    landmarks = {name: _to_patient_mm(face.landmarks_m[i])[0] for name, i in LANDMARK_INDEX.items()}
-    verts, faces = skin_mesh_face(face)
-    chiasm = trimesh.creation.icosphere(subdivisions=2, radius=6.0)
-    chiasm_verts = np.asarray(chiasm.vertices) + mm["optic_chiasm"]
-    normal = face_to_patient()[:3, 0]  # the face's left-right axis: the midsagittal plane
-
-    def r(v: np.ndarray) -> list[float]:
-        return [round(float(x), 4) for x in v]
-
-    plan = {
-        "schema": "edge-plan/1",
-        "case_id": CASE_ID,
-        "units": "mm",
-        "coordinate_system": "LPS",
-        "skin": "skin.stl",
-        "landmarks": "landmarks.mrk.json",
-        "targets": [
-            {"name": n, "position": r(mm[n])}
-            for n in ("frontal_sinus", "sphenoid_sinus", "maxillary_sinus_right")
-        ],
-        "trajectories": [
-            {
-                "name": "frontal_approach",
-                "entry": r(mm["entry_frontal"]),
-                "target": r(mm["frontal_sinus"]),
-            }
-        ],
-        "cut_planes": [
-            {"name": "midsagittal", "point": r(landmarks["nasion"]), "normal": r(normal)}
-        ],
-        "structures": [
-            {"name": "optic_chiasm", "mesh": "optic_chiasm.stl", "color": [255, 200, 0]}
-        ],
+    truth = {
+        "note": "phantom only: the exact CT-to-face transform; real plans have none",
+        "face_to_patient_m": face_to_patient().tolist(),
+        "photo_sha256": face.photo_sha256,
     }
     try:
-        write_atomic(out / "skin.stl", _stl_bytes(_to_patient_mm(verts), faces))
-        write_atomic(out / "optic_chiasm.stl", _stl_bytes(chiasm_verts, np.asarray(chiasm.faces)))
-        write_atomic(out / "landmarks.mrk.json", json.dumps(_markups(landmarks), indent=2).encode())
-        truth = {
-            "note": "phantom only: the exact CT-to-face transform; real plans have none",
-            "face_to_patient_m": face_to_patient().tolist(),
-            "photo_sha256": face.photo_sha256,
-        }
         write_atomic(out / "phantom-truth.json", json.dumps(truth, indent=2).encode())
-        write_atomic(out / "plan.json", json.dumps(plan, indent=2).encode())
+        return write_plan_folder(phantom_plan(face), out)  # plan.json last
     except OSError as exc:
         raise SourceError(
             f"cannot write the plan into {out}: {exc.strerror}",
             "choose a writable --plan-out folder",
         ) from None
-    return out / "plan.json"

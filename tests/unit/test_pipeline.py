@@ -1,7 +1,6 @@
-from fakes import CountingSource
-
 from edge.frames import FrameResult
 from edge.pipeline import Pipeline
+from support.fakes import CountingSource
 
 
 class _Mark:

@@ -29,8 +29,8 @@ from edge.config import EdgeConfig
 from edge.frames import Frame, FrameResult, FrameSource
 from edge.pipeline import Pipeline
 from edge.registration.types import RegistrationState
-from edge.sources.faulty import Fault, FaultKind, FaultySource
 from edge.transport.stage import PublishStage
+from support.faults import Fault, FaultKind, FaultySource
 
 FRAMES = 40
 CONFIG = EdgeConfig()

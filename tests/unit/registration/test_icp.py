@@ -7,11 +7,11 @@ import pytest
 
 from edge import geometry
 from edge.errors import RegistrationError
-from edge.registration import synthetic as syn
 from edge.registration.cloud import face_cloud, face_pixels
 from edge.registration.icp import SkinModel, icp_point_to_plane
 from edge.registration.landmarks import EYE_LEFT_CONTOUR, LIPS_OUTER_CONTOUR
 from edge.registration.quality import pose_difference
+from support import synthetic_face as syn
 
 MIN_INLIER_FRACTION = 0.85  # the default gate (RegistrationConfig.min_inlier_fraction)
 TARGET = np.array(syn.TARGETS["pituitary"])

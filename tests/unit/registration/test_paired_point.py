@@ -18,7 +18,7 @@ from edge.registration.quality import (
     pose_difference,
     relief_mm,
 )
-from edge.registration.synthetic import TARGETS, face_landmarks_m
+from support.synthetic_face import TARGETS, face_landmarks_m
 
 LANDMARKS = np.stack(list(face_landmarks_m().values()))
 

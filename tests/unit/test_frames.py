@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from fakes import CountingSource
 
 from edge.errors import StateError
 from edge.frames import Frame, Intrinsics, PixelFormat, SourceState
+from support.fakes import CountingSource
 
 
 def _intr(w=64, h=48):

@@ -21,7 +21,7 @@ from edge.plan.sign import (
     sign_plan,
     verify_plan,
 )
-from edge.registration.synthetic import face_mesh, write_plan
+from support.synthetic_face import face_mesh, write_plan
 
 PLAN_FILES = ["plan.json", "skin.stl", "landmarks.mrk.json", "plan.sig"]
 

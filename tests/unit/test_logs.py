@@ -73,9 +73,8 @@ def test_text_format_and_bad_format(restore_root):
 
 def test_a_failing_stage_is_logged_with_its_stage_and_frame(restore_root):
     """What `jq 'select(.stage == "registration")'` in docs/deployment.md finds."""
-    from fakes import CountingSource
-
     from edge.pipeline import Pipeline
+    from support.fakes import CountingSource
 
     class Broken:
         name = "registration"

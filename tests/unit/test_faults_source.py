@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 from edge.config import RealSenseConfig
-from edge.errors import FrameTimeout, InjectedFaultError
+from edge.errors import FrameTimeout
 from edge.frames import Frame, FrameResult, FrameSource, Intrinsics, PixelFormat, SourceState
 from edge.pipeline import Pipeline
-from edge.sources.faulty import Fault, FaultKind, FaultySource, LoopingSource, ScriptedCamera
 from edge.sources.realsense import RealSenseSource
+from edge.sources.replay import LoopingSource, ScriptedCamera
 from edge.tracking.smoothing import OneEuroFilter
+from support.faults import Fault, FaultKind, FaultySource, InjectedFaultError
 
 W, H = 8, 6
 INTR = Intrinsics(W, H, 10.0, 10.0, 3.5, 2.5)

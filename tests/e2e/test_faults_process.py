@@ -1,7 +1,7 @@
 """Process-level faults: SIGTERM in the middle of `edge run`, the disk filling up while recording.
 
 SIGTERM in the middle of `edge record` (the recording stays playable) is
-tested in tests/test_sources_recording.py
+tested in tests/integration/test_recordings.py
 (test_sigterm_while_recording_closes_a_playable_file) and not repeated here.
 """
 

@@ -1,21 +1,22 @@
-"""A synthetic face for registration tests and timing: mesh, landmarks, rendered depth.
+"""A synthetic face for registration and plan tests: mesh, landmarks, plan, rendered depth.
 
 The face is an analytic height field in the patient frame (LPS, metres; the
 face looks towards -y). It is deliberately simple (ellipsoid, nose, eye
 sockets, brows, lips, chin) but has the relief that constrains a surface fit.
-Nothing here is used at run time.
+Test support, not part of the edge package; its plan folder is written by the
+product's writer (edge/plan/write.py).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from edge import geometry
 from edge.frames import LANDMARK_COUNT, Frame, Intrinsics, PixelFormat
-from edge.plan.model import Mesh
+from edge.plan.model import CutPlane, Mesh, Plan, Trajectory
+from edge.plan.write import write_plan as write_plan_folder
 from edge.registration.landmarks import (
     EYE_LEFT_CONTOUR,
     EYE_RIGHT_CONTOUR,
@@ -115,53 +116,27 @@ def all_landmarks_m(seed: int = 7) -> np.ndarray:
     return face_point(x, z)
 
 
+def face_plan(mesh: Mesh | None = None, landmarks: dict[str, np.ndarray] | None = None) -> Plan:
+    """The synthetic face's plan (metres, LPS): skin, landmarks, targets, a trajectory, a plane."""
+    return Plan(
+        case_id="SYNTH-0001",
+        skin=mesh or face_mesh(),
+        landmarks=landmarks or face_landmarks_m(),
+        targets={k: np.array(v) for k, v in TARGETS.items()},
+        trajectories=(
+            Trajectory(
+                "biopsy", entry=np.array([0.0, -0.08, 0.04]), target=np.array(TARGETS["pituitary"])
+            ),
+        ),
+        cut_planes=(CutPlane("midline", point=np.zeros(3), normal=np.array([1.0, 0.0, 0.0])),),
+    )
+
+
 def write_plan(
     folder: Path, mesh: Mesh | None = None, landmarks: dict[str, np.ndarray] | None = None
 ) -> Path:
-    """Write an edge-plan/1 folder (mm, LPS; skin as binary STL) for the synthetic face."""
-    import trimesh
-
-    folder.mkdir(parents=True, exist_ok=True)
-    mesh = mesh or face_mesh()
-    landmarks = landmarks or face_landmarks_m()
-    trimesh.Trimesh(mesh.vertices * 1000.0, mesh.faces, process=False).export(folder / "skin.stl")
-    markups = {
-        "@schema": "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/"
-        "Markups/Resources/Schema/markups-schema-v1.0.3.json#",
-        "markups": [
-            {
-                "type": "Fiducial",
-                "coordinateSystem": "LPS",
-                "coordinateUnits": "mm",
-                "controlPoints": [
-                    {
-                        "id": str(i + 1),
-                        "label": name,
-                        "position": [float(c) * 1000.0 for c in p],
-                        "positionStatus": "defined",
-                    }
-                    for i, (name, p) in enumerate(landmarks.items())
-                ],
-            }
-        ],
-    }
-    (folder / "landmarks.mrk.json").write_text(json.dumps(markups, indent=1))
-    manifest = {
-        "schema": "edge-plan/1",
-        "case_id": "SYNTH-0001",
-        "units": "mm",
-        "coordinate_system": "LPS",
-        "skin": "skin.stl",
-        "landmarks": "landmarks.mrk.json",
-        "targets": [{"name": k, "position": [c * 1000 for c in v]} for k, v in TARGETS.items()],
-        "trajectories": [
-            {"name": "biopsy", "entry": [0.0, -80.0, 40.0], "target": [0.0, 40.0, 10.0]}
-        ],
-        "cut_planes": [{"name": "midline", "point": [0, 0, 0], "normal": [1, 0, 0]}],
-        "structures": [],
-    }
-    (folder / "plan.json").write_text(json.dumps(manifest, indent=1))
-    return folder
+    """Write the synthetic face's edge-plan/1 folder (mm, LPS; skin as binary STL); returns it."""
+    return write_plan_folder(face_plan(mesh, landmarks), folder).parent
 
 
 def default_intrinsics() -> Intrinsics:

@@ -13,13 +13,13 @@ from edge.config import RegistrationConfig
 from edge.errors import StateError
 from edge.frames import FrameResult
 from edge.plan.load import load_plan
-from edge.registration import synthetic as syn
 from edge.registration.icp import SkinModel
 from edge.registration.quality import pose_difference
 from edge.registration.stage import RegistrationStage
 from edge.registration.state import Outcome, RegistrationStateMachine
 from edge.registration.types import RegistrationState
 from edge.tracking.types import TrackingResult
+from support import synthetic_face as syn
 
 SEARCHING, REGISTERED, TRACKING, DEGRADED, LOST = (
     RegistrationState.SEARCHING,

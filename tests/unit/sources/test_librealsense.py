@@ -1,0 +1,34 @@
+"""Depth-to-colour alignment (edge/sources/librealsense.py): known shifts, occlusion, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.frames import Intrinsics
+from edge.sources.librealsense import align_depth_to_color
+
+
+def test_align_identity_keeps_depth_and_a_baseline_shifts_it():
+    intr = Intrinsics(40, 30, 50.0, 50.0, 19.5, 14.5)
+    depth = np.zeros((30, 40), np.uint16)
+    depth[10:20, 10:20] = 500  # 0.5 m at 1 mm per unit
+    same = align_depth_to_color(depth, intr, intr, np.eye(4), 0.001)
+    np.testing.assert_array_equal(same, depth)
+    # Color camera 10 mm to the left of depth: points move +10 mm in x, i.e. fx*0.01/0.5 = 1 px.
+    shift = np.eye(4)
+    shift[0, 3] = 0.01
+    moved = align_depth_to_color(depth, intr, intr, shift, 0.001)
+    np.testing.assert_array_equal(moved[:, 1:], depth[:, :-1])
+
+
+def test_align_keeps_the_nearest_surface_and_checks_input():
+    intr = Intrinsics(8, 6, 10.0, 10.0, 3.5, 2.5)
+    depth = np.full((6, 8), 1000, np.uint16)
+    depth[:, 4] = 400  # a near column that lands on its far neighbour after the shift
+    shift = np.eye(4)
+    shift[0, 3] = 0.04  # 1 px at 0.4 m
+    out = align_depth_to_color(depth, intr, intr, shift, 0.001)
+    assert (out[:, 5] == 400).all()
+    with pytest.raises(ValueError):
+        align_depth_to_color(depth.astype(np.float32), intr, intr, np.eye(4), 0.001)  # type: ignore[arg-type]
