@@ -318,13 +318,20 @@ def execute(
             stack.callback(_closing(audit.close))
 
         server = None
+        publish: PublishStage | None = None
         if options.publish != "off":
             from edge.transport.server import EdgeServer
+            from edge.transport.stage import PublishStage, plan_info
 
             # Phantom input holds no patient data: without configured keys, demo keys do.
             tcfg = transport_config(options, options.demo_keys or source_config.kind == "phantom")
-            server = EdgeServer(tcfg, plan, keys_dir=tcfg.keys_dir, plan_problem=plan_problem)
+            server = EdgeServer(tcfg, plan, keys_dir=tcfg.keys_dir)
             stack.callback(_closing(server.close))
+            assert server.publisher is not None
+            publish = PublishStage.from_config(
+                server.publisher, tcfg, plan_info(plan, plan_problem)
+            ).start()
+            stack.callback(_closing(publish.close))  # before the server: LIFO
 
         evaluator = Evaluator(targets_m=dict(plan.targets) if plan is not None else {})
         sinks: list[Sink] = [evaluator]
@@ -349,7 +356,7 @@ def execute(
             cfg,
             source,
             plan=plan,
-            publish=server.publish_stage if server is not None else None,
+            publish=publish,
             warnings=tuple(warnings),
             sinks=tuple(sinks),
         )

@@ -21,6 +21,7 @@ from edge.frames import Frame, FrameResult, Intrinsics, PixelFormat
 from edge.overlay.demo import demo_plan, demo_registration
 from edge.overlay.stage import OverlayStage
 from edge.transport.server import EdgeServer
+from edge.transport.stage import PublishStage, plan_info
 
 INTR = Intrinsics(640, 480, 600.0, 600.0, 319.5, 239.5)
 
@@ -70,11 +71,9 @@ def _subscriber_main(endpoint: str, seconds: float, slow_s: float, out: Any) -> 
     sub.close()
 
 
-def _stream(server: EdgeServer, seconds: float, hz: float) -> list[float]:
+def _stream(publish: PublishStage, seconds: float, hz: float) -> list[float]:
     """Run overlay + publish stages at ``hz``; returns publish-stage times in ms."""
     stage = OverlayStage(demo_plan())
-    publish = server.publish_stage
-    assert publish is not None
     color = np.full((480, 640, 3), 90, np.uint8)
     times: list[float] = []
     start = time.monotonic()
@@ -118,7 +117,11 @@ def _run_subscribers(
         for p in procs:
             p.start()
         time.sleep(1.5)  # spawn start-up and subscription propagation
-        times = _stream(server, seconds, hz)
+        publish = PublishStage.from_config(server.publisher, cfg, plan_info(demo_plan())).start()
+        try:
+            times = _stream(publish, seconds, hz)
+        finally:
+            publish.close()
         results = [q.get(timeout=30) for _ in procs]
         for p in procs:
             p.join(timeout=10)

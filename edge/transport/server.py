@@ -1,4 +1,8 @@
-"""The edge's side of the transport, assembled from the configuration in one place."""
+"""The edge's sockets: publisher, plan/command service and the ZAP authenticator.
+
+The publish *stage* that streams each frame through the publisher is built by
+the composition root (:mod:`edge.app`) with :meth:`PublishStage.from_config`.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,18 @@ from typing import Any
 
 from edge.config import TransportConfig
 from edge.plan.model import Plan
-from edge.transport.publisher import Publisher, VideoPreview
-from edge.transport.security import ServerSecurity, is_loopback, start_authenticator
+from edge.transport.publisher import Publisher
+from edge.transport.security import ServerSecurity, start_authenticator
 from edge.transport.service import CommandQueue, PlanService
-from edge.transport.stage import PublishStage
 
 log = logging.getLogger(__name__)
 
 
 class EdgeServer:
-    """Publisher + plan/command service + ZAP authenticator + publish stage.
+    """Publisher + plan/command service + ZAP authenticator.
 
-    Use as a context manager, or call ``close()``; ``publish_stage`` is the
-    pipeline's last stage and ``commands`` is the queue to poll.
+    Use as a context manager, or call ``close()``; ``commands`` is the queue of
+    validated headset commands to poll.
     """
 
     def __init__(
@@ -30,7 +33,6 @@ class EdgeServer:
         *,
         keys_dir: str | Path | None = None,
         publish_endpoint: str | None = None,
-        plan_problem: str = "",
     ) -> None:
         import zmq
 
@@ -44,7 +46,6 @@ class EdgeServer:
         self.auth: Any = None
         self.publisher: Publisher | None = None
         self.service: PlanService | None = None
-        self.publish_stage: PublishStage | None = None
         try:
             self.auth = start_authenticator(self.context, security)
             self.publisher = Publisher(
@@ -64,37 +65,14 @@ class EdgeServer:
                 self.commands,
                 sender=config.sender,
             ).start()
-            video_on = config.video == "on" or (config.video == "auto" and is_loopback(endpoint))
-            video = (
-                VideoPreview(
-                    self.publisher,
-                    max_fps=config.video_max_fps,
-                    max_width=config.video_max_width,
-                    jpeg_quality=config.video_jpeg_quality,
-                )
-                if video_on
-                else None
-            )
-            self.publish_stage = PublishStage(
-                self.publisher,
-                video=video,
-                status_hz=config.status_hz,
-                # Without a plan the heartbeat still runs and says why there is no overlay.
-                plan_info=(
-                    {"case_id": plan.case_id, "digest": plan.digest}
-                    if plan is not None
-                    else {"refused": plan_problem or "no plan loaded"}
-                ),
-            ).start()
         except BaseException:
             self.close()
             raise
         log.info(
-            "streaming on %s (%s), plan service on %s, video preview %s",
+            "streaming on %s (%s), plan service on %s",
             self.publisher.endpoint,
             security.mode,
             self.service.endpoint,
-            "on" if video_on else "off",
         )
 
     def __enter__(self) -> EdgeServer:
@@ -104,8 +82,6 @@ class EdgeServer:
         self.close()
 
     def close(self) -> None:
-        if self.publish_stage is not None:
-            self.publish_stage.close()
         if self.service is not None:
             self.service.close()
         if self.publisher is not None:

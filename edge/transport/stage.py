@@ -12,13 +12,24 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edge.config import TransportConfig
 from edge.errors import StateError
 from edge.frames import FrameResult
+from edge.plan.model import Plan
 from edge.registration.types import RegistrationState
 from edge.transport.protocol import TOPIC_HUD, TOPIC_OVERLAY, TOPIC_STATUS
 from edge.transport.publisher import Publisher, VideoPreview
+from edge.transport.security import is_loopback
 
 log = logging.getLogger(__name__)
+
+
+def plan_info(plan: Plan | None, problem: str = "") -> dict[str, str]:
+    """What the heartbeat says about the plan: its case and digest, or why there is none
+    (without a plan the heartbeat still runs and says why there is no overlay)."""
+    if plan is not None:
+        return {"case_id": plan.case_id, "digest": plan.digest}
+    return {"refused": problem or "no plan loaded"}
 
 
 class PublishStage:
@@ -55,6 +66,28 @@ class PublishStage:
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         self._closed = False
+
+    @classmethod
+    def from_config(
+        cls, publisher: Publisher, config: TransportConfig, plan: dict[str, str]
+    ) -> PublishStage:
+        """The stage the configuration asks for: its heartbeat rate, and the video preview
+        when ``video`` is on, or ``auto`` on a loopback endpoint. ``plan``: :func:`plan_info`."""
+        video_on = config.video == "on" or (
+            config.video == "auto" and is_loopback(publisher.endpoint)
+        )
+        video = (
+            VideoPreview(
+                publisher,
+                max_fps=config.video_max_fps,
+                max_width=config.video_max_width,
+                jpeg_quality=config.video_jpeg_quality,
+            )
+            if video_on
+            else None
+        )
+        log.info("video preview on %s: %s", publisher.endpoint, "on" if video_on else "off")
+        return cls(publisher, video=video, status_hz=config.status_hz, plan_info=plan)
 
     def start(self) -> PublishStage:
         if self._timer is not None:

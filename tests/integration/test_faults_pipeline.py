@@ -424,6 +424,7 @@ def test_headsets_that_disconnect_mid_stream_do_not_disturb_the_publisher(world)
     from edge.transport.client import Subscriber
     from edge.transport.security import ClientSecurity
     from edge.transport.server import EdgeServer
+    from edge.transport.stage import PublishStage, plan_info
 
     tcfg = TransportConfig(
         publish_endpoint="tcp://127.0.0.1:*",
@@ -436,11 +437,12 @@ def test_headsets_that_disconnect_mid_stream_do_not_disturb_the_publisher(world)
     with EdgeServer(tcfg, world.plan) as server:
         assert server.publisher is not None
         endpoint = server.publisher.endpoint
+        publish = PublishStage.from_config(server.publisher, tcfg, plan_info(world.plan)).start()
         pipeline = compose(
             CONFIG,
             Repeat(world.frames, 2),
             plan=world.plan,
-            publish=server.publish_stage,
+            publish=publish,
             tracker=world.tracker,
         )
         headsets: list[Subscriber] = []
@@ -479,6 +481,7 @@ def test_headsets_that_disconnect_mid_stream_do_not_disturb_the_publisher(world)
             last.close()
             for h in headsets:
                 h.close()
+            publish.close()
         assert not any(r.failed for r in results)
         assert server.publisher.sent["overlay"] == len(results)  # every frame was published
         assert received > 0  # a headset that joins after all that still gets the stream

@@ -26,6 +26,7 @@ from edge.transport.protocol import encode, make_message
 from edge.transport.publisher import Publisher, tune_socket
 from edge.transport.security import ClientSecurity, ServerSecurity, generate_keys, is_loopback
 from edge.transport.server import EdgeServer
+from edge.transport.stage import PublishStage, plan_info
 from edge.transport.viewer import Viewer
 
 INTR = Intrinsics(640, 480, 600.0, 600.0, 319.5, 239.5)
@@ -40,20 +41,19 @@ def _config(**kw: object) -> TransportConfig:
     return TransportConfig(**base)  # type: ignore[arg-type]
 
 
-def _publish_frames(server: EdgeServer, n: int, interval_s: float = 0.01) -> None:
+def _publish_frames(publish: PublishStage, n: int, interval_s: float = 0.01) -> None:
     stage = OverlayStage(PLAN)
     for i in range(n):
         color = np.full((480, 640, 3), 90, np.uint8)
         r = FrameResult(Frame(i, color, PixelFormat.BGR8, None, 0.001, INTR))
         r.registration = demo_registration()
         stage.process(r)
-        assert server.publish_stage is not None
-        server.publish_stage.process(r)
+        publish.process(r)
         time.sleep(interval_s)
 
 
 def _publish_until_received(
-    server: EdgeServer,
+    publish: PublishStage,
     subs: list[Subscriber],
     topics: tuple[str, ...] = ("overlay",),
     timeout_s: float = 60.0,
@@ -68,8 +68,7 @@ def _publish_until_received(
         r = FrameResult(Frame(n, color, PixelFormat.BGR8, None, 0.001, INTR))
         r.registration = demo_registration()
         stage.process(r)
-        assert server.publish_stage is not None
-        server.publish_stage.process(r)
+        publish.process(r)
         n += 1
         for sub in subs:
             sub.poll(10)
@@ -93,6 +92,15 @@ def server():
         yield s
 
 
+@pytest.fixture()
+def publish(server):
+    """The publish stage on ``server``'s publisher, as the edge builds it."""
+    assert server.publisher is not None
+    stage = PublishStage.from_config(server.publisher, server.config, plan_info(PLAN)).start()
+    yield stage
+    stage.close()
+
+
 def test_endpoint_policy():
     assert is_loopback("tcp://127.0.0.1:5555") and is_loopback("tcp://localhost:1")
     assert is_loopback("tcp://[::1]:5") and is_loopback("ipc:///run/edge.sock")
@@ -108,11 +116,11 @@ def test_endpoint_policy():
         ctx.term()
 
 
-def test_overlay_hud_video_and_status_reach_three_viewers(server):
+def test_overlay_hud_video_and_status_reach_three_viewers(server, publish):
     subs = [Subscriber(server.publisher.endpoint, PLAIN) for _ in range(3)]
     try:
         # video: loopback, so the preview is on by default
-        _publish_until_received(server, subs, ("overlay", "hud", "video"))
+        _publish_until_received(publish, subs, ("overlay", "hud", "video"))
         for sub in subs:
             ov = sub.latest("overlay")
             assert ov is not None and ov.message.payload["current"] is True
@@ -122,7 +130,7 @@ def test_overlay_hud_video_and_status_reach_three_viewers(server):
             sub.close()
 
 
-def test_status_heartbeat_without_any_frame(server):
+def test_status_heartbeat_without_any_frame(server, publish):
     sub = Subscriber(server.publisher.endpoint, PLAIN, topics=("status",))
     try:
         status = _wait_for(sub, "status", timeout_s=4.0)
@@ -224,8 +232,8 @@ def test_subscriber_keeps_the_newest_message_it_received():
         ctx.term()
 
 
-def test_late_joiner_gets_plan_assets_and_commands_reach_the_queue(server):
-    _publish_frames(server, 5)
+def test_late_joiner_gets_plan_assets_and_commands_reach_the_queue(server, publish):
+    _publish_frames(publish, 5)
     client = ServiceClient(server.service.endpoint, PLAIN)
     try:
         assets = client.fetch_all_assets()
@@ -369,8 +377,11 @@ def test_curve_admits_enrolled_and_shuts_out_unenrolled(tmp_path: Path):
         bad_sub = Subscriber(srv.publisher.endpoint, bad)
         plain_sub = Subscriber(srv.publisher.endpoint, PLAIN)
         try:
-            _publish_until_received(srv, [ok_sub])
-            _publish_frames(srv, 10, 0.02)  # more, while the others listen
+            assert srv.publisher is not None
+            publish = PublishStage.from_config(srv.publisher, cfg, plan_info(PLAN))
+            _publish_until_received(publish, [ok_sub])
+            _publish_frames(publish, 10, 0.02)  # more, while the others listen
+            publish.close()
             bad_sub.poll(500)
             plain_sub.poll(100)
             assert bad_sub.stats.received == 0 and plain_sub.stats.received == 0
@@ -395,10 +406,10 @@ def test_curve_server_needs_keys(tmp_path: Path):
 # --------------------------------------------------------------------------- viewer
 
 
-def test_viewer_draws_fresh_overlays_and_flags_stale_ones(server):
+def test_viewer_draws_fresh_overlays_and_flags_stale_ones(server, publish):
     sub = Subscriber(server.publisher.endpoint, PLAIN)
     try:
-        _publish_until_received(server, [sub], ("overlay", "video"))
+        _publish_until_received(publish, [sub], ("overlay", "video"))
         viewer = Viewer(sub, stale_after_ms=100.0)
         ov = sub.latest("overlay")
         now = ov.message.header.capture_unix_s + 0.01
@@ -413,12 +424,12 @@ def test_viewer_draws_fresh_overlays_and_flags_stale_ones(server):
         sub.close()
 
 
-def test_edge_view_writes_an_mp4_and_refuses_a_window(server, tmp_path: Path, capsys):
+def test_edge_view_writes_an_mp4_and_refuses_a_window(server, publish, tmp_path: Path, capsys):
     stop = threading.Event()
 
     def feed() -> None:
         while not stop.is_set():
-            _publish_frames(server, 5, 0.03)
+            _publish_frames(publish, 5, 0.03)
 
     t = threading.Thread(target=feed, daemon=True)
     t.start()
