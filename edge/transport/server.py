@@ -63,6 +63,7 @@ class EdgeServer:
                 plan,
                 self.commands,
                 sender=config.sender,
+                max_message_bytes=config.max_message_bytes,
             ).start()
             video_on = config.video == "on" or (config.video == "auto" and is_loopback(endpoint))
             video = (
