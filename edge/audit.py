@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.errors import AuditError, StateError
+from edge.files import parse_json
 from edge.keys import fingerprint
 
 if TYPE_CHECKING:
@@ -134,8 +135,8 @@ class VerifyReport:
 def _parse_entry(raw: bytes) -> dict[str, Any] | str:
     """The entry on one line, or why it is not one."""
     try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        obj = parse_json(raw, max_bytes=_TAIL_BYTES)
+    except ValueError as exc:  # not UTF-8, not JSON, or over a size or nesting limit
         return f"not valid JSON ({exc})"
     if not isinstance(obj, dict):
         return "not a JSON object"

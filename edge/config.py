@@ -113,6 +113,9 @@ class OverlayConfig:
     fps_window: int = 30  # frames averaged for the HUD frame rate
 
 
+MIN_MESSAGE_BYTES = 128 * 1024
+
+
 @dataclass(frozen=True)
 class TransportConfig:
     """ZeroMQ streaming to head-mounted displays (see docs/protocol.md).
@@ -132,8 +135,18 @@ class TransportConfig:
     video_max_fps: float = 10.0
     video_max_width: int = 640
     video_jpeg_quality: int = 70
-    max_message_bytes: int = 4194304  # decoder refuses larger messages
+    # The largest frame a headset may send the service (ROUTER); a larger one closes its
+    # connection before it is stored. The PUB takes subscriptions only: its limit is fixed
+    # and small (edge.transport.publisher.SUBSCRIPTION_FRAME_LIMIT).
+    max_message_bytes: int = 1048576
     sender: str = "edge"
+
+    def __post_init__(self) -> None:
+        if self.max_message_bytes < MIN_MESSAGE_BYTES:
+            raise ValueError(
+                f"max_message_bytes must be at least {MIN_MESSAGE_BYTES} (a 64 KiB request "
+                f"with its encryption), got {self.max_message_bytes}"
+            )
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.errors import KeyFileError
-from edge.files import write_atomic
+from edge.files import SMALL_JSON_BYTES, read_json, write_atomic
 
 DEVICE_PRIVATE_KIND = "edge-device-private-key"
 DEVICE_PUBLIC_KIND = "edge-device-public-key"
@@ -129,10 +129,10 @@ def read_key_field(
     path = Path(path)
     fix = f"pass a file made by `{made_by}`"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, max_bytes=SMALL_JSON_BYTES)
     except FileNotFoundError:
         raise KeyFileError(f"key file {path} does not exist", fix) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc}", fix) from None
     if not isinstance(data, dict) or data.get("kind") != kind:
         found = data.get("kind") if isinstance(data, dict) else None

@@ -13,7 +13,6 @@ Progress lines (one per frame, where an input file went) go to ``say``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from edge.calibration.boards import BoardSpec
 from edge.calibration.results import CalibrationResult
 from edge.config import EdgeConfig
 from edge.errors import CalibrationError
+from edge.files import read_json
 from edge.frames import FrameSource
 
 SYNTHETIC_SERIAL = "synthetic"
@@ -301,10 +301,10 @@ def depth_check(
 
 def _read_input(path: str) -> dict[str, Any]:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = read_json(path)
     except FileNotFoundError:
         raise CalibrationError(f"input file {path} does not exist", "check the path") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise CalibrationError(f"input file {path} is not valid JSON: {exc}", "fix it") from None
     if not isinstance(data, dict):
         raise CalibrationError(f"input file {path} must hold a JSON object", "see the docs")

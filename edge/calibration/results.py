@@ -25,7 +25,7 @@ from typing import Any
 
 from edge import __version__
 from edge.errors import CalibrationError
-from edge.files import write_atomic
+from edge.files import read_json, write_atomic
 
 SCHEMA = "edge.calibration/1"
 KINDS = ("intrinsics", "depth-check", "handeye", "spaam", "pivot")
@@ -163,12 +163,12 @@ def load_result(path: str | Path) -> CalibrationResult:
     """Read one result file; CalibrationError when it is missing or not a result."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
     except FileNotFoundError:
         raise CalibrationError(
             f"calibration file {path} does not exist", "check the path"
         ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise CalibrationError(
             f"calibration file {path} is unreadable: {exc}", "recalibrate this device"
         ) from None

@@ -79,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except EdgeError as exc:
-        print(f"edge: error: {exc}", file=sys.stderr)
+        # One line, even when a library's message (SQLite, librealsense) has several.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        print("edge: error: " + " / ".join(lines), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("edge: interrupted", file=sys.stderr)

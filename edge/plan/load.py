@@ -8,7 +8,6 @@ LPS (the ``patient`` frame). Every problem with the input is one
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import re
@@ -19,6 +18,7 @@ import numpy as np
 
 from edge.config import PlanConfig
 from edge.errors import PlanError
+from edge.files import read_json
 from edge.plan.model import CutPlane, Mesh, Plan, Structure, Trajectory
 from edge.plan.sign import plan_digest, verify_plan
 from edge.registration.landmarks import LANDMARK_INDEX
@@ -214,8 +214,8 @@ def read_markups(path: Path, rel: str) -> dict[str, np.ndarray]:
     numeric codes 0 = RAS, 1 = LPS) and ``coordinateUnits`` (``mm`` default).
     """
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = read_json(path)
+    except (OSError, ValueError) as exc:
         raise PlanError(
             f"cannot read markups {rel}: {exc}", "export it again from 3D Slicer"
         ) from None
@@ -320,10 +320,10 @@ def read_plan(folder: str | Path, *, digest: str = "", signed: bool = False) -> 
         )
     manifest_path = root / MANIFEST
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = read_json(manifest_path)
     except FileNotFoundError:
         raise PlanError(f"plan {root} has no {MANIFEST}", "point at the plan folder") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise PlanError(f"cannot read {manifest_path}: {exc}", "fix or re-export it") from None
     if not isinstance(manifest, dict):
         raise PlanError(f"{MANIFEST} is not a JSON object", "fix or re-export it")

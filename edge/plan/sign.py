@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from edge.errors import KeyFileError, PlanError
-from edge.files import write_atomic
+from edge.files import SMALL_JSON_BYTES, read_json, write_atomic
 from edge.keys import KeyPair, read_key_field, write_key_pair
 
 SIGNATURE_FILE = "plan.sig"
@@ -88,10 +88,10 @@ def plan_digest(folder: str | Path) -> str:
 
 def _read_json(path: Path, what: str, fix: str) -> dict[str, object]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, max_bytes=SMALL_JSON_BYTES)
     except FileNotFoundError:
         raise PlanError(f"{what} {path} does not exist", fix) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise PlanError(f"cannot read {what} {path}: {exc}", fix) from None
     if not isinstance(data, dict):
         raise PlanError(f"{what} {path} is not a JSON object", fix)

@@ -18,7 +18,6 @@ Disconnection contract
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ import numpy as np
 
 from edge.config import RealSenseConfig
 from edge.errors import DeviceLostError, FrameTimeout, SourceError
+from edge.files import parse_json
 from edge.frames import Extrinsics, Frame, FrameSource, Intrinsics, PixelFormat, SourceState
 from edge.sources.librealsense import extrinsics_from_rs, intrinsics_from_rs
 
@@ -103,8 +103,8 @@ def load_preset(path: str | Path) -> str:
             'set [realsense] preset to a file under hardware/presets, or to "" for none',
         ) from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        data = parse_json(text)
+    except ValueError as exc:
         raise SourceError(
             f"RealSense preset {p} is not valid JSON ({exc})", "fix the file"
         ) from None

@@ -30,10 +30,9 @@ def portrait_rgb(path: str | None = None) -> np.ndarray:
         from matplotlib import cbook
 
         path = str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise SourceError(f"cannot read image {path}", "give a PNG or JPEG file")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    from edge.tracking.still import read_image
+
+    return cv2.cvtColor(read_image(path), cv2.COLOR_BGR2RGB)
 
 
 def moving_portrait_frames(

@@ -23,6 +23,13 @@ from edge.transport.security import ServerSecurity
 
 log = logging.getLogger(__name__)
 
+# ZMQ_MAXMSGSIZE of the PUB. Its only inbound frames are the handshake (CURVE's INITIATE
+# measured 276 bytes with libzmq 4.3.5's metadata; a client's routing id may add 255) and
+# subscriptions (1 byte + a topic of at most 32 bytes + 33 bytes of CURVE box). A larger
+# frame closes that peer's connection before libzmq stores it: a 30 MiB subscription once
+# grew the edge by 3.4 GB and froze the send for seconds. libzmq has no per-peer cap on
+# the number of subscriptions.
+SUBSCRIPTION_FRAME_LIMIT = 1024
 HEARTBEAT_IVL_MS = 1000  # ZMTP heartbeats: a vanished headset is dropped within seconds
 HEARTBEAT_TIMEOUT_MS = 3000
 
@@ -67,6 +74,7 @@ class Publisher:
         self._socket = context.socket(zmq.PUB)
         try:
             tune_socket(self._socket, send_hwm, buffer_bytes)
+            self._socket.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_FRAME_LIMIT)
             security.apply(self._socket, endpoint)
             self._socket.bind(endpoint)
         except zmq.ZMQError as exc:

@@ -13,6 +13,9 @@ Key folder made by ``edge keys generate --out DIR``::
     DIR/enrolled/<headset>.key                   public keys the edge accepts
 
 Files use the ZeroMQ certificate format (``zmq.auth.load_certificate`` reads them).
+An enrolled file that is not a public key certificate is logged and skipped: it
+can admit nobody, and one bad copy must not keep every other headset from the
+overlay. The edge refuses to start only when no enrolled key is usable.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ log = logging.getLogger(__name__)
 EDGE_KEY_NAME = "edge"
 ENROLLED_DIR = "enrolled"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_KEY_FILE_BYTES = 64 * 1024  # a certificate is about 300 bytes
+_Z85_KEY_CHARS = 40  # a 32-byte CURVE key in Z85
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -162,14 +167,46 @@ def load_key_pair(path: str | Path) -> tuple[bytes, bytes]:
 
 
 def load_public_key(path: str | Path) -> bytes:
+    """The Z85 public key of a certificate file; TransportError naming the file and why."""
     import zmq.auth
 
+    p = Path(path)
     try:
-        return zmq.auth.load_certificate(Path(path))[0]
-    except (OSError, ValueError) as exc:
-        raise TransportError(
-            f"cannot load public key {path}: {exc}", "check the key folder"
-        ) from None
+        size = p.stat().st_size
+        if not p.is_file() or size > MAX_KEY_FILE_BYTES:
+            raise ValueError(f"not a regular file of at most {MAX_KEY_FILE_BYTES} bytes")
+        public = zmq.auth.load_certificate(p)[0]
+        if not _is_z85_key(public):
+            raise ValueError("its public-key is not a 32-byte key in Z85")
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise TransportError(f"cannot load public key {p}: {exc}", "check the key folder") from None
+    return public
+
+
+def _is_z85_key(text: bytes) -> bool:
+    import struct
+
+    from zmq.utils import z85
+
+    try:
+        return len(text) == _Z85_KEY_CHARS and len(z85.decode(text)) == 32
+    except (KeyError, ValueError, struct.error):  # a character or value outside Z85
+        return False
+
+
+def load_enrolled_keys(folder: str | Path) -> frozenset[bytes]:
+    """The Z85 public keys of every usable ``*.key`` in ``folder``.
+
+    A file that is not a public key certificate is logged (WARNING, naming it
+    and why) and skipped; the caller decides whether what remains is enough.
+    """
+    keys: set[bytes] = set()
+    for p in sorted(Path(folder).glob("*.key")):
+        try:
+            keys.add(load_public_key(p))
+        except TransportError as exc:
+            log.warning("enrolled key skipped: %s (that headset cannot connect)", exc.problem)
+    return frozenset(keys)
 
 
 # --------------------------------------------------------------------------- socket setup
@@ -183,18 +220,20 @@ class ServerSecurity:
     public_key: bytes = b""
     secret_key: bytes = b""
     enrolled_dir: Path | None = None
+    enrolled_keys: frozenset[bytes] = frozenset()  # Z85 public keys, read once at start
 
     @classmethod
     def from_keys_dir(cls, keys_dir: str | Path) -> ServerSecurity:
         d = Path(keys_dir)
         public, secret = load_key_pair(d / f"{EDGE_KEY_NAME}.key_secret")
         enrolled = d / ENROLLED_DIR
-        if not enrolled.is_dir() or not any(enrolled.glob("*.key")):
+        keys = load_enrolled_keys(enrolled) if enrolled.is_dir() else frozenset()
+        if not keys:
             raise TransportError(
-                f"no enrolled headset keys in {enrolled}",
+                f"no usable enrolled headset keys in {enrolled}",
                 "copy each headset's public .key file there (edge keys generate does this)",
             )
-        return cls("curve", public, secret, enrolled)
+        return cls("curve", public, secret, enrolled, keys)
 
     @classmethod
     def plaintext(cls) -> ServerSecurity:
@@ -247,5 +286,17 @@ def start_authenticator(context: Any, security: ServerSecurity) -> Any:
 
     auth = ThreadAuthenticator(context, log=logging.getLogger("edge.transport.zap"))
     auth.start()
-    auth.configure_curve(domain="*", location=str(security.enrolled_dir))
+    # The keys read (and checked) once at start, not the folder: pyzmq's own folder
+    # reader stops at the first file it cannot parse.
+    auth.configure_curve_callback(domain="*", credentials_provider=_EnrolledKeys(security))
     return auth
+
+
+class _EnrolledKeys:
+    """pyzmq's CURVE credentials provider: admits exactly the enrolled keys."""
+
+    def __init__(self, security: ServerSecurity) -> None:
+        self._keys = security.enrolled_keys
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self._keys

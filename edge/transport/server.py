@@ -64,6 +64,7 @@ class EdgeServer:
                 plan,
                 self.commands,
                 sender=config.sender,
+                max_message_bytes=config.max_message_bytes,
             ).start()
         except BaseException:
             self.close()

@@ -16,7 +16,6 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,6 @@ from edge.transport.security import ServerSecurity
 log = logging.getLogger(__name__)
 
 REQUEST_LIMITS = Limits(max_message_bytes=64 * 1024, max_payload_bytes=16 * 1024, max_parts=3)
-MAX_FRAME_BYTES = 1024 * 1024  # larger frames make libzmq drop the connection outright
 
 # command name -> argument name -> (type, allowed values or None)
 COMMANDS: dict[str, dict[str, tuple[type, tuple[Any, ...] | None]]] = {
@@ -145,7 +143,12 @@ def validate_command(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 class PlanService:
-    """ROUTER socket served by its own thread. Lifecycle: start() -> close()."""
+    """ROUTER socket served by its own thread. Lifecycle: start() -> close().
+
+    ``max_message_bytes`` (``transport.max_message_bytes``) is the largest frame a
+    peer may send (ZMQ_MAXMSGSIZE): a larger one closes its connection unread; a
+    request between the protocol's 64 KiB and this limit gets an explicit error reply.
+    """
 
     def __init__(
         self,
@@ -156,6 +159,7 @@ class PlanService:
         commands: CommandQueue,
         *,
         sender: str = "edge",
+        max_message_bytes: int = 1024 * 1024,
     ) -> None:
         import zmq
 
@@ -166,11 +170,11 @@ class PlanService:
         self.commands = commands
         self.sender = sender
         self._security = security
-        self._enrolled = self._enrolled_keys(security)
+        self._enrolled = security.enrolled_keys
         self._socket = context.socket(zmq.ROUTER)
         try:
             tune_socket(self._socket, 100, 0)
-            self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+            self._socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
             security.apply(self._socket, endpoint)
             self._socket.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -187,16 +191,6 @@ class PlanService:
         self._thread: threading.Thread | None = None
         self.requests = 0
         self.errors = 0
-
-    @staticmethod
-    def _enrolled_keys(security: ServerSecurity) -> frozenset[bytes]:
-        if security.mode != "curve" or security.enrolled_dir is None:
-            return frozenset()
-        import zmq.auth
-
-        return frozenset(
-            zmq.auth.load_certificate(p)[0] for p in Path(security.enrolled_dir).glob("*.key")
-        )
 
     def start(self) -> PlanService:
         if self._thread is not None:
@@ -326,7 +320,7 @@ class PlanService:
         key: bytes | None,
     ) -> None:
         if self._security.mode == "curve" and key not in self._enrolled:
-            # ZAP already keeps unenrolled keys out; this guards a key removed since start.
+            # ZAP already keeps unenrolled keys out; this is the second lock.
             self.errors += 1
             log.warning("refused command from unenrolled peer %s", peer)
             self._error(envelope, REQ_COMMAND, request_id, "not_enrolled", "key is not enrolled")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import SourceError
+from edge.files import parse_json
 
 CSV_FIELDS = ("frame", "tx_m", "ty_m", "tz_m", "rx_deg", "ry_deg", "rz_deg")
 MAX_TRANSLATION_M = 20.0
@@ -108,9 +109,11 @@ def load_motion(path: str | Path) -> np.ndarray:
     poses: list[np.ndarray] = []
     if p.suffix.lower() == ".json":
         try:
-            data = json.loads(text)
+            data = parse_json(text)
         except json.JSONDecodeError as exc:
             raise _bad(p, f"line {exc.lineno}", "-", f"not valid JSON ({exc.msg})") from None
+        except ValueError as exc:  # over a size or nesting limit, a NUL, a duplicate key
+            raise _bad(p, "top level", "-", str(exc)) from None
         items = data.get("poses") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise _bad(p, "top level", "poses", "expected a list of poses")

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import SourceError
+from edge.files import image_size
 
 _IMAGE_TOPIC = re.compile(
     r"^/device_(\d+)/sensor_(\d+)/(Color|Depth)_(\d+)/image/data(/compressed|/compressedDepth)?$"
@@ -108,7 +109,15 @@ class Db3Images:
         return refs, compressed
 
     def _blob(self, message_id: int) -> bytes:
-        row = self._con.execute("SELECT data FROM messages WHERE id = ?", (message_id,)).fetchone()
+        try:
+            row = self._con.execute(
+                "SELECT data FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:  # a damaged page that quick_check did not reach
+            raise SourceError(
+                f"recording {self.path}: message {message_id} is unreadable ({exc!s:.200})",
+                "record it again; a damaged recording cannot be repaired",
+            ) from None
         if row is None:
             raise SourceError(f"{self.path}: message {message_id} is missing", "record it again")
         return bytes(row[0])
@@ -245,6 +254,8 @@ def _decode_compressed(data: bytes, kind: str, expect: tuple[int, int, int]) -> 
     payload = r.octets()
     if "compressedDepth" in fmt:
         payload = payload[_COMPRESSED_DEPTH_HEADER:]
+    _, width, height = image_size(payload)  # before decoding: the header may claim anything
+    _check_size(height, width, expect)
     image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError(f"its '{fmt}' payload does not decode")

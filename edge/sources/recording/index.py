@@ -21,6 +21,19 @@ _COLOR_TOPIC = re.compile(r"^/device_\d+/sensor_\d+/Color_\d+/image/data")
 _DEPTH_TOPIC = re.compile(r"^/device_\d+/sensor_\d+/Depth_\d+/image/data")
 
 
+_MAX_PROBLEMS = 100  # quick_check stops after this many
+
+
+def first_problem(problems: list[str]) -> str:
+    """SQLite's integrity report (one row may hold several lines) as one line: the first
+    problem and how many follow."""
+    lines = [s for p in problems for s in p.splitlines() if s.strip() and not s.startswith("***")]
+    if not lines:
+        return "no integrity report"
+    more = len(lines) - 1
+    return lines[0] + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
 def _no_file_fix() -> str:
     return "record one with `edge record --source synthetic --frames 60 --out FILE.db3`"
 
@@ -65,9 +78,9 @@ def index_db3(path: Path) -> BagIndex:
     except sqlite3.Error as exc:  # pragma: no cover - the magic check above catches most
         raise SourceError(f"cannot open recording {path}: {exc}", "check the file") from None
     try:
-        check = con.execute("PRAGMA quick_check").fetchone()
-        if not check or check[0] != "ok":
-            raise sqlite3.DatabaseError(str(check[0] if check else "no result"))
+        problems = [str(r[0]) for r in con.execute(f"PRAGMA quick_check({_MAX_PROBLEMS})")]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError(first_problem(problems))
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not {"topics", "messages"} <= tables:
             raise SourceError(

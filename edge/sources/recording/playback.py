@@ -304,6 +304,15 @@ class RecordingSource(FrameSource):
         self._pacer.reset()
 
     def _read_profiles(self, device: Any, rs: Any) -> list[tuple[Any, Any]]:
+        try:
+            return self._profiles_of(device, rs)
+        except RuntimeError as exc:  # "map::at" for a sensor it cannot map (sensor_1 alone)
+            raise SourceError(
+                f"librealsense cannot read the streams of {self.path} ({exc!s:.120})",
+                "its device description is incomplete; record it again with `edge record`",
+            ) from None
+
+    def _profiles_of(self, device: Any, rs: Any) -> list[tuple[Any, Any]]:
         color = depth = None
         chosen: list[tuple[Any, Any]] = []
         for sensor in device.query_sensors():

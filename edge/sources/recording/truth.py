@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 
 from edge.errors import SourceError
+from edge.files import parse_json
 from edge.frames import GroundTruth
 
 log = logging.getLogger(__name__)
 
 TRUTH_FORMAT = "edge-truth"
 TRUTH_VERSION = 1
+MAX_TRUTH_LINE_BYTES = 1 << 20  # a frame's truth (468 landmarks) is ~30 kB
 
 
 def truth_path(recording: str | Path) -> Path:
@@ -81,19 +83,22 @@ def load_truth(recording: Path) -> dict[int, GroundTruth]:
     side = truth_path(recording)
     if not side.is_file():
         return {}
-    lines = side.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = side.read_bytes().splitlines()
+    except OSError as exc:
+        raise SourceError(f"cannot read {side}: {exc.strerror}", "check its permissions") from None
     out: dict[int, GroundTruth] = {}
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = parse_json(line, max_bytes=MAX_TRUTH_LINE_BYTES)
             if i == 0 and obj.get("format") == TRUTH_FORMAT:
                 if obj.get("version") != TRUTH_VERSION:
                     raise ValueError(f"unsupported version {obj.get('version')}")
                 continue
             out[int(obj["frame"])] = truth_from_json(obj)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             if i == len(lines) - 1:
                 log.warning("ignoring torn last line of %s", side)
                 continue
