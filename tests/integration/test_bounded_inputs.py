@@ -20,10 +20,10 @@ from edge.files import MAX_JSON_DEPTH, parse_json, read_json
 from edge.keys import generate_device_key, load_device_signing_key
 from edge.plan.load import read_markups, read_plan
 from edge.plan.sign import generate_keypair, load_private_key, sign_plan, verify_plan
-from edge.registration.synthetic import face_mesh, write_plan
 from edge.sources.phantom.motion import load_motion
 from edge.sources.realsense import load_preset
 from edge.sources.recording.truth import load_truth, truth_path
+from support.synthetic_face import face_mesh, write_plan
 
 DEEP = "[" * 100_000 + "]" * 100_000  # 200 kB
 DEEP_SMALL = "[" * 20_000 + "]" * 20_000  # under the 64 KiB of key and signature files

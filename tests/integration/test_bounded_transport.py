@@ -28,6 +28,7 @@ from edge.overlay.stage import OverlayStage
 from edge.transport.client import ServiceClient, Subscriber
 from edge.transport.security import ClientSecurity, ServerSecurity, generate_keys
 from edge.transport.server import EdgeServer
+from edge.transport.stage import PublishStage, plan_info
 
 PLAN = demo_plan()
 LOCAL = "tcp://127.0.0.1:0"
@@ -81,8 +82,8 @@ class _Publishing:
     """The frame loop's last step in a thread every ``interval_s``, and the process's RSS
     sampled by another thread (a stalled publisher must not stop the sampling)."""
 
-    def __init__(self, server: EdgeServer, interval_s: float = 0.01) -> None:
-        self._server = server
+    def __init__(self, publish: PublishStage, interval_s: float = 0.01) -> None:
+        self._publish_stage = publish
         self._interval_s = interval_s
         self._result = _overlay_result()
         self.stamps: list[float] = []  # when each publish returned
@@ -96,9 +97,8 @@ class _Publishing:
             t.start()
 
     def _publish(self) -> None:
-        assert self._server.publish_stage is not None
         while not self._stop.is_set():
-            self._server.publish_stage.process(self._result)
+            self._publish_stage.process(self._result)
             self.stamps.append(time.perf_counter())
             time.sleep(self._interval_s)
 
@@ -136,10 +136,12 @@ def test_a_30_mib_subscription_from_an_enrolled_headset_neither_grows_nor_stalls
 ) -> None:
     keys = tmp_path / "keys"
     generate_keys(keys, ("hmd", "intruder"))
-    with EdgeServer(_curve_config(), PLAN, keys_dir=keys) as srv:
+    cfg = _curve_config()
+    with EdgeServer(cfg, PLAN, keys_dir=keys) as srv:
         assert srv.publisher is not None
+        publish = PublishStage.from_config(srv.publisher, cfg, plan_info(PLAN))
         honest = Subscriber(srv.publisher.endpoint, ClientSecurity.from_keys_dir(keys, "hmd"))
-        publishing = _Publishing(srv)
+        publishing = _Publishing(publish)
         try:
             deadline = time.monotonic() + 30
             while honest.latest("overlay") is None and time.monotonic() < deadline:
@@ -169,6 +171,7 @@ def test_a_30_mib_subscription_from_an_enrolled_headset_neither_grows_nor_stalls
                 honest.poll(50)
         finally:
             publishing.stop()
+            publish.close()
             honest.close()
     assert attacker.returncode == 0, err
     report = json.loads(out)
@@ -188,8 +191,10 @@ def test_a_subscription_over_the_pub_limit_gets_that_headset_nothing_and_others_
 ) -> None:
     keys = tmp_path / "keys"
     generate_keys(keys, ("hmd", "greedy"))
-    with EdgeServer(_curve_config(), PLAN, keys_dir=keys) as srv:
-        assert srv.publisher is not None and srv.publish_stage is not None
+    cfg = _curve_config()
+    with EdgeServer(cfg, PLAN, keys_dir=keys) as srv:
+        assert srv.publisher is not None
+        publish = PublishStage.from_config(srv.publisher, cfg, plan_info(PLAN))
         good = Subscriber(srv.publisher.endpoint, ClientSecurity.from_keys_dir(keys, "hmd"))
         greedy = Subscriber(
             srv.publisher.endpoint,
@@ -200,12 +205,13 @@ def test_a_subscription_over_the_pub_limit_gets_that_headset_nothing_and_others_
         try:
             deadline = time.monotonic() + 30
             while good.stats.received < 20 and time.monotonic() < deadline:
-                srv.publish_stage.process(result)
+                publish.process(result)
                 good.poll(10)
                 greedy.poll(0)
             assert good.stats.received >= 20
             assert greedy.stats.received == 0
         finally:
+            publish.close()
             good.close()
             greedy.close()
 
