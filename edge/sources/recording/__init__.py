@@ -1,29 +1,27 @@
 """Recorded sessions: librealsense ``.db3`` recordings, their ground truth, playback and recording.
 
-``index``     what a file holds, read from SQLite: path checks, frame counts (:class:`BagIndex`)
-``db3``       a ``.db3``'s image messages, decoded from SQLite in file order
+``index``     what a file holds, read from SQLite: path checks, frame counts (:class:`BagIndex`),
+              and what ``edge info`` reports (:class:`RecordingInfo`)
+``db3``       a ``.db3``'s image messages, decoded from SQLite in file order; depth pairing
 ``truth``     the ground-truth sidecar ``NAME.truth.jsonl``
-``playback``  :class:`RecordingSource`, :func:`probe_recording`, :func:`measure_playback_fps`
+``playback``  :class:`RecordingSource`
+``probe``     :func:`probe_recording`, :func:`measure_playback_fps`
 ``recorder``  :class:`Recorder`, :func:`check_writable`, :func:`temp_path_for`
 
 The librealsense conversions and depth alignment that playback shares with
 the live camera are in :mod:`edge.sources.librealsense`.
 """
 
-from edge.sources.recording.db3 import Db3Images, ImageRef
+from edge.sources.recording.db3 import Db3Images, ImageRef, nearest_depth
 from edge.sources.recording.index import (
     RECORDING_SUFFIXES,
     BagIndex,
+    RecordingInfo,
     check_recording_path,
     index_db3,
 )
-from edge.sources.recording.playback import (
-    RecordingInfo,
-    RecordingSource,
-    measure_playback_fps,
-    nearest_depth,
-    probe_recording,
-)
+from edge.sources.recording.playback import RecordingSource
+from edge.sources.recording.probe import measure_playback_fps, probe_recording
 from edge.sources.recording.recorder import Recorder, check_writable, temp_path_for
 from edge.sources.recording.truth import (
     TRUTH_FORMAT,

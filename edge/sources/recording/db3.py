@@ -271,3 +271,17 @@ def _decode_compressed(data: bytes, kind: str, expect: tuple[int, int, int]) -> 
     if original == "rgb8":
         return np.ascontiguousarray(image[:, :, ::-1])
     return image
+
+
+def nearest_depth(color_ms: list[float], depth_ms: list[float]) -> list[int]:
+    """For each color time, the index of the depth frame nearest in device time."""
+    if not depth_ms:
+        return []
+    d = np.asarray(depth_ms, dtype=np.float64)
+    order = np.argsort(d, kind="stable")
+    ds = d[order]
+    c = np.asarray(color_ms, dtype=np.float64)
+    right = np.clip(np.searchsorted(ds, c), 0, len(ds) - 1)
+    left = np.clip(right - 1, 0, len(ds) - 1)
+    take_left = np.abs(ds[left] - c) <= np.abs(ds[right] - c)
+    return [int(i) for i in order[np.where(take_left, left, right)]]

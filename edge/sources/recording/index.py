@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edge.errors import SourceError
 
@@ -135,3 +136,35 @@ def check_recording_path(path: Path) -> BagIndex | None:
     if path.stat().st_size == 0:
         raise SourceError(f"recording {path} is empty (0 bytes)", "record it again")
     return None
+
+
+@dataclass
+class RecordingInfo:
+    """What ``edge info`` reports about a recording."""
+
+    path: str
+    frames: int
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    depth_scale_m: float
+    color_format: str
+    streams: list[dict[str, Any]] = field(default_factory=list)
+    has_truth: bool = False
+    intrinsics: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "frames": self.frames,
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "streams": self.streams,
+            "duration_s": self.duration_s,
+            "depth_scale_m": self.depth_scale_m,
+            "color_format": self.color_format,
+            "has_truth": self.has_truth,
+            "intrinsics": self.intrinsics,
+        }

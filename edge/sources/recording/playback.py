@@ -32,7 +32,7 @@ import collections
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,8 @@ from edge.frames import (
 )
 from edge.sources.librealsense import align_depth_to_color, extrinsics_from_rs, intrinsics_from_rs
 from edge.sources.pacing import Pacer
-from edge.sources.recording.db3 import Db3Images
-from edge.sources.recording.index import BagIndex, check_recording_path
+from edge.sources.recording.db3 import Db3Images, nearest_depth
+from edge.sources.recording.index import BagIndex, RecordingInfo, check_recording_path
 from edge.sources.recording.truth import load_truth
 
 _QUEUE_CAPACITY = 128  # frames (both streams) librealsense may decode ahead; drops beyond
@@ -74,52 +74,6 @@ class _Pending:
     timestamp_ms: float
     color: np.ndarray
     depth: np.ndarray | None = None
-
-
-def nearest_depth(color_ms: list[float], depth_ms: list[float]) -> list[int]:
-    """For each color time, the index of the depth frame nearest in device time."""
-    if not depth_ms:
-        return []
-    d = np.asarray(depth_ms, dtype=np.float64)
-    order = np.argsort(d, kind="stable")
-    ds = d[order]
-    c = np.asarray(color_ms, dtype=np.float64)
-    right = np.clip(np.searchsorted(ds, c), 0, len(ds) - 1)
-    left = np.clip(right - 1, 0, len(ds) - 1)
-    take_left = np.abs(ds[left] - c) <= np.abs(ds[right] - c)
-    return [int(i) for i in order[np.where(take_left, left, right)]]
-
-
-@dataclass
-class RecordingInfo:
-    """What ``edge info`` reports about a recording."""
-
-    path: str
-    frames: int
-    width: int
-    height: int
-    fps: float
-    duration_s: float
-    depth_scale_m: float
-    color_format: str
-    streams: list[dict[str, Any]] = field(default_factory=list)
-    has_truth: bool = False
-    intrinsics: dict[str, object] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "frames": self.frames,
-            "width": self.width,
-            "height": self.height,
-            "fps": self.fps,
-            "streams": self.streams,
-            "duration_s": self.duration_s,
-            "depth_scale_m": self.depth_scale_m,
-            "color_format": self.color_format,
-            "has_truth": self.has_truth,
-            "intrinsics": self.intrinsics,
-        }
 
 
 class RecordingSource(FrameSource):
@@ -574,26 +528,3 @@ class RecordingSource(FrameSource):
             has_truth=self.has_truth,
             intrinsics=self._intrinsics.to_dict(),
         )
-
-
-def probe_recording(path: str | Path) -> RecordingInfo:
-    """Open a recording just long enough to describe it (raises SourceError when it is bad)."""
-    with RecordingSource(path) as src:
-        assert isinstance(src, RecordingSource)
-        info = src.info()
-        if info.frames < 0:
-            # A ROS 1 .bag has no index we read: count by playing it once.
-            info.frames = sum(1 for _ in src)
-            info.duration_s = info.frames / info.fps
-        return info
-
-
-def measure_playback_fps(path: str | Path) -> float:
-    """Frames per second of deterministic playback of ``path`` (whole file, decode + copy)."""
-    start = time.perf_counter()
-    count = 0
-    with RecordingSource(path) as src:
-        for _ in src:
-            count += 1
-    elapsed = time.perf_counter() - start
-    return count / elapsed if elapsed > 0 else float("inf")
