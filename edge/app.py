@@ -8,14 +8,15 @@ One frame flows one way::
                                                       headset commands
 
 :func:`execute` builds, in this order (any expected failure is an EdgeError and
-the process exits 2 before READY): models (fetched on first use, checksums
-verified), source (wrapped with the camera's own calibration when one
-matches), plan (signature verified; a refused plan leaves the process running
-without an overlay), audit log, transport (publisher, plan service, publish
-stage), the stages (:func:`compose`) and the sinks. Then READY goes to
-systemd and frames flow until the source ends, ``frames`` is reached, or
-SIGTERM/SIGINT asks to stop. Everything is closed in reverse order by one
-ExitStack.
+the process exits 2 before READY): models (checksums verified against the
+manifest, never built: a missing or tampered model is refused, and audited
+when auditing is on; rebuilding is an explicit ``edge models fetch``), source
+(wrapped with the camera's own calibration when one matches), plan (signature
+verified; a refused plan leaves the process running without an overlay), audit
+log, transport (publisher, plan service, publish stage), the stages
+(:func:`compose`) and the sinks. Then READY goes to systemd and frames flow
+until the source ends, ``frames`` is reached, or SIGTERM/SIGINT asks to stop.
+Everything is closed in reverse order by one ExitStack.
 
 The embedded default (no source given, none configured): the phantom
 (``nod-shake``) with the plan it generates, signed with a demo key, streamed
@@ -258,6 +259,36 @@ def _open_audit(
     return audit
 
 
+def _verified_models(cfg: EdgeConfig) -> dict[str, Path]:
+    """Every model, checked against the manifest; never built here (``edge models fetch`` does).
+
+    A refusal (missing model, SHA-256 differs) is audited when auditing is on,
+    then raised: the process exits 2 before READY.
+    """
+    from edge.errors import EdgeError, ModelError
+    from edge.models import require_models
+
+    try:
+        return require_models(cfg.tracking.models_dir)
+    except ModelError as exc:
+        if cfg.audit.enabled:
+            from edge.audit import AuditLog
+            from edge.keys import load_device_signing_key
+
+            try:
+                key = load_device_signing_key(cfg.audit.device_key)
+                with AuditLog.open(cfg.audit.path, key) as audit:
+                    audit.model_refused(
+                        exc.problem,
+                        fix=exc.fix,
+                        models_dir=str(cfg.tracking.models_dir),
+                        version=__version__,
+                    )
+            except EdgeError as audit_exc:  # the model error is the one to report
+                log.error("cannot audit the refused model: %s", audit_exc)
+        raise
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -283,7 +314,6 @@ def execute(
     EdgeError for any set-up failure (before READY is sent).
     """
     from edge.metrics import MetricsServer, PipelineMetrics, Registry
-    from edge.models import ensure_models
     from edge.registration.types import RegistrationState
     from edge.service import GracefulStop, Notifier
     from edge.sinks.audit import AuditSink
@@ -295,8 +325,8 @@ def execute(
 
     cfg = options.config
     notifier = Notifier.from_environment()
-    notifier.status("loading models")
-    models = ensure_models(cfg.tracking.models_dir)
+    notifier.status("verifying models")
+    models = _verified_models(cfg)
     source_config = run_source(options)
     spec = format_source_spec(source_config)
     embedded_default = options.source is None and cfg.source.kind == "phantom"

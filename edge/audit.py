@@ -447,6 +447,10 @@ class AuditLog:
             **extra,
         )
 
+    def model_refused(self, reason: str, **extra: Any) -> dict[str, Any]:
+        """A model failed its check at start (missing, SHA-256 differs): the process refused."""
+        return self.log("model.refused", reason=reason, **extra)
+
     def process_stop(self, reason: str, frames: int, **extra: Any) -> dict[str, Any]:
         return self.log("process.stop", reason=reason, frames=frames, **extra)
 

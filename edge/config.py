@@ -33,6 +33,10 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 DEFAULT_SEARCH_PATH = ("./edge.toml", "/etc/edge/edge.toml")
 
+# The package's own models folder (holds manifest.toml; the repository's models/ for an
+# editable install): found from the installed package, never from the working folder.
+PACKAGE_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
 
 # --------------------------------------------------------------------------- sections
 
@@ -69,7 +73,9 @@ class RealSenseConfig:
 class TrackingConfig:
     """Face detector and landmark models, 3-D from depth, smoothing (see edge/tracking/)."""
 
-    models_dir: str = "models/build"
+    # Default: the package's models/build (absolute), wherever the command runs from. A
+    # relative path is relative to the working folder, like every path in the file.
+    models_dir: str = str(PACKAGE_MODELS_DIR / "build")
     # ONNX Runtime execution providers in order of preference; missing ones fall back to CPU.
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     # One: on a 2-core edge box the other core serves playback, transport and video
@@ -276,7 +282,9 @@ class PhantomConfig:
     """Synthetic RGB-D head phantom (docs/phantom.md): camera, distance, noise, cache."""
 
     face_image: str = ""  # frontal face photograph; empty: the portrait matplotlib ships
-    cache_dir: str = "models/build/phantom"  # built faces, keyed by the photo's SHA-256
+    # Built faces, keyed by the photo's SHA-256; default: the package's models/build/phantom;
+    # empty: no cache.
+    cache_dir: str = str(PACKAGE_MODELS_DIR / "build" / "phantom")
     width: int = 640  # colour camera (D435-like at 640x480)
     height: int = 480
     focal_px: float = 615.0

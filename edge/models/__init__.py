@@ -1,15 +1,17 @@
 """The ONNX face models: manifest, build from the pinned MediaPipe wheel, verification.
 
-Use :func:`verified_model_path` before opening a model and
-:func:`ensure_models` where fetching on first use is wanted (the run command,
-the tests). Both raise :class:`edge.errors.ModelError` on a missing or
-tampered model.
+Use :func:`verified_model_path` before opening a model,
+:func:`require_models` at process start (verifies, never builds: rebuilding
+is an explicit ``edge models fetch``) and :func:`ensure_models` where
+fetching on first use is wanted (the tests, the benchmarks). All raise
+:class:`edge.errors.ModelError` on a missing or tampered model.
 """
 
 from edge.models.fetch import (
     check_model_io,
     ensure_models,
     fetch_models,
+    require_models,
     verified_model_path,
     verify_models,
 )
@@ -32,6 +34,7 @@ __all__ = [
     "ensure_models",
     "fetch_models",
     "load_manifest",
+    "require_models",
     "verified_model_path",
     "verify_models",
 ]

@@ -327,13 +327,39 @@ def fetch_models(
     return built
 
 
+def require_models(models_dir: str | Path, manifest: Manifest | None = None) -> dict[str, Path]:
+    """Verify every model at process start, building none: model name -> verified path.
+
+    A missing model or one whose SHA-256 differs from the manifest raises
+    ModelError naming the file, with the fix: the explicit ``edge models
+    fetch``. Nothing is written.
+    """
+    manifest = manifest or load_manifest()
+    models_dir = Path(models_dir)
+    for spec in manifest.models.values():
+        path = models_dir / spec.file
+        if not path.exists():
+            raise ModelError(f"model {path} is missing", "run `edge models fetch` to build it")
+        problem = checksum_problem(spec, models_dir)
+        if problem is not None:
+            raise ModelError(
+                f"{problem}; refusing to start",
+                f"run `edge models fetch` to rebuild {spec.file} from the pinned source",
+            )
+    return {name: verified_model_path(name, models_dir, manifest) for name in manifest.models}
+
+
 def ensure_models(
     models_dir: str | Path,
     manifest: Manifest | None = None,
     cache_dir: str | Path | None = None,
     progress: Progress = _silent,
 ) -> dict[str, Path]:
-    """Fetch on first use, then verify: model name -> verified path. Raises ModelError."""
+    """Fetch on first use, then verify: model name -> verified path. Raises ModelError.
+
+    For the tests and the benchmarks; the edge process never builds a model
+    (:func:`require_models`).
+    """
     manifest = manifest or load_manifest()
     fetch_models(models_dir, manifest, cache_dir, quiet=True, progress=progress)
     return {name: verified_model_path(name, models_dir, manifest) for name in manifest.models}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.config import PACKAGE_MODELS_DIR
 from edge.errors import ModelError
 
 if sys.version_info >= (3, 11):
@@ -25,8 +26,12 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def repo_models_dir() -> Path:
-    """The repository's ``models/`` folder (holds manifest.toml; build/ and cache/ below it)."""
-    return Path(__file__).resolve().parents[2] / "models"
+    """The package's ``models/`` folder (holds manifest.toml; build/ and cache/ below it).
+
+    Found from where the ``edge`` package is installed (the repository for an
+    editable install), never from the working folder.
+    """
+    return PACKAGE_MODELS_DIR
 
 
 def default_manifest_path() -> Path:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -502,5 +503,8 @@ def load_face_model(
         )
     model = build_face_model(photo, np.asarray(lm)[:, :3], sha, ipd_m)
     if cache is not None:
-        _save(model, cache)
+        try:
+            _save(model, cache)
+        except OSError as exc:  # e.g. a read-only install: only costs a rebuild next time
+            logging.getLogger(__name__).warning("phantom face not cached in %s: %s", cache, exc)
     return model
