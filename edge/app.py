@@ -252,6 +252,9 @@ def _open_audit(
     where = str(options.plan or cfg.plan.path or "phantom demo")
     if plan is not None:
         audit.plan_loaded(where, plan.digest, "signed" if plan.signed else "UNSIGNED (override)")
+        if not plan.signed:
+            by = "--allow-unsigned-plan" if options.allow_unsigned_plan else "plan.allow_unsigned"
+            audit.override("unsigned plan", by, "the plan's signature was not checked", plan=where)
     else:
         audit.plan_refused(str(options.plan or cfg.plan.path or "-"), plan_problem)
     if calibration_file is not None:
@@ -287,6 +290,28 @@ def _verified_models(cfg: EdgeConfig) -> dict[str, Path]:
             except EdgeError as audit_exc:  # the model error is the one to report
                 log.error("cannot audit the refused model: %s", audit_exc)
         raise
+
+
+def _audit_handshakes(audit: Any) -> Callable[[Any], None] | None:
+    """The authenticator's callback writing each CURVE handshake to the audit log."""
+    if audit is None:
+        return None
+
+    def record(shake: Any) -> None:
+        if shake.accepted:
+            audit.headset_connected(shake.name, shake.address, shake.key_fingerprint)
+        else:
+            audit.headset_refused(shake.address, shake.key_fingerprint, shake.reason)
+
+    return record
+
+
+def _audit_enrolment(audit: Any, security: Any) -> None:
+    """One ``headset.enrolled`` entry per key this run admits (the enrolment in force)."""
+    from edge.transport.security import key_fingerprint
+
+    for key, name in sorted(security.enrolled_names.items(), key=lambda kv: kv[1]):
+        audit.headset_enrolled(name, key_fingerprint(key))
 
 
 # ----------------------------------------------------------------------------- the run
@@ -355,8 +380,12 @@ def execute(
 
             # Phantom input holds no patient data: without configured keys, demo keys do.
             tcfg = transport_config(options, options.demo_keys or source_config.kind == "phantom")
-            server = EdgeServer(tcfg, plan, keys_dir=tcfg.keys_dir)
+            server = EdgeServer(
+                tcfg, plan, keys_dir=tcfg.keys_dir, on_handshake=_audit_handshakes(audit)
+            )
             stack.callback(_closing(server.close))
+            if audit is not None:
+                _audit_enrolment(audit, server.security)
             assert server.publisher is not None
             publish = PublishStage.from_config(
                 server.publisher, tcfg, plan_info(plan, plan_problem)

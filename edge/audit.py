@@ -24,9 +24,12 @@ SHA-256 (``torn_line``, ``torn_sha256``); the chain continues from the last
 good entry. The verifier accepts a torn line only when the entry after it
 acknowledges it that way; a torn line at the very end is reported, not failed.
 
-Limit: a hash chain alone cannot show that entries were cut off the *end* of
-the log. Copy the head (``seq`` and ``hash`` of the last entry) somewhere else
-from time to time (docs/deployment.md) to anchor it.
+Truncation: a hash chain alone cannot show entries cut off the *end* of the
+log, so the writer anchors the head (last seq and hash, signed) outside the
+file after every entry: ``<log>.head`` and a journal line
+(:mod:`edge.audit_head`). ``verify_log(..., head=)`` fails when the log ends
+before the anchored entry. An empty log, or anything after the last entry
+other than a crash-torn partial entry, fails too.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import contextlib
 import enum
 import hashlib
 import json
+import logging
 import math
 import os
 import threading
@@ -44,8 +48,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.audit_head import JOURNAL_PREFIX, Head, head_path, read_head, sign_head
 from edge.errors import AuditError, StateError
-from edge.files import parse_json
+from edge.files import parse_json, write_atomic
 from edge.keys import fingerprint
 
 if TYPE_CHECKING:
@@ -56,6 +61,9 @@ ENTRY_KEYS = frozenset({"seq", "time", "event", "data", "prev", "hash", "sig"})
 OPENED = "log.opened"
 _SIGNED_PREFIX = b"edge-audit-entry/1\n"  # domain separation: only audit hashes
 _TAIL_BYTES = 1 << 20  # an entry is small; a longer last line is not ours
+_TORN_START = b'{"data":{'  # what every entry starts with (sorted keys): a torn one too
+
+log = logging.getLogger(__name__)
 
 
 def canonical(obj: Any) -> bytes:
@@ -125,6 +133,7 @@ class VerifyReport:
     key_from_log: bool = True
     head_seq: int | None = None
     head_hash: str | None = None
+    anchored_seq: int | None = None  # the seq the head file anchors, when one was checked
     problem: Problem | None = None
 
     @property
@@ -173,13 +182,19 @@ def _key_in(entry: Mapping[str, Any]) -> bytes | None:
     return raw if len(raw) == 32 else None
 
 
-def verify_log(path: str | Path, verify_key: VerifyKey | None = None) -> VerifyReport:
+def verify_log(
+    path: str | Path, verify_key: VerifyKey | None = None, head: Head | None = None
+) -> VerifyReport:
     """Check the whole chain and every signature; stop at the first broken entry.
 
     ``verify_key``: the device's known public key; without it the key named in
     the first ``log.opened`` entry is used (which only proves the log is
-    self-consistent). Raises AuditError only when the file cannot be read; a
-    broken log is reported in ``VerifyReport.problem``.
+    self-consistent). ``head``: the anchored head (:func:`edge.audit_head.read_head`);
+    with it a log that ends before the anchored entry, or holds another entry
+    there, fails. An empty log fails; so does anything after the last entry
+    other than a partial entry torn by a crash (no newline after it). Raises
+    AuditError only when the file cannot be read; a broken log is reported in
+    ``VerifyReport.problem`` (line 0: the log as a whole).
     """
     from nacl.signing import VerifyKey as _VerifyKey
 
@@ -197,6 +212,7 @@ def verify_log(path: str | Path, verify_key: VerifyKey | None = None) -> VerifyR
     if ends_with_newline:
         lines.pop()
     expected_seq, prev_hash = 0, GENESIS
+    hashes: list[str] = []  # by seq: seqs run on from 0 across restarts
     torn: tuple[int, str] | None = None
     torn_reason = ""
 
@@ -253,12 +269,66 @@ def verify_log(path: str | Path, verify_key: VerifyKey | None = None) -> VerifyR
         report.segments += entry["event"] == OPENED
         report.head_seq, report.head_hash = seq, entry["hash"]
         expected_seq, prev_hash = seq + 1, entry["hash"]
+        hashes.append(entry["hash"])
     if torn is not None:
+        if ends_with_newline or not lines[torn[0] - 1].startswith(_TORN_START):
+            return fail(
+                torn[0], f"not a valid entry ({torn_reason}), after the last entry: not a crash"
+            )
         report.torn_tail_line = torn[0]
+    if report.entries == 0:
+        return fail(0, "the log holds no entries: it was emptied, or is not an audit log")
+    if head is not None:
+        return _check_head(report, head, key, hashes, fail)
+    return report
+
+
+def _check_head(
+    report: VerifyReport,
+    head: Head,
+    key: VerifyKey | None,
+    hashes: list[str],
+    fail: Callable[[int, str], VerifyReport],
+) -> VerifyReport:
+    if key is None or not head.verifies_with(key):
+        return fail(
+            0, f"the head file's signature does not verify with key {report.key_fingerprint}"
+        )
+    report.anchored_seq = head.seq
+    if head.seq >= len(hashes):
+        cut = head.seq - (len(hashes) - 1)
+        return fail(
+            0,
+            f"the log ends at seq {len(hashes) - 1} but its head anchors seq {head.seq}: "
+            f"{cut} entr{'y' if cut == 1 else 'ies'} cut from the end",
+        )
+    if hashes[head.seq] != head.hash:
+        return fail(
+            0,
+            f"entry seq {head.seq} is not the anchored one: "
+            "the log was cut there and other entries written after",
+        )
     return report
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def _check_reaches_head(path: Path, key: SigningKey, last_seq: int, last_hash: str) -> None:
+    """AuditError when ``<path>.head`` anchors an entry past the log's end (or another one)."""
+    where = head_path(path)
+    if not where.exists():
+        return
+    head = read_head(where)
+    if not head.verifies_with(key.verify_key):
+        return  # another device's or a forged head: it anchors nothing of this log
+    if head.seq > last_seq or (head.seq == last_seq and head.hash != last_hash):
+        raise AuditError(
+            f"audit log {path} ends at seq {last_seq} but {where} anchors seq {head.seq}: "
+            "entries were cut from its end",
+            f"run `edge audit verify {path}`; keep both files as evidence, move them aside "
+            "and start the service again to begin a new log",
+        )
 
 
 class LogState(enum.Enum):
@@ -291,13 +361,17 @@ class AuditLog:
         next_seq: int,
         prev_hash: str,
         clock: Callable[[], datetime],
+        head_every: int = 1,
     ) -> None:
         self.path = path
+        self.head_path = head_path(path)
         self._fd = fd
         self._key = signing_key
         self._seq = next_seq
         self._prev = prev_hash
         self._clock = clock
+        self._head_every = max(1, head_every)
+        self._unanchored = 0  # entries written since the head was last anchored
         self._lock = threading.Lock()
         self.state = LogState.OPEN
 
@@ -307,14 +381,17 @@ class AuditLog:
         path: str | Path,
         signing_key: SigningKey,
         clock: Callable[[], datetime] = _utc_now,
+        head_every: int = 1,
         **opened_data: Any,
     ) -> AuditLog:
         """Open (or create, mode 0600) the log at ``path`` and write a ``log.opened`` entry.
 
-        An existing log's last entry must verify with ``signing_key``;
-        otherwise AuditError (a log that fails at its tail may have been edited:
-        keep it as evidence and start a new file). ``opened_data`` goes into
-        the ``log.opened`` entry.
+        An existing log's last entry must verify with ``signing_key``, and the
+        log must reach the head anchored in ``<path>.head`` when there is one;
+        otherwise AuditError (a log that fails at its tail may have been edited
+        or cut: keep it as evidence and start a new file). ``opened_data`` goes
+        into the ``log.opened`` entry. The head is anchored every
+        ``head_every`` entries and at :meth:`close`.
         """
         path = Path(path)
         if not path.parent.is_dir():
@@ -327,15 +404,17 @@ class AuditLog:
             ) from None
         try:
             next_seq, prev, torn, unterminated = cls._resume_point(path, fd, signing_key)
-            log = cls(path, fd, signing_key, next_seq, prev, clock)
+            _check_reaches_head(path, signing_key, next_seq - 1, prev)
+            audit = cls(path, fd, signing_key, next_seq, prev, clock, head_every)
             data = dict(opened_data, device_key=bytes(signing_key.verify_key).hex())
             if torn is not None:
                 data["torn_line"], data["torn_sha256"] = torn
-            log._append(OPENED, data, terminate_tail=unterminated)
+            with audit._lock:
+                audit._append(OPENED, data, terminate_tail=unterminated)
         except BaseException:
             os.close(fd)
             raise
-        return log
+        return audit
 
     @staticmethod
     def _resume_point(
@@ -395,7 +474,27 @@ class AuditLog:
                 "free disk space or fix the folder's permissions",
             ) from None
         self._seq, self._prev = self._seq + 1, digest
+        self._unanchored += 1
+        if self._unanchored >= self._head_every:
+            self._anchor(str(body["time"]))
         return entry
+
+    def _anchor(self, time: str) -> None:
+        """Write the signed head beside the log and to the journal (caller holds the lock).
+
+        The entry is already on disk, so a head that cannot be written is logged
+        (ERROR), not raised: the next entry or close tries again.
+        """
+        head = sign_head(self._seq - 1, self._prev, time, self._key)
+        log.info(
+            "%s %s seq=%d hash=%s sig=%s", JOURNAL_PREFIX, self.path, head.seq, head.hash, head.sig
+        )
+        try:
+            write_atomic(self.head_path, head.to_json() + "\n", 0o600)
+        except OSError as exc:
+            log.error("cannot write audit head %s: %s", self.head_path, exc.strerror or exc)
+            return
+        self._unanchored = 0
 
     def log(self, event: str, **data: Any) -> dict[str, Any]:
         """Append one entry; returns it (with seq, hash and sig) once it is on disk."""
@@ -416,8 +515,11 @@ class AuditLog:
             return self._seq - 1, self._prev
 
     def close(self) -> None:
+        """Anchor the head (when entries are unanchored) and close the file."""
         with self._lock:
             if self.state is LogState.OPEN:
+                if self._unanchored:
+                    self._anchor(_iso(self._clock()))
                 os.close(self._fd)
                 self.state = LogState.CLOSED
 
@@ -473,8 +575,20 @@ class AuditLog:
     def headset_enrolled(self, name: str, key_fingerprint: str) -> dict[str, Any]:
         return self.log("headset.enrolled", name=name, key=key_fingerprint)
 
-    def headset_connected(self, name: str, address: str) -> dict[str, Any]:
-        return self.log("headset.connected", name=name, address=address)
+    def headset_connected(
+        self, name: str, address: str, key_fingerprint: str = "", **extra: Any
+    ) -> dict[str, Any]:
+        return self.log(
+            "headset.connected", name=name, address=address, key=key_fingerprint, **extra
+        )
+
+    def headset_refused(
+        self, address: str, key_fingerprint: str, reason: str, **extra: Any
+    ) -> dict[str, Any]:
+        """A handshake refused: an unenrolled key (or none) from ``address``."""
+        return self.log(
+            "headset.refused", address=address, key=key_fingerprint, reason=reason, **extra
+        )
 
     def headset_disconnected(self, name: str, reason: str = "") -> dict[str, Any]:
         return self.log("headset.disconnected", name=name, reason=reason)

@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "verify",
         help="check the whole hash chain and every signature (exit 0 intact, 2 broken)",
         description="Check every entry of an audit log: sequence, hash chain and Ed25519 "
-        "signature. Names the first broken entry by line number and why.",
+        "signature, and that the log reaches the signed head anchored in FILE.head (so a "
+        "log cut at its end fails). An empty log fails. Names the first broken entry by "
+        "line number and why.",
     )
     verify.add_argument("file", type=Path, help="the audit log (JSON lines)")
     verify.add_argument(
@@ -26,6 +28,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="the device's public key file (device.pub); without it the key named inside "
         "the log is used, which only shows that the log is self-consistent",
+    )
+    head = verify.add_mutually_exclusive_group()
+    head.add_argument(
+        "--head",
+        type=Path,
+        help="the signed head file to check the log against (default: FILE.head); "
+        "a copy kept off the device is the stronger check",
+    )
+    head.add_argument(
+        "--no-head",
+        action="store_true",
+        help="check the chain only, without a head file: a log cut at its end then "
+        "still verifies (for logs written before heads were anchored)",
     )
     verify.set_defaults(func=_verify)
 
@@ -41,14 +56,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _verify(args: argparse.Namespace) -> int:
     from edge.audit import verify_log
+    from edge.audit_head import head_path, read_head
     from edge.errors import AuditError
     from edge.keys import load_device_verify_key
 
     key = load_device_verify_key(args.pubkey) if args.pubkey is not None else None
-    report = verify_log(args.file, key)
+    head = None
+    if not args.no_head:
+        where = args.head or head_path(args.file)
+        if args.head is None and not where.exists() and args.file.exists():
+            raise AuditError(
+                f"{args.file}: no head file {where}, so a cut at the log's end cannot be seen",
+                "pass --head with a copy of it, or --no-head to check the chain only",
+            )
+        head = read_head(where) if args.file.exists() else None
+    report = verify_log(args.file, key, head)
     if report.problem is not None:
+        where_in = f" line {report.problem.line}" if report.problem.line else ""
         raise AuditError(
-            f"{args.file} line {report.problem.line}: {report.problem.reason}",
+            f"{args.file}{where_in}: {report.problem.reason}",
             "the log was altered or damaged after it was written; keep it as evidence",
         )
     source = "the key named in the log" if report.key_from_log else f"{args.pubkey}"
@@ -58,6 +84,14 @@ def _verify(args: argparse.Namespace) -> int:
     )
     if report.head_seq is not None:
         print(f"head: seq {report.head_seq} hash {report.head_hash}")
+    if report.anchored_seq is not None:
+        after = (report.head_seq or 0) - report.anchored_seq
+        print(
+            f"anchored: the head file's seq {report.anchored_seq} is in the log"
+            + (f" ({after} entries after it)" if after else "")
+        )
+    else:
+        print("note: --no-head: a log cut at its end would still verify")
     for line in report.acknowledged_torn_lines:
         print(f"note: line {line} was torn by a crash and acknowledged by the entry after it")
     if report.torn_tail_line is not None:

@@ -1,7 +1,10 @@
 """The audit trail of a run: every registration state change, with its reasons.
 
-Start, plan, calibration and stop entries are written by :mod:`edge.app` when
-they happen; this sink writes what happens per frame.
+Start, plan, calibration, override, enrolment, handshake and stop entries are
+written by :mod:`edge.app` when they happen; this sink writes what happens per
+frame: ``state.changed`` on every change, and ``registration.accepted`` with the
+quality figures that passed every gate when the state enters TRACKING from
+SEARCHING or REGISTERED (a new registration, not a recovery from DEGRADED).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from edge.registration.types import RegistrationState
 # While the source has no frame nothing may look current: a gap is a loss of
 # registration unless there was none to lose.
 _NOTHING_TO_LOSE = (None, RegistrationState.LOST, RegistrationState.SEARCHING)
+# Entering TRACKING from these is a registration being accepted.
+_ACCEPTED_FROM = (None, RegistrationState.SEARCHING, RegistrationState.REGISTERED)
 
 
 class AuditSink:
@@ -31,6 +36,18 @@ class AuditSink:
         old = self._state.value if self._state is not None else None
         reasons = "; ".join(reg.quality.reasons)
         self.audit.state_changed(old, reg.state.value, result.frame.number, reasons)
+        if reg.state is RegistrationState.TRACKING and self._state in _ACCEPTED_FROM:
+            q = reg.quality
+            self.audit.registration_accepted(
+                result.frame.number,
+                icp_rms_mm=q.icp_rms_mm,
+                inlier_fraction=q.inlier_fraction,
+                fre_mm=q.fre_mm,
+                tre_mm=dict(q.tre_mm),
+                landmark_surface_translation_mm=q.landmark_surface_translation_mm,
+                landmark_surface_rotation_deg=q.landmark_surface_rotation_deg,
+                surface_shape_mm=q.surface_shape_mm,
+            )
         self._state = reg.state
 
     def source_gap(self, reason: str) -> None:

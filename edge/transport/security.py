@@ -16,6 +16,10 @@ Files use the ZeroMQ certificate format (``zmq.auth.load_certificate`` reads the
 An enrolled file that is not a public key certificate is logged and skipped: it
 can admit nobody, and one bad copy must not keep every other headset from the
 overlay. The edge refuses to start only when no enrolled key is usable.
+
+Every CURVE handshake the authenticator decides is reported (``on_handshake``)
+as a :class:`Handshake`: accepted or refused, the client's address and key
+fingerprint, and the enrolled name; :mod:`edge.app` writes it to the audit log.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import datetime
 import ipaddress
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -200,13 +205,27 @@ def load_enrolled_keys(folder: str | Path) -> frozenset[bytes]:
     A file that is not a public key certificate is logged (WARNING, naming it
     and why) and skipped; the caller decides whether what remains is enough.
     """
-    keys: set[bytes] = set()
+    return frozenset(load_enrolled_names(folder))
+
+
+def load_enrolled_names(folder: str | Path) -> dict[bytes, str]:
+    """Headset name (the file's stem) by Z85 public key, for every usable ``*.key``."""
+    names: dict[bytes, str] = {}
     for p in sorted(Path(folder).glob("*.key")):
         try:
-            keys.add(load_public_key(p))
+            names.setdefault(load_public_key(p), p.stem)
         except TransportError as exc:
             log.warning("enrolled key skipped: %s (that headset cannot connect)", exc.problem)
-    return frozenset(keys)
+    return names
+
+
+def key_fingerprint(z85_public: bytes) -> str:
+    """The short fingerprint (:func:`edge.keys.fingerprint`) of a Z85 CURVE public key."""
+    from zmq.utils import z85
+
+    from edge.keys import fingerprint
+
+    return fingerprint(z85.decode(z85_public))
 
 
 # --------------------------------------------------------------------------- socket setup
@@ -221,19 +240,21 @@ class ServerSecurity:
     secret_key: bytes = b""
     enrolled_dir: Path | None = None
     enrolled_keys: frozenset[bytes] = frozenset()  # Z85 public keys, read once at start
+    # Headset name by Z85 public key (the enrolled file's stem), for logs and the audit.
+    enrolled_names: Mapping[bytes, str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_keys_dir(cls, keys_dir: str | Path) -> ServerSecurity:
         d = Path(keys_dir)
         public, secret = load_key_pair(d / f"{EDGE_KEY_NAME}.key_secret")
         enrolled = d / ENROLLED_DIR
-        keys = load_enrolled_keys(enrolled) if enrolled.is_dir() else frozenset()
-        if not keys:
+        names = load_enrolled_names(enrolled) if enrolled.is_dir() else {}
+        if not names:
             raise TransportError(
                 f"no usable enrolled headset keys in {enrolled}",
                 "copy each headset's public .key file there (edge keys generate does this)",
             )
-        return cls("curve", public, secret, enrolled, keys)
+        return cls("curve", public, secret, enrolled, frozenset(names), names)
 
     @classmethod
     def plaintext(cls) -> ServerSecurity:
@@ -275,21 +296,81 @@ class ClientSecurity:
             socket.curve_serverkey = self.server_key
 
 
-def start_authenticator(context: Any, security: ServerSecurity) -> Any:
+@dataclass(frozen=True)
+class Handshake:
+    """One CURVE handshake decided by the authenticator."""
+
+    accepted: bool
+    address: str  # the client's IP address as ZeroMQ reports it
+    key_fingerprint: str  # of the client's public key (edge.keys.fingerprint)
+    name: str  # the enrolled headset's name; "" when the key is not enrolled
+    reason: str = ""  # why it was refused
+
+
+def start_authenticator(
+    context: Any,
+    security: ServerSecurity,
+    on_handshake: Callable[[Handshake], None] | None = None,
+) -> Any:
     """A running ZAP authenticator admitting only enrolled keys (None for plaintext).
 
-    The caller stops it (``.stop()``) after closing the sockets it guards.
+    ``on_handshake`` is called, on the authenticator's thread, for every CURVE
+    handshake it decides; an exception from it is logged, never raised (the
+    decision stands). The caller stops it (``.stop()``) after closing the
+    sockets it guards.
     """
     if security.mode != "curve":
         return None
-    from zmq.auth.thread import ThreadAuthenticator
-
-    auth = ThreadAuthenticator(context, log=logging.getLogger("edge.transport.zap"))
+    auth = _make_authenticator(context, security, on_handshake)
     auth.start()
     # The keys read (and checked) once at start, not the folder: pyzmq's own folder
     # reader stops at the first file it cannot parse.
     auth.configure_curve_callback(domain="*", credentials_provider=_EnrolledKeys(security))
     return auth
+
+
+def _make_authenticator(
+    context: Any, security: ServerSecurity, on_handshake: Callable[[Handshake], None] | None
+) -> Any:
+    from zmq.auth.thread import ThreadAuthenticator
+
+    class _ReportingAuthenticator(ThreadAuthenticator):
+        """pyzmq's thread authenticator, reporting each CURVE decision it sends."""
+
+        _status: bytes | None = None
+        _text: bytes = b""
+
+        async def handle_zap_message(self, msg: list[bytes]) -> None:
+            self._status = None
+            await super().handle_zap_message(msg)
+            if on_handshake is None or len(msg) != 7 or msg[5] != b"CURVE":
+                return
+            if self._status is None:
+                return
+            from zmq.utils import z85
+
+            from edge.keys import fingerprint
+
+            key = msg[6]  # the client's raw 32-byte public key
+            accepted = self._status == b"200"
+            shake = Handshake(
+                accepted=accepted,
+                address=msg[3].decode("utf-8", "replace"),
+                key_fingerprint=fingerprint(key),
+                name=security.enrolled_names.get(z85.encode(key), "") if len(key) == 32 else "",
+                reason="" if accepted else self._text.decode("utf-8", "replace"),
+            )
+            try:
+                on_handshake(shake)
+            except Exception:
+                log.exception("could not record the handshake from %s", shake.address)
+
+        def _send_zap_reply(self, request_id: bytes, status_code: bytes, *args: Any) -> None:
+            self._status = status_code
+            self._text = args[0] if args and isinstance(args[0], bytes) else b""
+            super()._send_zap_reply(request_id, status_code, *args)
+
+    return _ReportingAuthenticator(context, log=logging.getLogger("edge.transport.zap"))
 
 
 class _EnrolledKeys:

@@ -7,13 +7,14 @@ the composition root (:mod:`edge.app`) with :meth:`PublishStage.from_config`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edge.config import TransportConfig
 from edge.plan.model import Plan
 from edge.transport.publisher import Publisher
-from edge.transport.security import ServerSecurity, start_authenticator
+from edge.transport.security import Handshake, ServerSecurity, start_authenticator
 from edge.transport.service import CommandQueue, PlanService
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ class EdgeServer:
     """Publisher + plan/command service + ZAP authenticator.
 
     Use as a context manager, or call ``close()``; ``commands`` is the queue of
-    validated headset commands to poll.
+    validated headset commands to poll. ``on_handshake`` hears every CURVE
+    handshake decided (accepted or refused), on the authenticator's thread.
     """
 
     def __init__(
@@ -33,6 +35,7 @@ class EdgeServer:
         *,
         keys_dir: str | Path | None = None,
         publish_endpoint: str | None = None,
+        on_handshake: Callable[[Handshake], None] | None = None,
     ) -> None:
         import zmq
 
@@ -42,12 +45,13 @@ class EdgeServer:
             security = ServerSecurity.from_keys_dir(keys_dir or config.keys_dir)
         else:
             security = ServerSecurity.plaintext()
+        self.security = security
         self.context: Any = zmq.Context()
         self.auth: Any = None
         self.publisher: Publisher | None = None
         self.service: PlanService | None = None
         try:
-            self.auth = start_authenticator(self.context, security)
+            self.auth = start_authenticator(self.context, security, on_handshake)
             self.publisher = Publisher(
                 self.context,
                 endpoint,

@@ -14,6 +14,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from edge.audit import AuditLog, canonical, entry_hash, verify_log
+from edge.audit_head import head_path
 from edge.cli import main
 from edge.errors import AuditError, KeyFileError, StateError
 from edge.keys import generate_device_key, load_device_signing_key
@@ -205,6 +206,7 @@ def test_torn_tail_is_reported_then_acknowledged_on_reopen(tmp_path: Path, key: 
     make_log(path, key, events=3)
     whole = path.read_bytes()
     path.write_bytes(whole[:-40])  # a crash in the middle of writing the last entry
+    head_path(path).unlink()  # a torn entry was never anchored (the head follows the fsync)
     report = verify_log(path, key.verify_key)
     assert report.ok and report.torn_tail_line == 4 and report.entries == 3
     make_log(path, key, events=1)  # the next start
@@ -221,6 +223,7 @@ def test_torn_line_changed_after_acknowledgement_is_caught(tmp_path: Path, key: 
     path = tmp_path / "audit.jsonl"
     make_log(path, key, events=2)
     path.write_bytes(path.read_bytes()[:-30])
+    head_path(path).unlink()  # a torn entry was never anchored
     make_log(path, key, events=1)
     lines = lines_of(path)
     lines[2] = b"something else\n"
