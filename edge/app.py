@@ -8,15 +8,16 @@ One frame flows one way::
                                                       headset commands
 
 :func:`execute` builds, in this order (any expected failure is an EdgeError and
-the process exits 2 before READY): models (checksums verified against the
-manifest, never built: a missing or tampered model is refused, and audited
-when auditing is on; rebuilding is an explicit ``edge models fetch``), source
-(wrapped with the camera's own calibration when one matches), plan (signature
-verified; a refused plan leaves the process running without an overlay), audit
-log, transport (publisher, plan service, publish stage), the stages
-(:func:`compose`) and the sinks. Then READY goes to systemd and frames flow
-until the source ends, ``frames`` is reached, or SIGTERM/SIGINT asks to stop.
-Everything is closed in reverse order by one ExitStack.
+the process exits 2 before READY): the checks `edge config check` makes
+(:func:`edge.validate.validate_deployment`), models (checksums verified against the
+manifest, never built: a missing or tampered model is refused, and audited when
+auditing is on; rebuilding is an explicit ``edge models fetch``), source (wrapped
+with the camera's own calibration when one matches), plan (signature verified; a
+refused plan leaves the process running without an overlay), audit log, transport
+(publisher, plan service, publish stage), the stages (:func:`compose`) and the
+sinks. Then READY goes to systemd and frames flow until the source ends,
+``frames`` is reached, or SIGTERM/SIGINT asks to stop. Everything is closed in
+reverse order by one ExitStack.
 
 The embedded default (no source given, none configured): the phantom
 (``nod-shake``) with the plan it generates, signed with a demo key, streamed
@@ -126,9 +127,12 @@ def run_source(options: RunOptions) -> SourceConfig:
     """
     from edge.sources import parse_source_spec
 
-    if options.source:
-        return parse_source_spec(options.source)
     src = options.config.source
+    if options.source:
+        # The playback options of [source] apply to a --source given on the command line.
+        return dataclasses.replace(
+            parse_source_spec(options.source), timing=src.timing, loop=src.loop
+        )
     # Filled in from the configuration so that logs and the audit log name the camera
     # and scenario actually used.
     if src.kind == "realsense":
@@ -314,6 +318,30 @@ def _audit_enrolment(audit: Any, security: Any) -> None:
         audit.headset_enrolled(name, key_fingerprint(key))
 
 
+def _open_run_source(
+    source_config: SourceConfig, cfg: EdgeConfig, frames: int | None, seed: int
+) -> FrameSource:
+    """The source built (not opened) with [source]'s playback: ``timing``, and ``loop``
+    (a recording replayed until the run stops; validate_deployment refuses it for others)."""
+    from edge.frames import TimingMode
+    from edge.sources import open_source
+
+    timing = TimingMode(source_config.timing)
+
+    def build() -> FrameSource:
+        return open_source(source_config, cfg, frames=frames, timing=timing, seed=seed)
+
+    first = build()  # a bad path is refused now, not when the loop opens it
+    if not source_config.loop:
+        return first
+    from edge.sources.replay import LoopingSource
+
+    passes = [first]
+    return LoopingSource(
+        lambda: passes.pop() if passes else build(), lambda: False, keep_truth=True
+    )
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -346,19 +374,28 @@ def execute(
     from edge.sinks.preview import PreviewWriter
     from edge.sinks.service import Watchdog
     from edge.sinks.status import StatusLine
-    from edge.sources import format_source_spec, open_source
+    from edge.sources import format_source_spec
+    from edge.validate import validate_deployment
 
     cfg = options.config
     notifier = Notifier.from_environment()
+    source_config = run_source(options)
+    streaming = options.publish != "off"
+    # Phantom input holds no patient data: without configured keys, demo keys do.
+    demo = options.demo_keys or source_config.kind == "phantom"
+    tcfg = transport_config(options, demo) if streaming else cfg.transport
+    # The checks `edge config check` makes, on what this run will use; before anything starts.
+    validate_deployment(
+        dataclasses.replace(cfg, source=source_config, transport=tcfg), streaming=streaming
+    )
     notifier.status("verifying models")
     models = _verified_models(cfg)
-    source_config = run_source(options)
     spec = format_source_spec(source_config)
     embedded_default = options.source is None and cfg.source.kind == "phantom"
     frames = options.frames if options.frames is not None else None
     if frames is None and embedded_default:
         frames = DEFAULT_FRAMES
-    source = open_source(source_config, cfg, frames=frames, seed=options.seed)
+    source = _open_run_source(source_config, cfg, frames, options.seed)
     if options.wrap_source is not None:
         source = options.wrap_source(source)
 
@@ -374,12 +411,10 @@ def execute(
 
         server = None
         publish: PublishStage | None = None
-        if options.publish != "off":
+        if streaming:
             from edge.transport.server import EdgeServer
             from edge.transport.stage import PublishStage, plan_info
 
-            # Phantom input holds no patient data: without configured keys, demo keys do.
-            tcfg = transport_config(options, options.demo_keys or source_config.kind == "phantom")
             server = EdgeServer(
                 tcfg, plan, keys_dir=tcfg.keys_dir, on_handshake=_audit_handshakes(audit)
             )

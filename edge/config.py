@@ -1,10 +1,11 @@
 """Typed, validated configuration: one TOML file, one section per stage.
 
 Each section is a frozen dataclass. Loading is strict: an unknown key, a
-wrong type or a value out of range is a :class:`ConfigError` naming the key
-and the file, never a silent default. :func:`load_config` also records where
-every value came from (``default`` or the file); :func:`effective_toml` and
-:func:`effective_values` write it back out for ``edge config show``.
+wrong type or a value out of range (:data:`RANGES`, floats finite) is a
+:class:`ConfigError` naming the key and the file, never a silent default.
+Endpoints, security and key files: :func:`edge.validate.validate_deployment`.
+:func:`load_config` records where every value came from (``default`` or the
+file); :func:`effective_toml` and :func:`effective_values` write it back out.
 
 Default search path, first match wins: ``$EDGE_CONFIG``,
 ``./edge.toml``, ``/etc/edge/edge.toml``.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import math
 import os
 import sys
@@ -49,8 +49,10 @@ class SourceConfig:
     path: str = ""  # recording file for kind = "recording"
     serial: str = ""  # camera for kind = "realsense"; empty: [realsense] serial
     scenario: str = ""  # phantom scenario for kind = "phantom"; empty: the phantom's default
+    # Playback, also of a --source given to `edge run`: every frame as fast as it is read,
+    # or at the recorded (nominal) rate; loop replays a recording until the run stops.
     timing: Literal["deterministic", "realtime"] = "deterministic"
-    loop: bool = False
+    loop: bool = False  # recordings only (edge.validate refuses it for other kinds)
 
 
 @dataclass(frozen=True)
@@ -333,6 +335,57 @@ class EdgeConfig:
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
 
 
+# --------------------------------------------------------------------------- ranges
+
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+# Allowed values, inclusive, of the numeric keys that have a range: checked when a file is
+# loaded, so `edge config check` and `edge run` refuse the same values with the same line.
+# Every float key must also be finite (no nan or inf).
+RANGES: dict[str, tuple[float, float]] = {
+    "realsense.width": (16, 4096),
+    "realsense.height": (16, 4096),
+    "realsense.fps": (1, 300),
+    "realsense.reconnect_initial_s": (0.001, 60.0),
+    "realsense.reconnect_max_s": (0.001, 600.0),
+    "realsense.frame_timeout_ms": (1, 60000),
+    "tracking.intra_op_threads": (1, 256),
+    "tracking.redetect_interval_frames": (0, 100000),
+    "tracking.depth_window_px": (1, 99),
+    "tracking.depth_min_m": (0.0, 100.0),
+    "tracking.depth_max_m": (0.001, 100.0),
+    "tracking.smoothing_min_cutoff_hz": (0.001, 1000.0),
+    "tracking.smoothing_d_cutoff_hz": (0.001, 1000.0),
+    "overlay.fps_window": (1, 10000),
+    "transport.send_hwm": (1, 100000),
+    "transport.socket_buffer_bytes": (0, 64 * 1024 * 1024),  # 0: the system's default
+    "transport.status_hz": (0.01, 100.0),
+    "transport.video_max_fps": (0.1, 120.0),
+    "transport.video_max_width": (16, 4096),
+    "transport.video_jpeg_quality": (1, 100),
+    "transport.max_message_bytes": (MIN_MESSAGE_BYTES, MAX_MESSAGE_BYTES),
+    "calibration.max_age_days": (0.001, 36500.0),
+    "calibration.min_views": (1, 10000),
+    "service.metrics_port": (0, 65535),  # 0: a free port
+    "service.stop_timeout_s": (0.1, 3600.0),
+    "recordings.retention_days": (0, 36500),
+    "recordings.min_free_mb": (0, 100_000_000),
+    "registration.init_max_iterations": (1, 1000),
+    "registration.track_max_iterations": (1, 1000),
+    "registration.min_cloud_points": (1, 1_000_000),
+}
+
+
+def _check_range(key: str, value: Any, where: str) -> None:
+    """Refuse a non-finite float, or a number outside ``RANGES[key]``: one line, key and range."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    low, high = RANGES.get(key, (-math.inf, math.inf))
+    allowed = f"{low!r}..{high!r}" if key in RANGES else "a finite number"
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ConfigError(f"{where}: key '{key}' = {value!r} is out of range: allowed {allowed}")
+
+
 # --------------------------------------------------------------------------- loading
 
 T = TypeVar("T")
@@ -433,6 +486,7 @@ def _build(
             kwargs[name] = _build(tp, section, full, where, origins)
         elif name in data:
             kwargs[name] = _convert(data[name], tp, full, where)
+            _check_range(full, kwargs[name], where)
             if origins is not None:
                 origins[full] = where
     try:
@@ -488,65 +542,3 @@ def with_overrides(cfg: T, **changes: Any) -> T:
 
 
 # ------------------------------------------------------------------- effective configuration
-
-
-def toml_value(value: Any) -> str:
-    """One value as TOML (the subset the loader accepts)."""
-    if isinstance(value, enum.Enum):
-        value = value.value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # JSON escapes are valid TOML basic strings
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def effective_toml(cfg: EdgeConfig, origins: dict[str, str]) -> str:
-    """The configuration as TOML, each leaf followed by ``# origin``; parses back to ``cfg``."""
-    lines: list[str] = []
-
-    def section(obj: Any, prefix: str) -> None:
-        leaves: list[tuple[str, Any]] = []
-        nested: list[tuple[str, Any]] = []
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            (nested if dataclasses.is_dataclass(value) else leaves).append((f.name, value))
-        if prefix and leaves:
-            lines.extend(["", f"[{prefix}]"])
-        for name, value in leaves:
-            full = f"{prefix}.{name}" if prefix else name
-            lines.append(f"{name} = {toml_value(value)}  # {origins.get(full, 'default')}")
-        for name, value in nested:
-            section(value, f"{prefix}.{name}" if prefix else name)
-
-    section(cfg, "")
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def effective_values(cfg: EdgeConfig, origins: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """``{"section.key": {"value": ..., "origin": ...}}`` for every key, sorted by key."""
-    doc = {}
-    for key, origin in sorted(origins.items()):
-        obj: Any = cfg
-        for part in key.split("."):
-            obj = getattr(obj, part)
-        doc[key] = {"value": _plain(obj), "origin": origin}
-    return doc

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     check = sub.add_parser(
         "check",
-        help="validate a configuration file (exit 0 valid, 2 with the key and file named)",
+        help="validate a configuration file as `edge run` would: ranges, endpoints and their "
+        "security, key files and their modes (exit 0 valid, 2 with the problem on one line)",
     )
     check.add_argument("file", type=Path)
     check.set_defaults(func=_check)
@@ -35,8 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     from edge.config import load_config
+    from edge.validate import validate_deployment
 
-    _, origins = load_config(args.file)
+    cfg, origins = load_config(args.file)
+    # The checks `edge run` makes before it starts (edge.app.execute): key files with
+    # relative paths are looked up from the working folder, as the service does.
+    validate_deployment(cfg, demo_keys=cfg.source.kind == "phantom")
     from_file = sum(1 for o in origins.values() if o != "default")
     print(
         f"{args.file}: valid ({from_file} key(s) set in the file, "
@@ -46,7 +51,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from edge.config import effective_toml, effective_values, find_config_file, load_config
+    from edge.config import find_config_file, load_config
+    from edge.config_show import effective_toml, effective_values
 
     chosen = args.config if args.config is not None else find_config_file()
     cfg, origins = load_config(chosen)

@@ -28,6 +28,7 @@ import datetime
 import ipaddress
 import logging
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ ENROLLED_DIR = "enrolled"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_KEY_FILE_BYTES = 64 * 1024  # a certificate is about 300 bytes
 _Z85_KEY_CHARS = 40  # a 32-byte CURVE key in Z85
+MAX_PORT = 65535
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -67,6 +69,12 @@ def endpoint_host(endpoint: str) -> tuple[str, str]:
         host = host.split(";", 1)[1]
     if not host or ":" not in rest:
         raise TransportError(f"endpoint {endpoint!r} has no host:port", "use tcp://HOST:PORT")
+    port = rest.rsplit(":", 1)[1]
+    if port != "*" and not (port.isdigit() and int(port) <= MAX_PORT):
+        raise TransportError(
+            f"endpoint {endpoint!r} has port {port!r}: allowed 0..{MAX_PORT} (0 or *: any free)",
+            "fix the port",
+        )
     return transport, host
 
 
@@ -166,8 +174,11 @@ def load_key_pair(path: str | Path) -> tuple[bytes, bytes]:
         ) from None
     if secret is None:
         raise TransportError(f"{p} holds no secret key", "pass the .key_secret file's folder")
-    if p.stat().st_mode & 0o077:
-        log.warning("secret key %s is readable by other users; chmod 600 it", p)
+    mode = stat.S_IMODE(p.stat().st_mode)
+    if mode & 0o077:
+        raise TransportError(
+            f"secret key {p} has mode {mode:04o}: other users can read it", f"run chmod 600 {p}"
+        )
     return public, secret
 
 

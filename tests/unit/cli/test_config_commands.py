@@ -45,7 +45,7 @@ def test_check_accepts_a_good_file(tmp_path: Path, capsys):
         ("[servce]\n", "servce"),
         ("[audit]\nenabled = 'yes'\n", "audit.enabled"),
         ("[service]\nmetrics_host = '0.0.0.0'\n", "metrics_host must be a loopback address"),
-        ("[recordings]\nretention_days = -1\n", "retention_days must be >= 0"),
+        ("[recordings]\nretention_days = -1\n", "'recordings.retention_days' = -1 is out of range"),
         ("[service]\nlog_level = 'verbose'\n", "service.log_level"),
     ],
 )
