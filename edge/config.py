@@ -214,23 +214,6 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
-class RecordingsConfig:
-    """Recordings contain patients' faces: off by default, private, optionally sealed."""
-
-    enabled: bool = False
-    dir: str = "recordings"  # created with mode 0700; files are written 0600
-    encrypt_to: str = ""  # hospital public key (`edge recordings keygen`); empty: not sealed
-    retention_days: int = 30  # older recordings are deleted; 0 keeps them until removed by hand
-    min_free_mb: int = 2048  # recording stops (the edge process goes on) below this
-
-    def __post_init__(self) -> None:
-        if self.retention_days < 0:
-            raise ValueError(f"retention_days must be >= 0, got {self.retention_days}")
-        if self.min_free_mb < 0:
-            raise ValueError(f"min_free_mb must be >= 0, got {self.min_free_mb}")
-
-
-@dataclass(frozen=True)
 class PlanConfig:
     """The preoperative plan and how far to trust it (docs/plan-format.md)."""
 
@@ -329,7 +312,6 @@ class EdgeConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
-    recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
@@ -368,8 +350,6 @@ RANGES: dict[str, tuple[float, float]] = {
     "calibration.min_views": (1, 10000),
     "service.metrics_port": (0, 65535),  # 0: a free port
     "service.stop_timeout_s": (0.1, 3600.0),
-    "recordings.retention_days": (0, 36500),
-    "recordings.min_free_mb": (0, 100_000_000),
     "registration.init_max_iterations": (1, 1000),
     "registration.track_max_iterations": (1, 1000),
     "registration.min_cloud_points": (1, 1_000_000),

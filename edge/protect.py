@@ -444,7 +444,7 @@ def prune_recordings(
         raise RecordingError(f"retention_days must be >= 0, got {retention_days}")
     root = Path(folder)
     if not root.is_dir():
-        raise RecordingError(f"recordings folder {root} does not exist", "check recordings.dir")
+        raise RecordingError(f"recordings folder {root} does not exist", "check the path")
     if retention_days == 0:
         return []
     cutoff = now() - retention_days * 86400.0
