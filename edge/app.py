@@ -392,7 +392,7 @@ def execute(
     models = _verified_models(cfg)
     spec = format_source_spec(source_config)
     embedded_default = options.source is None and cfg.source.kind == "phantom"
-    frames = options.frames if options.frames is not None else None
+    frames = options.frames
     if frames is None and embedded_default:
         frames = DEFAULT_FRAMES
     source = _open_run_source(source_config, cfg, frames, options.seed)
