@@ -167,6 +167,11 @@ class RecordingSink:
         self._sealing.start()
 
     def _discarded(self, why: str) -> None:
+        from edge.sources.recording import truth_path
+
+        # A sidecar sealed before the recording's own seal failed would be an orphan.
+        for orphan in (self.sealed_path, sealed_path(truth_path(self.path))):
+            orphan.unlink(missing_ok=True)
         log.warning("recording %s deleted, nothing kept: %s", self.sealed_path, why)
         self._entry("recording.discarded", path=str(self.sealed_path), reason=why)
 

@@ -7,6 +7,7 @@ recordings open`, `edge info` and `edge run --source` on what it left.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -98,8 +99,6 @@ def test_the_session_is_sealed_and_opens_to_a_replayable_recording(site, capsys)
     assert names.index("recording.sealed") < names.index("process.stop")
     entry = events[i + 2][1]
     assert entry["size"] == sealed[0].stat().st_size
-    import hashlib
-
     assert entry["sha256"] == hashlib.sha256(sealed[0].read_bytes()).hexdigest()
 
     code, out, err = run_edge(
@@ -177,7 +176,7 @@ sys.exit(main(["run", "--config", "edge.toml", "--source", "synthetic", "--frame
 """
 
 
-def start_recording_run(site: Path) -> tuple[subprocess.Popen, Path]:
+def start_recording_run(site: Path) -> subprocess.Popen:
     """`edge run` in a subprocess, returned once its recording holds a frame."""
     proc = subprocess.Popen(
         [sys.executable, "-c", _RUN_FOREVER],
@@ -192,14 +191,14 @@ def start_recording_run(site: Path) -> tuple[subprocess.Popen, Path]:
         # A frame is in once its ground-truth line is (written after the frame).
         sides = list(folder.glob(f".session-*.partial-{proc.pid}.truth.jsonl"))
         if sides and len(sides[0].read_text().splitlines()) >= 2:
-            return proc, sides[0]
+            return proc
         time.sleep(0.05)
     proc.kill()
     pytest.fail(f"no frame recorded: {proc.communicate()[1][-2000:]}")
 
 
 def test_sigterm_seals_the_session(site):
-    proc, _ = start_recording_run(site)
+    proc = start_recording_run(site)
     try:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
@@ -214,7 +213,7 @@ def test_sigterm_seals_the_session(site):
 
 
 def test_after_a_sigkill_the_next_start_deletes_what_was_left(site, capsys):
-    proc, side = start_recording_run(site)
+    proc = start_recording_run(site)
     proc.kill()
     proc.communicate(timeout=60)
     folder = site / "rec"

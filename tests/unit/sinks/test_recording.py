@@ -177,15 +177,19 @@ def test_a_full_disk_discards_the_recording_and_the_run_goes_on(tmp_path, hospit
 def test_a_recording_that_cannot_be_sealed_is_deleted(tmp_path, hospital, monkeypatch):
     import edge.protect
 
-    def refuse(*args: object, **kwargs: object) -> Path:
+    real_seal = edge.protect.seal_file
+
+    def refuse_the_recording(src: Path, *args: Any, **kwargs: Any) -> Path:
+        if src.suffix == ".jsonl":  # the sidecar is sealed first, and succeeds
+            return real_seal(src, *args, **kwargs)
         raise RecordingError("cannot seal x: No space left on device", "free disk space")
 
-    monkeypatch.setattr(edge.protect, "seal_file", refuse)
+    monkeypatch.setattr(edge.protect, "seal_file", refuse_the_recording)
     folder, audit = tmp_path / "rec", FakeAudit()
     sink = sink_in(folder, hospital, Disk(10_000 * MB), audit)
     sink.consume(result(0))
     assert sink.close() is None
-    assert list(folder.iterdir()) == []  # no plaintext, no partial
+    assert list(folder.iterdir()) == []  # no plaintext, no partial, no orphan sidecar
     assert audit.events()[-1] == "recording.discarded"
 
 
@@ -217,7 +221,8 @@ def test_close_feeds_systemd_while_the_seal_runs(tmp_path, hospital, monkeypatch
         return real_seal(*args, **kwargs)
 
     class Notifier:
-        calls: list[str] = []
+        def __init__(self) -> None:
+            self.calls: list[str] = []
 
         def status(self, text: str) -> None:
             self.calls.append("status")
