@@ -214,6 +214,23 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class RecordingsConfig:
+    """Recording each `edge run` session, sealed to the hospital's key (docs/deployment.md).
+
+    Recordings contain patients' faces: off by default; when on, ``encrypt_to``
+    is required (the device keeps no readable patient video).
+    """
+
+    enabled: bool = False
+    folder: str = "recordings"  # created with mode 0700; every file in it is written 0600
+    encrypt_to: str = ""  # the hospital's public key file (`edge recordings keygen --out`)
+    retention_days: int = 30  # older recordings are deleted at start; 0 keeps them
+    # At start: prune, then record only with this much free; while running: the recording
+    # stops (the run goes on) before sealing it would leave less than this free.
+    min_free_mb: int = 2048
+
+
+@dataclass(frozen=True)
 class PlanConfig:
     """The preoperative plan and how far to trust it (docs/plan-format.md)."""
 
@@ -312,6 +329,7 @@ class EdgeConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
@@ -350,6 +368,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "calibration.min_views": (1, 10000),
     "service.metrics_port": (0, 65535),  # 0: a free port
     "service.stop_timeout_s": (0.1, 3600.0),
+    "recordings.retention_days": (0, 36500),
+    "recordings.min_free_mb": (0, 100_000_000),
     "registration.init_max_iterations": (1, 1000),
     "registration.track_max_iterations": (1, 1000),
     "registration.min_cloud_points": (1, 1_000_000),

@@ -18,6 +18,7 @@ Recordings contain patients' faces. What this module guarantees:
   detectable; the magic is bound to every chunk as associated data.
 * Writes go to a ``.part`` file that is renamed into place only when complete:
   a crash or a full disk never leaves a half-written recording under the real name.
+  :func:`remove_stale_partials` deletes the in-progress files a killed process left.
 * :func:`prune_recordings` deletes recordings older than the retention period.
 """
 
@@ -26,12 +27,14 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import io
 import logging
 import os
+import re
 import stat
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -70,6 +73,28 @@ def _create_private(path: Path) -> BinaryIO:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     os.fchmod(fd, 0o600)  # the umask cannot widen it, but a default ACL might
     return os.fdopen(fd, "wb")
+
+
+def open_private_text(path: str | Path) -> io.TextIOWrapper:
+    """``path`` opened for writing text (UTF-8, truncated), mode 0600 from its first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+    return open(fd, "w", encoding="utf-8")  # the caller closes it
+
+
+@contextlib.contextmanager
+def private_umask() -> Iterator[None]:
+    """Files created meanwhile, by any library in this process, are owner-only (umask 077).
+
+    For writers that create their files themselves (librealsense's recorder
+    deletes and recreates its output). The umask is process-wide: files other
+    threads create meanwhile are owner-only too, which is never less safe.
+    """
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def _part_path(final: Path) -> Path:
@@ -235,6 +260,23 @@ def seal_file(
     if remove_plaintext:
         src.unlink()
     return final
+
+
+def sealed_path(path: str | Path) -> Path:
+    """Where ``path`` is sealed to: its name with ``.sealed`` appended."""
+    path = Path(path)
+    return path.with_name(path.name + SEALED_SUFFIX)
+
+
+def sealing_finisher(public_key: PublicKey) -> Callable[[Path, Path], Path]:
+    """A ``finish(temp, final)`` for a writer that renames its temp file into place:
+    seals ``temp`` to ``final`` + ``.sealed`` instead and deletes ``temp``; returns
+    the sealed path. Raises RecordingError (``temp`` kept) when sealing fails."""
+
+    def finish(temp: Path, final: Path) -> Path:
+        return seal_file(temp, public_key, dst=sealed_path(final))
+
+    return finish
 
 
 def unsealed_path(src: str | Path) -> Path:
@@ -422,6 +464,53 @@ class RecordingWriter:
             self.discard()
         elif self.state is not WriterState.CLOSED:
             self.close()
+
+
+# --------------------------------------------------------------------------- leftovers
+
+# In-progress names: the recorder's ``.NAME.partial-PID.db3`` (edge.sources.recording's
+# temp_path_for) with its truth sidecar and SQLite side files, and the sealer's
+# ``.NAME.PID.part`` (_part_path).
+_PARTIAL_NAME = re.compile(
+    r"^\..+\.partial-(?P<pid>\d+)\.(db3|db3-journal|db3-wal|db3-shm|truth\.jsonl)$"
+    r"|^\..+\.(?P<part_pid>\d+)\.part$"
+)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def remove_stale_partials(
+    folder: str | Path, alive: Callable[[int], bool] = _process_alive
+) -> list[Path]:
+    """Delete the in-progress files in ``folder`` whose writing process is gone.
+
+    A process killed while recording or sealing (SIGKILL, power loss) leaves
+    its temporary files (always 0600); the process id in their names tells
+    whether their writer still runs. Returns what was deleted.
+    """
+    deleted = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        match = _PARTIAL_NAME.match(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        if alive(int(match.group("pid") or match.group("part_pid"))):
+            continue
+        path = Path(entry.path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            log.warning("deleted %s: left by a recording process that was killed", path)
+            deleted.append(path)
+    return deleted
 
 
 # --------------------------------------------------------------------------- retention

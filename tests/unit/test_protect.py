@@ -309,3 +309,26 @@ def test_cli_prune(tmp_path, capsys):
     assert main(["recordings", "prune", str(tmp_path), "--days", "30"]) == 0
     assert not old.exists()
     assert "deleted 1 recording(s)" in capsys.readouterr().out
+
+
+def test_stale_partials_of_dead_writers_go_and_nothing_else(tmp_path):
+    from edge.protect import remove_stale_partials
+
+    dead, alive = 999_999_999, 4242
+    names = {
+        f".s.partial-{dead}.db3": True,
+        f".s.partial-{dead}.db3-journal": True,
+        f".s.partial-{dead}.truth.jsonl": True,
+        f".s.db3.sealed.{dead}.part": True,
+        f".s.partial-{alive}.db3": False,  # its writer still runs
+        "s.db3.sealed": False,
+        f"s.partial-{dead}.db3": False,  # not hidden: not one of ours
+        ".notes": False,
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / f".link.partial-{dead}.db3").symlink_to(tmp_path / "s.db3.sealed")
+    gone = remove_stale_partials(tmp_path, alive=lambda pid: pid == alive)
+    assert sorted(p.name for p in gone) == sorted(n for n, stale in names.items() if stale)
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {n for n, stale in names.items() if not stale} | {f".link.partial-{dead}.db3"}
