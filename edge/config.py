@@ -25,17 +25,29 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from edge.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from edge.files import read_toml
 
 DEFAULT_SEARCH_PATH = ("./edge.toml", "/etc/edge/edge.toml")
 
-# The package's own models folder (holds manifest.toml; the repository's models/ for an
-# editable install): found from the installed package, never from the working folder.
-PACKAGE_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
+def _models_home() -> Path:
+    """This installation's models folder (built models in build/, the wheel cache in cache/).
+
+    A source checkout (the editable install: models/manifest.toml and pyproject.toml
+    beside the package) uses its models/ folder; an installed package uses
+    ``<prefix>/share/edge/models`` of the Python environment it is installed in
+    (the virtual environment). Never the working folder. The manifest itself ships
+    inside the package (edge.models.manifest.default_manifest_path).
+    """
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    models = checkout / "models"
+    if (models / "manifest.toml").is_file() and (checkout / "pyproject.toml").is_file():
+        return models
+    return Path(sys.prefix) / "share" / "edge" / "models"
+
+
+PACKAGE_MODELS_DIR = _models_home()
 
 
 # --------------------------------------------------------------------------- sections
@@ -75,8 +87,8 @@ class RealSenseConfig:
 class TrackingConfig:
     """Face detector and landmark models, 3-D from depth, smoothing (see edge/tracking/)."""
 
-    # Default: the package's models/build (absolute), wherever the command runs from. A
-    # relative path is relative to the working folder, like every path in the file.
+    # Default: this installation's models/build (absolute; see _models_home), wherever the
+    # command runs from. A relative path is relative to the working folder, like every path.
     models_dir: str = str(PACKAGE_MODELS_DIR / "build")
     # ONNX Runtime execution providers in order of preference; missing ones fall back to CPU.
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
@@ -506,13 +518,13 @@ def load_config(path: str | Path | None = None) -> tuple[EdgeConfig, dict[str, s
     if chosen is None:
         return parse_config({}, "defaults")
     try:
-        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+        data = read_toml(chosen)
     except FileNotFoundError:
         raise ConfigError(f"configuration file {chosen} does not exist", "check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read configuration file {chosen}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{chosen} is not valid TOML: {exc}", "fix the syntax") from None
+    except ValueError as exc:  # too large, not UTF-8, not TOML, nested too deep
+        raise ConfigError(f"configuration file {chosen}: {exc}", "fix the file") from None
     return parse_config(data, str(chosen))
 
 
