@@ -232,6 +232,29 @@ class PlanConfig:
     path: str = ""  # plan folder (holds plan.json); empty: run without a plan
     public_key: str = ""  # trusted signer's public key file (from `edge plan keygen`)
     allow_unsigned: bool = False  # explicit override: load unsigned/tampered plans, logged
+    # Limits and plausibility (docs/plan-format.md): a plan beyond any is refused, the limit
+    # named. Sizes of the phantom's plan: skin 71,100 triangles / 35,938 vertices / 3.5 MB,
+    # 297 mm across, targets 39-47 mm below the skin.
+    max_file_mb: float = 128.0  # each file in the plan folder, by its size before it is read
+    max_mesh_triangles: int = 500_000  # per mesh, from the file's header before parsing
+    max_mesh_vertices: int = 500_000  # per mesh, after identical vertices are merged
+    max_total_triangles: int = 1_000_000  # the skin and every structure together
+    max_total_vertices: int = 1_000_000
+    max_targets: int = 256  # entries in each of targets, trajectories and cut_planes
+    max_structures: int = 32
+    max_landmarks: int = 64  # control points in the markups file
+    max_name_chars: int = 64  # names, labels, case_id, file names
+    max_text_chars: int = 4096  # descriptions and every other text
+    min_skin_size_mm: float = 100.0  # the skin's bounding-box diagonal: a head, not a
+    max_skin_size_mm: float = 600.0  # model in metres or centimetres read as millimetres
+    max_target_distance_mm: float = 250.0  # every planned point from the nearest skin vertex
+
+    def __post_init__(self) -> None:
+        if self.min_skin_size_mm >= self.max_skin_size_mm:
+            raise ValueError(
+                f"min_skin_size_mm ({self.min_skin_size_mm}) must be below max_skin_size_mm "
+                f"({self.max_skin_size_mm})"
+            )
 
 
 @dataclass(frozen=True)
@@ -362,6 +385,19 @@ RANGES: dict[str, tuple[float, float]] = {
     "calibration.min_views": (1, 10000),
     "service.metrics_port": (0, 65535),  # 0: a free port
     "service.stop_timeout_s": (0.1, 3600.0),
+    "plan.max_file_mb": (0.001, 4096.0),
+    "plan.max_mesh_triangles": (1, 50_000_000),
+    "plan.max_mesh_vertices": (3, 50_000_000),
+    "plan.max_total_triangles": (1, 100_000_000),
+    "plan.max_total_vertices": (3, 100_000_000),
+    "plan.max_targets": (0, 100_000),
+    "plan.max_structures": (0, 10_000),
+    "plan.max_landmarks": (4, 10_000),  # registration needs 4
+    "plan.max_name_chars": (8, 1024),
+    "plan.max_text_chars": (0, 1_000_000),
+    "plan.min_skin_size_mm": (1.0, 10_000.0),
+    "plan.max_skin_size_mm": (1.0, 10_000.0),
+    "plan.max_target_distance_mm": (1.0, 10_000.0),
     "registration.init_max_iterations": (1, 1000),
     "registration.track_max_iterations": (1, 1000),
     "registration.min_cloud_points": (1, 1_000_000),
