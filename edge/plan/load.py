@@ -286,6 +286,9 @@ def load_plan(
     Raises PlanError for any bad input (see docs/plan-format.md).
     """
     root = Path(folder)
+    # Bound the signature check's work: every file's size (stat) before any is hashed.
+    for rel in plan_files(root):
+        size.check_file_size(root / rel, rel, limits)
     signed = False
     if public_key is not None:
         try:

@@ -270,3 +270,20 @@ def test_edge_config_check_validates_the_limits(
     assert main(["config", "check", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
+
+
+def test_sizes_are_checked_before_the_signature_hashes_anything(
+    plan_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge.plan import sign
+    from edge.plan.load import load_plan
+
+    with (plan_dir / "junk.bin").open("wb") as fh:
+        fh.truncate(200_000_000)  # sparse: 200 MB on paper
+
+    def refuse(path: Path) -> str:
+        raise AssertionError(f"{path} was hashed before the sizes were checked")
+
+    monkeypatch.setattr(sign, "_file_sha256", refuse)
+    with pytest.raises(PlanError, match=r"junk\.bin is 200\.0 MB; the limit is plan\.max_file_mb"):
+        load_plan(plan_dir, public_key=bytes(32))
