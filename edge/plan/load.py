@@ -1,8 +1,12 @@
 """Load a plan folder (docs/plan-format.md) into :class:`edge.plan.model.Plan`.
 
 Units and coordinate systems are converted exactly once, here, to metres in
-LPS (the ``patient`` frame). Every problem with the input is one
-:class:`PlanError` naming the file, the problem and the fix.
+LPS (the ``patient`` frame). What the JSON files may hold is checked before it
+is used (:mod:`edge.plan.schema`: every key by allowlist, no personal data),
+and sizes and plausibility against the ``[plan]`` limits
+(:mod:`edge.plan.limits`: sizes before the work they bound). Every problem
+with the input is one :class:`PlanError` naming the file, the problem and the
+fix.
 """
 
 from __future__ import annotations
