@@ -169,10 +169,11 @@ def load_run_plan(options: RunOptions, source: FrameSource) -> tuple[Plan | None
     try:
         if folder:
             public = load_public_key(pubkey_file) if pubkey_file else None
-            return load_plan(folder, public_key=public, allow_unsigned=allow_unsigned), ""
+            plan = load_plan(folder, public_key=public, allow_unsigned=allow_unsigned, limits=cfg)
+            return plan, ""
         if type(source).__name__ == "PhantomSource":
             plan_dir, public = _demo_plan(source, options.workdir)
-            return load_plan(plan_dir, public_key=public), ""
+            return load_plan(plan_dir, public_key=public, limits=cfg), ""
     except PlanError as exc:
         log.error("plan refused, running without an overlay: %s", exc)
         return None, str(exc)
