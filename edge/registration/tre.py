@@ -1,0 +1,113 @@
+"""The per-target TRE estimate shown to the surgeon: from the surface fit actually used.
+
+Three parts, combined per target as an RMS 3-D error, then scaled by a confidence
+factor calibrated against the phantom's ground truth (docs/registration.md):
+
+1. the surface fit's covariance propagated to the target (``quality.surface_tre_mm``),
+   with the residual noise level taken as at least the sensor's depth noise at the
+   measured distance (``edge.camera.depth_sigma_m``);
+2. the between-frame disagreement at the target: how far each fitted target position
+   lies from the quadratic extrapolation of the previous three, normalised to the
+   per-frame error it implies, over the last ``WINDOW_FRAMES`` frames.
+
+Cost per frame: one 6x6 inverse and a few 3x3 products per target.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from edge import geometry
+from edge.camera import depth_sigma_m
+from edge.registration.icp import IcpResult
+from edge.registration.quality import surface_tre_mm
+
+WINDOW_FRAMES = 15  # frames of between-frame disagreement kept (half a second at 30 fps)
+PREDICTION_POINTS = 3  # earlier positions the between-frame prediction extrapolates
+
+
+class TreEstimator:
+    """Calibrated per-target TRE (mm) of the registration stage's pose.
+
+    ``targets_m``: (T, 3) plan targets (plan frame, metres). ``confidence_factor``: the
+    calibrated multiplier of the RMS estimate. ``subpixel_px``, ``baseline_m``: the depth
+    sensor's noise model (the focal length is the frame's).
+    """
+
+    def __init__(
+        self,
+        targets_m: np.ndarray,
+        confidence_factor: float,
+        subpixel_px: float,
+        baseline_m: float,
+    ) -> None:
+        self.targets_m = np.asarray(targets_m, dtype=np.float64).reshape(-1, 3)
+        self.confidence_factor = confidence_factor
+        self.subpixel_px = subpixel_px
+        self.baseline_m = baseline_m
+        self._positions: deque[tuple[float, np.ndarray]] = deque(maxlen=PREDICTION_POINTS)
+        self._disagreement: deque[np.ndarray] = deque(maxlen=WINDOW_FRAMES)
+
+    def reset(self) -> None:
+        """Forget the pose history (a new registration, a lost face)."""
+        self._positions.clear()
+        self._disagreement.clear()
+
+    def rms_mm(
+        self, icp: IcpResult, cloud_camera_m: np.ndarray, focal_px: float, now_s: float
+    ) -> np.ndarray:
+        """(T,) uncalibrated RMS error estimate at each target for this frame's fit, mm
+        (inf when the fit does not constrain the pose)."""
+        if icp.normal_matrix is None or icp.centre_m is None:
+            return np.full(len(self.targets_m), math.inf)
+        z_m = float(np.median(cloud_camera_m[:, 2]))
+        sensor_mm = float(depth_sigma_m(z_m, focal_px, self.subpixel_px, self.baseline_m)) * 1e3
+        sigma_mm = max(icp.rms_mm, sensor_mm)
+        fit = surface_tre_mm(icp.normal_matrix, icp.centre_m, sigma_mm, self.targets_m)
+        between = self._between_frame_sq(now_s, icp.patient_to_camera)
+        return np.sqrt(fit**2 + between)
+
+    def estimate_mm(
+        self, icp: IcpResult, cloud_camera_m: np.ndarray, focal_px: float, now_s: float
+    ) -> np.ndarray:
+        """(T,) displayed estimate: the calibrated confidence factor times :meth:`rms_mm`."""
+        return self.confidence_factor * self.rms_mm(icp, cloud_camera_m, focal_px, now_s)
+
+    def observe(self, now_s: float, patient_to_camera: np.ndarray) -> None:
+        """Record the pose kept for this frame (the stage's motion history)."""
+        self._disagreement.append(self._disagreement_sq(now_s, patient_to_camera))
+        self._positions.append((now_s, geometry.apply(patient_to_camera, self.targets_m)))
+
+    def _disagreement_sq(self, now_s: float, pose: np.ndarray) -> np.ndarray:
+        """Per target: squared distance (mm^2) of the fitted position from the quadratic
+        (constant-acceleration) extrapolation of the previous three, divided by the factor
+        1 + sum(w_i^2) that independent per-frame errors of variance s^2 give it (w_i the
+        Lagrange extrapolation weights), so it estimates s^2. A head's smooth motion
+        (nodding, approaching, leaving the view) hardly shows in the third difference;
+        frame-to-frame noise of the fit does. NaN without three earlier positions."""
+        if len(self._positions) < PREDICTION_POINTS:
+            return np.full(len(self.targets_m), math.nan)
+        times = [t for t, _ in self._positions]
+        weights = []
+        for i, ti in enumerate(times):
+            w = 1.0
+            for j, tj in enumerate(times):
+                if j != i:
+                    if ti == tj:
+                        return np.full(len(self.targets_m), math.nan)
+                    w *= (now_s - tj) / (ti - tj)
+            weights.append(w)
+        predicted = sum(w * p for w, (_, p) in zip(weights, self._positions, strict=True))
+        d2 = ((geometry.apply(pose, self.targets_m) - predicted) ** 2).sum(axis=1) * 1e6
+        return d2 / (1.0 + sum(w * w for w in weights))
+
+    def _between_frame_sq(self, now_s: float, pose: np.ndarray) -> np.ndarray:
+        """Mean squared between-frame disagreement per target (mm^2) over the window and
+        this frame; 0 when no frame has two predecessors yet."""
+        values = [*self._disagreement, self._disagreement_sq(now_s, pose)]
+        stack = np.stack(values)
+        ok = np.isfinite(stack).all(axis=1)
+        return stack[ok].mean(axis=0) if ok.any() else np.zeros(len(self.targets_m))
