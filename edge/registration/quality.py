@@ -63,13 +63,13 @@ def surface_tre_mm(
         cov = sigma_mm**2 * np.linalg.inv(A)
     except np.linalg.LinAlgError:
         return np.full(len(P), math.inf)
-    rot, cross, trans = cov[:3, :3], cov[:3, 3:], cov[3:, 3:]
-    out = np.empty(len(P))
-    for i, p in enumerate(P):
-        J_rot = -geometry.skew(p)
-        c = J_rot @ rot @ J_rot.T + J_rot @ cross + cross.T @ J_rot.T + trans
-        out[i] = math.sqrt(max(float(np.trace(c)), 0.0))
-    return out
+    J = np.zeros((len(P), 3, 6))
+    J[:, 0, 1], J[:, 0, 2] = P[:, 2], -P[:, 1]  # -[p]x, row by row
+    J[:, 1, 0], J[:, 1, 2] = -P[:, 2], P[:, 0]
+    J[:, 2, 0], J[:, 2, 1] = P[:, 1], -P[:, 0]
+    J[:, :, 3:] = np.eye(3)
+    variance = np.einsum("tij,jk,tik->t", J, cov, J)  # tr(J Cov J^T) per target
+    return np.sqrt(np.maximum(variance, 0.0))
 
 
 def fle_from_fre_mm(fre_mm: float, n: int) -> float:
