@@ -377,6 +377,13 @@ def format_summary(summary: dict[str, Any]) -> str:
             f" p95 {t['p95']:.2f} mm, max {t['max']:.2f} mm;"
             f" rotation median {r['median']:.2f} deg"
         )
+    calibration = summary.get("tre_estimate_calibration")
+    if calibration and calibration["target_frames"]:
+        lines.append(
+            f"TRE estimate vs ground truth: true <= estimate in {calibration['coverage']:.1%}"
+            f" of {calibration['target_frames']} target-frames, median estimate/true"
+            f" {calibration['median_ratio']:.2f}"
+        )
     if summary["failed_frames"]:
         lines.append(f"frames on which a stage failed: {summary['failed_frames']}")
     if summary.get("publish_endpoint"):

@@ -42,6 +42,8 @@ def test_embedded_default_tracks_registers_and_streams(demo_run):
     assert s["state_fractions"].get("TRACKING", 0) > 0.8
     assert s["landmark_error_px"]["median"] < 5.0
     assert s["tre_mm"]["p95"] < 3.0
+    assert s["tre_estimate_calibration"]["target_frames"] >= 100  # the HUD's estimate, judged
+    assert s["current_frames_tre_over_2mm"] == 0
     assert s["published"]["overlay"] == 40
     assert (demo_run["work"] / "preview.png").stat().st_size > 10_000
 
