@@ -404,7 +404,9 @@ class RegistrationStage:
             tre = fitzpatrick_tre_mm(fiducials, self._targets_m, fle)
             q.landmark_tre_mm = {n: float(v) for n, v in zip(self._target_names, tre, strict=True)}
         if len(self._targets_m) and icp is not None:
-            tre = self.tre.estimate_mm(icp, cloud, frame.intrinsics.fx, frame.capture_s)
+            tre = self.tre.estimate_mm(
+                icp, cloud, frame.intrinsics.fx, frame.capture_s, tracking=not require_landmarks
+            )
             q.tre_mm = {n: float(v) for n, v in zip(self._target_names, tre, strict=True)}
 
         failed = check_gates(

@@ -8,7 +8,8 @@ factor calibrated against the phantom's ground truth (docs/registration.md):
    measured distance (``edge.camera.depth_sigma_m``);
 2. the between-frame disagreement at the target: how far each fitted target position
    lies from the quadratic extrapolation of the previous three, normalised to the
-   per-frame error it implies, over the last ``WINDOW_FRAMES`` frames.
+   per-frame error it implies; the median over the last ``WINDOW_FRAMES`` frames.
+   A new registration has no history: then this part is 0.
 
 Cost per frame: one 6x6 inverse and a few 3x3 products per target.
 """
@@ -27,6 +28,10 @@ from edge.registration.quality import surface_tre_mm
 
 WINDOW_FRAMES = 15  # frames of between-frame disagreement kept (half a second at 30 fps)
 PREDICTION_POINTS = 3  # earlier positions the between-frame prediction extrapolates
+# Median of a chi-square variable with 3 degrees of freedom, over its mean (3): the window's
+# median squared disagreement, divided by this, estimates the mean square, and one real
+# jump of the head (a missed frame, a replay looping) cannot move it.
+CHI2_3_MEDIAN_OVER_MEAN = 2.366 / 3.0
 
 
 class TreEstimator:
@@ -57,24 +62,36 @@ class TreEstimator:
         self._disagreement.clear()
 
     def rms_mm(
-        self, icp: IcpResult, cloud_camera_m: np.ndarray, focal_px: float, now_s: float
+        self,
+        icp: IcpResult,
+        cloud_camera_m: np.ndarray,
+        focal_px: float,
+        now_s: float,
+        tracking: bool = True,
     ) -> np.ndarray:
         """(T,) uncalibrated RMS error estimate at each target for this frame's fit, mm
-        (inf when the fit does not constrain the pose)."""
+        (inf when the fit does not constrain the pose). ``tracking`` False: a new
+        registration, to which the earlier frames' disagreement does not belong."""
         if icp.normal_matrix is None or icp.centre_m is None:
             return np.full(len(self.targets_m), math.inf)
         z_m = float(np.median(cloud_camera_m[:, 2]))
         sensor_mm = float(depth_sigma_m(z_m, focal_px, self.subpixel_px, self.baseline_m)) * 1e3
         sigma_mm = max(icp.rms_mm, sensor_mm)
         fit = surface_tre_mm(icp.normal_matrix, icp.centre_m, sigma_mm, self.targets_m)
-        between = self._between_frame_sq(now_s, icp.patient_to_camera)
+        between = self._between_frame_sq(now_s, icp.patient_to_camera) if tracking else 0.0
         return np.sqrt(fit**2 + between)
 
     def estimate_mm(
-        self, icp: IcpResult, cloud_camera_m: np.ndarray, focal_px: float, now_s: float
+        self,
+        icp: IcpResult,
+        cloud_camera_m: np.ndarray,
+        focal_px: float,
+        now_s: float,
+        tracking: bool = True,
     ) -> np.ndarray:
         """(T,) displayed estimate: the calibrated confidence factor times :meth:`rms_mm`."""
-        return self.confidence_factor * self.rms_mm(icp, cloud_camera_m, focal_px, now_s)
+        rms = self.rms_mm(icp, cloud_camera_m, focal_px, now_s, tracking)
+        return self.confidence_factor * rms
 
     def observe(self, now_s: float, patient_to_camera: np.ndarray) -> None:
         """Record the pose kept for this frame (the stage's motion history)."""
@@ -88,16 +105,16 @@ class TreEstimator:
         Lagrange extrapolation weights), so it estimates s^2. A head's smooth motion
         (nodding, approaching, leaving the view) hardly shows in the third difference;
         frame-to-frame noise of the fit does. NaN without three earlier positions."""
-        if len(self._positions) < PREDICTION_POINTS:
-            return np.full(len(self.targets_m), math.nan)
         times = [t for t, _ in self._positions]
+        if len(times) < PREDICTION_POINTS or not all(
+            a < b for a, b in zip(times, [*times[1:], now_s], strict=True)
+        ):
+            return np.full(len(self.targets_m), math.nan)  # too few, or time not increasing
         weights = []
         for i, ti in enumerate(times):
             w = 1.0
             for j, tj in enumerate(times):
                 if j != i:
-                    if ti == tj:
-                        return np.full(len(self.targets_m), math.nan)
                     w *= (now_s - tj) / (ti - tj)
             weights.append(w)
         predicted = sum(w * p for w, (_, p) in zip(weights, self._positions, strict=True))
@@ -105,9 +122,12 @@ class TreEstimator:
         return d2 / (1.0 + sum(w * w for w in weights))
 
     def _between_frame_sq(self, now_s: float, pose: np.ndarray) -> np.ndarray:
-        """Mean squared between-frame disagreement per target (mm^2) over the window and
-        this frame; 0 when no frame has two predecessors yet."""
+        """Per target, the mean square per-frame error (mm^2) the between-frame
+        disagreement implies over the window and this frame (the median, made consistent
+        for a 3-D Gaussian error); 0 when no frame has three predecessors yet."""
         values = [*self._disagreement, self._disagreement_sq(now_s, pose)]
         stack = np.stack(values)
         ok = np.isfinite(stack).all(axis=1)
-        return stack[ok].mean(axis=0) if ok.any() else np.zeros(len(self.targets_m))
+        if not ok.any():
+            return np.zeros(len(self.targets_m))
+        return np.median(stack[ok], axis=0) / CHI2_3_MEDIAN_OVER_MEAN

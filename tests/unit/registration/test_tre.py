@@ -90,6 +90,28 @@ def test_between_frame_disagreement_ignores_smooth_motion_and_measures_jitter() 
     assert np.all(noisy._between_frame_sq(0.0, _pose_at(0.0)) == 0.0)
 
 
+def test_one_jump_of_the_head_does_not_inflate_the_estimate() -> None:
+    """A real jump between two frames (a missed frame, a replay looping back) is one bad
+    extrapolation in three: the window's median ignores it, and a new registration
+    (``tracking=False``) does not use the history at all."""
+    targets = np.array([[0.0, 0.0, 0.08]])
+    est = TreEstimator(targets, 1.0, 0.08, 0.05)
+    rng = np.random.default_rng(4)
+    values = []
+    for i in range(40):
+        t = i / 30.0
+        pose = _pose_at(t if i < 20 else t + 1.0)  # the head jumps by a second's motion
+        pose[:3, 3] += rng.normal(scale=0.1e-3, size=3)
+        values.append(np.sqrt(est._between_frame_sq(t, pose))[0])
+        est.observe(t, pose)
+    assert max(values[5:]) < 0.5  # mm; the jump itself moved the targets by ~20 mm
+    jumped = _pose_at(5.0)
+    assert est._between_frame_sq(40 / 30, jumped)[0] > 0  # history is used when tracking
+    assert np.sqrt(est._between_frame_sq(40 / 30, jumped))[0] < 0.5
+    # Time that does not increase (a replay restarting its clock) is no evidence either.
+    assert np.isnan(est._disagreement_sq(0.0, jumped)).all()
+
+
 def test_estimate_on_an_icp_fit_of_the_synthetic_face() -> None:
     """On a noisy frame the calibrated estimate bounds the true error at the target, is
     finite for a target deep in the head, and scales with the confidence factor."""
@@ -116,3 +138,12 @@ def test_estimate_on_an_icp_fit_of_the_synthetic_face() -> None:
     assert np.all(np.isfinite(one)) and np.all(one < 2.0)
     assert np.all(true_mm <= 3.0 * one)
     assert one[1] > one[0]  # further from the face: the rotation has a longer lever
+    shaky = TreEstimator(targets, 1.0, 0.08, 0.05)
+    for i, dx in enumerate([0.0, 0.002, -0.002, 0.002, -0.002]):
+        moved = truth.copy()
+        moved[:3, 3] += [dx, 0.0, 0.0]
+        shaky.observe(i / 30.0, moved)
+    tracked = shaky.estimate_mm(icp, cloud, intr.fx, 5 / 30.0)
+    fresh = shaky.estimate_mm(icp, cloud, intr.fx, 5 / 30.0, tracking=False)
+    np.testing.assert_allclose(fresh, one)  # a new registration: the fit's part alone
+    assert np.all(tracked > fresh + 0.5)  # 2 mm frame-to-frame jitter shows while tracking
