@@ -23,7 +23,6 @@ from edge.registration.types import RegistrationState
 # the error below which a refusal is a false refusal of an accurate frame.
 INACCURATE_TRE_MM = 2.0
 ACCURATE_TRE_MM = 1.0
-_SHOWN = (RegistrationState.REGISTERED, RegistrationState.TRACKING, RegistrationState.DEGRADED)
 
 
 def percentiles(values: Iterable[float], *qs: float) -> dict[str, float]:
@@ -213,7 +212,7 @@ class Evaluator:
     states: list[RegistrationState | None] = field(default_factory=list)
     first_visible_s: float | None = None
     time_to_register_ms: float = float("nan")
-    # Per target-frame with a pose shown: (displayed TRE estimate, true TRE), mm.
+    # Per target-frame shown with an estimate: (displayed TRE estimate, true TRE), mm.
     tre_estimates: list[tuple[float, float]] = field(default_factory=list)
     # Per frame with a fitted pose: (its true TRE at the worst target, the gates it failed).
     gate_records: list[tuple[float, list[str]]] = field(default_factory=list)
@@ -280,9 +279,10 @@ class Evaluator:
         self.gate_records.append((worst, list(reg.quality.failed_gates)))
         if reg.state is RegistrationState.TRACKING and worst > INACCURATE_TRE_MM:
             self.current_over_2mm += 1
-        if reg.state in _SHOWN and reg.patient_to_camera is not None:
+        shown = reg.shown_tre_mm
+        if shown and reg.patient_to_camera is not None:
             for name, true_mm in true.items():
-                self.tre_estimates.append((reg.quality.tre_mm.get(name, math.nan), true_mm))
+                self.tre_estimates.append((shown.get(name, math.nan), true_mm))
 
     def _transition_latencies(self) -> dict[str, float]:
         """Frames from the face leaving to LOST, and from its return to TRACKING (worst case)."""

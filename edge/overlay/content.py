@@ -147,7 +147,7 @@ def build_overlay(
         overlay.target_names = names
         overlay.targets_camera_m = geometry.apply(pose, pts)
         q = registration.quality if registration is not None else None
-        tre = q.tre_mm if q is not None else {}
+        tre = registration.shown_tre_mm if registration is not None else {}
         overlay.tre_mm = [float(tre.get(n, math.nan)) for n in names]
         landmark = q.landmark_tre_mm if q is not None else {}
         overlay.landmark_tre_mm = [float(landmark.get(n, math.nan)) for n in names]

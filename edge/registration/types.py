@@ -58,3 +58,14 @@ class RegistrationResult:
     # The pose this frame's fit produced, shown or not (refused frames too): for the
     # evaluation of the gates against ground truth. Never drawn.
     candidate_to_camera: np.ndarray | None = None
+
+    @property
+    def shown_tre_mm(self) -> dict[str, float]:
+        """The TRE estimate to show with the pose: in REGISTERED and TRACKING only.
+
+        A DEGRADED pose failed a gate, possibly a fit in a wrong minimum, whose
+        covariance says nothing about its error (measured: 1.0 mm shown for 19 mm).
+        """
+        if self.state in (RegistrationState.REGISTERED, RegistrationState.TRACKING):
+            return self.quality.tre_mm
+        return {}

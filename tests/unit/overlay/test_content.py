@@ -87,6 +87,10 @@ def test_degraded_is_marked_not_current():
     assert not ov.current
     assert ov.state_text.startswith("DEGRADED: ICP residual")
     assert ov.target_names  # shown, but marked
+    # No accuracy figure for a pose the gates refused: its fit may sit in a wrong minimum.
+    assert all(math.isnan(v) for v in ov.tre_mm)
+    assert ov.hud_payload()["targets"][0]["tre_mm"] is None
+    assert ov.landmark_tre_mm == [3.5, 4.0]
 
 
 @pytest.mark.parametrize("state", [RegistrationState.SEARCHING, RegistrationState.LOST, None])
