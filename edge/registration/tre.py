@@ -55,11 +55,13 @@ class TreEstimator:
         self.baseline_m = baseline_m
         self._positions: deque[tuple[float, np.ndarray]] = deque(maxlen=PREDICTION_POINTS)
         self._disagreement: deque[np.ndarray] = deque(maxlen=WINDOW_FRAMES)
+        self._last: tuple[float, np.ndarray, np.ndarray] | None = None  # now, pose, value
 
     def reset(self) -> None:
         """Forget the pose history (a new registration, a lost face)."""
         self._positions.clear()
         self._disagreement.clear()
+        self._last = None
 
     def rms_mm(
         self,
@@ -95,7 +97,13 @@ class TreEstimator:
 
     def observe(self, now_s: float, patient_to_camera: np.ndarray) -> None:
         """Record the pose kept for this frame (the stage's motion history)."""
-        self._disagreement.append(self._disagreement_sq(now_s, patient_to_camera))
+        last = self._last
+        if last is not None and last[0] == now_s and last[1] is patient_to_camera:
+            value = last[2]  # computed for this frame's estimate already
+        else:
+            value = self._disagreement_sq(now_s, patient_to_camera)
+        self._disagreement.append(value)
+        self._last = None
         self._positions.append((now_s, geometry.apply(patient_to_camera, self.targets_m)))
 
     def _disagreement_sq(self, now_s: float, pose: np.ndarray) -> np.ndarray:
@@ -125,7 +133,9 @@ class TreEstimator:
         """Per target, the mean square per-frame error (mm^2) the between-frame
         disagreement implies over the window and this frame (the median, made consistent
         for a 3-D Gaussian error); 0 when no frame has three predecessors yet."""
-        values = [*self._disagreement, self._disagreement_sq(now_s, pose)]
+        now = self._disagreement_sq(now_s, pose)
+        self._last = (now_s, pose, now)
+        values = [*self._disagreement, now]
         stack = np.stack(values)
         ok = np.isfinite(stack).all(axis=1)
         if not ok.any():
