@@ -5,7 +5,8 @@ wrong type or a value out of range (:data:`RANGES`, floats finite) is a
 :class:`ConfigError` naming the key and the file, never a silent default.
 Endpoints, security and key files: :func:`edge.validate.validate_deployment`.
 :func:`load_config` records where every value came from (``default`` or the
-file); :func:`effective_toml` and :func:`effective_values` write it back out.
+file); :func:`edge.config_show.effective_toml` and ``effective_values`` write it
+back out. The strict table-to-dataclass conversion is :mod:`edge.typed_toml`.
 
 Default search path, first match wins: ``$EDGE_CONFIG``,
 ``./edge.toml``, ``/etc/edge/edge.toml``.
@@ -14,18 +15,15 @@ Default search path, first match wins: ``$EDGE_CONFIG``,
 from __future__ import annotations
 
 import dataclasses
-import enum
-import math
 import os
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from edge.errors import ConfigError
 from edge.files import read_toml
+from edge.typed_toml import build_dataclass
 
 DEFAULT_SEARCH_PATH = ("./edge.toml", "/etc/edge/edge.toml")
 
@@ -437,137 +435,12 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def _check_range(key: str, value: Any, where: str) -> None:
-    """Refuse a non-finite float, or a number outside ``RANGES[key]``: one line, key and range."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    low, high = RANGES.get(key, (-math.inf, math.inf))
-    allowed = f"{low!r}..{high!r}" if key in RANGES else "a finite number"
-    if not (math.isfinite(value) and low <= value <= high):
-        raise ConfigError(f"{where}: key '{key}' = {value!r} is out of range: allowed {allowed}")
-
-
-# --------------------------------------------------------------------------- loading
-
-T = TypeVar("T")
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
-    """Check and convert one TOML value to the annotated type."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(
-            f"{where}: key '{key}' must be {expected}, got {type(value).__name__} {value!r}",
-            "fix the value in the configuration file",
-        )
-
-    if origin is Literal:
-        if value not in args:
-            raise bad("one of " + ", ".join(repr(a) for a in args))
-        return value
-    if origin in (typing.Union, types.UnionType):
-        non_none = [a for a in args if a is not type(None)]
-        if value is None and len(non_none) < len(args):
-            return None
-        for a in non_none:
-            try:
-                return _convert(value, a, key, where)
-            except ConfigError:
-                continue
-        raise bad(" or ".join(_type_name(a) for a in non_none))
-    if origin in (tuple, list):
-        if not isinstance(value, list | tuple):
-            raise bad("a list")
-        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value))
-        if origin is tuple:
-            if len(value) != len(args):
-                raise bad(f"a list of {len(args)} values")
-            return tuple(
-                _convert(v, a, f"{key}[{i}]", where)
-                for i, (v, a) in enumerate(zip(value, args, strict=True))
-            )
-        return [_convert(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise bad("a table")
-        return _build(tp, value, key, where, None)  # type: ignore[arg-type]
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(value)
-        except ValueError:
-            raise bad("one of " + ", ".join(repr(m.value) for m in tp)) from None
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad("a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad("a string")
-        return value
-    raise ConfigError(f"{where}: key '{key}' has an unsupported type {tp!r}")  # pragma: no cover
-
-
-def _build(
-    cls: type[T], data: dict[str, Any], prefix: str, where: str, origins: dict[str, str] | None
-) -> T:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    for key in data:
-        if key not in names:
-            full = f"{prefix}.{key}" if prefix else key
-            raise ConfigError(
-                f"{where}: unknown key '{full}'",
-                "valid keys here are " + ", ".join(sorted(names)),
-            )
-    kwargs = {}
-    for name in names:
-        full = f"{prefix}.{name}" if prefix else name
-        tp = hints[name]
-        nested = dataclasses.is_dataclass(tp)
-        if nested and origins is not None:
-            # Recurse even when absent, so that every leaf records its origin.
-            section = data.get(name, {})
-            if not isinstance(section, dict):
-                raise ConfigError(f"{where}: '{full}' must be a table ([{full}])")
-            kwargs[name] = _build(tp, section, full, where, origins)
-        elif name in data:
-            kwargs[name] = _convert(data[name], tp, full, where)
-            _check_range(full, kwargs[name], where)
-            if origins is not None:
-                origins[full] = where
-    try:
-        obj = cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: section '{prefix or 'top level'}' is invalid: {exc}") from None
-    if origins is not None:
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            full = f"{prefix}.{f.name}" if prefix else f.name
-            if not dataclasses.is_dataclass(hints[f.name]):
-                origins.setdefault(full, "default")
-    return obj
-
-
 def parse_config(
     data: dict[str, Any], where: str = "<config>"
 ) -> tuple[EdgeConfig, dict[str, str]]:
     """Build an :class:`EdgeConfig` from a parsed TOML table, with each key's origin."""
     origins: dict[str, str] = {}
-    return _build(EdgeConfig, data, "", where, origins), origins
+    return build_dataclass(EdgeConfig, data, "", where, origins, RANGES), origins
 
 
 def find_config_file() -> Path | None:
@@ -597,9 +470,9 @@ def load_config(path: str | Path | None = None) -> tuple[EdgeConfig, dict[str, s
     return parse_config(data, str(chosen))
 
 
+T = TypeVar("T")
+
+
 def with_overrides(cfg: T, **changes: Any) -> T:
     """A copy of a config section with some fields replaced (e.g. from the command line)."""
     return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
-
-
-# ------------------------------------------------------------------- effective configuration
