@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,6 +150,10 @@ def _demo_plan(source: Any, workdir: Path) -> tuple[Path, bytes]:
     from edge.sources.phantom.plan_out import write_plan
 
     plan_dir = workdir / "plan"
+    if (plan_dir / "plan.json").is_file():
+        # The demo's own folder from an earlier run, perhaps by an older version whose
+        # files the loader now refuses (a plan folder holds only what plan.json names).
+        shutil.rmtree(plan_dir)
     write_plan(source.face, plan_dir)
     prefix = workdir / "demo-signer"
     keys = generate_keypair(prefix, overwrite=True)

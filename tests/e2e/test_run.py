@@ -114,6 +114,31 @@ def test_edge_run_with_no_arguments_completes(tmp_path, repo_root):
     assert "target registration error" in out.stdout
 
 
+def test_demo_replaces_its_plan_folder_from_an_earlier_version(tmp_path):
+    """An older demo left a file in out/demo/plan that plan.json does not name (which the
+    loader refuses): the demo writes its plan folder afresh instead of running without it."""
+    old = tmp_path / "out" / "demo" / "plan"
+    old.mkdir(parents=True)
+    (old / "plan.json").write_text("{}")
+    (old / "phantom-truth.json").write_text("{}")
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        '[transport]\npublish_endpoint = "tcp://127.0.0.1:*"\n'
+        'service_endpoint = "tcp://127.0.0.1:*"\n'
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--frames", "10"],
+        cwd=tmp_path,
+        env={"EDGE_CONFIG": str(cfg), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "target registration error" in out.stdout
+    assert not (old / "phantom-truth.json").exists()
+
+
 BENCH_KEYS = {
     "frames",
     "fps",
