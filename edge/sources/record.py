@@ -73,7 +73,9 @@ def record_frames(
     from edge.sources.recording import Recorder
 
     truth = False
-    recorder = Recorder(out, fps=source.nominal_fps, compress=compress)
+    recorder = Recorder(
+        out, fps=source.nominal_fps, compress=compress, camera=source.camera_info
+    )
     # The recorder's context finishes the file on success and deletes it on any error.
     try:
         with recorder, source:
@@ -108,6 +110,7 @@ def record_live(
     """
     from edge.sources.realsense import RealSenseSource
     from edge.sources.recording import temp_path_for
+    from edge.sources.recording.bagtime import stamp_with_device_time
 
     tmp = temp_path_for(out)
     source = RealSenseSource(config.realsense, serial=serial or None, record_to=tmp)
@@ -121,6 +124,9 @@ def record_live(
                     break
         if written == 0:
             raise SourceError("no frames were recorded", "check the camera")
+        # The same finishing step as the software-device recorder: message times from
+        # the frames' device timestamps (librealsense stamps them with its write times).
+        stamp_with_device_time(tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
