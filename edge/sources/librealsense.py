@@ -84,6 +84,8 @@ _MAX_FOOTPRINT_PX = 8
 # sloped surfaces; under half a pixel, so equal intrinsics with an identity transform
 # give back the exact image.
 _GROW_PX = 0.25
+# Footprints whose depths differ by less than this fraction belong to one surface.
+_SAME_SURFACE = 0.01
 
 
 def align_depth_to_color(
@@ -102,8 +104,9 @@ def align_depth_to_color(
     projected with the color intrinsics; the color pixels whose centres lie
     between the projected corners (the footprint grown by a quarter pixel so
     that neighbouring footprints overlap and leave no gaps) get the point's
-    depth along the color camera's axis, the nearest surface winning where
-    footprints overlap (a z-buffer). Lens distortion is ignored: D4xx
+    depth along the color camera's axis. Where footprints overlap the nearest
+    surface wins (a z-buffer), and on that surface the footprint whose centre
+    is nearest the pixel. Lens distortion is ignored: D4xx
     depth streams report none and the color distortion is small at the pixel
     level. Returns uint16 in the same units, 0 = no depth.
     """
@@ -133,23 +136,38 @@ def align_depth_to_color(
     ok = (centre[:, 2] > 0) & (lo_pts[:, 2] > 0) & (hi_pts[:, 2] > 0)
     z = centre[ok, 2]
     lo, hi = color.project(lo_pts[ok]), color.project(hi_pts[ok])
-    nearest = np.floor(color.project(centre[ok]) + 0.5)
+    mid = color.project(centre[ok])
+    nearest = np.floor(mid + 0.5)
     # Pixel centres inside the footprint grown by _GROW_PX, and always the one nearest
     # the projected centre (a footprint under a pixel wide may hold no centre).
     first = np.minimum(np.ceil(np.minimum(lo, hi) - _GROW_PX), nearest)
     last = np.maximum(np.ceil(np.maximum(lo, hi) + _GROW_PX) - 1, nearest)
     last = np.minimum(last, first + _MAX_FOOTPRINT_PX - 1)
     inside = (last[:, 0] >= 0) & (first[:, 0] < w) & (last[:, 1] >= 0) & (first[:, 1] < h)
-    first, last, z = first[inside], last[inside], z[inside].astype(np.float32)
+    first, last, z, mid = first[inside], last[inside], z[inside], mid[inside]
     first = np.maximum(first, 0).astype(np.int64)
     last = np.minimum(last, [w - 1, h - 1]).astype(np.int64)
     span = last - first  # per axis: color pixels covered minus one
-    zbuf = np.full(h * w, np.inf, np.float32)
+    idx_parts, z_parts, d_parts = [], [], []
     for dy in range(int(span[:, 1].max()) + 1):
         for dx in range(int(span[:, 0].max()) + 1):
-            sel = (span[:, 0] >= dx) & (span[:, 1] >= dy)
-            idx = (first[sel, 1] + dy) * w + first[sel, 0] + dx
-            np.minimum.at(zbuf, idx, z[sel])
-    hit = np.isfinite(zbuf)
-    out.reshape(-1)[hit] = np.clip(np.rint(zbuf[hit] / depth_scale_m), 1, 65535).astype(np.uint16)
+            sel = np.flatnonzero((span[:, 0] >= dx) & (span[:, 1] >= dy))
+            cu, cv = first[sel, 0] + dx, first[sel, 1] + dy
+            idx_parts.append(cv * w + cu)
+            z_parts.append(z[sel])
+            d_parts.append((cu - mid[sel, 0]) ** 2 + (cv - mid[sel, 1]) ** 2)
+    idx = np.concatenate(idx_parts)
+    cand_z = np.concatenate(z_parts)
+    dist = np.concatenate(d_parts)
+    # The nearest surface wins (a z-buffer); among footprints of that surface (within
+    # _SAME_SURFACE of the nearest depth) the one whose centre is nearest the pixel, so
+    # overlapping footprints on a slope do not bias depth towards the camera.
+    zmin = np.full(h * w, np.inf)
+    np.minimum.at(zmin, idx, cand_z)
+    same = np.flatnonzero(cand_z <= zmin[idx] * (1.0 + _SAME_SURFACE))
+    best = np.full(h * w, np.inf)
+    np.minimum.at(best, idx[same], dist[same])
+    win = same[dist[same] == best[idx[same]]]
+    flat = out.reshape(-1)
+    flat[idx[win]] = np.clip(np.rint(cand_z[win] / depth_scale_m), 1, 65535).astype(np.uint16)
     return out

@@ -73,12 +73,11 @@ def record_frames(
     from edge.sources.recording import Recorder
 
     truth = False
-    recorder = Recorder(
-        out, fps=source.nominal_fps, compress=compress, camera=source.camera_info
-    )
+    recorder = Recorder(out, fps=source.nominal_fps, compress=compress)
     # The recorder's context finishes the file on success and deletes it on any error.
     try:
         with recorder, source:
+            recorder.camera = source.camera_info  # a recording knows it once open
             for frame in source:
                 recorder.write(frame)
                 truth = truth or frame.truth is not None

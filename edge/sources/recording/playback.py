@@ -47,6 +47,7 @@ from edge.frames import (
     GroundTruth,
     Intrinsics,
     PixelFormat,
+    RawDepth,
     SourceState,
     TimingMode,
 )
@@ -75,6 +76,7 @@ class _Pending:
     timestamp_ms: float
     color: np.ndarray
     depth: np.ndarray | None = None
+    raw: np.ndarray | None = None  # the recorded depth when it was aligned on playback
 
 
 class RecordingSource(FrameSource):
@@ -484,6 +486,7 @@ class RecordingSource(FrameSource):
         if self._has_depth:
             depth = images.decode(images.depth[self._pairs[i]], "depth", (*self._depth_size, 2))
             p.depth = self._aligned(depth)
+            p.raw = depth if self._align is not None else None
         return p
 
     def _read(self) -> Frame | None:
@@ -497,6 +500,9 @@ class RecordingSource(FrameSource):
             return None
         self._pacer.wait(p.timestamp_ms)
         assert self._intrinsics is not None
+        raw = None
+        if p.raw is not None and self._align is not None:
+            raw = RawDepth(p.raw, self._align[0], self._depth_to_color)
         return Frame(
             number=p.number,
             color=p.color,
@@ -508,6 +514,7 @@ class RecordingSource(FrameSource):
             device_timestamp_ms=p.timestamp_ms,
             host_timestamp_s=time.monotonic(),
             truth=self._truth.get(p.number),
+            raw_depth=raw,
         )
 
     def seek(self, index: int) -> None:

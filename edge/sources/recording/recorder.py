@@ -68,8 +68,8 @@ class Recorder:
     aligned depth as given, with the color intrinsics and an identity
     transform, so playback returns the exact pixels.
 
-    ``camera`` (the source's :class:`CameraInfo`) is registered on the
-    device, so librealsense's playback reports its name, serial, firmware and
+    ``camera`` (the source's :class:`CameraInfo`; settable until the first
+    frame is written) is registered on the device, so librealsense's playback reports its name, serial, firmware and
     product line. On :meth:`close` the messages are stamped with the frames'
     device times (:mod:`.bagtime`), so librealsense replays at the recorded rate.
     """
@@ -83,7 +83,7 @@ class Recorder:
         camera: CameraInfo | None = None,
     ) -> None:
         self.out = check_writable(out)
-        self._camera = camera or CameraInfo("edge recorder", "unknown")
+        self.camera = camera or CameraInfo("edge recorder", "unknown")
         # librealsense's LZ4 frame compression: about 40 % smaller files of camera-like
         # frames, but their deterministic playback is ~3x slower (measured 95 vs 280
         # frames/s at 640x480); benchmarks record uncompressed.
@@ -129,7 +129,7 @@ class Recorder:
         intr = frame.intrinsics
         rs_intr = intrinsics_to_rs(intr)
         dev = rs.software_device()
-        camera = self._camera
+        camera = self.camera
         for key, value in (
             (rs.camera_info.name, camera.name),
             (rs.camera_info.serial_number, camera.serial),
