@@ -19,6 +19,7 @@ import numpy as np
 from edge.config import PlanConfig
 from edge.errors import PlanError
 from edge.files import read_json
+from edge.plan.fcsv import read_fcsv
 from edge.plan.model import CutPlane, Mesh, Plan, Structure, Trajectory
 from edge.plan.sign import plan_digest, verify_plan
 from edge.registration.landmarks import LANDMARK_INDEX
@@ -208,13 +209,14 @@ def _read_mesh(path: Path, data: bytes, rel: str) -> tuple[np.ndarray, np.ndarra
 
 
 def read_markups(path: Path, rel: str) -> dict[str, np.ndarray]:
-    """Named landmarks from a 3D Slicer markups file (.mrk.json), in metres LPS.
+    """Named landmarks from a 3D Slicer markups file (.mrk.json, or the legacy .fcsv read
+    by :mod:`edge.plan.fcsv`), in metres LPS.
 
     Honours each markup's ``coordinateSystem`` (``LPS``/``RAS``, or the legacy
     numeric codes 0 = RAS, 1 = LPS) and ``coordinateUnits`` (``mm`` default).
     """
     try:
-        doc = read_json(path)
+        doc = read_fcsv(path, rel) if path.suffix.lower() == ".fcsv" else read_json(path)
     except (OSError, ValueError) as exc:
         raise PlanError(
             f"cannot read markups {rel}: {exc}", "export it again from 3D Slicer"
