@@ -93,7 +93,9 @@ class ImageFolderSource(FrameSource):
             with open(path, "rb") as fh:
                 data = fh.read(MAX_IMAGE_FILE_BYTES + 1)
         except OSError as exc:
-            raise CalibrationError(f"cannot read {path}: {exc.strerror}", "check the file") from None
+            raise CalibrationError(
+                f"cannot read {path}: {exc.strerror}", "check the file"
+            ) from None
         fix = "use PNG or JPEG files of the board at the camera's resolution"
         if len(data) > MAX_IMAGE_FILE_BYTES:
             raise CalibrationError(f"{path} is over {MAX_IMAGE_FILE_BYTES >> 20} MiB", fix)

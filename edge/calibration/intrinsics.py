@@ -201,7 +201,8 @@ class ViewCollector:
                 raise CalibrationError(
                     f"markers were seen in {self.rejected[Verdict.WRONG_BOARD]} frames but they "
                     f"do not form board {self.spec.name} ({self.spec.describe()})",
-                    "pass the --board that was printed, or fix its board file (calibration.boards_dir)",
+                    "pass the --board that was printed, or fix its board file "
+                    "(calibration.boards_dir)",
                 )
             raise CalibrationError(
                 f"no board found in {self.frames_seen} frames ({self.progress()})",

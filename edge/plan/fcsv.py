@@ -111,5 +111,7 @@ def _point(fields: list[str], rel: str) -> dict[str, Any]:
     try:
         position = [float(v) for v in fields[_FIELD_X : _FIELD_X + 3]]
     except ValueError:
-        raise PlanError(f"{where}: x, y, z are not numbers", "save it again from 3D Slicer") from None
+        raise PlanError(
+            f"{where}: x, y, z are not numbers", "save it again from 3D Slicer"
+        ) from None
     return {"label": fields[_FIELD_LABEL], "position": position}

@@ -44,7 +44,9 @@ def sessions(tmp_path_factory, models) -> dict[str, Path]:
     root = Path(tmp_path_factory.mktemp("raw"))
     common = ["phantom", "--scenario", "nod-shake", "--frames", "30", "--seed", "3"]
     assert main([*common, "--raw-depth", "--out", str(root / "raw.db3")]) == 0
-    assert main([*common, "--out", str(root / "aligned.db3"), "--plan-out", str(root / "plan")]) == 0
+    assert (
+        main([*common, "--out", str(root / "aligned.db3"), "--plan-out", str(root / "plan")]) == 0
+    )
     return {"raw": root / "raw.db3", "aligned": root / "aligned.db3", "plan": root / "plan"}
 
 
@@ -125,7 +127,7 @@ def test_plain_librealsense_replays_at_the_recorded_rate_and_names_the_device(tm
     assert device.get_info(rs.camera_info.serial_number) == "synthetic"
     assert device.get_info(rs.camera_info.firmware_version).startswith("edge ")
     assert device.get_info(rs.camera_info.product_line) == "synthetic"
-    code, stdout, _ = run(capsys, "info", str(out), "--json")
+    _, stdout, _ = run(capsys, "info", str(out), "--json")
     assert json.loads(stdout)["duration_s"] == pytest.approx(29 / 30, abs=1e-3)
     # Re-recording keeps the device it came from.
     again = tmp_path / "again.db3"

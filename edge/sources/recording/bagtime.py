@@ -79,7 +79,8 @@ def _restamp(con: sqlite3.Connection) -> int:
         marks = ",".join("?" * len(ids))
         # One statement per stream, so a new time can never be mistaken for an old one.
         con.execute(
-            "UPDATE messages SET timestamp = (SELECT new FROM remap WHERE old = messages.timestamp) "
+            "UPDATE messages SET timestamp = "
+            "(SELECT new FROM remap WHERE old = messages.timestamp) "
             f"WHERE topic_id IN ({marks}) AND timestamp IN (SELECT old FROM remap)",
             ids,
         )

@@ -69,9 +69,10 @@ class Recorder:
     transform, so playback returns the exact pixels.
 
     ``camera`` (the source's :class:`CameraInfo`; settable until the first
-    frame is written) is registered on the device, so librealsense's playback reports its name, serial, firmware and
-    product line. On :meth:`close` the messages are stamped with the frames'
-    device times (:mod:`.bagtime`), so librealsense replays at the recorded rate.
+    frame is written) is registered on the device, so librealsense's playback
+    reports its name, serial, firmware and product line. On :meth:`close` the
+    messages are stamped with the frames' device times (:mod:`.bagtime`), so
+    librealsense replays at the recorded rate.
     """
 
     def __init__(

@@ -72,7 +72,7 @@ def test_image_folder_refusals_are_one_line_and_write_a_report(photos, elsewhere
         shutil.copy(p, few / p.name)
     devices = elsewhere / "devices"
     base = ["calibrate", "intrinsics", "--board", BOARD, "--devices-dir", str(devices)]
-    code, out, err = run(capsys, *base, "--images", str(few))
+    code, _, err = run(capsys, *base, "--images", str(few))
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "too few views" in lines[0]
     report = devices / "unknown" / "intrinsics-640x480.png"
@@ -90,7 +90,7 @@ def test_image_folder_refusals_are_one_line_and_write_a_report(photos, elsewhere
 
 def test_boards_are_found_anywhere_and_printed_readable(elsewhere, capsys):
     assert (BUILTIN_BOARDS / f"{BOARD}.toml").is_file()
-    code, out, _ = run(capsys, "calibrate", "board", BOARD, "--out", "board.png")
+    code, _, _ = run(capsys, "calibrate", "board", BOARD, "--out", "board.png")
     assert code == 0
     assert stat.S_IMODE((elsewhere / "board.png").stat().st_mode) == 0o644
     # A board file in calibration.boards_dir (here the default, relative) wins over the
@@ -110,7 +110,7 @@ def test_a_recording_names_its_device_so_no_serial_is_needed(tmp_path, capsys):
     rec = tmp_path / "board.db3"
     source = SyntheticBoardSource(load_board(BOARD, ""), frames=3, seed=1)
     assert record_frames(source, rec, 3).frames == 3
-    code, out, err = run(
+    code, _, err = run(
         capsys, "calibrate", "intrinsics", "--source", str(rec), "--board", BOARD,
         "--devices-dir", str(tmp_path / "devices"),
     )  # fmt: skip
