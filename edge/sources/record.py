@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge.config import EdgeConfig, SourceConfig
 from edge.errors import SourceError
@@ -102,17 +103,21 @@ def record_live(
     total: int,
     progress: Progress = _no_progress,
     should_stop: Callable[[], bool] = _never,
+    layer: Any = None,
 ) -> int:
     """Record the live camera's raw streams with librealsense's own recorder; frames written.
 
-    ``serial`` picks the camera; empty: the configured one.
+    The file holds the device's description as librealsense records it: raw color and
+    depth at their own intrinsics, the depth-to-color extrinsics, the depth scale and
+    the camera info; playback aligns depth to color. ``serial`` picks the camera;
+    empty: the configured one. ``layer``: the camera access (default pyrealsense2).
     """
     from edge.sources.realsense import RealSenseSource
     from edge.sources.recording import temp_path_for
     from edge.sources.recording.bagtime import stamp_with_device_time
 
     tmp = temp_path_for(out)
-    source = RealSenseSource(config.realsense, serial=serial or None, record_to=tmp)
+    source = RealSenseSource(config.realsense, serial=serial or None, record_to=tmp, layer=layer)
     written = 0
     try:
         with source:

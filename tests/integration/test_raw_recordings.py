@@ -134,3 +134,47 @@ def test_plain_librealsense_replays_at_the_recorded_rate_and_names_the_device(tm
     assert run(capsys, "record", "--source", str(out), "--frames", "5", "--out", str(again))[0] == 0
     with RecordingSource(again) as src:
         assert src.camera_info.serial == "synthetic"
+
+
+def test_live_recordings_get_the_same_finishing_step(tmp_path):
+    """`edge record --source realsense` keeps librealsense's own file; its message times,
+    written at arrival, are set to the frames' device times as for every other recording.
+    The camera here is a fake whose "librealsense recorder" writes a file stamped at a
+    third of real time."""
+    import shutil
+    import sqlite3
+
+    from edge.config import EdgeConfig
+    from edge.sources.record import record_live
+    from edge.sources.replay import ScriptedCamera
+    from edge.sources.synthetic import SyntheticSource
+
+    with SyntheticSource(12, seed=1, width=64, height=48) as src:
+        frames = list(src)
+    camera = ScriptedCamera(frames, away=[])
+    written_by_camera = tmp_path / "camera.db3"
+
+    class RecordingCamera:
+        def find_serials(self) -> list[str]:
+            return camera.find_serials()
+
+        def open(self, serial, config, preset_json, record_to):  # type: ignore[no-untyped-def]
+            from edge.sources.recording import Recorder
+
+            with Recorder(written_by_camera) as rec:
+                for f in frames:
+                    rec.write(f)
+            con = sqlite3.connect(written_by_camera)
+            with con:  # what a recorder stamping arrival times might leave
+                con.execute("UPDATE messages SET timestamp = timestamp / 3")
+            con.close()
+            shutil.copy(written_by_camera, record_to)
+            return camera.open(serial, config, preset_json, record_to)
+
+    out = tmp_path / "live.db3"
+    config = EdgeConfig()
+    assert record_live("", config, out, 12, layer=RecordingCamera()) == 12
+    before = rs.context().load_device(str(written_by_camera)).as_playback().get_duration()
+    after = rs.context().load_device(str(out)).as_playback().get_duration()
+    assert before.total_seconds() == pytest.approx(11 / 30 / 3, abs=2e-3)
+    assert after.total_seconds() == pytest.approx(11 / 30, abs=1e-3)
