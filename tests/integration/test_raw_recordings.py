@@ -88,6 +88,12 @@ def test_raw_depth_aligns_as_librealsense_does(sessions, capsys):
         assert both.sum() / filled.sum() >= 0.95
         diff_mm = np.abs(got[both].astype(float) - want[both].astype(float)) * scale_m * 1000
         assert np.median(diff_mm) <= 1.0
+        # Most pixels are the steeply seen table, where rs.align's keeping the nearest of
+        # its overlapping footprints reads up to ~1 mm near (ours is unbiased on an exact
+        # plane: tests/unit/sources/test_librealsense.py); on the head they agree closer.
+        head = both & (want.astype(float) * scale_m < 0.75)
+        head_mm = np.abs(got[head].astype(float) - want[head].astype(float)) * scale_m * 1000
+        assert np.median(head_mm) <= 0.5
 
 
 def test_raw_recording_registers_like_the_pre_aligned_session(sessions, capsys):
