@@ -25,17 +25,29 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from edge.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from edge.files import read_toml
 
 DEFAULT_SEARCH_PATH = ("./edge.toml", "/etc/edge/edge.toml")
 
-# The package's own models folder (holds manifest.toml; the repository's models/ for an
-# editable install): found from the installed package, never from the working folder.
-PACKAGE_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
+def _models_home() -> Path:
+    """This installation's models folder (built models in build/, the wheel cache in cache/).
+
+    A source checkout (the editable install: models/manifest.toml and pyproject.toml
+    beside the package) uses its models/ folder; an installed package uses
+    ``<prefix>/share/edge/models`` of the Python environment it is installed in
+    (the virtual environment). Never the working folder. The manifest itself ships
+    inside the package (edge.models.manifest.default_manifest_path).
+    """
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    models = checkout / "models"
+    if (models / "manifest.toml").is_file() and (checkout / "pyproject.toml").is_file():
+        return models
+    return Path(sys.prefix) / "share" / "edge" / "models"
+
+
+PACKAGE_MODELS_DIR = _models_home()
 
 
 # --------------------------------------------------------------------------- sections
@@ -75,8 +87,8 @@ class RealSenseConfig:
 class TrackingConfig:
     """Face detector and landmark models, 3-D from depth, smoothing (see edge/tracking/)."""
 
-    # Default: the package's models/build (absolute), wherever the command runs from. A
-    # relative path is relative to the working folder, like every path in the file.
+    # Default: this installation's models/build (absolute; see _models_home), wherever the
+    # command runs from. A relative path is relative to the working folder, like every path.
     models_dir: str = str(PACKAGE_MODELS_DIR / "build")
     # ONNX Runtime execution providers in order of preference; missing ones fall back to CPU.
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
@@ -214,12 +226,52 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class RecordingsConfig:
+    """Recording each `edge run` session, sealed to the hospital's key (docs/deployment.md).
+
+    Recordings contain patients' faces: off by default; when on, ``encrypt_to``
+    is required (the device keeps no readable patient video).
+    """
+
+    enabled: bool = False
+    folder: str = "recordings"  # created with mode 0700; every file in it is written 0600
+    encrypt_to: str = ""  # the hospital's public key file (`edge recordings keygen --out`)
+    retention_days: int = 30  # older recordings are deleted at start; 0 keeps them
+    # At start: prune, then record only with this much free; while running: the recording
+    # stops (the run goes on) before sealing it would leave less than this free.
+    min_free_mb: int = 2048
+
+
+@dataclass(frozen=True)
 class PlanConfig:
     """The preoperative plan and how far to trust it (docs/plan-format.md)."""
 
     path: str = ""  # plan folder (holds plan.json); empty: run without a plan
     public_key: str = ""  # trusted signer's public key file (from `edge plan keygen`)
     allow_unsigned: bool = False  # explicit override: load unsigned/tampered plans, logged
+    # Limits and plausibility (docs/plan-format.md): a plan beyond any is refused, the limit
+    # named. Sizes of the phantom's plan: skin 71,100 triangles / 35,938 vertices / 3.5 MB,
+    # 297 mm across, targets 39-47 mm below the skin.
+    max_file_mb: float = 128.0  # each file in the plan folder, by its size before it is read
+    max_mesh_triangles: int = 500_000  # per mesh, from the file's header before parsing
+    max_mesh_vertices: int = 500_000  # per mesh, after identical vertices are merged
+    max_total_triangles: int = 1_000_000  # the skin and every structure together
+    max_total_vertices: int = 1_000_000
+    max_targets: int = 256  # entries in each of targets, trajectories and cut_planes
+    max_structures: int = 32
+    max_landmarks: int = 64  # control points in the markups file
+    max_name_chars: int = 64  # names, labels, case_id, file names
+    max_text_chars: int = 4096  # descriptions and every other text
+    min_skin_size_mm: float = 100.0  # the skin's bounding-box diagonal: a head, not a
+    max_skin_size_mm: float = 600.0  # model in metres or centimetres read as millimetres
+    max_target_distance_mm: float = 250.0  # every planned point from the nearest skin vertex
+
+    def __post_init__(self) -> None:
+        if self.min_skin_size_mm >= self.max_skin_size_mm:
+            raise ValueError(
+                f"min_skin_size_mm ({self.min_skin_size_mm}) must be below max_skin_size_mm "
+                f"({self.max_skin_size_mm})"
+            )
 
 
 @dataclass(frozen=True)
@@ -312,6 +364,7 @@ class EdgeConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
@@ -350,6 +403,21 @@ RANGES: dict[str, tuple[float, float]] = {
     "calibration.min_views": (1, 10000),
     "service.metrics_port": (0, 65535),  # 0: a free port
     "service.stop_timeout_s": (0.1, 3600.0),
+    "recordings.retention_days": (0, 36500),
+    "recordings.min_free_mb": (0, 100_000_000),
+    "plan.max_file_mb": (0.001, 4096.0),
+    "plan.max_mesh_triangles": (1, 50_000_000),
+    "plan.max_mesh_vertices": (3, 50_000_000),
+    "plan.max_total_triangles": (1, 100_000_000),
+    "plan.max_total_vertices": (3, 100_000_000),
+    "plan.max_targets": (0, 100_000),
+    "plan.max_structures": (0, 10_000),
+    "plan.max_landmarks": (4, 10_000),  # registration needs 4
+    "plan.max_name_chars": (8, 1024),
+    "plan.max_text_chars": (0, 1_000_000),
+    "plan.min_skin_size_mm": (1.0, 10_000.0),
+    "plan.max_skin_size_mm": (1.0, 10_000.0),
+    "plan.max_target_distance_mm": (1.0, 10_000.0),
     "registration.init_max_iterations": (1, 1000),
     "registration.track_max_iterations": (1, 1000),
     "registration.min_cloud_points": (1, 1_000_000),
@@ -506,13 +574,13 @@ def load_config(path: str | Path | None = None) -> tuple[EdgeConfig, dict[str, s
     if chosen is None:
         return parse_config({}, "defaults")
     try:
-        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+        data = read_toml(chosen)
     except FileNotFoundError:
         raise ConfigError(f"configuration file {chosen} does not exist", "check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read configuration file {chosen}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{chosen} is not valid TOML: {exc}", "fix the syntax") from None
+    except ValueError as exc:  # too large, not UTF-8, not TOML, nested too deep
+        raise ConfigError(f"configuration file {chosen}: {exc}", "fix the file") from None
     return parse_config(data, str(chosen))
 
 

@@ -294,6 +294,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     if summary["failed_frames"]:
         lines.append(f"frames on which a stage failed: {summary['failed_frames']}")
+    if "recording" in summary:
+        rec = summary["recording"]
+        if rec["path"]:
+            lines.append(f"recording: {rec['frames']} frames sealed to {rec['path']}")
+        else:
+            lines.append(f"recording: none kept ({rec['stopped']})")
     if summary.get("publish_endpoint"):
         sent = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("published", {}).items()))
         lines.append(f"streamed on {summary['publish_endpoint']}: {sent}")

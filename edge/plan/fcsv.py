@@ -28,7 +28,7 @@ from edge.errors import PlanError
 MAX_FCSV_BYTES = 1024 * 1024  # a landmark file is a few kilobytes
 MAX_FCSV_POINTS = 1000
 _COLUMNS = 14  # id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID
-_FIELD_X, _FIELD_LABEL = 1, 11
+_FIELD_X, _FIELD_LABEL, _FIELD_DESCRIPTION = 1, 11, 12
 _CODES = {"0": "RAS", "1": "LPS", "RAS": "RAS", "LPS": "LPS"}
 
 
@@ -114,4 +114,8 @@ def _point(fields: list[str], rel: str) -> dict[str, Any]:
         raise PlanError(
             f"{where}: x, y, z are not numbers", "save it again from 3D Slicer"
         ) from None
-    return {"label": fields[_FIELD_LABEL], "position": position}
+    point: dict[str, Any] = {"label": fields[_FIELD_LABEL], "position": position}
+    if len(fields) > _FIELD_DESCRIPTION and fields[_FIELD_DESCRIPTION]:
+        # Kept so that the markups checks see it (no personal data in descriptions).
+        point["description"] = fields[_FIELD_DESCRIPTION]
+    return point

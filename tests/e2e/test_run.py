@@ -193,3 +193,41 @@ def test_refused_plan_still_sends_a_heartbeat_saying_why(tmp_path):
     assert statuses, "no status heartbeat arrived"
     assert "refused" in statuses[-1]["plan"]
     assert statuses[-1]["state"] == "SEARCHING"
+
+
+def test_a_plan_beyond_a_limit_is_refused_audited_and_the_run_goes_on(tmp_path, capsys):
+    """A correctly signed plan whose target lies at 1e300 mm: `edge run --plan` refuses it
+    (one line naming the limit), records plan.refused in the audit log and runs on."""
+    from edge.audit import verify_log
+    from edge.keys import generate_device_key, load_device_verify_key
+    from edge.plan.sign import generate_keypair, load_private_key, sign_plan
+    from support.synthetic_face import write_plan
+
+    plan = write_plan(tmp_path / "plan")
+    doc = json.loads((plan / "plan.json").read_text())
+    doc["targets"][0]["position"] = [1e300, 0.0, 0.0]
+    (plan / "plan.json").write_text(json.dumps(doc))
+    signer = generate_keypair(tmp_path / "planning")
+    sign_plan(plan, load_private_key(signer.private))  # signed as it is: the content is refused
+    device = generate_device_key(tmp_path / "device")
+    log = tmp_path / "audit.jsonl"
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        f'[audit]\nenabled = true\npath = "{log.as_posix()}"\n'
+        f'device_key = "{Path(device.private).as_posix()}"\n'
+    )
+    argv = ["run", "--config", str(cfg), "--frames", "3", "--plan", str(plan)]
+    code = main([*argv, "--pubkey", str(signer.public), "--no-publish", "--json", "-q"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "Traceback" not in err
+    # The log line when it is refused, and the exit line; each names the limit.
+    errors = [line for line in err.splitlines() if "plan refused" in line]
+    assert errors and all("plan.max_target_distance_mm = 250" in line for line in errors)
+    summary = json.loads(out)
+    assert summary["frames"] == 3 and summary["plan"] is None
+    assert verify_log(log, load_device_verify_key(device.public)).ok
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    refused = [e for e in entries if e["event"] == "plan.refused"]
+    assert len(refused) == 1
+    assert "plan.max_target_distance_mm" in refused[0]["data"]["reason"]

@@ -179,7 +179,7 @@ def test_live_recordings_get_the_same_finishing_step(tmp_path):
 
     out = tmp_path / "live.db3"
     config = EdgeConfig()
-    assert record_live("", config, out, 12, layer=RecordingCamera()) == 12
+    assert record_live("", config, out, 12, layer=RecordingCamera()) == (12, out)
     before = rs.context().load_device(str(written_by_camera)).as_playback().get_duration()
     after = rs.context().load_device(str(out)).as_playback().get_duration()
     assert before.total_seconds() == pytest.approx(11 / 30 / 3, abs=2e-3)
