@@ -66,7 +66,10 @@ def _restamp(con: sqlite3.Connection) -> int:
     if not device:
         return 0
     first_ms = min(min(s.values()) for s in device.values())
-    base_ns = min(min(s) for s in device.values())
+    # The first frame just after the device description (stamped 0 when recording
+    # starts), so that librealsense's duration, last minus first message time, is
+    # the frames' span on the device clock.
+    base_ns = 1
     con.execute("CREATE TEMP TABLE remap(old INTEGER PRIMARY KEY, new INTEGER NOT NULL)")
     done = 0
     for prefix, stamps in device.items():
