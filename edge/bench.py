@@ -44,7 +44,12 @@ def make_phantom_recording(
     )
     render_s = 0.0
     # Uncompressed, so that replay measures the pipeline rather than LZ4 decoding.
-    with source, Recorder(out, fps=source.nominal_fps, compress=False) as recorder:
+    with (
+        source,
+        Recorder(
+            out, fps=source.nominal_fps, compress=False, camera=source.camera_info
+        ) as recorder,
+    ):
         while True:
             start = time.perf_counter()
             frame = source.read()

@@ -124,15 +124,31 @@ def depth_sigma_m(
 
 @dataclass(frozen=True)
 class Extrinsics:
-    """A rigid transform between two sensors: rotation (3x3) and translation (metres)."""
+    """A rigid transform between two sensors: rotation (3x3) and translation (metres).
+
+    ``rotation`` holds the nine values in librealsense's order, column-major
+    (``rs2_extrinsics``: "Column-major 3x3 rotation matrix"; its
+    ``rs2_transform_point_to_point`` computes ``x' = r[0] x + r[3] y + r[6] z + t[0]``).
+    """
 
     rotation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     translation_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def matrix(self) -> np.ndarray:
-        """The 4x4 homogeneous matrix (row-major rotation as given)."""
+        """The 4x4 homogeneous matrix (``p_to = matrix @ p_from``)."""
         m = np.eye(4)
-        m[:3, :3] = np.asarray(self.rotation, dtype=np.float64).reshape(3, 3)
+        m[:3, :3] = np.asarray(self.rotation, dtype=np.float64).reshape(3, 3).T
         m[:3, 3] = self.translation_m
         return m
+
+    @classmethod
+    def from_matrix(cls, matrix: np.ndarray) -> Extrinsics:
+        """The extrinsics of a 4x4 rigid transform (rotation stored column-major)."""
+        m = np.asarray(matrix, dtype=np.float64)
+        if m.shape != (4, 4):
+            raise ValueError(f"need a 4x4 transform, got {m.shape}")
+        return cls(
+            rotation=tuple(float(r) for r in m[:3, :3].T.reshape(-1)),
+            translation_m=(float(m[0, 3]), float(m[1, 3]), float(m[2, 3])),
+        )

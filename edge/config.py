@@ -171,7 +171,7 @@ class TransportConfig:
 class CalibrationConfig:
     """Calibration procedures (``edge calibrate``): where things live and the quality bars."""
 
-    boards_dir: str = "calibration/boards"
+    boards_dir: str = "calibration/boards"  # site boards; the built-in ones are found anyway
     devices_dir: str = "calibration/devices"
     # OpenCV distortion model solved for: none, k1k2, brown5 (k1 k2 p1 p2 k3), rational8
     distortion_model: Literal["none", "k1k2", "brown5", "rational8"] = "brown5"

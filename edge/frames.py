@@ -76,12 +76,47 @@ class GroundTruth:
     landmarks_visible: np.ndarray | None = None  # (468,) bool: in the image and not covered
 
 
+@dataclass(frozen=True)
+class RawDepth:
+    """Depth as the depth imager saw it, before alignment to color: what a camera's raw
+    recording keeps. ``depth`` is (h, w) uint16 at ``intrinsics`` (the depth imager's),
+    in the frame's ``depth_scale_m`` units; ``depth_to_color`` maps the depth imager's
+    optical frame to the color camera's."""
+
+    depth: np.ndarray
+    intrinsics: Intrinsics
+    depth_to_color: Extrinsics
+
+    def __post_init__(self) -> None:
+        if self.depth.dtype != np.uint16 or self.depth.shape != (
+            self.intrinsics.height,
+            self.intrinsics.width,
+        ):
+            raise ValueError(
+                f"raw depth must be {self.intrinsics.height}x{self.intrinsics.width} uint16, "
+                f"got {self.depth.shape} {self.depth.dtype}"
+            )
+
+
+@dataclass(frozen=True)
+class CameraInfo:
+    """What a device says about itself (librealsense's ``camera_info``); a recording
+    keeps it. Generated sources name themselves (``phantom``, ``synthetic``)."""
+
+    name: str
+    serial: str
+    firmware: str = ""
+    product_line: str = ""
+
+
 @dataclass
 class Frame:
     """One RGB-D frame with everything needed to interpret it.
 
     ``depth`` is aligned to the color image (same size, same intrinsics);
     ``depth_scale_m`` converts its raw units to metres; 0 means no depth.
+    ``raw_depth``, when the source has it, is the same depth before alignment
+    (a recorder writes it instead, so the recording holds the camera's raw streams).
     """
 
     number: int
@@ -94,6 +129,7 @@ class Frame:
     device_timestamp_ms: float = 0.0
     host_timestamp_s: float = field(default_factory=time.monotonic)
     truth: GroundTruth | None = None
+    raw_depth: RawDepth | None = None
 
     def __post_init__(self) -> None:
         if self.color.ndim != 3 or self.color.shape[2] != 3 or self.color.dtype != np.uint8:
@@ -181,6 +217,13 @@ class FrameSource(ABC):
     @property
     def nominal_fps(self) -> float:
         return 30.0
+
+    @property
+    def camera_info(self) -> CameraInfo:
+        """The device behind the frames; a generated source is named by its kind."""
+        from edge import __version__
+
+        return CameraInfo(self.name, self.name, f"edge {__version__}", self.name)
 
     def open(self) -> FrameSource:
         if self._state is not SourceState.CREATED:

@@ -1,7 +1,10 @@
 """ChArUco board definitions and printable renderings at true physical scale.
 
-A board is described by a small TOML file in ``calibration/boards/`` (squares
-across and down, square and marker size in millimetres, ArUco dictionary).
+A board is described by a small TOML file (squares across and down, square and
+marker size in millimetres, ArUco dictionary). The boards the project ships are
+package data (``edge/calibration/boards/``), found wherever the command runs; a
+site's own or re-measured boards go in ``calibration.boards_dir``, whose files
+take precedence over the built-in ones of the same name.
 Board coordinates follow OpenCV: origin at the top-left chessboard corner, x
 to the right, y down the board, z into the board; metres.
 """
@@ -24,6 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
+BUILTIN_BOARDS = Path(__file__).resolve().parent / "boards"
 MM_PER_INCH = 25.4
 PAPER_MM = {"A4": (297.0, 210.0), "A3": (420.0, 297.0), "LETTER": (279.4, 215.9)}
 RULER_MM = 100.0  # length of the printed check bar
@@ -118,19 +122,27 @@ class BoardSpec:
         )
 
 
+def known_boards(boards_dir: str | Path) -> list[str]:
+    """Names of the boards in ``boards_dir`` and the built-in ones."""
+    folders = [Path(boards_dir), BUILTIN_BOARDS] if str(boards_dir) else [BUILTIN_BOARDS]
+    return sorted({p.stem for d in folders if d.is_dir() for p in d.glob("*.toml")})
+
+
 def load_board(name_or_path: str, boards_dir: str | Path) -> BoardSpec:
-    """Load a board by name (``boards_dir/NAME.toml``) or by path to a TOML file.
+    """Load a board by path to a TOML file, or by name: ``boards_dir/NAME.toml`` (relative
+    to the current folder) when it exists, else the built-in board of that name.
 
     Raises CalibrationError naming the boards available when it is not found.
     """
     path = Path(name_or_path)
     if path.suffix != ".toml":
-        path = Path(boards_dir) / f"{name_or_path}.toml"
+        local = Path(boards_dir) / f"{name_or_path}.toml"
+        path = local if str(boards_dir) and local.is_file() else BUILTIN_BOARDS / local.name
     if not path.is_file():
-        known = sorted(p.stem for p in Path(boards_dir).glob("*.toml"))
+        known = known_boards(boards_dir)
         raise CalibrationError(
-            f"board {name_or_path!r} not found ({path})",
-            "known boards: " + (", ".join(known) if known else f"none in {boards_dir}"),
+            f"board {name_or_path!r} not found (looked in {boards_dir} and the built-in boards)",
+            "known boards: " + (", ".join(known) if known else "none"),
         )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -188,6 +200,7 @@ def _atomic_write(out: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # a page to print, not a secret (mkstemp makes it 0600)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

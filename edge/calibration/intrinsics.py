@@ -116,6 +116,11 @@ class ViewCollector:
     def coverage_pct(self) -> float:
         return 100.0 * float(self._coverage.mean())
 
+    @property
+    def coverage_grid(self) -> np.ndarray:
+        """Which cells of the image (rows x columns) the kept views' boards covered."""
+        return self._coverage.copy()
+
     def progress(self) -> str:
         """One line for the operator: views kept, coverage and what was rejected."""
         rejected = ", ".join(f"{n} {v.value}" for v, n in self.rejected.items())
@@ -129,8 +134,11 @@ class ViewCollector:
         self.rejected[verdict] = self.rejected.get(verdict, 0) + 1
         return ViewDecision(verdict, detail)
 
-    def add(self, frame: Frame) -> ViewDecision:
-        """Detect the board in ``frame`` and keep the view if it is sharp, new and big enough."""
+    def add(self, frame: Frame, *, factory: bool = True) -> ViewDecision:
+        """Detect the board in ``frame`` and keep the view if it is sharp, new and big enough.
+
+        ``factory``: whether ``frame.intrinsics`` are the camera's own (compared with the
+        result); image files carry none."""
         import cv2
 
         if self.state is not CollectorState.COLLECTING:
@@ -178,7 +186,8 @@ class ViewCollector:
             values = d[mask.astype(bool)]
             values = values[values > 0]
             depth_m = float(np.median(values)) if values.size else None
-        self.views.append(View(frame.number, corners, ids, sharpness, frame.intrinsics, depth_m))
+        claimed = frame.intrinsics if factory else None
+        self.views.append(View(frame.number, corners, ids, sharpness, claimed, depth_m))
         cells = cv2.resize(mask, COVERAGE_GRID, interpolation=cv2.INTER_AREA) > 0
         self._coverage |= cells
         return ViewDecision(Verdict.ACCEPTED, f"{len(ids)} corners, sharpness {sharpness:.0f}")
@@ -192,7 +201,8 @@ class ViewCollector:
                 raise CalibrationError(
                     f"markers were seen in {self.rejected[Verdict.WRONG_BOARD]} frames but they "
                     f"do not form board {self.spec.name} ({self.spec.describe()})",
-                    "pass the --board that was printed, or fix its file in calibration/boards",
+                    "pass the --board that was printed, or fix its board file "
+                    "(calibration.boards_dir)",
                 )
             raise CalibrationError(
                 f"no board found in {self.frames_seen} frames ({self.progress()})",

@@ -34,13 +34,20 @@ Say = Callable[[str], object]
 
 @dataclass(frozen=True)
 class FrameInput:
-    """Frames of a board: a source (``realsense[:SERIAL]`` or ``FILE.db3``) or synthetic ones."""
+    """Frames of a board: a source (``realsense[:SERIAL]`` or ``FILE.db3``), a folder of
+    images, or synthetic ones."""
 
-    source: str | None  # None when synthetic
+    source: str | None  # None when synthetic or images
     synthetic: bool
     frames: int  # frames to read (synthetic: views to render)
     seed: int = 0  # of the synthetic views
     serial: str | None = None  # device serial (default: the camera's, or 'synthetic')
+    images: str | None = None  # folder of board photos
+    width: int | None = None  # the camera's resolution, for images (default: the images')
+    height: int | None = None
+
+
+UNKNOWN_SERIAL = "unknown"  # where results from images of an unnamed camera are filed
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,10 @@ def _open_frames(
         from edge.calibration.synthetic import SyntheticBoardSource
 
         return SyntheticBoardSource(spec, frames=inp.frames, seed=inp.seed, **synthetic)
+    if inp.images is not None:
+        from edge.calibration.images import ImageFolderSource
+
+        return ImageFolderSource(inp.images, inp.width, inp.height, inp.serial or "")
     from edge.sources import open_source, parse_source_spec
 
     assert inp.source is not None  # the command line asks for --source or --synthetic
@@ -114,6 +125,8 @@ def _serial(serial: str | None, source: Any) -> str:
     from edge.calibration.results import check_serial
 
     serial = serial or getattr(source, "serial", None)
+    if not serial and getattr(source, "name", "") == "images":
+        return UNKNOWN_SERIAL
     if not serial:
         raise CalibrationError(
             "the device serial is unknown for this source",
@@ -127,6 +140,11 @@ def _source_inputs(inp: FrameInput) -> list[dict[str, str]]:
 
     if inp.synthetic:
         return [{"path": f"synthetic:seed={inp.seed}", "role": "source", "sha256": ""}]
+    if inp.images is not None:
+        from edge.calibration.images import IMAGE_SUFFIXES
+
+        files = sorted(p for p in Path(inp.images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return [input_record(p, "image") for p in files]
     assert inp.source is not None
     if Path(inp.source).is_file():
         return [input_record(inp.source, "recording")]
@@ -137,9 +155,19 @@ def _source_inputs(inp: FrameInput) -> list[dict[str, str]]:
 
 
 def intrinsics(
-    cfg: EdgeConfig, devices_dir: Path, board: str, inp: FrameInput, say: Say
+    cfg: EdgeConfig,
+    devices_dir: Path,
+    board: str,
+    inp: FrameInput,
+    say: Say,
+    report_to: str | None = None,
 ) -> Outcome:
-    """Camera intrinsics from ChArUco views; keeps the detected corners as an input file."""
+    """Camera intrinsics from ChArUco views; keeps the detected corners as an input file.
+
+    When the views cannot be solved (no board, too few views, too little coverage)
+    the collection's report is still written (``report_to``, else beside where the
+    result would go) before the CalibrationError is raised.
+    """
     from edge.calibration import report
     from edge.calibration.boards import load_board
     from edge.calibration.intrinsics import ViewCollector, calibrate_views, quality_problems
@@ -150,12 +178,22 @@ def intrinsics(
     collector = ViewCollector(spec, cal)
     with _open_frames(inp, cfg, spec) as source:
         serial = _serial(inp.serial, source)
+        factory = getattr(source, "has_factory_intrinsics", True)
+        if serial == UNKNOWN_SERIAL:
+            say(f"device serial unknown: the result is filed under {serial!r} (pass --serial)")
         for i, frame in enumerate(source):
-            decision = collector.add(frame)
+            decision = collector.add(frame, factory=factory)
             say(f"frame {frame.number:4d}: {decision.verdict.value:28s} | {collector.progress()}")
-            if i + 1 >= inp.frames:
+            if i + 1 >= inp.frames and inp.images is None:
                 break
-    solution = calibrate_views(spec, collector, cal.distortion_model)
+    try:
+        solution = calibrate_views(spec, collector, cal.distortion_model)
+    except CalibrationError as exc:
+        w, h = collector.image_size or (0, 0)
+        out = Path(report_to) if report_to else devices_dir / serial / f"intrinsics-{w}x{h}.png"
+        report.collection_report(spec, collector, exc.problem, out)
+        say(f"report: {out}")
+        raise CalibrationError(exc.problem, f"{exc.fix}; see {out}") from None
     problems = quality_problems(spec, solution, cal)
     result = CalibrationResult(
         kind="intrinsics",
@@ -187,9 +225,19 @@ def intrinsics(
         },
     )
     result.inputs = [*_source_inputs(inp), input_record(views_file, "detected corners")]
+    summary = report.intrinsics_summary(solution, problems)
+    if inp.synthetic:
+        from edge.calibration.synthetic import TrueCamera
+
+        cam = TrueCamera()
+        summary += (
+            f"\n  vs truth: fx {100 * (solution.fx - cam.fx) / cam.fx:+.3f} %  "
+            f"fy {100 * (solution.fy - cam.fy) / cam.fy:+.3f} %  "
+            f"cx {solution.cx - cam.cx:+.2f} px  cy {solution.cy - cam.cy:+.2f} px"
+        )
     return Outcome(
         result,
-        report.intrinsics_summary(solution, problems),
+        summary,
         lambda out: report.intrinsics_report(solution, problems, out),
         problems,
     )

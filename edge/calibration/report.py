@@ -137,6 +137,25 @@ def intrinsics_report(sol: IntrinsicsSolution, problems: list[str], out: str | P
     return _save(fig, out)
 
 
+def collection_report(spec: Any, collector: Any, problem: str, out: str | Path) -> Path:
+    """The report of a collection that could not be solved: views kept and why frames
+    were rejected, the coverage reached, and the refusal."""
+    fig, ax = _figure(f"Camera intrinsics refused: {len(collector.views)} views kept", 1, 2)
+    ax0 = ax[0, 0]
+    ax0.imshow(collector.coverage_grid, cmap="Greens", vmin=0, vmax=1, aspect="auto")
+    ax0.set_title(f"Image coverage {collector.coverage_pct:.1f} % (boards seen, kept views)")
+    ax0.set_xticks([])
+    ax0.set_yticks([])
+    rejected = "\n".join(f"  {n:4d} {v.value}" for v, n in collector.rejected.items()) or "  none"
+    text = (
+        f"Board {spec.describe()}\n"
+        f"Frames seen {collector.frames_seen}, views kept {len(collector.views)}\n"
+        f"Rejected:\n{rejected}\n\n" + verdict_line([problem])
+    )
+    _text_panel(ax[0, 1], text)
+    return _save(fig, out)
+
+
 # --------------------------------------------------------------------------- depth check
 
 

@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from edge.calibration.boards import BoardSpec, board_texture
-from edge.frames import Frame, FrameSource, GroundTruth, Intrinsics, PixelFormat, require_frames
+from edge.frames import (
+    CameraInfo,
+    Frame,
+    FrameSource,
+    GroundTruth,
+    Intrinsics,
+    PixelFormat,
+    require_frames,
+)
 
 BACKGROUND_DISTANCE_M = 1.5
 TEXTURE_PX_PER_MM = 5.0
@@ -190,6 +198,12 @@ class SyntheticBoardSource(FrameSource):
 
     name = "synthetic-board"
     serial = "synthetic"
+
+    @property
+    def camera_info(self) -> CameraInfo:
+        from edge import __version__
+
+        return CameraInfo("synthetic board camera", self.serial, f"edge {__version__}", "synthetic")
 
     def __init__(
         self,

@@ -24,14 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = cal.add_subparsers(dest="calibrate_command", metavar="PROCEDURE", required=True)
 
     p = sub.add_parser("board", help="render a printable ChArUco board at true scale")
-    p.add_argument("name", help="board name in calibration/boards (or a .toml path)")
+    p.add_argument("name", help="board name (built in, or in calibration.boards_dir) or a .toml")
     p.add_argument("--out", required=True, help="output .png (with DPI) or .pdf")
     p.add_argument("--dpi", type=int, default=300)
     _common(p)
     p.set_defaults(func=_board)
 
     p = sub.add_parser("intrinsics", help="camera intrinsics from ChArUco views")
-    _source_args(p, frames=40)
+    _source_args(p, frames=40, images=True)
     p.set_defaults(func=_intrinsics)
 
     p = sub.add_parser("depth-check", help="compare the board's depth plane with its color pose")
@@ -77,14 +77,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", help="PNG report path (default: next to the result)")
 
 
-def _source_args(p: argparse.ArgumentParser, frames: int) -> None:
+def _source_args(p: argparse.ArgumentParser, frames: int, images: bool = False) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     # Not the shared --source: only a camera or a recording of the board makes sense here.
     g.add_argument("--source", help="realsense[:SERIAL] or FILE.db3")
     g.add_argument("--synthetic", action="store_true", help="rendered boards with known answers")
-    p.add_argument("--board", required=True, help="board name in calibration/boards")
-    p.add_argument("--frames", type=int, default=frames, help="frames to read (synthetic: views)")
-    p.add_argument("--serial", help="device serial (default: the camera's, or 'synthetic')")
+    if images:
+        g.add_argument("--images", metavar="DIR", help="a folder of board photos (PNG, JPEG)")
+        p.add_argument("--width", type=int, help="with --images: the camera's image width")
+        p.add_argument("--height", type=int, help="with --images: the camera's image height")
+    p.add_argument(
+        "--board", required=True, help="board name (built in, or in calibration.boards_dir)"
+    )
+    p.add_argument(
+        "--frames", type=int, default=frames, help="frames to read (synthetic: views; images: all)"
+    )
+    p.add_argument(
+        "--serial",
+        help="device serial (default: the camera's or recording's, 'synthetic', or for "
+        "--images 'unknown')",
+    )
     add_seed(p)
     _common(p)
 
@@ -96,7 +108,16 @@ def _devices_dir(args: argparse.Namespace, cfg: EdgeConfig) -> Path:
 def _frame_input(args: argparse.Namespace) -> FrameInput:
     from edge.calibration.procedures import FrameInput
 
-    return FrameInput(args.source, args.synthetic, args.frames, args.seed, args.serial)
+    return FrameInput(
+        args.source,
+        args.synthetic,
+        args.frames,
+        args.seed,
+        args.serial,
+        images=getattr(args, "images", None),
+        width=getattr(args, "width", None),
+        height=getattr(args, "height", None),
+    )
 
 
 def _file_input(args: argparse.Namespace) -> FileInput:
@@ -132,7 +153,9 @@ def _intrinsics(args: argparse.Namespace) -> int:
 
     cfg = config_from(args)
     devices = _devices_dir(args, cfg)
-    outcome = intrinsics(cfg, devices, args.board, _frame_input(args), say=print)
+    outcome = intrinsics(
+        cfg, devices, args.board, _frame_input(args), say=print, report_to=args.report
+    )
     return _finish(args, devices, outcome)
 
 

@@ -26,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--face-image", metavar="PHOTO", help="frontal face photograph to build from")
     p.add_argument("--motion", metavar="FILE", help="per-frame head poses (CSV or JSON)")
     p.add_argument("--no-noise", action="store_true", help="noise-free depth and colour")
+    p.add_argument(
+        "--raw-depth",
+        action="store_true",
+        help="record depth as a D435's depth imager sees it (its own intrinsics, 15 mm "
+        "from color) with the depth-to-color extrinsics, like a camera's raw recording",
+    )
     add_config(p)
     p.set_defaults(func=cmd_phantom)
 
@@ -55,6 +61,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
         face_image=args.face_image,
         motion=args.motion,
         tracking=config.tracking,
+        raw_depth=args.raw_depth,
     )
     if args.out:
         start = time.perf_counter()

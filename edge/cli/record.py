@@ -126,6 +126,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  duration:    {info.duration_s:.3f} s")
     print(f"  resolution:  {info.width}x{info.height} at {info.fps:g} fps")
     print(f"  depth scale: {info.depth_scale_m:.6g} m per unit")
+    cam = info.camera
+    print(
+        f"  camera:      {cam.get('name') or '?'}, serial {cam.get('serial') or '?'}, "
+        f"firmware {cam.get('firmware') or '?'}, product line {cam.get('product_line') or '?'}"
+    )
+    print(f"  depth:       {'raw, aligned to color on playback' if info.raw_depth else 'aligned'}")
     side = truth_path(info.path).name
     print(f"  truth:       {'yes, ' + side if info.has_truth else 'no'}")
     for s in info.streams:

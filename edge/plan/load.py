@@ -24,6 +24,7 @@ from edge.config import PlanConfig
 from edge.errors import PlanError
 from edge.files import MAX_JSON_BYTES, read_json
 from edge.plan import limits as size
+from edge.plan.fcsv import read_fcsv
 from edge.plan.model import CutPlane, Mesh, Plan, Structure, Trajectory
 from edge.plan.schema import MARKUPS_SCHEMA, PLAN_SCHEMA, check_document
 from edge.plan.sign import SIGNATURE_FILE, plan_digest, plan_files, verify_plan
@@ -197,7 +198,8 @@ def _read_mesh(path: Path, data: bytes, rel: str) -> tuple[np.ndarray, np.ndarra
 def read_markups(
     path: Path, rel: str, *, limits: PlanConfig = DEFAULT_LIMITS
 ) -> dict[str, np.ndarray]:
-    """Named landmarks from a 3D Slicer markups file (.mrk.json), in metres LPS.
+    """Named landmarks from a 3D Slicer markups file (.mrk.json, or the legacy .fcsv read
+    by :mod:`edge.plan.fcsv` into the same document), in metres LPS.
 
     The file must keep to :data:`edge.plan.schema.MARKUPS_SCHEMA` (no unknown
     key at any depth, no personal data in labels and descriptions) and to
@@ -206,7 +208,11 @@ def read_markups(
     default).
     """
     try:
-        doc = _read_json_file(path, rel, "markups", limits)
+        if path.suffix.lower() == ".fcsv":
+            size.check_file_size(path, rel, limits)
+            doc = read_fcsv(path, rel)
+        else:
+            doc = _read_json_file(path, rel, "markups", limits)
     except (OSError, PlanError) as exc:
         problem = exc.problem if isinstance(exc, PlanError) else str(exc)
         raise PlanError(problem, "export it again from 3D Slicer") from None

@@ -30,7 +30,15 @@ import numpy as np
 from edge.config import RealSenseConfig
 from edge.errors import DeviceLostError, FrameTimeout, SourceError
 from edge.files import parse_json
-from edge.frames import Extrinsics, Frame, FrameSource, Intrinsics, PixelFormat, SourceState
+from edge.frames import (
+    CameraInfo,
+    Extrinsics,
+    Frame,
+    FrameSource,
+    Intrinsics,
+    PixelFormat,
+    SourceState,
+)
 from edge.sources.librealsense import extrinsics_from_rs, intrinsics_from_rs
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,7 @@ class StreamSetup:
     intrinsics: Intrinsics
     depth_scale_m: float
     depth_to_color: Extrinsics
+    camera: CameraInfo | None = None  # name, serial, firmware, product line
 
 
 class CameraSession(Protocol):
@@ -153,6 +162,11 @@ class RealSenseSource(FrameSource):
     @property
     def nominal_fps(self) -> float:
         return float(self.config.fps)
+
+    @property
+    def camera_info(self) -> CameraInfo:
+        camera = self._session.setup.camera if self._session is not None else None
+        return camera or CameraInfo("Intel RealSense", self.serial or "")
 
     @property
     def setup(self) -> StreamSetup:
@@ -304,6 +318,18 @@ def check_mode(
             )
 
 
+def _camera_info(device: Any, rs: Any) -> CameraInfo:
+    def info(key: Any) -> str:
+        return str(device.get_info(key)) if device.supports(key) else ""
+
+    return CameraInfo(
+        name=info(rs.camera_info.name),
+        serial=info(rs.camera_info.serial_number),
+        firmware=info(rs.camera_info.firmware_version),
+        product_line=info(rs.camera_info.product_line),
+    )
+
+
 class _PyRealSenseSession:
     def __init__(self, pipe: Any, profile: Any, align: Any, rs: Any, serial: str) -> None:
         self._pipe, self._align, self._rs, self._serial = pipe, align, rs, serial
@@ -314,6 +340,7 @@ class _PyRealSenseSession:
             intrinsics=intrinsics_from_rs(color.get_intrinsics()),
             depth_scale_m=float(profile.get_device().first_depth_sensor().get_depth_scale()),
             depth_to_color=extrinsics_from_rs(depth.get_extrinsics_to(color)),
+            camera=_camera_info(profile.get_device(), rs),
         )
 
     def _present(self) -> bool:

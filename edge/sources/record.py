@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge.config import EdgeConfig, SourceConfig
 from edge.errors import SourceError
@@ -99,6 +99,7 @@ def record_frames(
     # The recorder's context finishes the file on success and deletes it on any error.
     try:
         with recorder, source:
+            recorder.camera = source.camera_info  # a recording knows it once open
             for frame in source:
                 recorder.write(frame)
                 truth = truth or frame.truth is not None
@@ -124,18 +125,24 @@ def record_live(
     progress: Progress = _no_progress,
     should_stop: Callable[[], bool] = _never,
     finish: Finish | None = None,
+    layer: Any = None,
 ) -> tuple[int, Path]:
     """Record the live camera's raw streams with librealsense's own recorder.
 
-    ``serial`` picks the camera; empty: the configured one. ``finish`` replaces
-    the final rename (e.g. sealing). Returns the frames written and the file.
+    The file holds the device's description as librealsense records it: raw color and
+    depth at their own intrinsics, the depth-to-color extrinsics, the depth scale and
+    the camera info; playback aligns depth to color. ``serial`` picks the camera;
+    empty: the configured one. ``finish`` replaces the final rename (e.g. sealing).
+    ``layer``: the camera access (default pyrealsense2). Returns the frames written
+    and the file.
     """
     from edge.protect import private_umask
     from edge.sources.realsense import RealSenseSource
     from edge.sources.recording import temp_path_for
+    from edge.sources.recording.bagtime import stamp_with_device_time
 
     tmp = temp_path_for(out)
-    source = RealSenseSource(config.realsense, serial=serial or None, record_to=tmp)
+    source = RealSenseSource(config.realsense, serial=serial or None, record_to=tmp, layer=layer)
     written = 0
     try:
         # librealsense creates the file when the camera starts, and its SQLite side files
@@ -148,6 +155,9 @@ def record_live(
                     break
         if written == 0:
             raise SourceError("no frames were recorded", "check the camera")
+        # The same finishing step as the software-device recorder: message times from
+        # the frames' device timestamps (librealsense stamps them with its write times).
+        stamp_with_device_time(tmp)
         path = finish(tmp, out) if finish is not None else _rename(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

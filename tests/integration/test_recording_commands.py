@@ -48,7 +48,10 @@ def test_sixty_frame_vga_session_round_trips_pixel_exact(tmp_path, capsys):
     assert code == 0
     assert (info["frames"], info["width"], info["height"], info["fps"]) == (60, 640, 480, 30.0)
     assert {s["stream"] for s in info["streams"]} == {"color", "depth"}
-    assert info["duration_s"] == pytest.approx(2.0)
+    # First to last frame (59 intervals of 1/30 s), as librealsense's playback says.
+    assert info["duration_s"] == pytest.approx(59 / 30.0, abs=1e-5)
+    assert info["camera"]["name"] == "synthetic" and info["camera"]["serial"] == "synthetic"
+    assert info["raw_depth"] is False
     assert info["depth_scale_m"] == pytest.approx(0.001, rel=1e-6)
     assert info["has_truth"] is True
 

@@ -153,7 +153,14 @@ def test_index_and_info_report_the_file(recording):
     assert (info.frames, info.width, info.height, info.fps) == (N, W, H, 30.0)
     assert {s["stream"] for s in info.streams} == {"color", "depth"}
     assert info.has_truth and info.depth_scale_m == pytest.approx(DEPTH_SCALE_M, rel=1e-6)
-    assert info.duration_s == pytest.approx(N / 30.0)
+    # First to last frame on the device clock, as librealsense's playback reports it.
+    with RecordingSource(recording) as src:
+        stamps = [f.device_timestamp_ms for f in src]
+    assert info.duration_s == pytest.approx((stamps[-1] - stamps[0]) / 1000.0, abs=1e-6)
+    import pyrealsense2 as rs
+
+    playback = rs.context().load_device(str(recording)).as_playback()
+    assert playback.get_duration().total_seconds() == pytest.approx(info.duration_s, abs=1e-6)
 
 
 def test_source_state_and_exhaustion(recording):

@@ -22,10 +22,13 @@ from edge.frames import (
     GroundTruth,
     Intrinsics,
     PixelFormat,
+    RawDepth,
     TimingMode,
     require_frames,
 )
+from edge.sources.librealsense import align_depth_to_color
 from edge.sources.pacing import Pacer
+from edge.sources.phantom.depthcam import DepthImager, d435_like
 from edge.sources.phantom.face import FaceModel, LandmarkFn, load_face_model
 from edge.sources.phantom.motion import load_motion
 from edge.sources.phantom.noise import (
@@ -104,6 +107,11 @@ class PhantomSource(FrameSource):
     ``config.fps`` with ``clock``/``sleep`` (:class:`~edge.sources.pacing.Pacer`).
     Raises SourceError for an unknown scenario, frames < 1, a bad motion file;
     an unusable photo raises on ``open()``.
+
+    ``raw_depth`` renders depth from a separate D435-like depth imager
+    (:mod:`.depthcam`): frames then carry it as ``raw_depth`` (what a recorder
+    writes) and, as ``depth``, aligned to color with
+    :func:`~edge.sources.librealsense.align_depth_to_color`, as playback would.
     """
 
     name = "phantom"
@@ -123,6 +131,7 @@ class PhantomSource(FrameSource):
         clock: Callable[[], float] = time.monotonic,
         tracking: TrackingConfig | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        raw_depth: bool = False,
     ) -> None:
         super().__init__()
         self.config = config or PhantomConfig()
@@ -148,6 +157,9 @@ class PhantomSource(FrameSource):
             )
         self.seed = int(seed)
         self.intrinsics = intrinsics or default_intrinsics(self.config)
+        self.depth_imager: DepthImager | None = d435_like(self.intrinsics) if raw_depth else None
+        self._depth_renderer: Renderer | None = None
+        self._depth_background: Rendering | None = None
         self.timing = TimingMode(timing)
         self._pacer = Pacer(self.timing, clock=clock, sleep=sleep)
         self._face_image = (
@@ -204,6 +216,14 @@ class PhantomSource(FrameSource):
         table, table_to_camera = table_plane()
         self._renderer.draw_plane(bg, table, table_to_camera)
         self._background = bg
+        if self.depth_imager is not None:
+            d = self.depth_imager.intrinsics
+            self._depth_renderer = Renderer(d.scaled(d.width * 2, d.height * 2))
+            bg = self._depth_renderer.blank()
+            self._depth_renderer.draw_plane(
+                bg, table, self.depth_imager.color_to_depth @ table_to_camera
+            )
+            self._depth_background = bg
         self._head = head_surface(face)
         self._drape = drape_surface(face) if self.scenario.drape else None
         self._print = print_plane(face) if self.scenario.spoof else None
@@ -213,6 +233,8 @@ class PhantomSource(FrameSource):
     def _close(self) -> None:
         self._renderer = None
         self._background = None
+        self._depth_renderer = None
+        self._depth_background = None
 
     def _read(self) -> Frame | None:
         i = self._next
@@ -224,16 +246,33 @@ class PhantomSource(FrameSource):
         self._pacer.wait(device_ms)
         clean, truth = self.render(i)
         rng = np.random.default_rng([self.seed, i])
+        # The depth imager's view when there is one; the noise model keeps the color
+        # focal length, so a raw and an aligned recording of a scenario differ only in
+        # their geometry.
+        seen = clean if self.depth_imager is None else self._render_depth_view(i)
         depth_m = apply_depth_noise(
-            clean.depth_m, clean.incidence_cos, self._noise, self.intrinsics.fx, rng
+            seen.depth_m, seen.incidence_cos, self._noise, self.intrinsics.fx, rng
         )
         gain = 1.0 + c.lighting_variation * np.sin(2 * np.pi * i / (7.0 * c.fps))
         color = apply_color_noise(clean.color, c.color_noise_sigma, gain, rng)
+        depth = quantise_depth(depth_m, c.depth_units_m)
+        raw = None
+        if self.depth_imager is not None:
+            imager = self.depth_imager
+            raw = RawDepth(depth, imager.intrinsics, imager.depth_to_color)
+            depth = align_depth_to_color(
+                depth,
+                imager.intrinsics,
+                self.intrinsics,
+                imager.depth_to_color.matrix,
+                c.depth_units_m,
+            )
         return Frame(
             number=i,
             color=color,
             color_format=PixelFormat.RGB8,
-            depth=quantise_depth(depth_m, c.depth_units_m),
+            raw_depth=raw,
+            depth=depth,
             depth_scale_m=c.depth_units_m,
             intrinsics=self.intrinsics,
             device_timestamp_ms=device_ms,
@@ -261,6 +300,28 @@ class PhantomSource(FrameSource):
             self._renderer.draw_surfaces(out, surfaces)
         return out, self._truth(face_to_camera, out.depth_m)
 
+    def _render_depth_view(self, index: int) -> Rendering:
+        """Noise-free depth as the separate depth imager sees frame ``index``.
+
+        Rendered at twice the imager's resolution and averaged down: the splatting
+        renderer keeps the nearest of the surface samples in a pixel, which on a slope
+        biases depth towards the camera by a share of the pixel's footprint; at the
+        depth imager's coarse pixels that bias would be larger than the color view's.
+        """
+        assert self.depth_imager is not None
+        assert self._depth_renderer is not None and self._depth_background is not None
+        to_depth = self.depth_imager.color_to_depth @ self._poses[index]
+        out = self._depth_background.copy()
+        if self._print is not None:
+            plane, plane_to_face = self._print
+            self._depth_renderer.draw_plane(out, plane, to_depth @ plane_to_face)
+        else:
+            surfaces = [(self._head, to_depth)]
+            if self._drape is not None:
+                surfaces.append((self._drape, to_depth))
+            self._depth_renderer.draw_surfaces(out, surfaces)
+        return _half_size(out)
+
     def _truth(self, face_to_camera: np.ndarray, clean_depth_m: np.ndarray) -> GroundTruth:
         face = self.face
         lm_face = face.landmarks_m.copy()
@@ -286,3 +347,31 @@ class PhantomSource(FrameSource):
             scenario=self.scenario.name,
             landmarks_visible=seen if face_visible else None,
         )
+
+
+def _half_size(r: Rendering) -> Rendering:
+    """A rendering at half the resolution: each pixel the mean of its 2x2 block (the
+    nearest of them across a depth edge) where at least three of the four hit a
+    surface (else no depth)."""
+    h, w = r.depth_m.shape[0] // 2, r.depth_m.shape[1] // 2
+
+    def blocks(a: np.ndarray) -> np.ndarray:
+        return a[: 2 * h, : 2 * w].reshape(h, 2, w, 2).astype(np.float32)
+
+    valid = blocks((r.depth_m > 0).astype(np.float32))
+    hit = valid.sum(axis=(1, 3))
+    n = np.maximum(hit, 1.0)
+    z = blocks(r.depth_m)
+    depth = z.sum(axis=(1, 3)) / n
+    cos = blocks(r.incidence_cos).sum(axis=(1, 3)) / n
+    # A block across a depth edge takes its nearest surface, not a blend of two.
+    nearest = np.where(valid > 0, z, np.inf).min(axis=(1, 3))
+    edge = z.max(axis=(1, 3)) - nearest > 0.01 * nearest
+    depth = np.where(edge, nearest, depth)
+    keep = hit >= 3
+    color = r.color[: 2 * h : 2, : 2 * w : 2]
+    return Rendering(
+        np.ascontiguousarray(color),
+        np.where(keep, depth, 0.0).astype(np.float32),
+        np.where(keep, cos, 0.0).astype(np.float32),
+    )

@@ -94,7 +94,7 @@ class Db3Images:
             (meta_name,),
         )
         for bag_ns, data in meta:
-            device_ms = _metadata_timestamp_ms(bytes(data))
+            device_ms = metadata_timestamp_ms(bytes(data))
             if device_ms is not None:
                 stamps[int(bag_ns)] = device_ms
         refs = []
@@ -198,7 +198,7 @@ def _header_stamp_ms(data: bytes) -> float:
         return 0.0
 
 
-def _metadata_timestamp_ms(data: bytes) -> float | None:
+def metadata_timestamp_ms(data: bytes) -> float | None:
     """The ``timestamp`` in an image metadata string, in ms; None when there is none."""
     try:
         text = _Cdr(data).string()

@@ -153,6 +153,8 @@ class RecordingInfo:
     streams: list[dict[str, Any]] = field(default_factory=list)
     has_truth: bool = False
     intrinsics: dict[str, object] = field(default_factory=dict)
+    camera: dict[str, str] = field(default_factory=dict)  # name, serial, firmware, product_line
+    raw_depth: bool = False  # depth at its own intrinsics, aligned to color on playback
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,4 +169,6 @@ class RecordingInfo:
             "color_format": self.color_format,
             "has_truth": self.has_truth,
             "intrinsics": self.intrinsics,
+            "camera": self.camera,
+            "raw_depth": self.raw_depth,
         }

@@ -40,12 +40,14 @@ import numpy as np
 
 from edge.errors import SourceError, StateError
 from edge.frames import (
+    CameraInfo,
     Extrinsics,
     Frame,
     FrameSource,
     GroundTruth,
     Intrinsics,
     PixelFormat,
+    RawDepth,
     SourceState,
     TimingMode,
 )
@@ -74,6 +76,7 @@ class _Pending:
     timestamp_ms: float
     color: np.ndarray
     depth: np.ndarray | None = None
+    raw: np.ndarray | None = None  # the recorded depth when it was aligned on playback
 
 
 class RecordingSource(FrameSource):
@@ -117,6 +120,8 @@ class RecordingSource(FrameSource):
         self._color_format = PixelFormat.RGB8
         self._fps = 30.0
         self._has_depth = False
+        self._camera: CameraInfo | None = None
+        self._duration_s = 0.0
         # Pairing buffers: color frames waiting for depth, recent depth frames.
         self._colors: collections.deque[tuple[int, float, np.ndarray]] = collections.deque()
         self._depths: collections.deque[tuple[float, np.ndarray]] = collections.deque()
@@ -162,6 +167,19 @@ class RecordingSource(FrameSource):
     @property
     def has_truth(self) -> bool:
         return bool(self._truth)
+
+    @property
+    def camera_info(self) -> CameraInfo:
+        """The recorded device's name, serial, firmware and product line (empty where the
+        recording has none)."""
+        if self._camera is None:
+            raise StateError("recording is not open", "open it first")
+        return self._camera
+
+    @property
+    def serial(self) -> str:
+        """The recorded device's serial number; empty when the recording has none."""
+        return self.camera_info.serial
 
     # -- lifecycle
 
@@ -213,6 +231,7 @@ class RecordingSource(FrameSource):
         device = self._load_device()
         try:
             self._read_profiles(device, rs)
+            self._read_device_info(device, rs)
         finally:
             del device
 
@@ -225,6 +244,7 @@ class RecordingSource(FrameSource):
         # Before any sensor starts: frames dispatched in real time would be dropped.
         playback.set_real_time(False)
         profiles = self._read_profiles(device, rs)
+        self._read_device_info(device, rs)
         # A librealsense frame queue, not a Python callback: no GIL in librealsense's
         # threads, so stopping never waits on Python. Read-ahead is bounded by pausing.
         self._queue = rs.frame_queue(_QUEUE_CAPACITY, keep_frames=True)
@@ -256,6 +276,19 @@ class RecordingSource(FrameSource):
         self._depths = collections.deque(maxlen=_DEPTH_WINDOW)
         self._ready = None
         self._pacer.reset()
+
+    def _read_device_info(self, device: Any, rs: Any) -> None:
+        def info(key: Any) -> str:
+            return str(device.get_info(key)) if device.supports(key) else ""
+
+        self._camera = CameraInfo(
+            name=info(rs.camera_info.name),
+            serial=info(rs.camera_info.serial_number),
+            firmware=info(rs.camera_info.firmware_version),
+            product_line=info(rs.camera_info.product_line),
+        )
+        # What librealsense's playback says: first to last message time.
+        self._duration_s = float(device.as_playback().get_duration().total_seconds())
 
     def _read_profiles(self, device: Any, rs: Any) -> list[tuple[Any, Any]]:
         try:
@@ -453,6 +486,7 @@ class RecordingSource(FrameSource):
         if self._has_depth:
             depth = images.decode(images.depth[self._pairs[i]], "depth", (*self._depth_size, 2))
             p.depth = self._aligned(depth)
+            p.raw = depth if self._align is not None else None
         return p
 
     def _read(self) -> Frame | None:
@@ -466,6 +500,9 @@ class RecordingSource(FrameSource):
             return None
         self._pacer.wait(p.timestamp_ms)
         assert self._intrinsics is not None
+        raw = None
+        if p.raw is not None and self._align is not None:
+            raw = RawDepth(p.raw, self._align[0], self._depth_to_color)
         return Frame(
             number=p.number,
             color=p.color,
@@ -477,6 +514,7 @@ class RecordingSource(FrameSource):
             device_timestamp_ms=p.timestamp_ms,
             host_timestamp_s=time.monotonic(),
             truth=self._truth.get(p.number),
+            raw_depth=raw,
         )
 
     def seek(self, index: int) -> None:
@@ -510,21 +548,26 @@ class RecordingSource(FrameSource):
             raise StateError("recording is not open", "open it first")
         streams = sorted(self._streams, key=lambda d: str(d["stream"]))
         frames = self.frame_count if self.frame_count is not None else -1
-        # Duration from the frame count and rate: the file's own duration is the
-        # wall time of writing, which for a software recording says nothing.
-        duration_s = (
-            frames / self._fps if frames > 0 else self._playback.get_duration().total_seconds()
-        )
+        camera = self._camera or CameraInfo("", "")
         return RecordingInfo(
             path=str(self.path),
             frames=frames,
             width=self._intrinsics.width,
             height=self._intrinsics.height,
             fps=self._fps,
-            duration_s=duration_s,
+            # librealsense's own figure (first to last message), so the two agree; the
+            # recorder stamps messages with the frames' device times.
+            duration_s=self._duration_s,
             depth_scale_m=self._depth_scale_m,
             color_format=self._color_format.value,
             streams=streams,
             has_truth=self.has_truth,
             intrinsics=self._intrinsics.to_dict(),
+            camera={
+                "name": camera.name,
+                "serial": camera.serial,
+                "firmware": camera.firmware,
+                "product_line": camera.product_line,
+            },
+            raw_depth=self._align is not None,
         )

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from edge.errors import SourceError, StateError
-from edge.frames import Frame, GroundTruth, Intrinsics, PixelFormat
+from edge.frames import CameraInfo, Extrinsics, Frame, GroundTruth, Intrinsics, PixelFormat
 from edge.protect import open_private_text, private_umask
-from edge.sources.librealsense import intrinsics_to_rs
+from edge.sources.librealsense import extrinsics_to_rs, intrinsics_to_rs
+from edge.sources.recording.bagtime import stamp_with_device_time
 from edge.sources.recording.truth import truth_header, truth_path, truth_to_json
 
 
@@ -65,9 +66,17 @@ class Recorder:
     and renames it into place, :meth:`abort` deletes it. Ground truth, when
     frames carry it, goes to the sidecar (``truth_path(out)``), flushed per frame.
 
-    Depth is written as given (already aligned to color), with the color
-    intrinsics and an identity depth-to-color transform, so playback needs no
-    alignment and returns the exact pixels.
+    Depth: a frame's ``raw_depth`` when it has one (the depth imager's own
+    intrinsics and the depth-to-color extrinsics are written with it, so
+    playback aligns it as it would a camera's recording); otherwise the
+    aligned depth as given, with the color intrinsics and an identity
+    transform, so playback returns the exact pixels.
+
+    ``camera`` (the source's :class:`CameraInfo`; settable until the first
+    frame is written) is registered on the device, so librealsense's playback
+    reports its name, serial, firmware and product line. On :meth:`close` the
+    messages are stamped with the frames' device times (:mod:`.bagtime`), so
+    librealsense replays at the recorded rate.
 
     ``finish(temp, final)`` replaces the rename at :meth:`close` for the
     recording and its sidecar and returns where the file went
@@ -81,9 +90,11 @@ class Recorder:
         *,
         fps: float = 30.0,
         compress: bool = True,
+        camera: CameraInfo | None = None,
         finish: Callable[[Path, Path], Path] | None = None,
     ) -> None:
         self.out = check_writable(out)
+        self.camera = camera or CameraInfo("edge recorder", "unknown")
         self._finish = finish
         self.path: Path | None = None  # where the finished file went (set by close)
         # librealsense's LZ4 frame compression: about 40 % smaller files of camera-like
@@ -102,6 +113,7 @@ class Recorder:
         self._shape: tuple[int, int] | None = None
         self._has_depth = False
         self._intrinsics: Intrinsics | None = None
+        self._raw: tuple[Intrinsics, Extrinsics] | None = None
         self._last_ts = -math.inf
         self._closed = False
 
@@ -130,14 +142,27 @@ class Recorder:
         intr = frame.intrinsics
         rs_intr = intrinsics_to_rs(intr)
         dev = rs.software_device()
+        camera = self.camera
+        for key, value in (
+            (rs.camera_info.name, camera.name),
+            (rs.camera_info.serial_number, camera.serial),
+            (rs.camera_info.firmware_version, camera.firmware),
+            (rs.camera_info.product_line, camera.product_line),
+        ):
+            if value:
+                dev.register_info(key, value)
         fps = round(self._fps)
         sensors: list[Any] = []
+        raw = frame.raw_depth
+        if raw is not None:
+            self._raw = (raw.intrinsics, raw.depth_to_color)
+        depth_intr = raw.intrinsics if raw is not None else intr
         if frame.depth is not None:
             ds = dev.add_sensor("Depth")
             vs = rs.video_stream()
             vs.type, vs.index, vs.uid = rs.stream.depth, 0, 0
-            vs.width, vs.height, vs.fps, vs.bpp = intr.width, intr.height, fps, 2
-            vs.fmt, vs.intrinsics = rs.format.z16, rs_intr
+            vs.width, vs.height, vs.fps, vs.bpp = depth_intr.width, depth_intr.height, fps, 2
+            vs.fmt, vs.intrinsics = rs.format.z16, intrinsics_to_rs(depth_intr)
             self._profiles["depth"] = ds.add_video_stream(vs).as_video_stream_profile()
             ds.add_read_only_option(rs.option.depth_units, float(frame.depth_scale_m))
             sensors.append(ds)
@@ -150,10 +175,10 @@ class Recorder:
         self._profiles["color"] = cs.add_video_stream(cv).as_video_stream_profile()
         sensors.append(cs)
         if frame.depth is not None:
-            ident = rs.extrinsics()
-            ident.rotation = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-            ident.translation = [0.0, 0.0, 0.0]
-            self._profiles["depth"].register_extrinsics_to(self._profiles["color"], ident)
+            ext = raw.depth_to_color if raw is not None else Extrinsics()
+            self._profiles["depth"].register_extrinsics_to(
+                self._profiles["color"], extrinsics_to_rs(ext)
+            )
         try:
             with private_umask():  # librealsense creates (and recreates) the file itself
                 self._rec = rs.recorder(str(self._tmp), dev, self._compress)
@@ -180,6 +205,14 @@ class Recorder:
         if (frame.depth is not None) != self._has_depth or frame.color_format != self._color_format:
             raise SourceError(
                 f"frame {frame.number} changes the streams mid-recording",
+                "record each camera configuration to its own file",
+            )
+        raw = frame.raw_depth
+        if (raw is not None) != (self._raw is not None) or (
+            raw is not None and (raw.intrinsics, raw.depth_to_color) != self._raw
+        ):
+            raise SourceError(
+                f"frame {frame.number} changes the raw depth stream mid-recording",
                 "record each camera configuration to its own file",
             )
         if frame.depth is not None and frame.depth_scale_m != self._depth_scale_m:
@@ -210,9 +243,9 @@ class Recorder:
         w = self._shape[1]  # type: ignore[index]
         index = self._written
         if self._has_depth:
-            self._push(
-                self._sensors[0], self._profiles["depth"], frame.depth, w * 2, 2, ts, index, rs
-            )
+            depth = frame.raw_depth.depth if frame.raw_depth is not None else frame.depth
+            dw = depth.shape[1]  # type: ignore[union-attr]
+            self._push(self._sensors[0], self._profiles["depth"], depth, dw * 2, 2, ts, index, rs)
         color = np.ascontiguousarray(frame.color)
         self._push(self._sensors[-1], self._profiles["color"], color, w * 3, 3, ts, index, rs)
         if frame.truth is not None:
@@ -278,6 +311,7 @@ class Recorder:
             raise SourceError("no frames were recorded", "check the source")
         finish = self._finish or _rename
         try:
+            stamp_with_device_time(self._tmp)
             if self._tmp_truth.exists():
                 finish(self._tmp_truth, truth_path(self.out))
             else:

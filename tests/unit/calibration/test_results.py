@@ -158,7 +158,8 @@ def test_cli_intrinsics_and_depth_check(repo_root, tmp_path, capsys, monkeypatch
     monkeypatch.chdir(repo_root)
     args = ["--synthetic", "--board", "a4-charuco-7x5", "--devices-dir", str(tmp_path)]
     assert main(["calibrate", "intrinsics", *args, "--frames", "20", "--seed", "2"]) == 0
-    assert "VERDICT: PASS" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "VERDICT: PASS" in out and "vs truth: fx" in out
     result = load_result(tmp_path / "synthetic" / "intrinsics-640x480.json")
     assert result.parameters["fx"] == pytest.approx(612.0, rel=0.005)
     assert any(i["role"] == "detected corners" and i["sha256"] for i in result.inputs)
