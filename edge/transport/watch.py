@@ -186,7 +186,7 @@ class TransportWatch:
         interval_s: float = 0.5,
         peers: PeerTable | None = None,
     ) -> None:
-        self.peers = peers or PeerTable()
+        self.peers = peers if peers is not None else PeerTable()
         self._task = task
         self._on_disconnect = on_disconnect
         self._interval_s = interval_s
