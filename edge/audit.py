@@ -572,8 +572,8 @@ class AuditLog:
     def override(self, what: str, by: str, reason: str, **extra: Any) -> dict[str, Any]:
         return self.log("override", what=what, by=by, reason=reason, **extra)
 
-    def headset_enrolled(self, name: str, key_fingerprint: str) -> dict[str, Any]:
-        return self.log("headset.enrolled", name=name, key=key_fingerprint)
+    def headset_enrolled(self, name: str, key_fingerprint: str, **extra: Any) -> dict[str, Any]:
+        return self.log("headset.enrolled", name=name, key=key_fingerprint, **extra)
 
     def headset_connected(
         self, name: str, address: str, key_fingerprint: str = "", **extra: Any
