@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # subscriptions (1 byte + a topic of at most 32 bytes + 33 bytes of CURVE box). A larger
 # frame closes that peer's connection before libzmq stores it: a 30 MiB subscription once
 # grew the edge by 3.4 GB and froze the send for seconds. libzmq has no per-peer cap on
-# the number of subscriptions.
+# the number of subscriptions: SubscriptionGate is that cap.
 SUBSCRIPTION_FRAME_LIMIT = 1024
 # Subscriptions read and applied before each send: bounds the time one send can take.
 SUBSCRIPTIONS_PER_SEND = 512

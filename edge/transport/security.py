@@ -15,7 +15,9 @@ Key folder made by ``edge keys generate --out DIR``::
 Files use the ZeroMQ certificate format (``zmq.auth.load_certificate`` reads them).
 An enrolled file that is not a public key certificate is logged and skipped: it
 can admit nobody, and one bad copy must not keep every other headset from the
-overlay. The edge refuses to start only when no enrolled key is usable.
+overlay. The edge refuses to start only when no enrolled key is usable. While it
+runs, the enrolment in force (:class:`EnrolledKeys`) follows the folder
+(:mod:`edge.transport.enrolment`, wired by :mod:`edge.transport.server`).
 
 Every CURVE handshake the authenticator decides is reported (``on_handshake``)
 as a :class:`Handshake`: accepted or refused, the client's address and key

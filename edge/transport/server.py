@@ -158,11 +158,13 @@ class EdgeServer:
                 name = self.security.enrolled.name(key)
                 removed[key] = (name, f"cut off for the rest of the run: {reason}")
                 log.error("headset %s cut off for the rest of the run: %s", name, reason)
-        if rebind:
-            self._rebind()
-        change = EnrolmentChange(change.added, removed)
-        if change and self._on_enrolment is not None:
-            self._on_enrolment(change)
+        try:
+            if rebind:
+                self._rebind()
+        finally:  # audited even when the rebind failed (the service then stops serving)
+            change = EnrolmentChange(change.added, removed)
+            if change and self._on_enrolment is not None:
+                self._on_enrolment(change)
 
     def _rebind(self) -> None:
         """End every connection (a withdrawn key's session with them): rebind both sockets."""
