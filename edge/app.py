@@ -4,8 +4,8 @@ One frame flows one way::
 
     source -> tracking -> registration -> overlay -> publish     (stages, edge.pipeline)
                                                   \\-> sinks: evaluation, audit, metrics,
-                                                      preview, status line, watchdog,
-                                                      headset commands
+                                                      recording, preview, status line,
+                                                      watchdog, headset commands
 
 :func:`execute` builds, in this order (any expected failure is an EdgeError and
 the process exits 2 before READY): the checks `edge config check` makes
@@ -15,7 +15,8 @@ auditing is on; rebuilding is an explicit ``edge models fetch``), source (wrappe
 with the camera's own calibration when one matches), plan (signature verified; a
 refused plan leaves the process running without an overlay), audit log, transport
 (publisher, plan service, publish stage), the stages (:func:`compose`) and the
-sinks. Then READY goes to systemd and frames flow until the source ends,
+sinks, among them the session recording when ``[recordings]`` enables it (sealed
+when the run stops). Then READY goes to systemd and frames flow until the source ends,
 ``frames`` is reached, or SIGTERM/SIGINT asks to stop. Everything is closed in
 reverse order by one ExitStack.
 
@@ -168,10 +169,11 @@ def load_run_plan(options: RunOptions, source: FrameSource) -> tuple[Plan | None
     try:
         if folder:
             public = load_public_key(pubkey_file) if pubkey_file else None
-            return load_plan(folder, public_key=public, allow_unsigned=allow_unsigned), ""
+            plan = load_plan(folder, public_key=public, allow_unsigned=allow_unsigned, limits=cfg)
+            return plan, ""
         if type(source).__name__ == "PhantomSource":
             plan_dir, public = _demo_plan(source, options.workdir)
-            return load_plan(plan_dir, public_key=public), ""
+            return load_plan(plan_dir, public_key=public, limits=cfg), ""
     except PlanError as exc:
         log.error("plan refused, running without an overlay: %s", exc)
         return None, str(exc)
@@ -375,6 +377,18 @@ def _open_run_source(
     )
 
 
+def _recording_summary(recording: Any) -> dict[str, Any]:
+    """What became of the session's recording, for the run summary."""
+    if recording is None:
+        return {"path": None, "frames": 0, "stopped": "not recorded (see the log)"}
+    sealed = recording.sealed
+    return {
+        "path": str(sealed) if sealed is not None else None,
+        "frames": recording.frames,
+        "stopped": recording.stop_reason,
+    }
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -476,6 +490,17 @@ def execute(
                 registry, cfg.service.metrics_host, cfg.service.metrics_port
             ).start()
             stack.callback(_closing(metrics_server.stop))
+        recording = None
+        if cfg.recordings.enabled:
+            from edge.sinks.recording import start_recording
+
+            recording = start_recording(
+                cfg.recordings, fps=source.nominal_fps, audit=audit, notifier=notifier
+            )
+        if recording is not None:
+            sinks.append(recording)
+            # Sealed at stop (below); on an error, here (before the audit log closes).
+            stack.callback(_closing(lambda: recording.close("the run ended with an error")))
         preview = PreviewWriter(options.preview, source.nominal_fps) if options.preview else None
         if preview is not None:
             sinks.append(preview)
@@ -508,6 +533,8 @@ def execute(
             elapsed = time.monotonic() - start
         if status is not None:
             status.close()
+        if recording is not None:
+            recording.close(f"the run stopped ({stop.signal_name or 'end of source'})")
         if preview is not None:
             preview.close(keep=count > 0)
         summary = evaluator.summary()
@@ -522,6 +549,8 @@ def execute(
             late_frames=pipeline.late_frames,
             source_gaps=pipeline.source_gaps,
         )
+        if cfg.recordings.enabled:
+            summary["recording"] = _recording_summary(recording)
         if server is not None and server.publisher is not None:
             summary["published"] = dict(server.publisher.sent)
             summary["publish_endpoint"] = server.publisher.endpoint

@@ -8,6 +8,7 @@ this run. Keys of the JSON report are documented in docs/benchmark.md.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -144,10 +145,79 @@ def run_bench(
         "frames_to_tracking_after_return",
         "state_fractions",
         "failed_frames",
+        "current_frames_tre_over_2mm",
+        "tre_estimate_calibration",
+        "gates",
     ):
         if key in report:
             ordered[key] = report[key]
     return ordered
+
+
+# The phantom scenarios the TRE estimate is calibrated on (photo-spoof: never a pose).
+CALIBRATION_SCENARIOS = ("static", "nod-shake", "approach", "drape", "leave-return", "photo-spoof")
+
+
+def calibrate_tre(
+    config: EdgeConfig,
+    scenarios: tuple[str, ...] = CALIBRATION_SCENARIOS,
+    frames: int = 300,
+    seed: int = 0,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Run ``edge bench`` on each scenario and propose the TRE estimate's confidence factor.
+
+    The proposal is the configured ``registration.tre_confidence_factor`` times the largest
+    ``scale_for_95`` over the scenarios where a pose was shown, rounded up to 0.05: with
+    it the true TRE exceeds the displayed estimate in at most 5 % of target-frames on each.
+    """
+    factor = config.registration.tre_confidence_factor
+    per: dict[str, Any] = {}
+    for name in scenarios:
+        report = run_bench(config, name, frames, seed, threads)
+        per[name] = {
+            "tre_estimate_calibration": report.get("tre_estimate_calibration"),
+            "state_fractions": report.get("state_fractions", {}),
+            "current_frames_tre_over_2mm": report.get("current_frames_tre_over_2mm"),
+            "gates": report.get("gates"),
+        }
+    scales = [
+        r["tre_estimate_calibration"]["scale_for_95"]
+        for r in per.values()
+        if r["tre_estimate_calibration"] and r["tre_estimate_calibration"]["target_frames"]
+    ]
+    proposed = math.ceil(factor * max(scales) * 20.0) / 20.0 if scales else float("nan")
+    for r in per.values():
+        cal = r["tre_estimate_calibration"]
+        if cal and cal["target_frames"]:
+            cal["median_ratio_at_proposed"] = cal["median_ratio"] * proposed / factor
+    return {
+        "frames": frames,
+        "seed": seed,
+        "confidence_factor": factor,
+        "proposed_confidence_factor": proposed,
+        "scenarios": per,
+    }
+
+
+def format_calibration(r: dict[str, Any]) -> str:
+    """A human-readable table of a TRE calibration report."""
+    lines = [
+        f"edge bench --calibrate-tre: {r['frames']} frames per scenario, seed {r['seed']}",
+        f"  confidence factor {r['confidence_factor']:.2f}, proposed"
+        f" {r['proposed_confidence_factor']:.2f}",
+        "  scenario        target-frames  coverage  median est/true  scale for 95 %",
+    ]
+    for name, s in r["scenarios"].items():
+        c = s["tre_estimate_calibration"]
+        if not c or not c["target_frames"]:
+            lines.append(f"    {name:<14} no pose shown")
+            continue
+        lines.append(
+            f"    {name:<14}{c['target_frames']:>14}  {c['coverage']:8.1%}"
+            f"  {c['median_ratio']:15.2f}  {c['scale_for_95']:14.2f}"
+        )
+    return "\n".join(lines)
 
 
 def run_soak(
@@ -408,4 +478,17 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(
             "  states: " + ", ".join(f"{k} {v:.1%}" for k, v in r["state_fractions"].items())
         )
+    if r.get("tre_estimate_calibration"):
+        c = r["tre_estimate_calibration"]
+        lines.append(
+            f"  TRE estimate: true <= estimate in {c['coverage']:.1%} of {c['target_frames']}"
+            f" target-frames, median estimate/true {c['median_ratio']:.2f}"
+        )
+    for gate, g in (r.get("gates") or {}).items():
+        if g["refused_tre_gt2"] or g["refused_tre_le2"]:
+            lines.append(
+                f"  gate {gate}: refused {g['refused_tre_gt2']} with TRE > 2 mm,"
+                f" {g['refused_tre_le2']} with TRE <= 2 mm; passed {g['passed_tre_gt2']}"
+                f" with TRE > 2 mm"
+            )
     return "\n".join(lines)

@@ -109,6 +109,19 @@ class Intrinsics:
         )
 
 
+def depth_sigma_m(
+    z_m: np.ndarray | float, focal_px: float, subpixel_px: float, baseline_m: float
+) -> np.ndarray:
+    """Standard deviation of active-stereo depth at distance z, metres.
+
+    Intel's RMS-error model for D4xx cameras: sigma_z = z^2 * subpixel / (focal_px *
+    baseline_m) (Grunnet-Jepsen, Sweetser, Woodfill, "Best-Known-Methods for Tuning Intel
+    RealSense D400 Depth Cameras for Best Performance", rev 1.9, 2019, section 3).
+    """
+    z = np.asarray(z_m, dtype=np.float64)
+    return z * z * subpixel_px / (focal_px * baseline_m)
+
+
 @dataclass(frozen=True)
 class Extrinsics:
     """A rigid transform between two sensors: rotation (3x3) and translation (metres)."""

@@ -5,7 +5,8 @@ wrong type or a value out of range (:data:`RANGES`, floats finite) is a
 :class:`ConfigError` naming the key and the file, never a silent default.
 Endpoints, security and key files: :func:`edge.validate.validate_deployment`.
 :func:`load_config` records where every value came from (``default`` or the
-file); :func:`effective_toml` and :func:`effective_values` write it back out.
+file); :func:`edge.config_show.effective_toml` and ``effective_values`` write it
+back out. The strict table-to-dataclass conversion is :mod:`edge.typed_toml`.
 
 Default search path, first match wins: ``$EDGE_CONFIG``,
 ``./edge.toml``, ``/etc/edge/edge.toml``.
@@ -14,28 +15,37 @@ Default search path, first match wins: ``$EDGE_CONFIG``,
 from __future__ import annotations
 
 import dataclasses
-import enum
-import math
 import os
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from edge.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from edge.files import read_toml
+from edge.typed_toml import build_dataclass
 
 DEFAULT_SEARCH_PATH = ("./edge.toml", "/etc/edge/edge.toml")
 
-# The package's own models folder (holds manifest.toml; the repository's models/ for an
-# editable install): found from the installed package, never from the working folder.
-PACKAGE_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
+def _models_home() -> Path:
+    """This installation's models folder (built models in build/, the wheel cache in cache/).
+
+    A source checkout (the editable install: models/manifest.toml and pyproject.toml
+    beside the package) uses its models/ folder; an installed package uses
+    ``<prefix>/share/edge/models`` of the Python environment it is installed in
+    (the virtual environment). Never the working folder. The manifest itself ships
+    inside the package (edge.models.manifest.default_manifest_path).
+    """
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    models = checkout / "models"
+    if (models / "manifest.toml").is_file() and (checkout / "pyproject.toml").is_file():
+        return models
+    return Path(sys.prefix) / "share" / "edge" / "models"
+
+
+PACKAGE_MODELS_DIR = _models_home()
 
 
 # --------------------------------------------------------------------------- sections
@@ -75,8 +85,8 @@ class RealSenseConfig:
 class TrackingConfig:
     """Face detector and landmark models, 3-D from depth, smoothing (see edge/tracking/)."""
 
-    # Default: the package's models/build (absolute), wherever the command runs from. A
-    # relative path is relative to the working folder, like every path in the file.
+    # Default: this installation's models/build (absolute; see _models_home), wherever the
+    # command runs from. A relative path is relative to the working folder, like every path.
     models_dir: str = str(PACKAGE_MODELS_DIR / "build")
     # ONNX Runtime execution providers in order of preference; missing ones fall back to CPU.
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
@@ -214,12 +224,52 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class RecordingsConfig:
+    """Recording each `edge run` session, sealed to the hospital's key (docs/deployment.md).
+
+    Recordings contain patients' faces: off by default; when on, ``encrypt_to``
+    is required (the device keeps no readable patient video).
+    """
+
+    enabled: bool = False
+    folder: str = "recordings"  # created with mode 0700; every file in it is written 0600
+    encrypt_to: str = ""  # the hospital's public key file (`edge recordings keygen --out`)
+    retention_days: int = 30  # older recordings are deleted at start; 0 keeps them
+    # At start: prune, then record only with this much free; while running: the recording
+    # stops (the run goes on) before sealing it would leave less than this free.
+    min_free_mb: int = 2048
+
+
+@dataclass(frozen=True)
 class PlanConfig:
     """The preoperative plan and how far to trust it (docs/plan-format.md)."""
 
     path: str = ""  # plan folder (holds plan.json); empty: run without a plan
     public_key: str = ""  # trusted signer's public key file (from `edge plan keygen`)
     allow_unsigned: bool = False  # explicit override: load unsigned/tampered plans, logged
+    # Limits and plausibility (docs/plan-format.md): a plan beyond any is refused, the limit
+    # named. Sizes of the phantom's plan: skin 71,100 triangles / 35,938 vertices / 3.5 MB,
+    # 297 mm across, targets 39-47 mm below the skin.
+    max_file_mb: float = 128.0  # each file in the plan folder, by its size before it is read
+    max_mesh_triangles: int = 500_000  # per mesh, from the file's header before parsing
+    max_mesh_vertices: int = 500_000  # per mesh, after identical vertices are merged
+    max_total_triangles: int = 1_000_000  # the skin and every structure together
+    max_total_vertices: int = 1_000_000
+    max_targets: int = 256  # entries in each of targets, trajectories and cut_planes
+    max_structures: int = 32
+    max_landmarks: int = 64  # control points in the markups file
+    max_name_chars: int = 64  # names, labels, case_id, file names
+    max_text_chars: int = 4096  # descriptions and every other text
+    min_skin_size_mm: float = 100.0  # the skin's bounding-box diagonal: a head, not a
+    max_skin_size_mm: float = 600.0  # model in metres or centimetres read as millimetres
+    max_target_distance_mm: float = 250.0  # every planned point from the nearest skin vertex
+
+    def __post_init__(self) -> None:
+        if self.min_skin_size_mm >= self.max_skin_size_mm:
+            raise ValueError(
+                f"min_skin_size_mm ({self.min_skin_size_mm}) must be below max_skin_size_mm "
+                f"({self.max_skin_size_mm})"
+            )
 
 
 @dataclass(frozen=True)
@@ -237,7 +287,7 @@ class RegistrationConfig:
     inlier_mm: float = 2.5  # |point-to-plane residual| of a surface inlier
     occlusion_mm: float = 4.0  # points this far in front of the skin are covered (drapes)
     landmark_inlier_mm: float = 6.0  # RANSAC threshold for landmark pairs
-    fle_mm: float = 1.5  # prior landmark localisation error for the TRE estimate
+    fle_mm: float = 1.5  # prior landmark localisation error for the landmark-only TRE figure
     max_icp_rms_mm: float = 1.5
     min_inlier_fraction: float = 0.85
     max_occluded_fraction: float = 0.6
@@ -246,7 +296,17 @@ class RegistrationConfig:
     max_landmark_surface_deg: float = 8.0
     min_relief_mm: float = 5.0  # a flat photograph or screen has ~0
     max_surface_shape_mm: float = 0.7  # systematic surface residual; another face has >= 1
-    max_tre_mm: float = 5.0
+    max_tre_mm: float = 5.0  # worst calibrated TRE estimate over the targets
+    # Confidence factor of the displayed TRE estimate (edge/registration/tre.py), so that
+    # the true TRE exceeds it in at most 5 % of target-frames. Measured 2026-12-02 with
+    # `edge bench --calibrate-tre --frames 300` at factor 1.0, seeds 0 and 1: the largest
+    # scale_for_95 over static, nod-shake, approach, drape and leave-return was 1.595
+    # (nod-shake, seed 0; proposals 1.60 and 1.55); 1.7 keeps ~6 % in hand for other input.
+    tre_confidence_factor: float = 1.7
+    # Depth noise model of the camera (Intel's D4xx RMS-error formula), the floor of the
+    # residual noise in the TRE estimate; the focal length is the frame's.
+    depth_subpixel_px: float = 0.08
+    depth_baseline_mm: float = 50.0
     min_cloud_points: int = 60
     confirm_frames: int = 1  # passing frames in REGISTERED before TRACKING
     lost_after_frames: int = 15  # consecutive failing frames before DEGRADED becomes LOST
@@ -312,6 +372,7 @@ class EdgeConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
@@ -350,135 +411,28 @@ RANGES: dict[str, tuple[float, float]] = {
     "calibration.min_views": (1, 10000),
     "service.metrics_port": (0, 65535),  # 0: a free port
     "service.stop_timeout_s": (0.1, 3600.0),
+    "recordings.retention_days": (0, 36500),
+    "recordings.min_free_mb": (0, 100_000_000),
+    "plan.max_file_mb": (0.001, 4096.0),
+    "plan.max_mesh_triangles": (1, 50_000_000),
+    "plan.max_mesh_vertices": (3, 50_000_000),
+    "plan.max_total_triangles": (1, 100_000_000),
+    "plan.max_total_vertices": (3, 100_000_000),
+    "plan.max_targets": (0, 100_000),
+    "plan.max_structures": (0, 10_000),
+    "plan.max_landmarks": (4, 10_000),  # registration needs 4
+    "plan.max_name_chars": (8, 1024),
+    "plan.max_text_chars": (0, 1_000_000),
+    "plan.min_skin_size_mm": (1.0, 10_000.0),
+    "plan.max_skin_size_mm": (1.0, 10_000.0),
+    "plan.max_target_distance_mm": (1.0, 10_000.0),
     "registration.init_max_iterations": (1, 1000),
     "registration.track_max_iterations": (1, 1000),
     "registration.min_cloud_points": (1, 1_000_000),
+    "registration.tre_confidence_factor": (0.1, 100.0),
+    "registration.depth_subpixel_px": (0.001, 10.0),
+    "registration.depth_baseline_mm": (1.0, 1000.0),
 }
-
-
-def _check_range(key: str, value: Any, where: str) -> None:
-    """Refuse a non-finite float, or a number outside ``RANGES[key]``: one line, key and range."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    low, high = RANGES.get(key, (-math.inf, math.inf))
-    allowed = f"{low!r}..{high!r}" if key in RANGES else "a finite number"
-    if not (math.isfinite(value) and low <= value <= high):
-        raise ConfigError(f"{where}: key '{key}' = {value!r} is out of range: allowed {allowed}")
-
-
-# --------------------------------------------------------------------------- loading
-
-T = TypeVar("T")
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
-    """Check and convert one TOML value to the annotated type."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(
-            f"{where}: key '{key}' must be {expected}, got {type(value).__name__} {value!r}",
-            "fix the value in the configuration file",
-        )
-
-    if origin is Literal:
-        if value not in args:
-            raise bad("one of " + ", ".join(repr(a) for a in args))
-        return value
-    if origin in (typing.Union, types.UnionType):
-        non_none = [a for a in args if a is not type(None)]
-        if value is None and len(non_none) < len(args):
-            return None
-        for a in non_none:
-            try:
-                return _convert(value, a, key, where)
-            except ConfigError:
-                continue
-        raise bad(" or ".join(_type_name(a) for a in non_none))
-    if origin in (tuple, list):
-        if not isinstance(value, list | tuple):
-            raise bad("a list")
-        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value))
-        if origin is tuple:
-            if len(value) != len(args):
-                raise bad(f"a list of {len(args)} values")
-            return tuple(
-                _convert(v, a, f"{key}[{i}]", where)
-                for i, (v, a) in enumerate(zip(value, args, strict=True))
-            )
-        return [_convert(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise bad("a table")
-        return _build(tp, value, key, where, None)  # type: ignore[arg-type]
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(value)
-        except ValueError:
-            raise bad("one of " + ", ".join(repr(m.value) for m in tp)) from None
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad("a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad("a string")
-        return value
-    raise ConfigError(f"{where}: key '{key}' has an unsupported type {tp!r}")  # pragma: no cover
-
-
-def _build(
-    cls: type[T], data: dict[str, Any], prefix: str, where: str, origins: dict[str, str] | None
-) -> T:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    for key in data:
-        if key not in names:
-            full = f"{prefix}.{key}" if prefix else key
-            raise ConfigError(
-                f"{where}: unknown key '{full}'",
-                "valid keys here are " + ", ".join(sorted(names)),
-            )
-    kwargs = {}
-    for name in names:
-        full = f"{prefix}.{name}" if prefix else name
-        tp = hints[name]
-        nested = dataclasses.is_dataclass(tp)
-        if nested and origins is not None:
-            # Recurse even when absent, so that every leaf records its origin.
-            section = data.get(name, {})
-            if not isinstance(section, dict):
-                raise ConfigError(f"{where}: '{full}' must be a table ([{full}])")
-            kwargs[name] = _build(tp, section, full, where, origins)
-        elif name in data:
-            kwargs[name] = _convert(data[name], tp, full, where)
-            _check_range(full, kwargs[name], where)
-            if origins is not None:
-                origins[full] = where
-    try:
-        obj = cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: section '{prefix or 'top level'}' is invalid: {exc}") from None
-    if origins is not None:
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            full = f"{prefix}.{f.name}" if prefix else f.name
-            if not dataclasses.is_dataclass(hints[f.name]):
-                origins.setdefault(full, "default")
-    return obj
 
 
 def parse_config(
@@ -486,7 +440,7 @@ def parse_config(
 ) -> tuple[EdgeConfig, dict[str, str]]:
     """Build an :class:`EdgeConfig` from a parsed TOML table, with each key's origin."""
     origins: dict[str, str] = {}
-    return _build(EdgeConfig, data, "", where, origins), origins
+    return build_dataclass(EdgeConfig, data, "", where, origins, RANGES), origins
 
 
 def find_config_file() -> Path | None:
@@ -506,19 +460,19 @@ def load_config(path: str | Path | None = None) -> tuple[EdgeConfig, dict[str, s
     if chosen is None:
         return parse_config({}, "defaults")
     try:
-        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+        data = read_toml(chosen)
     except FileNotFoundError:
         raise ConfigError(f"configuration file {chosen} does not exist", "check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read configuration file {chosen}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{chosen} is not valid TOML: {exc}", "fix the syntax") from None
+    except ValueError as exc:  # too large, not UTF-8, not TOML, nested too deep
+        raise ConfigError(f"configuration file {chosen}: {exc}", "fix the file") from None
     return parse_config(data, str(chosen))
+
+
+T = TypeVar("T")
 
 
 def with_overrides(cfg: T, **changes: Any) -> T:
     """A copy of a config section with some fields replaced (e.g. from the command line)."""
     return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
-
-
-# ------------------------------------------------------------------- effective configuration

@@ -16,7 +16,13 @@ import numpy as np
 
 from edge import geometry
 from edge.frames import FrameResult
+from edge.registration.quality import GATE_NAMES
 from edge.registration.types import RegistrationState
+
+# The truth's line between an acceptable and an inaccurate pose for the gate tables, and
+# the error below which a refusal is a false refusal of an accurate frame.
+INACCURATE_TRE_MM = 2.0
+ACCURATE_TRE_MM = 1.0
 
 
 def percentiles(values: Iterable[float], *qs: float) -> dict[str, float]:
@@ -80,6 +86,58 @@ def pose_errors(
         rotation_deg=geometry.rotation_angle_deg(r_err),
         translation_mm=float(t_err * 1000.0),
     )
+
+
+def tre_estimate_calibration(estimate_mm: Sequence[float], true_mm: Sequence[float]) -> dict:
+    """How the displayed TRE estimate compares with the true TRE over target-frames.
+
+    ``coverage``: fraction of target-frames whose true TRE is at most the estimate;
+    ``median_ratio``: median of estimate / true (how pessimistic it is);
+    ``scale_for_95``: the factor the estimate would need for 95 % coverage (the 95th
+    percentile of true / estimate; below 1 means it is more than needed).
+    """
+    est = np.asarray(estimate_mm, dtype=np.float64)
+    true = np.asarray(true_mm, dtype=np.float64)
+    ok = np.isfinite(est) & np.isfinite(true) & (true > 0)
+    est, true = est[ok], true[ok]
+    if not est.size:
+        nan = float("nan")
+        return {"coverage": nan, "median_ratio": nan, "scale_for_95": nan, "target_frames": 0}
+    return {
+        "coverage": float(np.mean(true <= est)),
+        "median_ratio": float(np.median(est / true)),
+        "scale_for_95": float(np.percentile(true / np.maximum(est, 1e-12), 95)),
+        "target_frames": int(est.size),
+    }
+
+
+def gate_confusion(records: Sequence[tuple[float, Sequence[str]]]) -> dict[str, dict]:
+    """Per gate, its refusals against the truth, over frames with a fitted pose.
+
+    ``records``: per frame (true TRE of the fitted pose, worst target, mm; the gates it
+    failed). Counts ``refused_tre_gt2``, ``refused_tre_le2``, ``passed_tre_gt2``,
+    ``passed_tre_le2`` (the truth's 2 mm line); ``catch_rate``: refused among frames
+    with TRE > 2 mm; ``false_refusal_rate``: refused among frames with TRE < 1 mm (NaN
+    without such frames). ``any`` is the frame refused by at least one gate.
+    """
+    out: dict[str, dict] = {}
+    bad = [tre > INACCURATE_TRE_MM for tre, _ in records]
+    good = [tre < ACCURATE_TRE_MM for tre, _ in records]
+    for gate in (*GATE_NAMES, "any"):
+        refused = [bool(g) if gate == "any" else gate in g for _, g in records]
+        pairs = list(zip(refused, bad, good, strict=True))
+        n_bad, n_good = sum(bad), sum(good)
+        caught = sum(1 for r, b, _ in pairs if r and b)
+        false = sum(1 for r, _, a in pairs if r and a)
+        out[gate] = {
+            "refused_tre_gt2": caught,
+            "refused_tre_le2": sum(1 for r, b, _ in pairs if r and not b),
+            "passed_tre_gt2": sum(1 for r, b, _ in pairs if not r and b),
+            "passed_tre_le2": sum(1 for r, b, _ in pairs if not r and not b),
+            "catch_rate": caught / n_bad if n_bad else float("nan"),
+            "false_refusal_rate": false / n_good if n_good else float("nan"),
+        }
+    return out
 
 
 def jitter_mm(target_positions_camera_m: Sequence[np.ndarray]) -> float:
@@ -154,6 +212,11 @@ class Evaluator:
     states: list[RegistrationState | None] = field(default_factory=list)
     first_visible_s: float | None = None
     time_to_register_ms: float = float("nan")
+    # Per target-frame shown with an estimate: (displayed TRE estimate, true TRE), mm.
+    tre_estimates: list[tuple[float, float]] = field(default_factory=list)
+    # Per frame with a fitted pose: (its true TRE at the worst target, the gates it failed).
+    gate_records: list[tuple[float, list[str]]] = field(default_factory=list)
+    current_over_2mm: int = 0  # TRACKING frames whose worst true TRE exceeds 2 mm
 
     name: ClassVar[str] = "evaluation"
 
@@ -187,6 +250,8 @@ class Evaluator:
                 self.lm_mm.extend(
                     landmark_errors_mm(face.landmarks_camera_m, valid, truth.landmarks_camera_m)
                 )
+        if reg is not None and truth.face_visible and self.targets_m:
+            self._estimate_and_gates(reg, truth.patient_to_camera)
         if (
             reg is not None
             and reg.state is RegistrationState.TRACKING
@@ -203,6 +268,21 @@ class Evaluator:
             self.target_positions.append(geometry.apply(reg.patient_to_camera, pts))
             if math.isnan(self.time_to_register_ms) and self.first_visible_s is not None:
                 self.time_to_register_ms = (result.done_s - self.first_visible_s) * 1000.0
+
+    def _estimate_and_gates(self, reg: Any, true_patient_to_camera: np.ndarray) -> None:
+        """The TRE estimate against the truth (poses shown) and each gate's decision against
+        the truth (every fitted pose, refused or not)."""
+        if reg.candidate_to_camera is None:
+            return
+        true = pose_errors(reg.candidate_to_camera, true_patient_to_camera, self.targets_m).tre_mm
+        worst = max(true.values(), default=0.0)
+        self.gate_records.append((worst, list(reg.quality.failed_gates)))
+        if reg.state is RegistrationState.TRACKING and worst > INACCURATE_TRE_MM:
+            self.current_over_2mm += 1
+        shown = reg.shown_tre_mm
+        if shown and reg.patient_to_camera is not None:
+            for name, true_mm in true.items():
+                self.tre_estimates.append((shown.get(name, math.nan), true_mm))
 
     def _transition_latencies(self) -> dict[str, float]:
         """Frames from the face leaving to LOST, and from its return to TRACKING (worst case)."""
@@ -252,6 +332,11 @@ class Evaluator:
             out["translation_error_mm"] = {"median": trans["p50"], "p95": trans["p95"]}
             out["jitter_mm"] = jitter_mm(self.target_positions)
             out["time_to_register_ms"] = self.time_to_register_ms
+            out["tre_estimate_calibration"] = tre_estimate_calibration(
+                [e for e, _ in self.tre_estimates], [t for _, t in self.tre_estimates]
+            )
+            out["gates"] = gate_confusion(self.gate_records)
+            out["current_frames_tre_over_2mm"] = self.current_over_2mm
             out.update(self._transition_latencies())
         return out
 
@@ -292,8 +377,21 @@ def format_summary(summary: dict[str, Any]) -> str:
             f" p95 {t['p95']:.2f} mm, max {t['max']:.2f} mm;"
             f" rotation median {r['median']:.2f} deg"
         )
+    calibration = summary.get("tre_estimate_calibration")
+    if calibration and calibration["target_frames"]:
+        lines.append(
+            f"TRE estimate vs ground truth: true <= estimate in {calibration['coverage']:.1%}"
+            f" of {calibration['target_frames']} target-frames, median estimate/true"
+            f" {calibration['median_ratio']:.2f}"
+        )
     if summary["failed_frames"]:
         lines.append(f"frames on which a stage failed: {summary['failed_frames']}")
+    if "recording" in summary:
+        rec = summary["recording"]
+        if rec["path"]:
+            lines.append(f"recording: {rec['frames']} frames sealed to {rec['path']}")
+        else:
+            lines.append(f"recording: none kept ({rec['stopped']})")
     if summary.get("publish_endpoint"):
         sent = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("published", {}).items()))
         lines.append(f"streamed on {summary['publish_endpoint']}: {sent}")

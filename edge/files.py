@@ -8,7 +8,10 @@ through :func:`read_json` / :func:`parse_json`, which bound the input before
 Python's parser sees it: size in bytes, nesting depth (the parser recurses:
 a file nested 100,000 deep would end in a RecursionError), NUL characters
 (a ``"\\u0000"`` in a file name breaks every path call) and duplicate keys
-(two readers could disagree on which one counts). Images are checked by
+(two readers could disagree on which one counts). TOML files (the
+configuration, display profiles, the model manifest) go through
+:func:`read_toml`: size first, and a file nested deeper than the parser can
+recurse is a ValueError, not a RecursionError. Images are checked by
 :func:`image_size` from their header before a decoder allocates them.
 """
 
@@ -18,15 +21,22 @@ import json
 import os
 import re
 import struct
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
 MAX_JSON_BYTES = 4 * 1024 * 1024  # plans, markups, calibration files: far below this
 MAX_JSON_DEPTH = 32  # the deepest file the edge writes (Slicer markups) nests 6 deep
 SMALL_JSON_BYTES = 64 * 1024  # key files and plan signatures: a few hundred bytes
+MAX_TOML_BYTES = 1024 * 1024  # the example configuration is 8 KiB, the model manifest 5 KiB
 
 # A JSON string literal (unrolled loop: no backtracking), and what is not a bracket.
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -130,6 +140,33 @@ def read_json(
     with open(path, "rb") as fh:
         data = fh.read(max_bytes + 1)
     return parse_json(data, max_bytes=max_bytes, max_depth=max_depth)
+
+
+# --------------------------------------------------------------------------- TOML
+
+
+def read_toml(path: str | Path, *, max_bytes: int = MAX_TOML_BYTES) -> dict[str, Any]:
+    """Read and parse a TOML file within bounds.
+
+    Reads at most ``max_bytes + 1`` bytes. Raises OSError (FileNotFoundError
+    when missing) or ValueError whose message stands alone after the file's
+    name: over ``max_bytes``, not UTF-8, not TOML, or nested deeper than the
+    parser can recurse (tomllib recurses per nested array or inline table).
+    """
+    with open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"it is larger than {max_bytes} bytes, the limit")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"it is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"it is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ValueError(
+            "it nests arrays or inline tables deeper than the parser can follow"
+        ) from None
 
 
 # --------------------------------------------------------------------------- images

@@ -1,10 +1,14 @@
 """Recordings at rest: private files, sealing to the hospital's key, retention, disk floor.
 
-Recordings contain patients' faces. What this module guarantees:
+Recordings contain patients' faces. What this module provides:
 
-* Files and folders are created owner-only (0600 / 0700), from the first byte.
-* :func:`seal_file` / :class:`RecordingWriter` encrypt to the hospital's
-  X25519 public key so the device itself cannot read a recording back. The
+* Owner-only files and folders: :func:`ensure_private_dir` (0700),
+  :func:`open_private_text` and every file written here (0600 from the first
+  byte), :func:`private_umask` for libraries that create their own files.
+* :func:`seal_file` / :func:`seal_stream` encrypt to the hospital's X25519
+  public key so the device itself cannot read a recording back;
+  :func:`open_file` / :func:`open_stream` decrypt with its private key;
+  :func:`sealing_finisher` lets the recorder seal instead of renaming. The
   format (libsodium constructions only, through PyNaCl)::
 
       b"EDGE-SEALED-1\\n"                      magic and version (14 bytes)
@@ -16,26 +20,31 @@ Recordings contain patients' faces. What this module guarantees:
   recording is sealed and opened in constant memory. The secretstream's
   FINAL tag on the last chunk makes truncation, reordering and chunk removal
   detectable; the magic is bound to every chunk as associated data.
-* Writes go to a ``.part`` file that is renamed into place only when complete:
-  a crash or a full disk never leaves a half-written recording under the real name.
+* :func:`seal_file` and :func:`open_file` write to a hidden ``.part`` file that
+  is renamed into place only when complete (and deleted when writing fails): a
+  crash or a full disk never leaves a half-written file under the real name.
+  :func:`remove_stale_partials` deletes the in-progress files (these and the
+  recorder's) a killed process left.
+* :class:`DiskGuard` holds a free-space floor for a folder's file system:
+  :mod:`edge.sinks.recording` stops recording before sealing would go below it.
 * :func:`prune_recordings` deletes recordings older than the retention period.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
-import errno
+import io
 import logging
 import os
+import re
 import stat
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from edge.errors import RecordingError, StateError
+from edge.errors import RecordingError
 
 if TYPE_CHECKING:
     from nacl.public import PrivateKey, PublicKey
@@ -70,6 +79,28 @@ def _create_private(path: Path) -> BinaryIO:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     os.fchmod(fd, 0o600)  # the umask cannot widen it, but a default ACL might
     return os.fdopen(fd, "wb")
+
+
+def open_private_text(path: str | Path) -> io.TextIOWrapper:
+    """``path`` opened for writing text (UTF-8, truncated), mode 0600 from its first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+    return open(fd, "w", encoding="utf-8")  # the caller closes it
+
+
+@contextlib.contextmanager
+def private_umask() -> Iterator[None]:
+    """Files created meanwhile, by any library in this process, are owner-only (umask 077).
+
+    For writers that create their files themselves (librealsense's recorder
+    deletes and recreates its output). The umask is process-wide: files other
+    threads create meanwhile are owner-only too, which is never less safe.
+    """
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def _part_path(final: Path) -> Path:
@@ -237,6 +268,23 @@ def seal_file(
     return final
 
 
+def sealed_path(path: str | Path) -> Path:
+    """Where ``path`` is sealed to: its name with ``.sealed`` appended."""
+    path = Path(path)
+    return path.with_name(path.name + SEALED_SUFFIX)
+
+
+def sealing_finisher(public_key: PublicKey) -> Callable[[Path, Path], Path]:
+    """A ``finish(temp, final)`` for a writer that renames its temp file into place:
+    seals ``temp`` to ``final`` + ``.sealed`` instead and deletes ``temp``; returns
+    the sealed path. Raises RecordingError (``temp`` kept) when sealing fails."""
+
+    def finish(temp: Path, final: Path) -> Path:
+        return seal_file(temp, public_key, dst=sealed_path(final))
+
+    return finish
+
+
 def unsealed_path(src: str | Path) -> Path:
     """Where a sealed recording opens to by default: its name without ``.sealed``."""
     src = Path(src)
@@ -269,13 +317,7 @@ def open_file(src: str | Path, private_key: PrivateKey, dst: str | Path) -> Path
     return final
 
 
-# --------------------------------------------------------------------------- writing
-
-
-class WriterState(enum.Enum):
-    OPEN = "open"
-    STOPPED = "stopped"  # the disk filled up: nothing more is written, nothing kept
-    CLOSED = "closed"
+# --------------------------------------------------------------------------- free space
 
 
 class DiskGuard:
@@ -299,129 +341,51 @@ class DiskGuard:
         return self.free_bytes() >= self.min_free_bytes
 
 
-class RecordingWriter:
-    """Writes one recording: 0600, optionally sealed as it is written, complete or absent.
+# --------------------------------------------------------------------------- leftovers
 
-    ``write(data)`` returns False once the writer has stopped: when the disk
-    is full (ENOSPC/EDQUOT) or the free space falls below the guard's floor, it
-    logs a warning, deletes the partial file and stops; the caller keeps
-    running. ``close()`` renames the finished file into place and returns its
-    path (None when stopped). Raises StateError after close, RecordingError
-    for other write failures (partial file removed).
-    """
+# In-progress names: the recorder's ``.NAME.partial-PID.db3`` (edge.sources.recording's
+# temp_path_for) with its truth sidecar and SQLite side files, and the sealer's
+# ``.NAME.PID.part`` (_part_path).
+_PARTIAL_NAME = re.compile(
+    r"^\..+\.partial-(?P<pid>\d+)\.(db3|db3-journal|db3-wal|db3-shm|truth\.jsonl)$"
+    r"|^\..+\.(?P<part_pid>\d+)\.part$"
+)
 
-    def __init__(
-        self,
-        path: str | Path,
-        public_key: PublicKey | None = None,
-        guard: DiskGuard | None = None,
-        chunk_bytes: int = CHUNK_BYTES,
-    ) -> None:
-        final = Path(path)
-        if public_key is not None and not final.name.endswith(SEALED_SUFFIX):
-            final = final.with_name(final.name + SEALED_SUFFIX)
-        if final.exists():
-            raise RecordingError(f"recording {final} already exists", "choose another name")
-        ensure_private_dir(final.parent)
-        self.path = final
-        self._part = _part_path(final)
-        self._guard = guard
-        self._chunk_bytes = chunk_bytes
-        self._buffer = bytearray()
-        self._sealer = None if public_key is None else _Sealer(public_key)
-        self.bytes_written = 0
-        self.stop_reason: str | None = None
-        self._fh: BinaryIO | None = _create_private(self._part)
-        self.state = WriterState.OPEN
-        if self._sealer is not None:
-            self._write_raw(self._sealer.preamble)
 
-    def _write_raw(self, data: bytes) -> bool:
-        """Write bytes to the part file; False (and stopped) when the disk is full."""
-        assert self._fh is not None
-        try:
-            if self._guard is not None and not self._guard.ok():
-                raise OSError(errno.ENOSPC, f"less than {self._guard.min_free_bytes} bytes free")
-            self._fh.write(data)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                self._stop(f"disk full: {exc.strerror or exc}")
-                return False
-            self._abort()
-            raise RecordingError(f"cannot write recording {self.path}: {exc}") from None
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
         return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
 
-    def _stop(self, reason: str) -> None:
-        log.warning("recording %s stopped and discarded: %s", self.path, reason)
-        self.stop_reason = reason
-        self._abort()
-        self.state = WriterState.STOPPED
 
-    def _abort(self) -> None:
-        _discard(self._part, self._fh)
-        self._fh = None
-        self._buffer.clear()
+def remove_stale_partials(
+    folder: str | Path, alive: Callable[[int], bool] = _process_alive
+) -> list[Path]:
+    """Delete the in-progress files in ``folder`` whose writing process is gone.
 
-    def write(self, data: bytes) -> bool:
-        if self.state is WriterState.STOPPED:
-            return False
-        if self.state is not WriterState.OPEN:
-            raise StateError(f"recording {self.path} is {self.state.value}", "open a new one")
-        sealer = self._sealer
-        if sealer is None:
-            ok = self._write_raw(data)
-        else:
-            self._buffer += data
-            ok = True
-            while ok and len(self._buffer) > self._chunk_bytes:
-                # Keep at least one byte back: the last chunk must carry the FINAL tag.
-                piece = bytes(self._buffer[: self._chunk_bytes])
-                del self._buffer[: self._chunk_bytes]
-                ok = self._write_raw(sealer.chunk(piece))
-        if ok:
-            self.bytes_written += len(data)
-        return ok
-
-    def close(self) -> Path | None:
-        if self.state is WriterState.STOPPED:
-            self.state = WriterState.CLOSED
-            return None
-        if self.state is WriterState.CLOSED:
-            raise StateError(f"recording {self.path} is already closed")
-        if self._sealer is not None:
-            last = self._sealer.chunk(bytes(self._buffer), final=True)
-            if not self._write_raw(last):
-                self.state = WriterState.CLOSED
-                return None
-        assert self._fh is not None
-        try:
-            _finish(self._part, self.path, self._fh)
-        except OSError as exc:
-            self._abort()
-            self.state = WriterState.CLOSED
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                log.warning("recording %s discarded: disk full while finishing", self.path)
-                self.stop_reason = "disk full"
-                return None
-            raise RecordingError(f"cannot finish recording {self.path}: {exc}") from None
-        self._fh = None
-        self.state = WriterState.CLOSED
-        return self.path
-
-    def discard(self) -> None:
-        """Drop the recording (e.g. on an error elsewhere); nothing is kept."""
-        if self.state is WriterState.OPEN:
-            self._abort()
-        self.state = WriterState.CLOSED
-
-    def __enter__(self) -> RecordingWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        if exc_type is not None:
-            self.discard()
-        elif self.state is not WriterState.CLOSED:
-            self.close()
+    A process killed while recording or sealing (SIGKILL, power loss) leaves
+    its temporary files (always 0600); the process id in their names tells
+    whether their writer still runs. Returns what was deleted.
+    """
+    deleted = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        match = _PARTIAL_NAME.match(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        if alive(int(match.group("pid") or match.group("part_pid"))):
+            continue
+        path = Path(entry.path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            log.warning("deleted %s: left by a recording process that was killed", path)
+            deleted.append(path)
+    return deleted
 
 
 # --------------------------------------------------------------------------- retention

@@ -4,17 +4,19 @@ Ranges and types are checked when the file is loaded (:mod:`edge.config`);
 :func:`validate_deployment` checks what needs more than one value or the
 file system: the recording and the source's playback options, the endpoints and their security
 (plaintext only on loopback; ports 0..65535), the edge's CurveZMQ secret key
-(mode 0600) and enrolled headset keys, and the audit log's device key (mode
-0600). Each failure is an EdgeError: one line naming the key or file and the
+(mode 0600) and enrolled headset keys, the audit log's device key (mode
+0600), and, when recording is on, the hospital's key it is sealed to and a
+writable recordings folder. Each failure is an EdgeError: one line naming the key or file and the
 fix.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from edge.config import EdgeConfig
-from edge.errors import ConfigError
+from edge.config import EdgeConfig, RecordingsConfig
+from edge.errors import ConfigError, KeyFileError
 
 
 def demo_keys_apply(config: EdgeConfig, demo_keys: bool) -> bool:
@@ -58,6 +60,39 @@ def validate_deployment(
         from edge.keys import load_device_signing_key
 
         load_device_signing_key(config.audit.device_key)
+    if config.recordings.enabled:
+        _check_recordings(config.recordings)
+
+
+def _check_recordings(rec: RecordingsConfig) -> None:
+    """Recording on: a valid hospital public key to seal to, and a folder it can write."""
+    from edge.keys import load_recording_public_key
+
+    if not rec.encrypt_to:
+        raise ConfigError(
+            "recordings.enabled = true needs recordings.encrypt_to: the device must not keep "
+            "readable recordings of patients",
+            "make the hospital's key pair off the device (`edge recordings keygen --out "
+            "hospital`) and set encrypt_to to hospital.pub",
+        )
+    try:
+        load_recording_public_key(rec.encrypt_to)
+    except KeyFileError as exc:
+        raise ConfigError(f"recordings.encrypt_to: {exc.problem}", exc.fix) from None
+    folder = Path(rec.folder)
+    existing = folder  # the folder, or the nearest parent that exists (it is created)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"recordings.folder {folder} cannot be created: {existing} is not a folder",
+            "set recordings.folder to a folder the edge process can write",
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"recordings.folder {folder} is not writable ({existing})",
+            "give the edge process's user write access, or set another recordings.folder",
+        )
 
 
 def _check_transport(config: EdgeConfig, demo_keys: bool) -> None:

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_config(bench)
     bench.add_argument(
-        "--scenario", default="nod-shake", help="phantom scenario (default nod-shake)"
+        "--scenario",
+        help="phantom scenario (default nod-shake; with --calibrate-tre: only this one)",
     )
     bench.add_argument("--frames", type=int, default=300, help="frames (default 300)")
     add_seed(bench)
@@ -29,24 +30,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="replay the recording in a loop for SECONDS and report memory growth and failures",
     )
+    bench.add_argument(
+        "--calibrate-tre",
+        action="store_true",
+        help="run the calibration scenarios and propose registration.tre_confidence_factor",
+    )
     add_json(bench, "the report")
     bench.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edge.bench import format_report, format_soak, run_bench, run_soak
+    from edge.bench import (
+        CALIBRATION_SCENARIOS,
+        calibrate_tre,
+        format_calibration,
+        format_report,
+        format_soak,
+        run_bench,
+        run_soak,
+    )
     from edge.logs import configure_logging
 
     config = config_from(args)
     configure_logging("text", "debug" if args.verbose else "warning")
+    if args.calibrate_tre:
+        scenarios = (args.scenario,) if args.scenario else CALIBRATION_SCENARIOS
+        calibration = calibrate_tre(config, scenarios, args.frames, args.seed, args.threads)
+        if args.json:
+            print_json(calibration)
+        else:
+            print(format_calibration(calibration))
+        return 0
+    scenario = args.scenario or "nod-shake"
     if args.soak is not None:
-        soak = run_soak(config, args.soak, args.scenario, args.frames, args.seed, args.threads)
+        soak = run_soak(config, args.soak, scenario, args.frames, args.seed, args.threads)
         if args.json:
             print_json(soak)
         else:
             print(format_soak(soak))
         return 0
-    report = run_bench(config, args.scenario, args.frames, args.seed, args.threads)
+    report = run_bench(config, scenario, args.frames, args.seed, args.threads)
     if args.json:
         print_json(report)
     else:

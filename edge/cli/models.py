@@ -63,7 +63,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dir", help="models folder (default: tracking.models_dir from the configuration)"
     )
-    p.add_argument("--manifest", help="manifest file (default: models/manifest.toml)")
+    p.add_argument(
+        "--manifest", help="manifest file (default: the package's, models/manifest.toml)"
+    )
     add_config(p)
 
 

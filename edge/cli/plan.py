@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge.cli.options import add_overwrite, add_plan_pubkey
+from edge.cli.options import add_config, add_overwrite, add_plan_pubkey, config_from
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,11 +19,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sign = sub.add_parser("sign", help="validate a plan folder and sign it (writes plan.sig)")
     sign.add_argument("dir", metavar="DIR", help="plan folder (holds plan.json)")
     sign.add_argument("--key", required=True, help="private key file (PREFIX.key)")
+    add_config(sign)  # the [plan] limits the plan is validated against
     sign.set_defaults(func=_sign)
 
     verify = sub.add_parser("verify", help="check a plan's signature and contents")
     verify.add_argument("dir", metavar="DIR", help="plan folder (holds plan.json)")
     add_plan_pubkey(verify, required=True)
+    add_config(verify)  # the [plan] limits, as `edge run` applies them
     verify.set_defaults(func=_verify)
 
 
@@ -42,7 +44,7 @@ def _sign(args: argparse.Namespace) -> int:
 
     seed = load_private_key(args.key)
     # Validate before signing: a signature should never vouch for a plan that cannot load.
-    read_plan(args.dir)
+    read_plan(args.dir, limits=config_from(args).plan)
     digest = sign_plan(args.dir, seed)
     print(f"signed {args.dir}: digest {digest}")
     return 0
@@ -52,7 +54,9 @@ def _verify(args: argparse.Namespace) -> int:
     from edge.plan.load import load_plan
     from edge.plan.sign import load_public_key
 
-    plan = load_plan(args.dir, public_key=load_public_key(args.pubkey))
+    plan = load_plan(
+        args.dir, public_key=load_public_key(args.pubkey), limits=config_from(args).plan
+    )
     print(
         f"plan {plan.case_id}: signature valid, digest {plan.digest}; "
         f"{len(plan.landmarks)} landmarks, {len(plan.targets)} targets, "

@@ -19,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "record",
         help="record frames from a source to a .db3 file librealsense can play",
         description="Record N frames from SOURCE to FILE.db3 (plus FILE.truth.jsonl when the "
-        "source knows ground truth). Ctrl-C or SIGTERM stops early and keeps a valid file "
-        f"(exit {EXIT_INTERRUPTED}).",
+        "source knows ground truth), every file mode 0600. Ctrl-C or SIGTERM stops early and "
+        f"keeps a valid file (exit {EXIT_INTERRUPTED}). With --seal-to the files are sealed to "
+        "the hospital's key (FILE.db3.sealed) and the plaintext deleted.",
     )
     add_source(rec, required=True)
     rec.add_argument("--frames", type=int, required=True, help="number of frames to record")
@@ -32,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--uncompressed",
         action="store_true",
         help="no LZ4 frame compression: ~1.7x larger files that replay ~3x faster",
+    )
+    rec.add_argument(
+        "--seal-to",
+        metavar="PUBKEY",
+        help="the hospital's .pub file (`edge recordings keygen`): seal the recording and its "
+        "ground truth to it and delete the plaintext; open with `edge recordings open`",
     )
     rec.set_defaults(func=cmd_record)
 
@@ -68,6 +75,11 @@ def cmd_record(args: argparse.Namespace) -> int:
     total = require_frames(args.frames)
     out = check_writable(args.out)
     config = config_from(args)
+    seal_to = None
+    if args.seal_to:
+        from edge.keys import load_recording_public_key
+
+        seal_to = load_recording_public_key(args.seal_to)  # a bad key: refused before recording
 
     def progress(done: int, total: int) -> None:
         step = max(1, total // 10)
@@ -88,6 +100,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             compress=not args.uncompressed,
             progress=progress,
             should_stop=lambda: stop.requested,
+            seal_to=seal_to,
         )
     finally:
         for sig, handler in previous.items():
@@ -95,7 +108,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     extra = " and ground truth" if outcome.truth else ""
     state = "interrupted, " if stop.requested else ""
-    print(f"recorded {outcome.frames} frames{extra} to {out} ({state}{elapsed:.1f} s)")
+    where = outcome.path or out
+    sealed = f", sealed to {args.seal_to}, plaintext deleted" if seal_to is not None else ""
+    print(f"recorded {outcome.frames} frames{extra} to {where} ({state}{elapsed:.1f} s{sealed})")
     return EXIT_INTERRUPTED if stop.requested else 0
 
 

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     keygen = sub.add_parser(
         "keygen",
         help="make the hospital's key pair: PREFIX.key (0600, keep it off the device) "
-        "and PREFIX.pub (what `edge recordings seal --to` seals to)",
+        "and PREFIX.pub (install on the device as recordings.encrypt_to; what "
+        "`edge record --seal-to` and `edge recordings seal --to` seal to)",
     )
     keygen.add_argument("--out", type=Path, required=True, help="PREFIX of the two key files")
     add_overwrite(keygen)

@@ -1,4 +1,5 @@
-"""The model manifest (``models/manifest.toml``): what each model is and where it comes from.
+"""The model manifest (``models/manifest.toml``, shipped in the package as
+``edge/models/manifest.toml``): what each model is and where it comes from.
 
 The manifest is the contract between the model build and its users: file
 names, SHA-256 of each ONNX file and of its source ``.tflite``, the pinned
@@ -9,33 +10,34 @@ a wrong type is a :class:`ModelError` naming the key.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge.config import PACKAGE_MODELS_DIR
 from edge.errors import ModelError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from edge.files import read_toml
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def repo_models_dir() -> Path:
-    """The package's ``models/`` folder (holds manifest.toml; build/ and cache/ below it).
+    """This installation's models folder: ``build/`` (the ONNX files) and ``cache/`` below it.
 
-    Found from where the ``edge`` package is installed (the repository for an
-    editable install), never from the working folder.
+    The source checkout's ``models/`` for an editable install, else
+    ``<prefix>/share/edge/models`` of the environment the package is installed in
+    (:data:`edge.config.PACKAGE_MODELS_DIR`); never the working folder.
     """
     return PACKAGE_MODELS_DIR
 
 
 def default_manifest_path() -> Path:
-    return repo_models_dir() / "manifest.toml"
+    """The manifest shipped in the package (``edge/models/manifest.toml``).
+
+    In the source tree that file is a symbolic link to ``models/manifest.toml``, the
+    one file people edit; building the package copies its content into the wheel.
+    """
+    return Path(__file__).resolve().parent / "manifest.toml"
 
 
 @dataclass(frozen=True)
@@ -222,15 +224,15 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
     """
     chosen = Path(path) if path is not None else default_manifest_path()
     try:
-        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+        data = read_toml(chosen)
     except FileNotFoundError:
         raise ModelError(
             f"model manifest {chosen} does not exist", "restore models/manifest.toml from git"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ModelError(f"cannot read model manifest {chosen}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ModelError(f"{chosen} is not valid TOML: {exc}", "restore it from git") from None
+    except ValueError as exc:  # too large, not UTF-8, not TOML, nested too deep
+        raise ModelError(f"model manifest {chosen}: {exc}", "restore it from git") from None
     top = _Reader(data, "manifest", chosen)
     s = top.sub("source")
     source = WheelSource(

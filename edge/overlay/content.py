@@ -146,8 +146,11 @@ def build_overlay(
         pts = np.array([plan.targets[n] for n in names], dtype=np.float64).reshape(-1, 3)
         overlay.target_names = names
         overlay.targets_camera_m = geometry.apply(pose, pts)
-        tre = registration.quality.tre_mm if registration is not None else {}
+        q = registration.quality if registration is not None else None
+        tre = registration.shown_tre_mm if registration is not None else {}
         overlay.tre_mm = [float(tre.get(n, math.nan)) for n in names]
+        landmark = q.landmark_tre_mm if q is not None else {}
+        overlay.landmark_tre_mm = [float(landmark.get(n, math.nan)) for n in names]
         overlay.skin_distance_mm = (
             list(skin_distances_mm(plan, pose, pts, raycaster))
             if skin_distance

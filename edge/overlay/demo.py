@@ -55,7 +55,12 @@ def demo_registration(
     """The plan 0.5 m in front of the camera, unrotated (plan axes = camera axes)."""
     pose = np.eye(4)
     pose[2, 3] = 0.5
-    quality = RegistrationQuality(icp_rms_mm=0.6, fre_mm=1.1, tre_mm={"tumour": 1.8, "node": 2.4})
+    quality = RegistrationQuality(
+        icp_rms_mm=0.6,
+        fre_mm=1.1,
+        tre_mm={"tumour": 1.8, "node": 2.4},
+        landmark_tre_mm={"tumour": 3.5, "node": 4.0},
+    )
     if state is RegistrationState.DEGRADED:
         quality.reasons = ["ICP residual 3.1 mm over 2.0 mm"]
     has_pose = state in (

@@ -8,7 +8,6 @@ the rigid transform from the camera frame to the display's virtual camera.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,8 @@ import numpy as np
 
 from edge import geometry
 from edge.errors import ConfigError
+from edge.files import read_toml
 from edge.frames import Intrinsics
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 DISPLAY_KINDS = ("video_see_through", "optical_see_through", "hud")
 _KEYS = {"name", "kind", "width", "height", "fx", "fy", "ppx", "ppy", "camera_to_display"}
@@ -74,12 +69,12 @@ class DisplayProfile:
         """Load and validate a profile; raises ConfigError naming the file and key."""
         p = Path(path)
         try:
-            data: dict[str, Any] = tomllib.loads(p.read_text(encoding="utf-8"))
+            data: dict[str, Any] = read_toml(p)
         except FileNotFoundError:
             raise ConfigError(
                 f"display profile {p} does not exist", "see hardware/displays/ for profiles"
             ) from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read display profile {p}: {exc}", "fix the file") from None
         unknown = set(data) - _KEYS
         if unknown:

@@ -33,7 +33,8 @@ class Overlay:
     skin_asset: str = ""
     target_names: list[str] = field(default_factory=list)
     targets_camera_m: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
-    tre_mm: list[float] = field(default_factory=list)
+    tre_mm: list[float] = field(default_factory=list)  # calibrated estimate (95 % bound)
+    landmark_tre_mm: list[float] = field(default_factory=list)  # landmark-only cross-check
     skin_distance_mm: list[float] = field(default_factory=list)
     trajectory_names: list[str] = field(default_factory=list)
     trajectories_camera_m: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 3)))
@@ -66,6 +67,7 @@ class Overlay:
                 {
                     "name": n,
                     "tre_mm": _num(self.tre_mm[i]),
+                    "landmark_tre_mm": _num(self.landmark_tre_mm[i]),
                     "skin_distance_mm": _num(self.skin_distance_mm[i]),
                     "visible": bool(self.targets_visible[i]),
                 }
@@ -111,6 +113,7 @@ class Overlay:
                 {
                     "name": n,
                     "tre_mm": _num(self.tre_mm[i]),
+                    "landmark_tre_mm": _num(self.landmark_tre_mm[i]),
                     "skin_distance_mm": _num(self.skin_distance_mm[i]),
                 }
                 for i, n in enumerate(self.target_names)

@@ -1,8 +1,12 @@
 """Load a plan folder (docs/plan-format.md) into :class:`edge.plan.model.Plan`.
 
 Units and coordinate systems are converted exactly once, here, to metres in
-LPS (the ``patient`` frame). Every problem with the input is one
-:class:`PlanError` naming the file, the problem and the fix.
+LPS (the ``patient`` frame). What the JSON files may hold is checked before it
+is used (:mod:`edge.plan.schema`: every key by allowlist, no personal data),
+and sizes and plausibility against the ``[plan]`` limits
+(:mod:`edge.plan.limits`: sizes before the work they bound). Every problem
+with the input is one :class:`PlanError` naming the file, the problem and the
+fix.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import numpy as np
 
 from edge.config import PlanConfig
 from edge.errors import PlanError
-from edge.files import read_json
+from edge.files import MAX_JSON_BYTES, read_json
+from edge.plan import limits as size
 from edge.plan.model import CutPlane, Mesh, Plan, Structure, Trajectory
-from edge.plan.sign import plan_digest, verify_plan
+from edge.plan.schema import MARKUPS_SCHEMA, PLAN_SCHEMA, check_document
+from edge.plan.sign import SIGNATURE_FILE, plan_digest, plan_files, verify_plan
 from edge.registration.landmarks import LANDMARK_INDEX
 
 log = logging.getLogger(__name__)
@@ -36,74 +42,31 @@ MIN_LANDMARKS = 4
 # Landmarks closer than this to their best-fit line count as collinear.
 MIN_LANDMARK_SPREAD_M = 2e-3
 
-_MANIFEST_KEYS = frozenset(
-    {
-        "schema",
-        "case_id",
-        "units",
-        "coordinate_system",
-        "skin",
-        "landmarks",
-        "targets",
-        "trajectories",
-        "cut_planes",
-        "structures",
-        "description",
-    }
-)
-# Normalised (lower case, letters and digits only) keys that identify a person.
-_IDENTIFYING_KEYS = frozenset(
-    {
-        "patientname",
-        "patient",
-        "patientid",
-        "patientbirthdate",
-        "birthdate",
-        "dateofbirth",
-        "dob",
-        "mrn",
-        "medicalrecordnumber",
-        "ssn",
-        "socialsecuritynumber",
-        "nationalid",
-        "insurancenumber",
-        "address",
-        "phone",
-        "phonenumber",
-        "email",
-        "firstname",
-        "lastname",
-        "surname",
-        "givenname",
-        "familyname",
-        "fullname",
-    }
-)
+DEFAULT_LIMITS = PlanConfig()
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-def _check_identifying(node: Any, where: str) -> None:
-    """Refuse any key, at any depth, that would carry identifying data."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            norm = re.sub(r"[^a-z0-9]", "", str(key).lower())
-            if norm in _IDENTIFYING_KEYS:
-                raise PlanError(
-                    f"{where}: field '{key}' would carry identifying patient data",
-                    "remove it; a plan holds a pseudonymous case_id only",
-                )
-            _check_identifying(value, where)
-    elif isinstance(node, list):
-        for item in node:
-            _check_identifying(item, where)
+def _read_json_file(path: Path, rel: str, what: str, limits: PlanConfig) -> Any:
+    """A plan's JSON file: its size checked (stat) before it is read, then the bounded reader."""
+    size.check_file_size(path, rel, limits)
+    try:
+        return read_json(path, max_bytes=min(MAX_JSON_BYTES, int(limits.max_file_mb * 1e6)))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise PlanError(f"cannot read {what} {rel}: {exc}", "fix or re-export it") from None
 
 
 class _Reader:
     """Reads one plan folder; knows its units and coordinate system."""
 
-    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, root: Path, manifest: dict[str, Any], limits: PlanConfig) -> None:
         self.root = root
         self.manifest = manifest
+        self.limits = limits
+        self.named: set[str] = {MANIFEST}  # files the manifest names, relative POSIX paths
+        self.triangles = 0  # over every mesh read, for the plan's total limits
+        self.vertices = 0
         units = manifest.get("units", "mm")
         if units not in UNITS_TO_M:
             raise PlanError(
@@ -134,21 +97,45 @@ class _Reader:
                 f"plan file {rel} ({what}) does not exist",
                 "add it to the plan folder or fix the name",
             )
+        self.named.add(p.relative_to(self.root.resolve()).as_posix())
         return p
+
+    def refuse_unnamed_files(self) -> None:
+        """Refuse any file in the folder that the manifest does not name (plan.sig aside)."""
+        for rel in plan_files(self.root):
+            if rel not in self.named:
+                raise PlanError(
+                    f"plan folder holds {rel}, which {MANIFEST} does not name",
+                    f"remove it: a plan folder holds {MANIFEST}, the files it names and "
+                    f"{SIGNATURE_FILE} only",
+                )
 
     def point(self, value: Any, what: str) -> np.ndarray:
         """A manifest point in the plan's units/system, returned in metres LPS."""
         return self.scale * _vector(value, f"{MANIFEST}: {what}")
 
     def mesh(self, rel: Any, what: str) -> Mesh:
+        """Read a mesh within the limits: size (stat) and declared counts before parsing."""
         path = self.path(rel, what)
+        limits = self.limits
         try:
+            file_size = size.check_file_size(path, str(rel), limits)
+            declared = size.declared_counts(path, file_size)
+            if declared is not None:
+                size.check_mesh_counts(str(rel), *declared, limits, declared=True)
             data = path.read_bytes()
         except OSError as exc:
             raise PlanError(
                 f"cannot read plan file {rel}: {exc}", "check its permissions"
             ) from None
+        counted = size.counted_in_text(data, path.suffix.lower())
+        if counted is not None:
+            size.check_mesh_counts(str(rel), *counted, limits, declared=True)
         vertices, faces = _read_mesh(path, data, str(rel))
+        size.check_mesh_counts(str(rel), len(faces), len(vertices), limits, declared=False)
+        self.triangles += len(faces)
+        self.vertices += len(vertices)
+        size.check_totals(self.triangles, self.vertices, limits)
         return Mesh(
             vertices=vertices * self.scale, faces=faces, sha256=hashlib.sha256(data).hexdigest()
         )
@@ -207,25 +194,41 @@ def _read_mesh(path: Path, data: bytes, rel: str) -> tuple[np.ndarray, np.ndarra
     return unique, inverse.reshape(-1)[faces]
 
 
-def read_markups(path: Path, rel: str) -> dict[str, np.ndarray]:
+def read_markups(
+    path: Path, rel: str, *, limits: PlanConfig = DEFAULT_LIMITS
+) -> dict[str, np.ndarray]:
     """Named landmarks from a 3D Slicer markups file (.mrk.json), in metres LPS.
 
-    Honours each markup's ``coordinateSystem`` (``LPS``/``RAS``, or the legacy
-    numeric codes 0 = RAS, 1 = LPS) and ``coordinateUnits`` (``mm`` default).
+    The file must keep to :data:`edge.plan.schema.MARKUPS_SCHEMA` (no unknown
+    key at any depth, no personal data in labels and descriptions) and to
+    ``limits``. Honours each markup's ``coordinateSystem`` (``LPS``/``RAS``, or
+    the legacy numeric codes 0 = RAS, 1 = LPS) and ``coordinateUnits`` (``mm``
+    default).
     """
     try:
-        doc = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise PlanError(
-            f"cannot read markups {rel}: {exc}", "export it again from 3D Slicer"
-        ) from None
+        doc = _read_json_file(path, rel, "markups", limits)
+    except (OSError, PlanError) as exc:
+        problem = exc.problem if isinstance(exc, PlanError) else str(exc)
+        raise PlanError(problem, "export it again from 3D Slicer") from None
     markups = doc.get("markups") if isinstance(doc, dict) else None
     if not isinstance(markups, list) or not markups:
         raise PlanError(f"markups {rel} has no 'markups' list", "export a Slicer .mrk.json file")
+    check_document(doc, MARKUPS_SCHEMA, f"markups {rel}", limits)
+    points_total = sum(len(m.get("controlPoints", [])) for m in markups)
+    if points_total > limits.max_landmarks:
+        raise PlanError(
+            f"markups {rel} holds {points_total} control points; the limit is "
+            f"plan.max_landmarks = {limits.max_landmarks}",
+            "keep the named landmarks only, or raise plan.max_landmarks",
+        )
     out: dict[str, np.ndarray] = {}
     for m in markups:
-        if not isinstance(m, dict):
-            raise PlanError(f"markups {rel}: a markup is not an object", "export it again")
+        kind = m.get("type", "Fiducial")
+        if kind != "Fiducial":
+            raise PlanError(
+                f"markups {rel}: a markup of type {kind!r} is not a point list",
+                "export the landmarks as a point list (type Fiducial)",
+            )
         cs = m.get("coordinateSystem", "LPS")
         if isinstance(cs, int) and not isinstance(cs, bool):
             cs = _LEGACY_CODES.get(cs, cs)
@@ -276,15 +279,20 @@ def load_plan(
     *,
     public_key: bytes | None = None,
     allow_unsigned: bool = False,
+    limits: PlanConfig = DEFAULT_LIMITS,
 ) -> Plan:
     """Load and validate a plan folder; everything returned is in metres, LPS.
 
     With ``public_key`` the signature must verify; without one the plan is
     refused. ``allow_unsigned`` is the explicit override: an unsigned or
     failing plan then loads with ``signed=False`` and a WARNING is logged.
+    ``limits``: the size and plausibility limits of the ``[plan]`` section.
     Raises PlanError for any bad input (see docs/plan-format.md).
     """
     root = Path(folder)
+    # Bound the signature check's work: every file's size (stat) before any is hashed.
+    for rel in plan_files(root):
+        size.check_file_size(root / rel, rel, limits)
     signed = False
     if public_key is not None:
         try:
@@ -304,41 +312,42 @@ def load_plan(
             "pass the signer's public key (--pubkey), or the explicit unsigned-plan override",
         )
 
-    return read_plan(root, digest=digest, signed=signed)
+    return read_plan(root, digest=digest, signed=signed, limits=limits)
 
 
-def read_plan(folder: str | Path, *, digest: str = "", signed: bool = False) -> Plan:
+def read_plan(
+    folder: str | Path,
+    *,
+    digest: str = "",
+    signed: bool = False,
+    limits: PlanConfig = DEFAULT_LIMITS,
+) -> Plan:
     """Read and validate a plan folder's contents, with no signature check.
 
     Use :func:`load_plan` at run time; this is for tools that validate a plan
-    before signing it. Raises PlanError for any bad input.
+    before signing it. Checks, in order: plan.json's size, schema (every key,
+    personal data, lengths, counts), the files it names and that there are no
+    others, each mesh's size and counts before parsing it, the markups, then
+    plausibility (skin size, planned points near the skin). Raises PlanError
+    for any bad input, naming the ``[plan]`` limit where one applies.
     """
     root = Path(folder)
     if not root.is_dir():
         raise PlanError(
             f"plan folder {root} does not exist", "pass the folder that holds plan.json"
         )
-    manifest_path = root / MANIFEST
     try:
-        manifest = read_json(manifest_path)
+        manifest = _read_json_file(root / MANIFEST, MANIFEST, "manifest", limits)
     except FileNotFoundError:
         raise PlanError(f"plan {root} has no {MANIFEST}", "point at the plan folder") from None
-    except (OSError, ValueError) as exc:
-        raise PlanError(f"cannot read {manifest_path}: {exc}", "fix or re-export it") from None
     if not isinstance(manifest, dict):
         raise PlanError(f"{MANIFEST} is not a JSON object", "fix or re-export it")
-    _check_identifying(manifest, MANIFEST)
+    check_document(manifest, PLAN_SCHEMA, MANIFEST, limits)
     schema = manifest.get("schema")
     if schema not in SCHEMAS:
         raise PlanError(
             f"{MANIFEST}: unknown schema {schema!r}",
             "this edge reads " + ", ".join(SCHEMAS) + "; update the edge software or re-export",
-        )
-    unknown = sorted(set(manifest) - _MANIFEST_KEYS)
-    if unknown:
-        raise PlanError(
-            f"{MANIFEST}: unknown field(s) {', '.join(unknown)}",
-            "valid fields are " + ", ".join(sorted(_MANIFEST_KEYS)),
         )
     case_id = manifest.get("case_id")
     if not isinstance(case_id, str) or not _CASE_ID.match(case_id):
@@ -347,10 +356,18 @@ def read_plan(folder: str | Path, *, digest: str = "", signed: bool = False) -> 
             "use letters, digits, '.', '_' or '-' only (no names, no spaces), up to 64 characters",
         )
 
-    reader = _Reader(root, manifest)
-    skin = reader.mesh(manifest.get("skin"), "skin")
+    reader = _Reader(root, manifest, limits)
     landmarks_rel = manifest.get("landmarks")
-    landmarks = read_markups(reader.path(landmarks_rel, "landmarks"), str(landmarks_rel))
+    landmarks_path = reader.path(landmarks_rel, "landmarks")
+    reader.path(manifest.get("skin"), "skin")
+    structure_entries = reader.named_list("structures")
+    for entry in structure_entries:
+        reader.path(entry.get("mesh"), f"structure {entry['name']}")
+    reader.refuse_unnamed_files()  # before any large file is read
+
+    skin = reader.mesh(manifest.get("skin"), "skin")
+    size.check_skin_size(str(manifest.get("skin")), skin.vertices, reader.units, limits)
+    landmarks = read_markups(landmarks_path, str(landmarks_rel), limits=limits)
 
     targets = {
         t["name"]: reader.point(t.get("position"), f"target {t['name']} position")
@@ -365,7 +382,22 @@ def read_plan(folder: str | Path, *, digest: str = "", signed: bool = False) -> 
         for t in reader.named_list("trajectories")
     )
     cut_planes = tuple(_cut_plane(reader, c) for c in reader.named_list("cut_planes"))
-    structures = tuple(_structure(reader, s) for s in reader.named_list("structures"))
+    structures = tuple(_structure(reader, s) for s in structure_entries)
+
+    near = size.SkinDistance(skin.vertices, limits)
+    units = reader.units
+    for name, p in landmarks.items():
+        near.check(p, f"markups {landmarks_rel}: landmark {name!r}", units)
+    for name, p in targets.items():
+        near.check(p, f"{MANIFEST}: target {name!r}", units)
+    for t in trajectories:
+        near.check(t.entry, f"{MANIFEST}: trajectory {t.name!r} entry", units)
+        near.check(t.target, f"{MANIFEST}: trajectory {t.name!r} target", units)
+    for c in cut_planes:
+        near.check(c.point, f"{MANIFEST}: cut plane {c.name!r} point", units)
+    for st in structures:
+        centre = (st.mesh.vertices.min(axis=0) + st.mesh.vertices.max(axis=0)) / 2.0
+        near.check(centre, f"{MANIFEST}: structure {st.name!r} (its centre)", units)
 
     return Plan(
         case_id=case_id,
@@ -439,4 +471,6 @@ def load_configured_plan(config: PlanConfig) -> Plan:
     if not config.path:
         raise PlanError("no plan configured", "set [plan] path to the plan folder")
     key = load_public_key(config.public_key) if config.public_key else None
-    return load_plan(config.path, public_key=key, allow_unsigned=config.allow_unsigned)
+    return load_plan(
+        config.path, public_key=key, allow_unsigned=config.allow_unsigned, limits=config
+    )

@@ -141,6 +141,12 @@ class IcpResult:
     converged: bool
     points: int
     residuals_mm: np.ndarray | None = None  # (N,) signed, + in front of the skin; NaN: occluded
+    # Point-to-plane normal matrix A^T A of the final inliers (rows [(a x n)^T, n^T], a the
+    # point about ``centre_m`` in mm, patient frame): what the surface constrains (Gelfand
+    # et al. 2003). With the residual variance it gives the pose covariance
+    # (quality.surface_tre_mm).
+    normal_matrix: np.ndarray | None = None
+    centre_m: np.ndarray | None = None  # (3,) patient frame
 
 
 def icp_point_to_plane(
@@ -261,6 +267,9 @@ def icp_point_to_plane(
     visible = int((~occluded).sum())
     n_in = int(inlier.sum())
     rms = float(np.sqrt(np.mean(s[inlier] ** 2))) * 1e3 if n_in else float("inf")
+    normal_matrix, centre = (
+        _normal_matrix(X[inlier], toward_camera[inlier]) if n_in >= 6 else (None, None)
+    )
     return IcpResult(
         patient_to_camera=geometry.invert(camera_to_patient),
         rms_mm=rms,
@@ -270,4 +279,15 @@ def icp_point_to_plane(
         converged=converged,
         points=len(pts),
         residuals_mm=np.where(occluded, np.nan, s * 1e3),
+        normal_matrix=normal_matrix,
+        centre_m=centre,
     )
+
+
+def _normal_matrix(points_m: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(6x6 A^T A in mm units, centre in metres) of the linearised point-to-plane problem:
+    rows [(a x n)^T, n^T] with a = point - centre (Low 2004, eq. 8-10)."""
+    centre = points_m.mean(axis=0)
+    a_mm = (points_m - centre) * 1e3
+    J = np.concatenate([np.cross(a_mm, normals), normals], axis=1)
+    return J.T @ J, centre

@@ -39,6 +39,39 @@ def fitzpatrick_tre_mm(fiducials_m: np.ndarray, targets_m: np.ndarray, fle_mm: f
     return np.sqrt(fle_mm**2 / len(F) * (1.0 + ratio / 3.0))
 
 
+def surface_tre_mm(
+    normal_matrix: np.ndarray,
+    centre_m: np.ndarray,
+    sigma_mm: float,
+    targets_m: np.ndarray,
+) -> np.ndarray:
+    """RMS 3-D error at each target (mm) implied by the surface fit's covariance.
+
+    Linearised least squares: Cov(omega, v) = sigma^2 (A^T A)^-1, A the point-to-plane
+    rows [(a x n)^T, n^T] (``normal_matrix``, mm units, about ``centre_m``; the Hessian
+    approximation of Censi 2007, "An accurate closed-form estimate of ICP's covariance",
+    whose poorly constrained directions are those of Gelfand et al. 2003, "Geometrically
+    stable sampling for the ICP algorithm"), propagated to a target t by the Jacobian
+    J = [-[t - c]x, I] of the small motion omega x (t - c) + v: RMS = sqrt(tr(J Cov J^T)).
+    It assumes independent residuals, which neighbouring depth pixels are not, so it is
+    optimistic: the stage scales it by a factor calibrated against truth.
+    ``targets_m`` (M, 3) and ``centre_m`` in the frame of the fit (the plan's).
+    """
+    A = np.asarray(normal_matrix, dtype=np.float64)
+    P = (np.asarray(targets_m, dtype=np.float64).reshape(-1, 3) - centre_m) * 1e3
+    try:
+        cov = sigma_mm**2 * np.linalg.inv(A)
+    except np.linalg.LinAlgError:
+        return np.full(len(P), math.inf)
+    J = np.zeros((len(P), 3, 6))
+    J[:, 0, 1], J[:, 0, 2] = P[:, 2], -P[:, 1]  # -[p]x, row by row
+    J[:, 1, 0], J[:, 1, 2] = -P[:, 2], P[:, 0]
+    J[:, 2, 0], J[:, 2, 1] = P[:, 1], -P[:, 0]
+    J[:, :, 3:] = np.eye(3)
+    variance = np.einsum("tij,jk,tik->t", J, cov, J)  # tr(J Cov J^T) per target
+    return np.sqrt(np.maximum(variance, 0.0))
+
+
 def fle_from_fre_mm(fre_mm: float, n: int) -> float:
     """FLE estimate from an observed FRE: <FRE^2> = (1 - 2/N) <FLE^2> (Fitzpatrick 1998, eq. 10)."""
     if n <= 2 or not math.isfinite(fre_mm):
@@ -108,6 +141,24 @@ def systematic_residual_mm(
     return float(np.sqrt(np.mean(means**2)))
 
 
+# Every gate by the name RegistrationQuality.failed_gates uses (docs/registration.md):
+# "landmarks" (fewer than 4 paired) and "surface_fit" (ICP failed) are refusals before any
+# figure; "cloud_points" and "relief" are checked before the fit.
+GATE_NAMES = (
+    "landmarks",
+    "cloud_points",
+    "relief",
+    "surface_fit",
+    "icp_rms",
+    "surface_shape",
+    "inlier_fraction",
+    "occluded_fraction",
+    "tre",
+    "fre",
+    "landmark_surface",
+)
+
+
 @dataclass(frozen=True)
 class Gates:
     """Thresholds every TRACKING frame must pass (see docs/registration.md)."""
@@ -132,40 +183,53 @@ def check_gates(
     relief: float,
     cloud_points: int,
     require_landmarks: bool = True,
-) -> list[str]:
-    """The gates ``q`` fails, in words (empty when all pass). NaN fails a gate.
+) -> dict[str, str]:
+    """The gates ``q`` fails: gate name -> reason in words (empty when all pass). NaN fails.
 
     With ``require_landmarks`` False (tracking an established pose) landmark
     figures that were not measured this frame (NaN) are skipped; measured ones
     must still pass.
     """
-    reasons: list[str] = []
+    reasons: dict[str, str] = {}
 
-    def need(ok: bool, text: str) -> None:
+    def need(gate: str, ok: bool, text: str) -> None:
         if not ok:
-            reasons.append(text)
+            reasons[gate] = text
 
-    need(cloud_points >= gates.min_cloud_points, f"only {cloud_points} depth points on the face")
-    need(relief >= gates.min_relief_mm, f"face depth is flat (relief {relief:.1f} mm)")
-    need(q.icp_rms_mm <= gates.max_icp_rms_mm, f"surface RMS {q.icp_rms_mm:.2f} mm too high")
     need(
+        "cloud_points",
+        cloud_points >= gates.min_cloud_points,
+        f"only {cloud_points} depth points on the face",
+    )
+    need("relief", relief >= gates.min_relief_mm, f"face depth is flat (relief {relief:.1f} mm)")
+    need(
+        "icp_rms",
+        q.icp_rms_mm <= gates.max_icp_rms_mm,
+        f"surface RMS {q.icp_rms_mm:.2f} mm too high",
+    )
+    need(
+        "surface_shape",
         q.surface_shape_mm <= gates.max_surface_shape_mm,
         f"the surface has another shape ({q.surface_shape_mm:.2f} mm systematic residual)",
     )
     need(
+        "inlier_fraction",
         q.inlier_fraction >= gates.min_inlier_fraction,
         f"surface inliers {q.inlier_fraction:.0%} too few",
     )
     need(
+        "occluded_fraction",
         occluded_fraction <= gates.max_occluded_fraction,
         f"{occluded_fraction:.0%} of the face is covered",
     )
-    worst_tre = max(q.tre_mm.values(), default=0.0)
-    need(worst_tre <= gates.max_tre_mm, f"estimated TRE {worst_tre:.1f} mm too high")
+    # The calibrated surface estimate; NaN or inf (an unconstrained fit) fails.
+    worst_tre = float(np.max(list(q.tre_mm.values()))) if q.tre_mm else 0.0
+    need("tre", worst_tre <= gates.max_tre_mm, f"estimated TRE {worst_tre:.1f} mm too high")
     if not require_landmarks and math.isnan(q.fre_mm):
         return reasons
-    need(q.fre_mm <= gates.max_fre_mm, f"landmark FRE {q.fre_mm:.1f} mm too high")
+    need("fre", q.fre_mm <= gates.max_fre_mm, f"landmark FRE {q.fre_mm:.1f} mm too high")
     need(
+        "landmark_surface",
         q.landmark_surface_translation_mm <= gates.max_landmark_surface_mm
         and q.landmark_surface_rotation_deg <= gates.max_landmark_surface_deg,
         f"landmark and surface poses disagree ({q.landmark_surface_translation_mm:.1f} mm, "

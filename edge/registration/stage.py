@@ -36,6 +36,7 @@ from edge.registration.quality import (
     systematic_residual_mm,
 )
 from edge.registration.state import Outcome, RegistrationStateMachine
+from edge.registration.tre import TreEstimator
 from edge.registration.types import RegistrationQuality, RegistrationResult, RegistrationState
 from edge.tracking.types import Face
 
@@ -136,6 +137,12 @@ class RegistrationStage:
         )
         self._history: list[tuple[float, np.ndarray]] = []
         self._registered_s: float | None = None
+        self.tre = TreEstimator(
+            self._targets_m,
+            config.tre_confidence_factor,
+            config.depth_subpixel_px,
+            config.depth_baseline_mm * 1e-3,
+        )
         # Headset commands this stage carries out (edge.app routes them here).
         self.commands: dict[str, Callable[[dict[str, Any]], None]] = {
             "reregister": lambda args: self.reset()
@@ -154,6 +161,7 @@ class RegistrationStage:
             self.config.confirm_frames, self.config.lost_after_frames
         )
         self._history.clear()
+        self.tre.reset()
         self._registered_s = None
 
     # ------------------------------------------------------------------ per frame
@@ -164,6 +172,7 @@ class RegistrationStage:
         face = result.tracking.patient if result.tracking is not None else None
         if face is None or frame.depth is None:
             self._history.clear()
+            self.tre.reset()
             state = self.machine.update(Outcome.NO_FACE)
             why = "no face tracked" if face is None else "no depth in this frame"
             result.registration = RegistrationResult(
@@ -182,6 +191,7 @@ class RegistrationStage:
                 if again.passed:
                     attempt, outcome = again, Outcome.INIT_PASSED
                     self._history.clear()
+                    self.tre.reset()
         else:
             attempt = self._initialise(frame, face, lm)
             outcome = Outcome.INIT_PASSED if attempt.passed else Outcome.INIT_FAILED
@@ -189,15 +199,19 @@ class RegistrationStage:
         state = self.machine.update(outcome)
         if state in (RegistrationState.SEARCHING, RegistrationState.LOST):
             self._history.clear()
+            self.tre.reset()
             pose = None
         else:
             pose = attempt.pose
             if pose is not None and attempt.icp is not None:
                 self._history = [*self._history[-1:], (now, pose)]
+                self.tre.observe(now, pose)
         if state in (RegistrationState.REGISTERED, RegistrationState.TRACKING):
             self._registered_s = now
         attempt.quality.reasons = attempt.reasons
-        result.registration = RegistrationResult(state, pose, attempt.quality, self._registered_s)
+        result.registration = RegistrationResult(
+            state, pose, attempt.quality, self._registered_s, candidate_to_camera=attempt.pose
+        )
 
     # ------------------------------------------------------------------ steps
 
@@ -267,6 +281,7 @@ class RegistrationStage:
         c = self.config
         if lm is None:
             q = RegistrationQuality()
+            q.failed_gates = ["landmarks"]
             return _Attempt(None, q, False, reasons=["fewer than 4 plan landmarks tracked"])
         cloud = face_cloud(frame, face.landmarks_px, c.init_cloud_points)
         best: _Attempt | None = None
@@ -275,6 +290,7 @@ class RegistrationStage:
             if start is None:
                 continue
             attempt = self._evaluate(
+                frame,
                 cloud,
                 start.fit.source_to_target,
                 lm,
@@ -300,6 +316,7 @@ class RegistrationStage:
         c = self.config
         cloud = face_cloud(frame, face.landmarks_px, c.track_cloud_points)
         return self._evaluate(
+            frame,
             cloud,
             predicted,
             lm,
@@ -311,6 +328,7 @@ class RegistrationStage:
 
     def _evaluate(
         self,
+        frame: Frame,
         cloud: np.ndarray,
         start: np.ndarray,
         lm: _LandmarkFit | None,
@@ -330,8 +348,10 @@ class RegistrationStage:
             # Cheap gates first: a photograph or an empty view never costs an ICP.
             if len(cloud) < c.min_cloud_points:
                 reasons.append(f"only {len(cloud)} depth points on the face")
+                q.failed_gates.append("cloud_points")
             if relief < c.min_relief_mm:
                 reasons.append(f"face depth is flat (relief {relief:.1f} mm)")
+                q.failed_gates.append("relief")
             return _Attempt(pose, q, False, None, reasons)
         try:
             icp = icp_point_to_plane(
@@ -353,6 +373,7 @@ class RegistrationStage:
                 q.surface_shape_mm = systematic_residual_mm(cloud, icp.residuals_mm)
         except RegistrationError as exc:
             reasons.append(f"surface fit failed: {exc.problem}")
+            q.failed_gates.append("surface_fit")
 
         if lm is not None:
             # Compare with the landmark fit that agrees best: all landmarks, or the upper
@@ -378,11 +399,17 @@ class RegistrationStage:
             used = list(self.plan.landmarks)
             fle = c.fle_mm
         if len(self._targets_m) and len(used) >= 3:
+            # The landmark-only figure: a cross-check of the landmark layout, not gated.
             fiducials = np.stack([self.plan.landmarks[n] for n in used])
             tre = fitzpatrick_tre_mm(fiducials, self._targets_m, fle)
+            q.landmark_tre_mm = {n: float(v) for n, v in zip(self._target_names, tre, strict=True)}
+        if len(self._targets_m) and icp is not None:
+            tre = self.tre.estimate_mm(
+                icp, cloud, frame.intrinsics.fx, frame.capture_s, tracking=not require_landmarks
+            )
             q.tre_mm = {n: float(v) for n, v in zip(self._target_names, tre, strict=True)}
 
-        reasons += check_gates(
+        failed = check_gates(
             q,
             self.gates,
             occluded_fraction=icp.occluded_fraction if icp else 1.0,
@@ -390,6 +417,8 @@ class RegistrationStage:
             cloud_points=len(cloud),
             require_landmarks=require_landmarks,
         )
+        reasons += failed.values()
+        q.failed_gates += failed.keys()
         return _Attempt(pose, q, not reasons, icp, reasons)
 
 

@@ -30,8 +30,13 @@ class RegistrationQuality:
     fre_mm: float = float("nan")  # landmark fiducial registration error
     landmark_surface_translation_mm: float = float("nan")  # landmark pose vs surface pose
     landmark_surface_rotation_deg: float = float("nan")
-    tre_mm: dict[str, float] = field(default_factory=dict)  # estimated TRE per plan target
+    # Estimated TRE per plan target: the surface fit's error estimate, calibrated so that
+    # the true TRE exceeds it in at most 5 % of target-frames (docs/registration.md).
+    tre_mm: dict[str, float] = field(default_factory=dict)
+    # Fitzpatrick's landmark-only TRE per target: a cross-check of the landmark layout.
+    landmark_tre_mm: dict[str, float] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)  # gates that failed, in words
+    failed_gates: list[str] = field(default_factory=list)  # the same, by gate name
     # Surface residual averaged over patches of the face: noise averages out, the
     # residual of a differently shaped surface (another face) does not.
     surface_shape_mm: float = float("nan")
@@ -50,3 +55,17 @@ class RegistrationResult:
     patient_to_camera: np.ndarray | None
     quality: RegistrationQuality = field(default_factory=RegistrationQuality)
     registered_s: float | None = None
+    # The pose this frame's fit produced, shown or not (refused frames too): for the
+    # evaluation of the gates against ground truth. Never drawn.
+    candidate_to_camera: np.ndarray | None = None
+
+    @property
+    def shown_tre_mm(self) -> dict[str, float]:
+        """The TRE estimate to show with the pose: in REGISTERED and TRACKING only.
+
+        A DEGRADED pose failed a gate, possibly a fit in a wrong minimum, whose
+        covariance says nothing about its error (measured: 1.0 mm shown for 19 mm).
+        """
+        if self.state in (RegistrationState.REGISTERED, RegistrationState.TRACKING):
+            return self.quality.tre_mm
+        return {}

@@ -44,6 +44,7 @@ class AuditSink:
                 inlier_fraction=q.inlier_fraction,
                 fre_mm=q.fre_mm,
                 tre_mm=dict(q.tre_mm),
+                landmark_tre_mm=dict(q.landmark_tre_mm),
                 landmark_surface_translation_mm=q.landmark_surface_translation_mm,
                 landmark_surface_rotation_deg=q.landmark_surface_rotation_deg,
                 surface_shape_mm=q.surface_shape_mm,

@@ -5,7 +5,9 @@ the software-device :class:`~edge.sources.recording.Recorder` (ground truth
 goes to the sidecar); a live camera is recorded with librealsense's own
 recorder instead, raw streams as the camera sent them. Both stop between two
 frames when ``should_stop()`` says so (a signal handler's flag), so a frame is
-never half written, and the file is valid.
+never half written, and the file is valid. Every file is 0600 from its first
+byte; with ``seal_to`` the finished recording (and its sidecar) is sealed to
+that key and the plaintext deleted (:mod:`edge.protect`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.config import EdgeConfig, SourceConfig
 from edge.errors import SourceError
 from edge.frames import FrameSource
+
+if TYPE_CHECKING:
+    from nacl.public import PublicKey
+
+Finish = Callable[[Path, Path], Path]  # (temp file, final name) -> where it went
 
 Progress = Callable[[int, int], None]  # (frames written, frames wanted)
 
@@ -35,6 +43,7 @@ def _never() -> bool:
 class RecordOutcome:
     frames: int  # frames written
     truth: bool  # whether ground truth went to the sidecar
+    path: Path | None = None  # the file written (the sealed one when sealing)
 
 
 def record(
@@ -47,15 +56,26 @@ def record(
     compress: bool = True,
     progress: Progress = _no_progress,
     should_stop: Callable[[], bool] = _never,
+    seal_to: PublicKey | None = None,
 ) -> RecordOutcome:
-    """Record up to ``total`` frames of ``source_config`` to ``out`` (a ``.db3``)."""
+    """Record up to ``total`` frames of ``source_config`` to ``out`` (a ``.db3``).
+
+    ``seal_to``: seal the finished files to this key (``out`` + ``.sealed``) and
+    delete the plaintext.
+    """
+    from edge.protect import sealing_finisher
     from edge.sources import open_source
 
+    finish = sealing_finisher(seal_to) if seal_to is not None else None
     if source_config.kind == "realsense":
-        written = record_live(source_config.serial, config, out, total, progress, should_stop)
-        return RecordOutcome(written, truth=False)
+        written, path = record_live(
+            source_config.serial, config, out, total, progress, should_stop, finish
+        )
+        return RecordOutcome(written, truth=False, path=path)
     source = open_source(source_config, config, frames=total, seed=seed)
-    return record_frames(source, out, total, progress, should_stop, compress=compress)
+    return record_frames(
+        source, out, total, progress, should_stop, compress=compress, finish=finish
+    )
 
 
 def record_frames(
@@ -65,15 +85,17 @@ def record_frames(
     progress: Progress = _no_progress,
     should_stop: Callable[[], bool] = _never,
     compress: bool = True,
+    finish: Finish | None = None,
 ) -> RecordOutcome:
     """Copy up to ``total`` frames from ``source`` through the software-device recorder.
 
-    Raises SourceError when the disk fills up (the partial file is removed).
+    ``finish``: see :class:`~edge.sources.recording.Recorder`. Raises SourceError
+    when the disk fills up (the partial file is removed).
     """
     from edge.sources.recording import Recorder
 
     truth = False
-    recorder = Recorder(out, fps=source.nominal_fps, compress=compress)
+    recorder = Recorder(out, fps=source.nominal_fps, compress=compress, finish=finish)
     # The recorder's context finishes the file on success and deletes it on any error.
     try:
         with recorder, source:
@@ -91,7 +113,7 @@ def record_frames(
             "recording stopped and its partial file removed",
             "free space on that disk or record to another one (--out)",
         ) from None
-    return RecordOutcome(recorder.frames_written, truth)
+    return RecordOutcome(recorder.frames_written, truth, recorder.path)
 
 
 def record_live(
@@ -101,11 +123,14 @@ def record_live(
     total: int,
     progress: Progress = _no_progress,
     should_stop: Callable[[], bool] = _never,
-) -> int:
-    """Record the live camera's raw streams with librealsense's own recorder; frames written.
+    finish: Finish | None = None,
+) -> tuple[int, Path]:
+    """Record the live camera's raw streams with librealsense's own recorder.
 
-    ``serial`` picks the camera; empty: the configured one.
+    ``serial`` picks the camera; empty: the configured one. ``finish`` replaces
+    the final rename (e.g. sealing). Returns the frames written and the file.
     """
+    from edge.protect import private_umask
     from edge.sources.realsense import RealSenseSource
     from edge.sources.recording import temp_path_for
 
@@ -113,7 +138,9 @@ def record_live(
     source = RealSenseSource(config.realsense, serial=serial or None, record_to=tmp)
     written = 0
     try:
-        with source:
+        # librealsense creates the file when the camera starts, and its SQLite side files
+        # as it writes: owner-only from the first byte.
+        with private_umask(), source:
             for _frame in source:
                 written += 1
                 progress(written, total)
@@ -121,7 +148,12 @@ def record_live(
                     break
         if written == 0:
             raise SourceError("no frames were recorded", "check the camera")
-        os.replace(tmp, out)
+        path = finish(tmp, out) if finish is not None else _rename(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return written
+    return written, path
+
+
+def _rename(temp: Path, final: Path) -> Path:
+    os.replace(temp, final)
+    return final

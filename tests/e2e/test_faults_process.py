@@ -11,18 +11,23 @@ import errno
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from nacl.public import PrivateKey
 
 from edge.cli import main
 from edge.frames import Frame, FrameResult, FrameSource, Intrinsics, PixelFormat
 from edge.pipeline import Pipeline
-from edge.protect import DiskGuard, RecordingWriter, WriterState
-from edge.sources.recording import Recorder
+from edge.protect import DiskGuard, open_file
+from edge.sinks.recording import RecordingSink
+from edge.sources.recording import Recorder, RecordingSource
+
+MB = 1 << 20
 
 # --------------------------------------------------------------------------- SIGTERM mid-frame
 
@@ -113,22 +118,6 @@ class FillingDisk:
         return os.statvfs_result((4096, 1, 0, 0, self.free, 0, 0, 0, 0, 255))
 
 
-class RecordStage:
-    """A recording sink at the end of the pipeline, on edge/protect.py's writer."""
-
-    name = "record"
-
-    def __init__(self, writer: RecordingWriter) -> None:
-        self.writer = writer
-        self.stopped_at: int | None = None
-
-    def process(self, result: FrameResult) -> None:
-        if self.writer.state is not WriterState.OPEN:
-            return
-        if not self.writer.write(result.frame.color.tobytes()) and self.stopped_at is None:
-            self.stopped_at = result.frame.number
-
-
 class Count:
     name = "count"
 
@@ -140,22 +129,43 @@ class Count:
 
 
 def test_disk_filling_up_stops_the_recording_and_the_pipeline_goes_on(tmp_path, caplog):
-    disk = FillingDisk(free=10 * 4096, per_call=4096)
+    """The product's recording sink in a real pipeline, on a disk that loses 10 MB a frame."""
+    floor, per_frame = 100 * MB, 10 * MB
+    # The sink looks at the free space once per frame, before writing it: frames 0-4
+    # still see at least the floor plus 5 MB (more than sealing the tiny recording
+    # takes), frame 5 sees 5 MB less than the floor.
+    disk = FillingDisk(free=floor + 5 * per_frame + per_frame // 2, per_call=per_frame)
     folder = tmp_path / "recordings"
-    writer = RecordingWriter(
-        folder / "case.raw", guard=DiskGuard(folder, min_free_bytes=4 * 4096, statvfs=disk)
+    folder.mkdir(mode=0o700)
+    hospital = PrivateKey.generate()
+    sink = RecordingSink(
+        folder / "case.db3",
+        hospital.public_key,
+        DiskGuard(folder, min_free_bytes=floor, statvfs=disk),
+        fps=30.0,
     )
-    sink, count = RecordStage(writer), Count()
+    count = Count()
     results: list[FrameResult] = []
-    with caplog.at_level(logging.WARNING, logger="edge.protect"):
-        processed = Pipeline(_ListSource(_frames(20)), [count, sink]).run(on_result=results.append)
+    with caplog.at_level(logging.INFO):
+        processed = Pipeline(_ListSource(_frames(20)), [count], [sink]).run(
+            on_result=results.append
+        )
     assert processed == 20 and count.seen == 20  # the edge process kept going
-    assert not any(r.failed for r in results)
-    assert sink.stopped_at is not None and sink.stopped_at < 20
-    assert writer.state is WriterState.STOPPED and "disk full" in (writer.stop_reason or "")
-    assert any("stopped and discarded" in r.getMessage() for r in caplog.records)
-    assert writer.close() is None
-    assert list(folder.iterdir()) == []  # no half-written file, under any name
+    assert len(results) == 20 and not any(r.failed for r in results)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no sink failed
+    assert not sink.recording and sink.frames == 5
+    assert "min_free_mb" in (sink.stop_reason or "")
+    # What was recorded before the stop is sealed; no plaintext, no partial, under any name.
+    sealed = sink.close()
+    assert sealed == folder / "case.db3.sealed"
+    assert [p.name for p in folder.iterdir()] == [sealed.name]
+    assert stat.S_IMODE(sealed.stat().st_mode) == 0o600
+    opened = open_file(sealed, hospital, tmp_path / "opened.db3")
+    with RecordingSource(opened) as src:
+        back = list(src)
+    assert [f.number for f in back] == list(range(5))
+    for f, sent in zip(back, _frames(5), strict=True):
+        np.testing.assert_array_equal(f.color, sent.color)
 
 
 def test_enospc_in_the_recorder_is_one_clear_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):

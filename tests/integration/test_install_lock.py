@@ -8,7 +8,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from edge.config import tomllib
+from edge.files import tomllib
 
 
 def canonicalize_name(name: str) -> str:

@@ -155,3 +155,25 @@ def test_replay_does_not_depend_on_how_fast_the_host_reads(tracker, signed_plan,
             assert b.patient_to_camera is None
         else:
             np.testing.assert_array_equal(a.patient_to_camera, b.patient_to_camera)
+
+
+def test_a_target_deep_behind_the_face_costs_no_availability(tracker, signed_plan, skin) -> None:
+    """Issue 17: a plan with an extra target 85 mm behind the nasion (near the head's centre)
+    tracks as often as the plan without it, with an estimate there that covers its true
+    error (the landmark-only figure used to refuse such frames for a high estimated TRE)."""
+    import dataclasses
+
+    from edge.sources.phantom.plan_out import face_to_patient
+
+    deep = signed_plan.landmarks["nasion"] + 0.085 * face_to_patient()[:3, 2]
+    with_deep = dataclasses.replace(signed_plan, targets={**signed_plan.targets, "deep": deep})
+    states, _, _ = run("nod-shake", 30, tracker, signed_plan, skin)
+    states_deep, results, truths = run("nod-shake", 30, tracker, with_deep, skin)
+    tracking = states.count(RegistrationState.TRACKING)
+    assert states_deep.count(RegistrationState.TRACKING) >= tracking >= 28
+    errors = tracked_errors(results, truths, with_deep)
+    shown = [r.quality.tre_mm["deep"] for r in results if r.state is RegistrationState.TRACKING]
+    true = [e.tre_mm["deep"] for e in errors]
+    assert max(true) <= 2.0 and max(shown) < RegistrationConfig().max_tre_mm
+    assert np.mean(np.array(true) <= np.array(shown)) >= 0.9  # 30 frames: a loose check
+    assert all(r.quality.landmark_tre_mm["deep"] > 0 for r in results)  # the cross-check

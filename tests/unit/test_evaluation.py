@@ -70,3 +70,38 @@ def test_rss_trend_ignores_single_swings():
     growing = [{"rss_mb": 300.0 + i} for i in range(50)]
     assert rss_trend_pct(growing) == pytest.approx((344.5 / 304.5 - 1) * 100)
     assert np.isnan(rss_trend_pct(growing[:4]))
+
+
+def test_tre_estimate_calibration_known_answers():
+    from edge.evaluation import tre_estimate_calibration
+
+    est = [1.0] * 20
+    true = [0.5] * 19 + [2.0]  # one target-frame of 20 above its estimate
+    c = tre_estimate_calibration(est, true)
+    assert c["coverage"] == pytest.approx(0.95)
+    assert c["median_ratio"] == pytest.approx(2.0)
+    assert c["target_frames"] == 20
+    assert c["scale_for_95"] == pytest.approx(np.percentile([0.5] * 19 + [2.0], 95))
+    # Not estimated (NaN) target-frames are left out, not counted as covered.
+    assert tre_estimate_calibration([float("nan")], [1.0])["target_frames"] == 0
+
+
+def test_gate_confusion_counts_refusals_against_the_truth():
+    from edge.evaluation import gate_confusion
+
+    records = [
+        (0.3, []),  # accurate, passed
+        (0.5, ["landmark_surface"]),  # accurate, refused: a false refusal
+        (1.5, ["landmark_surface"]),  # neither accurate nor inaccurate, refused
+        (7.0, ["relief", "landmark_surface"]),  # inaccurate, caught by two gates
+        (3.0, []),  # inaccurate, passed
+    ]
+    g = gate_confusion(records)
+    ls = g["landmark_surface"]
+    assert (ls["refused_tre_gt2"], ls["refused_tre_le2"]) == (1, 2)
+    assert (ls["passed_tre_gt2"], ls["passed_tre_le2"]) == (1, 1)
+    assert ls["catch_rate"] == pytest.approx(0.5)
+    assert ls["false_refusal_rate"] == pytest.approx(0.5)
+    assert g["relief"]["refused_tre_gt2"] == 1 and g["relief"]["false_refusal_rate"] == 0.0
+    assert g["any"]["refused_tre_gt2"] + g["any"]["refused_tre_le2"] == 3
+    assert np.isnan(gate_confusion([(0.2, [])])["tre"]["catch_rate"])

@@ -1,4 +1,5 @@
-"""Recordings at rest: sealing round trips, tamper/truncation, 0600, disk full, retention."""
+"""Recordings at rest: sealing round trips, tamper/truncation, 0600, disk full, free-space floor,
+retention."""
 
 from __future__ import annotations
 
@@ -12,13 +13,11 @@ import pytest
 from nacl.public import PrivateKey
 
 from edge.cli import main
-from edge.errors import KeyFileError, RecordingError, StateError
+from edge.errors import KeyFileError, RecordingError
 from edge.keys import load_recording_private_key
 from edge.protect import (
     MAGIC,
     DiskGuard,
-    RecordingWriter,
-    WriterState,
     open_file,
     open_stream,
     prune_recordings,
@@ -130,7 +129,7 @@ def test_wrong_private_key_is_refused(tmp_path, hospital):
         open_file(bad, PrivateKey.generate(), tmp_path / "out")
 
 
-# --------------------------------------------------------------------------- writer
+# --------------------------------------------------------------------------- disk full, free space
 
 
 class FailingAfter:
@@ -150,71 +149,33 @@ class FailingAfter:
         return getattr(self.real, name)
 
 
-@pytest.mark.parametrize("sealed", [False, True])
-def test_writer_round_trip(tmp_path, hospital, payload, sealed):
-    key = hospital.public_key if sealed else None
-    with RecordingWriter(tmp_path / "rec" / "a.db3", key, chunk_bytes=MB) as w:
-        for i in range(0, len(payload), 300_000):
-            assert w.write(payload[i : i + 300_000])
-    assert w.state is WriterState.CLOSED
-    assert mode(tmp_path / "rec") == 0o700
-    assert mode(w.path) == 0o600
-    assert os.listdir(tmp_path / "rec") == [w.path.name]
-    if sealed:
-        assert w.path.name == "a.db3.sealed"
-        open_file(w.path, hospital, tmp_path / "plain.db3")
-        assert (tmp_path / "plain.db3").read_bytes() == payload
-    else:
-        assert w.path.read_bytes() == payload
-    with pytest.raises(StateError):
-        w.write(b"more")
+class Statvfs:
+    """A statvfs reporting ``free`` bytes available (``f_frsize`` 1)."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self.folders: list[str] = []
+
+    def __call__(self, folder: str) -> os.statvfs_result:
+        self.folders.append(folder)
+        return os.statvfs_result((4096, 1, 0, 0, self.free, 0, 0, 0, 0, 255))
 
 
-@pytest.mark.parametrize("sealed", [False, True])
-def test_disk_full_stops_the_writer_cleanly(tmp_path, hospital, caplog, sealed):
-    w = RecordingWriter(
-        tmp_path / "a.db3", hospital.public_key if sealed else None, chunk_bytes=4096
-    )
-    w._fh = FailingAfter(w._fh, 50_000)  # type: ignore[assignment]
-    results = [w.write(b"f" * 10_000) for _ in range(10)]
-    assert results[:4] == [True] * 4 and results[-1] is False
-    assert w.state is WriterState.STOPPED
-    assert "disk full" in (w.stop_reason or "")
-    assert any("stopped and discarded" in r.getMessage() for r in caplog.records)
-    assert w.close() is None
-    assert list(tmp_path.iterdir()) == []  # no half-written file, under any name
+def test_disk_guard_holds_the_free_space_floor(tmp_path):
+    disk = Statvfs(10 * MB)
+    guard = DiskGuard(tmp_path, min_free_bytes=5 * MB, statvfs=disk)
+    assert guard.free_bytes() == 10 * MB and guard.ok()
+    disk.free = 5 * MB  # exactly the floor: still enough
+    assert guard.ok()
+    disk.free = 5 * MB - 1
+    assert guard.free_bytes() == 5 * MB - 1 and not guard.ok()
+    assert set(disk.folders) == {str(tmp_path)}
 
 
-def test_free_space_floor_stops_before_the_disk_is_full(tmp_path):
-    free = [10 * MB]
-
-    class Stat:
-        f_frsize = 1
-
-        @property
-        def f_bavail(self) -> int:
-            return free[0]
-
-    guard = DiskGuard(tmp_path, min_free_bytes=5 * MB, statvfs=lambda _: Stat())  # type: ignore[arg-type, return-value]
-    w = RecordingWriter(tmp_path / "a.db3", guard=guard)
-    assert w.write(b"x" * 100)
-    free[0] = 4 * MB
-    assert not w.write(b"x" * 100)
-    assert "less than 5242880 bytes free" in (w.stop_reason or "")
-    assert w.close() is None and list(tmp_path.iterdir()) == []
-
-
-def test_writer_refuses_to_overwrite(tmp_path):
-    (tmp_path / "a.db3").write_bytes(b"old")
-    with pytest.raises(RecordingError, match="already exists"):
-        RecordingWriter(tmp_path / "a.db3")
-
-
-def test_exception_inside_the_writer_block_discards(tmp_path):
-    with pytest.raises(RuntimeError), RecordingWriter(tmp_path / "a.db3") as w:
-        w.write(b"data")
-        raise RuntimeError("camera unplugged")
-    assert list(tmp_path.iterdir()) == []
+def test_disk_guard_reads_the_real_file_system_by_default(tmp_path):
+    st = os.statvfs(tmp_path)
+    assert DiskGuard(tmp_path, 0).ok()
+    assert not DiskGuard(tmp_path, (st.f_blocks + 1) * st.f_frsize).ok()  # more than the disk
 
 
 def test_seal_file_on_a_full_disk_keeps_the_plaintext_and_no_partial(
@@ -309,3 +270,26 @@ def test_cli_prune(tmp_path, capsys):
     assert main(["recordings", "prune", str(tmp_path), "--days", "30"]) == 0
     assert not old.exists()
     assert "deleted 1 recording(s)" in capsys.readouterr().out
+
+
+def test_stale_partials_of_dead_writers_go_and_nothing_else(tmp_path):
+    from edge.protect import remove_stale_partials
+
+    dead, alive = 999_999_999, 4242
+    names = {
+        f".s.partial-{dead}.db3": True,
+        f".s.partial-{dead}.db3-journal": True,
+        f".s.partial-{dead}.truth.jsonl": True,
+        f".s.db3.sealed.{dead}.part": True,
+        f".s.partial-{alive}.db3": False,  # its writer still runs
+        "s.db3.sealed": False,
+        f"s.partial-{dead}.db3": False,  # not hidden: not one of ours
+        ".notes": False,
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / f".link.partial-{dead}.db3").symlink_to(tmp_path / "s.db3.sealed")
+    gone = remove_stale_partials(tmp_path, alive=lambda pid: pid == alive)
+    assert sorted(p.name for p in gone) == sorted(n for n, stale in names.items() if stale)
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {n for n, stale in names.items() if not stale} | {f".link.partial-{dead}.db3"}

@@ -19,6 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.camera import depth_sigma_m
+
+__all__ = [
+    "DepthNoise",
+    "apply_color_noise",
+    "apply_depth_noise",
+    "depth_sigma_m",
+    "quantise_depth",
+]
+
 
 @dataclass(frozen=True)
 class DepthNoise:
@@ -34,14 +44,6 @@ class DepthNoise:
     dropout_fraction: float = 0.002  # random missing patches, as a fraction of pixels
     min_depth_m: float = 0.2  # D4xx cameras report nothing closer (min-Z ~0.2-0.3 m for a D435)
     max_depth_m: float = 10.0
-
-
-def depth_sigma_m(
-    z_m: np.ndarray | float, focal_px: float, subpixel_px: float, baseline_m: float
-) -> np.ndarray:
-    """Standard deviation of D4xx stereo depth at distance z (Intel's RMS-error formula)."""
-    z = np.asarray(z_m, dtype=np.float64)
-    return z * z * subpixel_px / (focal_px * baseline_m)
 
 
 def apply_depth_noise(

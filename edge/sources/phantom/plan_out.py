@@ -7,9 +7,9 @@ CT-to-face transform is known exactly but is not the identity:
 ``patient_to_camera = face_to_camera @ patient_to_face``.
 
 Folder contents (format: docs/plan-format.md, written by edge/plan/write.py):
-plan.json, skin.stl, landmarks.mrk.json, optic_chiasm.stl, and
-phantom-truth.json (the face-to-patient transform, for tests; a real plan has
-no such file).
+plan.json, skin.stl, landmarks.mrk.json, optic_chiasm.stl. Beside the folder,
+``<folder>.truth.json`` holds the face-to-patient transform, for tests (a plan
+folder holds only what its manifest names, so the truth cannot live inside).
 """
 
 from __future__ import annotations
@@ -117,8 +117,14 @@ def phantom_plan(face: FaceModel) -> Plan:
     )
 
 
+def truth_path(plan_dir: str | Path) -> Path:
+    """The phantom plan's ground truth beside its folder: ``plan/`` -> ``plan.truth.json``."""
+    folder = Path(plan_dir).resolve()
+    return folder.with_name(folder.name + ".truth.json")
+
+
 def write_plan(face: FaceModel, out_dir: str | Path) -> Path:
-    """Write the phantom's plan folder, with its phantom-truth.json; returns the path of plan.json.
+    """Write the phantom's plan folder and its truth file beside it; returns the path of plan.json.
 
     Raises SourceError when the folder cannot be created or written.
     """
@@ -136,7 +142,7 @@ def write_plan(face: FaceModel, out_dir: str | Path) -> Path:
         "photo_sha256": face.photo_sha256,
     }
     try:
-        write_atomic(out / "phantom-truth.json", json.dumps(truth, indent=2).encode())
+        write_atomic(truth_path(out), json.dumps(truth, indent=2).encode())
         return write_plan_folder(phantom_plan(face), out)  # plan.json last
     except OSError as exc:
         raise SourceError(

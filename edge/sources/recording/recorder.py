@@ -4,7 +4,9 @@ The file is a ROS 2 bag in one SQLite file (``.db3``), written by
 librealsense's recorder through a software device, so ``realsense-viewer``
 and any librealsense program can play it. Ground truth goes to the sidecar
 (:mod:`.truth`). Nothing appears under the target name until the file is
-complete: frames go to :func:`temp_path_for` and are renamed into place.
+complete: frames go to :func:`temp_path_for` and are renamed into place (or
+handed to a ``finish`` hook, e.g. sealing). Every file is owner-only (0600)
+from its first byte, so a killed recorder leaves no file others can read.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,6 +23,7 @@ import numpy as np
 
 from edge.errors import SourceError, StateError
 from edge.frames import Frame, GroundTruth, Intrinsics, PixelFormat
+from edge.protect import open_private_text, private_umask
 from edge.sources.librealsense import intrinsics_to_rs
 from edge.sources.recording.truth import truth_header, truth_path, truth_to_json
 
@@ -64,10 +68,24 @@ class Recorder:
     Depth is written as given (already aligned to color), with the color
     intrinsics and an identity depth-to-color transform, so playback needs no
     alignment and returns the exact pixels.
+
+    ``finish(temp, final)`` replaces the rename at :meth:`close` for the
+    recording and its sidecar and returns where the file went
+    (:func:`edge.protect.sealing_finisher` seals it); when it raises, the
+    temporary files are deleted.
     """
 
-    def __init__(self, out: str | Path, *, fps: float = 30.0, compress: bool = True) -> None:
+    def __init__(
+        self,
+        out: str | Path,
+        *,
+        fps: float = 30.0,
+        compress: bool = True,
+        finish: Callable[[Path, Path], Path] | None = None,
+    ) -> None:
         self.out = check_writable(out)
+        self._finish = finish
+        self.path: Path | None = None  # where the finished file went (set by close)
         # librealsense's LZ4 frame compression: about 40 % smaller files of camera-like
         # frames, but their deterministic playback is ~3x slower (measured 95 vs 280
         # frames/s at 640x480); benchmarks record uncompressed.
@@ -137,7 +155,9 @@ class Recorder:
             ident.translation = [0.0, 0.0, 0.0]
             self._profiles["depth"].register_extrinsics_to(self._profiles["color"], ident)
         try:
-            self._rec = rs.recorder(str(self._tmp), dev, self._compress)
+            with private_umask():  # librealsense creates (and recreates) the file itself
+                self._rec = rs.recorder(str(self._tmp), dev, self._compress)
+            os.chmod(self._tmp, 0o600)
         except RuntimeError as exc:
             raise SourceError(f"cannot write {self.out}: {exc}", "pick another --out") from None
         for s, key in zip(sensors, ["depth", "color"][-len(sensors) :], strict=True):
@@ -223,7 +243,7 @@ class Recorder:
 
     def _write_truth(self, index: int, ts: float, truth: GroundTruth) -> None:
         if self._truth_fh is None:
-            self._truth_fh = self._tmp_truth.open("w", encoding="utf-8")
+            self._truth_fh = open_private_text(self._tmp_truth)
             self._truth_fh.write(truth_header() + "\n")
         self._truth_fh.write(truth_to_json(index, ts, truth) + "\n")
         self._truth_fh.flush()
@@ -243,23 +263,29 @@ class Recorder:
             self._truth_fh = None
 
     def close(self) -> Path:
-        """Finish the file and move it (and its sidecar) into place; returns the path.
+        """Finish the file and move it (and its sidecar) into place; returns the path
+        (what ``finish`` returned, when given).
 
-        Raises SourceError when no frame was written (nothing is left behind).
+        Raises SourceError when no frame was written (nothing is left behind), and
+        what ``finish`` raises (the temporary files deleted).
         """
         if self._closed:
-            return self.out
+            return self.path or self.out
         self._closed = True
         self._release()
         if self._written == 0:
             self._remove_temp()
             raise SourceError("no frames were recorded", "check the source")
-        if self._tmp_truth.exists():
-            os.replace(self._tmp_truth, truth_path(self.out))
-        else:
-            truth_path(self.out).unlink(missing_ok=True)  # a stale sidecar would lie
-        os.replace(self._tmp, self.out)
-        return self.out
+        finish = self._finish or _rename
+        try:
+            if self._tmp_truth.exists():
+                finish(self._tmp_truth, truth_path(self.out))
+            else:
+                truth_path(self.out).unlink(missing_ok=True)  # a stale sidecar would lie
+            self.path = finish(self._tmp, self.out)
+            return self.path
+        finally:
+            self._remove_temp()
 
     def abort(self) -> None:
         """Stop and delete the partial file; the target path is left untouched."""
@@ -272,3 +298,8 @@ class Recorder:
     def _remove_temp(self) -> None:
         for p in (self._tmp, self._tmp_truth, Path(str(self._tmp) + "-journal")):
             p.unlink(missing_ok=True)
+
+
+def _rename(temp: Path, final: Path) -> Path:
+    os.replace(temp, final)
+    return final

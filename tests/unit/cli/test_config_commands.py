@@ -45,7 +45,7 @@ def test_check_accepts_a_good_file(tmp_path: Path, capsys):
         ("[servce]\n", "servce"),
         ("[audit]\nenabled = 'yes'\n", "audit.enabled"),
         ("[service]\nmetrics_host = '0.0.0.0'\n", "metrics_host must be a loopback address"),
-        ("[recordings]\nenabled = true\n", "recordings"),  # no such section: nothing records
+        ("[recordings]\nretention_days = -1\n", "'recordings.retention_days' = -1 is out of range"),
         ("[service]\nlog_level = 'verbose'\n", "service.log_level"),
     ],
 )
@@ -94,7 +94,7 @@ def test_show_json_and_defaults(tmp_path: Path, capsys, monkeypatch):
 
 def test_deployment_sections_defaults_are_safe():
     cfg = EdgeConfig()
-    assert not hasattr(cfg, "recordings")  # the edge process records nothing
+    assert cfg.recordings.enabled is False  # recording patients is off unless asked for
     assert cfg.service.metrics_host == "127.0.0.1"
     with pytest.raises(ConfigError, match="stop_timeout_s"):
         parse_config({"service": {"stop_timeout_s": 0}}, "x.toml")

@@ -72,6 +72,9 @@ def test_tracking_overlay_is_current_with_primitives_in_camera_frame():
     np.testing.assert_allclose(ov.targets_camera_m[0], [0.0, 0.0, 0.45])
     np.testing.assert_allclose(ov.targets_px[1], INTR.project(ov.targets_camera_m[1:2])[0])
     assert ov.tre_mm == [1.8, 2.4]
+    assert ov.landmark_tre_mm == [3.5, 4.0]  # the landmark-only cross-check, kept apart
+    hud = ov.hud_payload()["targets"][0]
+    assert (hud["tre_mm"], hud["landmark_tre_mm"]) == (1.8, 3.5)
     assert ov.registration_age_ms == pytest.approx(250.0)
     np.testing.assert_allclose(ov.trajectories_camera_m[0], [[0, 0, 0.41], [0, 0, 0.45]])
     np.testing.assert_allclose(ov.cut_planes_camera[0], [[0, 0.04, 0.5], [0, 1, 0]])
@@ -84,6 +87,10 @@ def test_degraded_is_marked_not_current():
     assert not ov.current
     assert ov.state_text.startswith("DEGRADED: ICP residual")
     assert ov.target_names  # shown, but marked
+    # No accuracy figure for a pose the gates refused: its fit may sit in a wrong minimum.
+    assert all(math.isnan(v) for v in ov.tre_mm)
+    assert ov.hud_payload()["targets"][0]["tre_mm"] is None
+    assert ov.landmark_tre_mm == [3.5, 4.0]
 
 
 @pytest.mark.parametrize("state", [RegistrationState.SEARCHING, RegistrationState.LOST, None])

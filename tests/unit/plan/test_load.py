@@ -95,16 +95,22 @@ def test_ras_plan_and_ras_markups_give_the_same_lps_plan(tmp_path: Path, small_m
     np.testing.assert_allclose(ras.cut_planes[0].normal, lps.cut_planes[0].normal)
 
 
-def test_units_in_metres(plan_dir: Path) -> None:
+def test_units_in_metres(plan_dir: Path, small_mesh) -> None:
+    trimesh.Trimesh(small_mesh.vertices, small_mesh.faces, process=False).export(
+        plan_dir / "skin.stl"
+    )
+
     def to_m(d: dict) -> None:
         d["units"] = "m"
         d["targets"] = [{"name": "t", "position": [0.01, 0.02, 0.03]}]
+        d["trajectories"] = [{"name": "b", "entry": [0, -0.08, 0.04], "target": [0, 0.04, 0.01]}]
+        d["cut_planes"] = []
 
     _edit_json(plan_dir / "plan.json", to_m)
     plan = read_plan(plan_dir)
     np.testing.assert_allclose(plan.targets["t"], [0.01, 0.02, 0.03])
-    # The mesh is in mm on disk, now read as metres: 1000x larger.
-    assert np.ptp(plan.skin.vertices[:, 0]) > 100
+    np.testing.assert_allclose(plan.trajectories[0].entry, [0, -0.08, 0.04])
+    _same_surface(plan.skin, small_mesh)  # metres on disk, metres in memory
 
 
 @pytest.mark.parametrize("fmt", ["ply", "obj"])
@@ -233,10 +239,13 @@ BAD_PLANS = {
     ),
     "unknown units": (_manifest(lambda m: m.update(units="inch")), "unknown units"),
     "unknown schema": (_manifest(lambda m: m.update(schema="edge-plan/9")), "unknown schema"),
-    "patient name": (_manifest(lambda m: m.update(patient_name="Jane Doe")), "identifying"),
+    "patient name": (
+        _manifest(lambda m: m.update(patient_name="Jane Doe")),
+        "unknown field 'patient_name'",
+    ),
     "nested birth date": (
         _manifest(lambda m: m["targets"][0].update(BirthDate="1970-01-01")),
-        "identifying",
+        r"unknown field 'targets\[0\]\.BirthDate'",
     ),
     "unknown field": (_manifest(lambda m: m.update(colour="red")), "unknown field"),
     "case id with a name": (_manifest(lambda m: m.update(case_id="Jane Doe")), "pseudonymous"),
@@ -266,7 +275,13 @@ BAD_PLANS = {
         ),
         "0-255",
     ),
-    "unsupported mesh format": (_manifest(lambda m: m.update(skin="plan.json")), "STL, PLY or OBJ"),
+    "unsupported mesh format": (
+        lambda d: (
+            (d / "skin.stl").rename(d / "skin.vtk"),
+            _edit_json(d / "plan.json", lambda m: m.update(skin="skin.vtk")),
+        ),
+        "STL, PLY or OBJ",
+    ),
 }
 
 

@@ -121,7 +121,7 @@ def _tre_mm(plan, estimate, truth) -> float:
 
 
 def test_static_registers_then_tracks_accurately(stage, plan) -> None:
-    states, tre, positions = [], [], []
+    states, tre, positions, covered = [], [], [], []
     for i in range(8):
         result = _frame(i, BASE)
         stage.process(result)
@@ -130,11 +130,21 @@ def test_static_registers_then_tracks_accurately(stage, plan) -> None:
         if reg.patient_to_camera is not None:
             tre.append(_tre_mm(plan, reg.patient_to_camera, BASE))
             positions.append(reg.patient_to_camera[:3, :3] @ plan.targets["pituitary"])
+            for name, target in plan.targets.items():
+                shown = geometry.apply(reg.patient_to_camera, target)
+                true = np.linalg.norm(shown - geometry.apply(BASE, target)) * 1000
+                covered.append(true <= reg.quality.tre_mm[name])
     assert states[0] is REGISTERED and set(states[1:]) == {TRACKING}
     assert max(tre) < 1.0
     assert reg.quality.reasons == [] and reg.registered_s == pytest.approx(7 / 30)
-    assert set(reg.quality.tre_mm) == set(plan.targets)
+    assert set(reg.quality.tre_mm) == set(plan.targets) == set(reg.quality.landmark_tre_mm)
     assert np.isfinite([reg.quality.icp_rms_mm, reg.quality.fre_mm]).all()
+    # The shown estimate is the surface fit's: it bounds the true error here and is well
+    # below the landmark-only figure, which stays as a separate cross-check.
+    for name in plan.targets:
+        assert 0.0 < reg.quality.tre_mm[name] < reg.quality.landmark_tre_mm[name]
+    assert all(covered)  # measured: true 0.07-0.34 mm, estimate 0.30-0.48 mm
+    assert reg.quality.failed_gates == [] and reg.candidate_to_camera is reg.patient_to_camera
 
 
 def test_motion_is_tracked_with_warm_starts(stage, plan) -> None:
@@ -212,6 +222,7 @@ def test_photograph_never_registers(stage) -> None:
         assert result.registration.state is SEARCHING
         assert result.registration.patient_to_camera is None
         assert any("flat" in r for r in result.registration.quality.reasons)
+        assert result.registration.quality.failed_gates == ["relief"]
 
 
 @pytest.mark.parametrize("scale", [(1.12, 1.0, 0.9), (0.9, 1.1, 1.1), (1.15, 1.15, 1.0)])

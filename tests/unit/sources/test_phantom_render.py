@@ -203,7 +203,7 @@ def test_plan_targets_below_skin_and_transform_not_identity(face, tmp_path):
     for name, p in plan.targets.items():
         depth_mm = tree.query(p)[0] * 1000.0
         assert 30.0 <= depth_mm <= 80.0, name
-    truth = Path(tmp_path / "plan" / "phantom-truth.json").read_text()
+    truth = Path(tmp_path / "plan.truth.json").read_text()  # beside the folder, not in it
     assert "face_to_patient_m" in truth
     with _source(face, "static", 1) as src:
         pose = src.read().truth.patient_to_camera

@@ -1,0 +1,143 @@
+"""The per-target TRE estimate shown to the surgeon: from the surface fit actually used.
+
+Three parts, combined per target as an RMS 3-D error, then scaled by a confidence
+factor calibrated against the phantom's ground truth (docs/registration.md):
+
+1. the surface fit's covariance propagated to the target (``quality.surface_tre_mm``),
+   with the residual noise level taken as at least the sensor's depth noise at the
+   measured distance (``edge.camera.depth_sigma_m``);
+2. the between-frame disagreement at the target: how far each fitted target position
+   lies from the quadratic extrapolation of the previous three, normalised to the
+   per-frame error it implies; the median over the last ``WINDOW_FRAMES`` frames.
+   A new registration has no history: then this part is 0.
+
+Cost per frame: one 6x6 inverse and a few 3x3 products per target.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from edge import geometry
+from edge.camera import depth_sigma_m
+from edge.registration.icp import IcpResult
+from edge.registration.quality import surface_tre_mm
+
+WINDOW_FRAMES = 15  # frames of between-frame disagreement kept (half a second at 30 fps)
+PREDICTION_POINTS = 3  # earlier positions the between-frame prediction extrapolates
+# Median of a chi-square variable with 3 degrees of freedom, over its mean (3): the window's
+# median squared disagreement, divided by this, estimates the mean square, and one real
+# jump of the head (a missed frame, a replay looping) cannot move it.
+CHI2_3_MEDIAN_OVER_MEAN = 2.366 / 3.0
+
+
+class TreEstimator:
+    """Calibrated per-target TRE (mm) of the registration stage's pose.
+
+    ``targets_m``: (T, 3) plan targets (plan frame, metres). ``confidence_factor``: the
+    calibrated multiplier of the RMS estimate. ``subpixel_px``, ``baseline_m``: the depth
+    sensor's noise model (the focal length is the frame's).
+    """
+
+    def __init__(
+        self,
+        targets_m: np.ndarray,
+        confidence_factor: float,
+        subpixel_px: float,
+        baseline_m: float,
+    ) -> None:
+        self.targets_m = np.asarray(targets_m, dtype=np.float64).reshape(-1, 3)
+        self.confidence_factor = confidence_factor
+        self.subpixel_px = subpixel_px
+        self.baseline_m = baseline_m
+        self._positions: deque[tuple[float, np.ndarray]] = deque(maxlen=PREDICTION_POINTS)
+        self._disagreement: deque[np.ndarray] = deque(maxlen=WINDOW_FRAMES)
+        self._last: tuple[float, np.ndarray, np.ndarray] | None = None  # now, pose, value
+
+    def reset(self) -> None:
+        """Forget the pose history (a new registration, a lost face)."""
+        self._positions.clear()
+        self._disagreement.clear()
+        self._last = None
+
+    def rms_mm(
+        self,
+        icp: IcpResult,
+        cloud_camera_m: np.ndarray,
+        focal_px: float,
+        now_s: float,
+        tracking: bool = True,
+    ) -> np.ndarray:
+        """(T,) uncalibrated RMS error estimate at each target for this frame's fit, mm
+        (inf when the fit does not constrain the pose). ``tracking`` False: a new
+        registration, to which the earlier frames' disagreement does not belong."""
+        if icp.normal_matrix is None or icp.centre_m is None:
+            return np.full(len(self.targets_m), math.inf)
+        z_m = float(np.median(cloud_camera_m[:, 2]))
+        sensor_mm = float(depth_sigma_m(z_m, focal_px, self.subpixel_px, self.baseline_m)) * 1e3
+        sigma_mm = max(icp.rms_mm, sensor_mm)
+        fit = surface_tre_mm(icp.normal_matrix, icp.centre_m, sigma_mm, self.targets_m)
+        between = self._between_frame_sq(now_s, icp.patient_to_camera) if tracking else 0.0
+        return np.sqrt(fit**2 + between)
+
+    def estimate_mm(
+        self,
+        icp: IcpResult,
+        cloud_camera_m: np.ndarray,
+        focal_px: float,
+        now_s: float,
+        tracking: bool = True,
+    ) -> np.ndarray:
+        """(T,) displayed estimate: the calibrated confidence factor times :meth:`rms_mm`."""
+        rms = self.rms_mm(icp, cloud_camera_m, focal_px, now_s, tracking)
+        return self.confidence_factor * rms
+
+    def observe(self, now_s: float, patient_to_camera: np.ndarray) -> None:
+        """Record the pose kept for this frame (the stage's motion history)."""
+        last = self._last
+        if last is not None and last[0] == now_s and last[1] is patient_to_camera:
+            value = last[2]  # computed for this frame's estimate already
+        else:
+            value = self._disagreement_sq(now_s, patient_to_camera)
+        self._disagreement.append(value)
+        self._last = None
+        self._positions.append((now_s, geometry.apply(patient_to_camera, self.targets_m)))
+
+    def _disagreement_sq(self, now_s: float, pose: np.ndarray) -> np.ndarray:
+        """Per target: squared distance (mm^2) of the fitted position from the quadratic
+        (constant-acceleration) extrapolation of the previous three, divided by the factor
+        1 + sum(w_i^2) that independent per-frame errors of variance s^2 give it (w_i the
+        Lagrange extrapolation weights), so it estimates s^2. A head's smooth motion
+        (nodding, approaching, leaving the view) hardly shows in the third difference;
+        frame-to-frame noise of the fit does. NaN without three earlier positions."""
+        times = [t for t, _ in self._positions]
+        if len(times) < PREDICTION_POINTS or not all(
+            a < b for a, b in zip(times, [*times[1:], now_s], strict=True)
+        ):
+            return np.full(len(self.targets_m), math.nan)  # too few, or time not increasing
+        weights = []
+        for i, ti in enumerate(times):
+            w = 1.0
+            for j, tj in enumerate(times):
+                if j != i:
+                    w *= (now_s - tj) / (ti - tj)
+            weights.append(w)
+        predicted = sum(w * p for w, (_, p) in zip(weights, self._positions, strict=True))
+        d2 = ((geometry.apply(pose, self.targets_m) - predicted) ** 2).sum(axis=1) * 1e6
+        return d2 / (1.0 + sum(w * w for w in weights))
+
+    def _between_frame_sq(self, now_s: float, pose: np.ndarray) -> np.ndarray:
+        """Per target, the mean square per-frame error (mm^2) the between-frame
+        disagreement implies over the window and this frame (the median, made consistent
+        for a 3-D Gaussian error); 0 when no frame has three predecessors yet."""
+        now = self._disagreement_sq(now_s, pose)
+        self._last = (now_s, pose, now)
+        values = [*self._disagreement, now]
+        stack = np.stack(values)
+        ok = np.isfinite(stack).all(axis=1)
+        if not ok.any():
+            return np.zeros(len(self.targets_m))
+        return np.median(stack[ok], axis=0) / CHI2_3_MEDIAN_OVER_MEAN
