@@ -37,9 +37,11 @@ MIB = 1024 * 1024
 # The attacker: an enrolled headset. It first subscribes to everything (a normal,
 # small subscription) and waits for a message, which proves it passed CURVE and ZAP;
 # then it sends a 30 MiB subscription frame, several times, and stays connected. An XSUB with
-# ONLY_FIRST_SUBSCRIBE sends it as the second part of a message: the PUB reads that
+# ONLY_FIRST_SUBSCRIBE sends it as the second part of a message: a plain PUB reads that
 # part as a subscription, while the attacker's own socket keeps no copy of it (a SUB
-# would build the same 3 GB trie in the attacker's process first).
+# would build the same 3 GB trie in the attacker's process first). The edge's XPUB closes
+# the connection at the frame's length (MAXMSGSIZE), and the first part, not a
+# subscription, also gets the attacker cut off.
 _ATTACKER = r"""
 import json, sys, time, zmq
 from edge.transport.security import ClientSecurity
