@@ -325,6 +325,39 @@ def _audit_enrolment(audit: Any, security: Any) -> None:
         audit.headset_enrolled(name, key_fingerprint(key))
 
 
+def _audit_enrolment_changes(audit: Any) -> Callable[[Any], None] | None:
+    """The server's callback writing each enrolment change while running: keys added
+    (``headset.enrolled``) and withdrawn with the reason (``headset.revoked``)."""
+    if audit is None:
+        return None
+    from edge.transport.security import key_fingerprint
+
+    def record(change: Any) -> None:
+        for key, name in sorted(change.added.items(), key=lambda kv: kv[1]):
+            audit.headset_enrolled(name, key_fingerprint(key), while_running=True)
+        for key, (name, reason) in sorted(change.removed.items(), key=lambda kv: kv[1]):
+            audit.headset_revoked(name, key_fingerprint(key), reason)
+
+    return record
+
+
+def _audit_disconnections(audit: Any) -> Callable[[Any], None] | None:
+    """The server's callback writing each authenticated connection that ended."""
+    if audit is None:
+        return None
+
+    def record(gone: Any) -> None:
+        audit.headset_disconnected(
+            gone.name,
+            address=gone.address,
+            socket=gone.socket,
+            connected_s=gone.connected_s,
+            reason=gone.reason,
+        )
+
+    return record
+
+
 def _open_run_source(
     source_config: SourceConfig, cfg: EdgeConfig, frames: int | None, seed: int
 ) -> FrameSource:
@@ -435,7 +468,12 @@ def execute(
             from edge.transport.stage import PublishStage, plan_info
 
             server = EdgeServer(
-                tcfg, plan, keys_dir=tcfg.keys_dir, on_handshake=_audit_handshakes(audit)
+                tcfg,
+                plan,
+                keys_dir=tcfg.keys_dir,
+                on_handshake=_audit_handshakes(audit),
+                on_enrolment=_audit_enrolment_changes(audit),
+                on_disconnect=_audit_disconnections(audit),
             )
             stack.callback(_closing(server.close))
             if audit is not None:

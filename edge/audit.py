@@ -572,8 +572,8 @@ class AuditLog:
     def override(self, what: str, by: str, reason: str, **extra: Any) -> dict[str, Any]:
         return self.log("override", what=what, by=by, reason=reason, **extra)
 
-    def headset_enrolled(self, name: str, key_fingerprint: str) -> dict[str, Any]:
-        return self.log("headset.enrolled", name=name, key=key_fingerprint)
+    def headset_enrolled(self, name: str, key_fingerprint: str, **extra: Any) -> dict[str, Any]:
+        return self.log("headset.enrolled", name=name, key=key_fingerprint, **extra)
 
     def headset_connected(
         self, name: str, address: str, key_fingerprint: str = "", **extra: Any
@@ -590,8 +590,11 @@ class AuditLog:
             "headset.refused", address=address, key=key_fingerprint, reason=reason, **extra
         )
 
-    def headset_disconnected(self, name: str, reason: str = "") -> dict[str, Any]:
-        return self.log("headset.disconnected", name=name, reason=reason)
+    def headset_revoked(self, name: str, key_fingerprint: str, reason: str) -> dict[str, Any]:
+        return self.log("headset.revoked", name=name, key=key_fingerprint, reason=reason)
+
+    def headset_disconnected(self, name: str, **connection: Any) -> dict[str, Any]:
+        return self.log("headset.disconnected", name=name, **connection)
 
     def calibration_used(self, path: str, digest: str, **figures: Any) -> dict[str, Any]:
         return self.log("calibration.used", path=path, digest=digest, **figures)

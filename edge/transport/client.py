@@ -172,6 +172,9 @@ class ServiceClient:
         self._context = context or zmq.Context()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        # A DEALER with no connection blocks on send: after a refused handshake (a key
+        # not enrolled, or revoked) libzmq drops the connection and does not retry.
+        self._socket.setsockopt(zmq.SNDTIMEO, max(1, int(timeout_s * 1000)))
         try:
             security.apply(self._socket, endpoint)
             self._socket.connect(endpoint)
@@ -189,7 +192,14 @@ class ServiceClient:
         zmq = self._zmq
         rid = next(self._ids)
         msg = make_message(topic, {**payload, "request_id": rid}, sender=self.sender)
-        self._socket.send_multipart(encode(msg))
+        try:
+            self._socket.send_multipart(encode(msg))
+        except zmq.Again:
+            raise TransportError(
+                f"cannot send to {self.endpoint}: not connected within {self.timeout_s} s",
+                "check the endpoint, that the edge runs, and that this headset's key is "
+                "enrolled (a refused headset must connect again)",
+            ) from None
         deadline = time.monotonic() + self.timeout_s
         while True:
             left_ms = int((deadline - time.monotonic()) * 1000)

@@ -1,10 +1,19 @@
-"""The PUB side: latest-wins streaming of overlay, hud, status and video.
+"""The publishing side: latest-wins streaming of overlay, hud, status and video.
 
 A small send high-water mark and small kernel socket buffers bound what can
 queue for a slow headset: once they are full, ZeroMQ drops new messages for
 that subscriber instead of building a backlog, and the client drains to the
 newest (see edge.transport.client). Sequence numbers per topic let clients
 count what was dropped.
+
+Subscriptions are applied by the edge, not by libzmq: the socket is an XPUB with
+``ZMQ_XPUB_MANUAL``, and each ``send`` first reads the subscriptions waiting (at
+most :data:`SUBSCRIPTIONS_PER_SEND`) and applies only those to a published topic or
+a prefix of one (:class:`SubscriptionGate`). A peer that asks for more than
+:data:`MAX_UNKNOWN_TOPICS` distinct unknown topics, or sends anything that is not a
+subscription, is reported (``on_misbehaving``): the server withdraws its key and
+rebinds (:meth:`Publisher.rebind`), because libzmq keeps every subscription of an
+XPUB_MANUAL peer, applied or not, until its connection ends.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import StateError, TransportError
-from edge.transport.protocol import TOPIC_VIDEO, encode, make_message
+from edge.transport.protocol import PUBLISHED_TOPICS, TOPIC_VIDEO, encode, make_message
 from edge.transport.security import ServerSecurity
 
 log = logging.getLogger(__name__)
@@ -28,8 +37,15 @@ log = logging.getLogger(__name__)
 # subscriptions (1 byte + a topic of at most 32 bytes + 33 bytes of CURVE box). A larger
 # frame closes that peer's connection before libzmq stores it: a 30 MiB subscription once
 # grew the edge by 3.4 GB and froze the send for seconds. libzmq has no per-peer cap on
-# the number of subscriptions.
+# the number of subscriptions: SubscriptionGate is that cap.
 SUBSCRIPTION_FRAME_LIMIT = 1024
+# Subscriptions read and applied before each send: bounds the time one send can take.
+SUBSCRIPTIONS_PER_SEND = 512
+# Distinct topics outside the protocol one peer may ask for before it is cut off (a
+# client subscribes to at most the four topics; a few typos are not an attack).
+MAX_UNKNOWN_TOPICS = 16
+MAX_GATE_PEERS = 256  # peers whose unknown topics are remembered (oldest forgotten)
+BIND_RETRY_S = 2.0  # a rebind waits this long for libzmq to release the old listener
 HEARTBEAT_IVL_MS = 1000  # ZMTP heartbeats: a vanished headset is dropped within seconds
 HEARTBEAT_TIMEOUT_MS = 3000
 
@@ -49,11 +65,90 @@ def tune_socket(socket: Any, hwm: int, buffer_bytes: int) -> None:
     socket.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
 
 
-class Publisher:
-    """One bound PUB socket; thread-safe ``send`` (pipeline, status timer, video worker).
+def monitor_events() -> int:
+    """The socket-monitor events the edge reads (edge.transport.watch)."""
+    import zmq
 
-    Lifecycle: created bound (open) -> ``close()``; sending after close
-    raises StateError.
+    return int(
+        zmq.EVENT_ACCEPTED
+        | zmq.EVENT_DISCONNECTED
+        | zmq.EVENT_HANDSHAKE_SUCCEEDED
+        | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        | zmq.EVENT_MONITOR_STOPPED
+    )
+
+
+def bind_retrying(socket: Any, endpoint: str, retry_until: float = 0.0) -> None:
+    """``socket.bind(endpoint)``; an address still in use is retried until the monotonic
+    ``retry_until`` (libzmq closes a socket's listener asynchronously, so a rebind on the
+    same port can briefly find it taken)."""
+    import zmq
+
+    while True:
+        try:
+            socket.bind(endpoint)
+            return
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() >= retry_until:
+                raise
+        time.sleep(0.01)
+
+
+def subscription_allowed(topic: bytes) -> bool:
+    """True for a published topic or a prefix of one (b"": every topic)."""
+    return any(t.encode("ascii").startswith(topic) for t in PUBLISHED_TOPICS)
+
+
+class SubscriptionGate:
+    """Decides each subscription a peer sends, and spots a peer flooding the publisher.
+
+    ``peer`` is the CURVE key (ZAP user id) or, in plaintext, the address. Per peer
+    it remembers at most ``max_unknown + 1`` distinct refused topics, for at most
+    ``max_peers`` peers.
+    """
+
+    APPLY, REFUSE, FLOOD = "apply", "refuse", "flood"
+
+    def __init__(self, max_unknown: int = MAX_UNKNOWN_TOPICS, max_peers: int = MAX_GATE_PEERS):
+        self.max_unknown = max_unknown
+        self.max_peers = max_peers
+        self._unknown: dict[str, set[bytes]] = {}
+        self.applied = 0
+        self.refused = 0
+
+    def admit(self, peer: str, subscribe: bool, topic: bytes) -> str:
+        """APPLY (a known topic), REFUSE, or FLOOD the first time ``peer`` goes over."""
+        if subscription_allowed(topic):
+            self.applied += 1
+            return self.APPLY
+        self.refused += 1
+        if not subscribe:
+            return self.REFUSE
+        seen = self._unknown.pop(peer, set())
+        self._unknown[peer] = seen  # most recent last: the oldest peer is forgotten first
+        if len(self._unknown) > self.max_peers:
+            del self._unknown[next(iter(self._unknown))]
+        if len(seen) > self.max_unknown or topic in seen:
+            return self.REFUSE
+        seen.add(topic)
+        return self.FLOOD if len(seen) > self.max_unknown else self.REFUSE
+
+    def reset(self) -> None:
+        """Forget every peer (a rebound socket holds no subscription)."""
+        self._unknown.clear()
+
+
+class Publisher:
+    """One bound XPUB socket; thread-safe ``send`` (pipeline, status timer, video worker).
+
+    Lifecycle: created bound (open) -> ``close()``; sending after close raises
+    StateError. ``rebind()`` replaces the socket on the same endpoint (every
+    connection ends; headsets reconnect). With ``monitored``, ``monitor`` is the
+    current socket's monitor, a PAIR socket the caller owns and closes
+    (:mod:`edge.transport.watch`). ``on_misbehaving(peer, reason)`` is called, with
+    the send lock held, for a peer to be cut off.
     """
 
     def __init__(
@@ -65,33 +160,120 @@ class Publisher:
         send_hwm: int = 4,
         buffer_bytes: int = 8192,
         sender: str = "edge",
+        on_misbehaving: Callable[[str, str], None] | None = None,
+        monitored: bool = False,
     ) -> None:
-        import zmq
-
         if send_hwm < 1:
             raise TransportError(f"send_hwm must be at least 1, got {send_hwm}", "fix the config")
         self.sender = sender
-        self._socket = context.socket(zmq.PUB)
+        self._context = context
+        self._security = security
+        self._send_hwm = send_hwm
+        self._buffer_bytes = buffer_bytes
+        self._on_misbehaving = on_misbehaving
+        self._monitored = monitored
+        self._gate = SubscriptionGate()
+        self._trusted = True  # False once the socket's subscription bookkeeping is off
+        self._generation = 0
+        self._socket, self.monitor = self._open(endpoint)
+        self.endpoint = self._socket.getsockopt(_zmq().LAST_ENDPOINT).decode()
+        self._lock = threading.Lock()
+        self._seq: dict[str, int] = {}
+        self.sent: dict[str, int] = {}
+        self.bytes_sent = 0
+        self.rebinds = 0
+        self._closed = False
+
+    def _open(self, endpoint: str, retry_until: float = 0.0) -> tuple[Any, Any]:
+        """A bound XPUB (manual subscriptions) and its monitor; TransportError when it cannot."""
+        zmq = _zmq()
+        socket = self._context.socket(zmq.XPUB)
         try:
-            tune_socket(self._socket, send_hwm, buffer_bytes)
-            self._socket.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_FRAME_LIMIT)
-            security.apply(self._socket, endpoint)
-            self._socket.bind(endpoint)
+            tune_socket(socket, self._send_hwm, self._buffer_bytes)
+            socket.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_FRAME_LIMIT)
+            socket.setsockopt(zmq.XPUB_MANUAL, 1)
+            self._security.apply(socket, endpoint)
+            bind_retrying(socket, endpoint, retry_until)
+            self._generation += 1
+            monitor = None
+            if self._monitored:
+                monitor = socket.get_monitor_socket(
+                    monitor_events(), f"inproc://edge.publisher.{id(self)}.{self._generation}"
+                )
         except zmq.ZMQError as exc:
-            self._socket.close(0)
+            socket.close(0)
             raise TransportError(
                 f"cannot bind the publisher to {endpoint}: {exc}",
                 "choose a free port (transport.publish_endpoint or --publish)",
             ) from None
         except BaseException:
-            self._socket.close(0)
+            socket.close(0)
             raise
-        self.endpoint = self._socket.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self._lock = threading.Lock()
-        self._seq: dict[str, int] = {}
-        self.sent: dict[str, int] = {}
-        self.bytes_sent = 0
-        self._closed = False
+        return socket, monitor
+
+    @property
+    def subscriptions(self) -> dict[str, int]:
+        """Subscriptions applied and refused so far."""
+        return {"applied": self._gate.applied, "refused": self._gate.refused}
+
+    def rebind(self) -> Any:
+        """Close the socket and bind a new one on the same endpoint; returns its monitor.
+
+        libzmq cannot drop one peer from a bound socket: this ends every connection, so
+        a withdrawn key loses its session; enrolled headsets reconnect on their own and
+        pass ZAP again. Raises TransportError (and stays closed) when the endpoint cannot
+        be bound again within :data:`BIND_RETRY_S`.
+        """
+        with self._lock:
+            if self._closed:
+                raise StateError("publisher is closed", "create a new one")
+            self._socket.close(0)
+            self._gate.reset()
+            self._trusted = True
+            try:
+                self._socket, self.monitor = self._open(
+                    self.endpoint, time.monotonic() + BIND_RETRY_S
+                )
+            except BaseException:
+                self._closed = True
+                raise
+            self.rebinds += 1
+            return self.monitor
+
+    def _apply_subscriptions(self) -> None:
+        """Read the waiting subscriptions (bounded) and apply the allowed ones (lock held)."""
+        zmq = _zmq()
+        for _ in range(SUBSCRIPTIONS_PER_SEND):
+            try:
+                frame = self._socket.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            data = frame.bytes
+            # "" for libzmq's own unsubscriptions when a connection ends (applied to no
+            # connection) and on transports without a peer address.
+            peer = _peer_of(frame)
+            if not data or data[0] > 1:
+                # libzmq 4.3 pairs each received message with the next subscription's
+                # connection, so after this one a SUBSCRIBE could land on another peer.
+                self._trusted = False
+                self._misbehaving(peer, "sent a message that is not a subscription")
+                continue
+            verdict = self._gate.admit(peer, data[0] == 1, data[1:])
+            if verdict == SubscriptionGate.FLOOD:
+                self._misbehaving(
+                    peer, f"asked for more than {self._gate.max_unknown} unknown topics"
+                )
+            elif verdict == SubscriptionGate.APPLY and self._trusted:
+                option = zmq.SUBSCRIBE if data[0] == 1 else zmq.UNSUBSCRIBE
+                self._socket.setsockopt(option, data[1:])
+
+    def _misbehaving(self, peer: str, reason: str) -> None:
+        log.warning("publisher: peer %.16s... %s", peer, reason)
+        if self._on_misbehaving is not None:
+            try:
+                self._on_misbehaving(peer, reason)
+            except Exception:
+                log.exception("could not act on the peer %.16s...", peer)
 
     def send(
         self,
@@ -108,6 +290,7 @@ class Publisher:
         with self._lock:
             if self._closed:
                 raise StateError("publisher is closed", "create a new one")
+            self._apply_subscriptions()
             seq = self._seq.get(topic, 0)
             self._seq[topic] = seq + 1
             msg = make_message(
@@ -120,7 +303,7 @@ class Publisher:
                 sender=self.sender,
             )
             parts = encode(msg)
-            # PUB never blocks: at the high-water mark the message is dropped per subscriber.
+            # XPUB never blocks: at the high-water mark the message is dropped per subscriber.
             self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
             self.sent[topic] = self.sent.get(topic, 0) + 1
             self.bytes_sent += sum(len(p) for p in parts)
@@ -131,6 +314,24 @@ class Publisher:
             if not self._closed:
                 self._closed = True
                 self._socket.close(0)
+
+
+def _zmq() -> Any:
+    import zmq
+
+    return zmq
+
+
+def _peer_of(frame: Any) -> str:
+    """Who sent ``frame``: its ZAP user id (the CURVE key), else its address; "" if neither."""
+    for prop in ("User-Id", "Peer-Address"):
+        try:
+            value = frame.get(prop)
+        except Exception:  # no metadata, or not this property
+            continue
+        if value:
+            return str(value)
+    return ""
 
 
 class VideoPreview:

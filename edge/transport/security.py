@@ -15,7 +15,9 @@ Key folder made by ``edge keys generate --out DIR``::
 Files use the ZeroMQ certificate format (``zmq.auth.load_certificate`` reads them).
 An enrolled file that is not a public key certificate is logged and skipped: it
 can admit nobody, and one bad copy must not keep every other headset from the
-overlay. The edge refuses to start only when no enrolled key is usable.
+overlay. The edge refuses to start only when no enrolled key is usable. While it
+runs, the enrolment in force (:class:`EnrolledKeys`) follows the folder
+(:mod:`edge.transport.enrolment`, wired by :mod:`edge.transport.server`).
 
 Every CURVE handshake the authenticator decides is reported (``on_handshake``)
 as a :class:`Handshake`: accepted or refused, the client's address and key
@@ -29,6 +31,7 @@ import ipaddress
 import logging
 import re
 import stat
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,20 +242,108 @@ def key_fingerprint(z85_public: bytes) -> str:
     return fingerprint(z85.decode(z85_public))
 
 
+# --------------------------------------------------------------------------- enrolment in force
+
+# Why a key left the enrolment (headset.revoked's reason).
+REMOVED = "key file removed"
+CHANGED = "key file now holds another key"
+UNUSABLE = "key file no longer holds a usable key"
+
+
+@dataclass(frozen=True)
+class EnrolmentChange:
+    """What one look at the folder changed: keys (Z85) added and removed, with names."""
+
+    added: Mapping[bytes, str] = field(default_factory=dict)
+    removed: Mapping[bytes, tuple[str, str]] = field(default_factory=dict)  # (name, reason)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+class EnrolledKeys:
+    """Headset name by Z85 public key, for the keys admitted now; safe across threads."""
+
+    def __init__(self, names: Mapping[bytes, str] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._names: dict[bytes, str] = dict(names or {})
+        self._suspended: dict[bytes, str] = {}
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._names and key not in self._suspended
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(set(self._names) - set(self._suspended))
+
+    def name(self, key: bytes) -> str:
+        """The enrolled name of ``key`` (also while suspended); "" when not enrolled."""
+        with self._lock:
+            return self._names.get(key, "")
+
+    def names(self) -> dict[bytes, str]:
+        """A copy of the admitted keys and their names."""
+        with self._lock:
+            return {k: n for k, n in self._names.items() if k not in self._suspended}
+
+    def replace(self, names: Mapping[bytes, str], files: set[str]) -> EnrolmentChange:
+        """Make ``names`` the enrolment; ``files`` are the stems of the ``.key`` files
+        present (to tell a removed file from one that changed). Returns the difference."""
+        with self._lock:
+            old = self._names
+            self._names = dict(names)
+            suspended = self._suspended
+        new_names = set(names.values())
+        removed: dict[bytes, tuple[str, str]] = {}
+        for key, name in old.items():
+            if key in names:
+                continue
+            if name in new_names:
+                reason = CHANGED
+            elif name in files:
+                reason = UNUSABLE
+            else:
+                reason = REMOVED
+            removed[key] = (name, reason)
+        added = {k: n for k, n in names.items() if k not in old and k not in suspended}
+        return EnrolmentChange(added, removed)
+
+    def suspend(self, key: bytes, reason: str) -> bool:
+        """Stop admitting ``key`` for the rest of the run; False when it was not admitted."""
+        with self._lock:
+            if key not in self._names or key in self._suspended:
+                return False
+            self._suspended[key] = reason
+            return True
+
+
 # --------------------------------------------------------------------------- socket setup
 
 
 @dataclass(frozen=True)
 class ServerSecurity:
-    """How the edge's sockets are secured: ``curve`` with its key pair, or ``plaintext``."""
+    """How the edge's sockets are secured: ``curve`` with its key pair, or ``plaintext``.
+
+    ``enrolled`` is the enrolment in force: read at start, then kept equal to the
+    enrolled folder while the edge runs (:class:`edge.transport.enrolment.FolderWatch`).
+    """
 
     mode: str
     public_key: bytes = b""
     secret_key: bytes = b""
     enrolled_dir: Path | None = None
-    enrolled_keys: frozenset[bytes] = frozenset()  # Z85 public keys, read once at start
-    # Headset name by Z85 public key (the enrolled file's stem), for logs and the audit.
-    enrolled_names: Mapping[bytes, str] = field(default_factory=dict, compare=False)
+    enrolled: EnrolledKeys = field(default_factory=EnrolledKeys, compare=False)
+
+    @property
+    def enrolled_keys(self) -> frozenset[bytes]:
+        """The Z85 public keys admitted now."""
+        return frozenset(self.enrolled.names())
+
+    @property
+    def enrolled_names(self) -> Mapping[bytes, str]:
+        """Headset name (the enrolled file's stem) by Z85 public key, admitted now."""
+        return self.enrolled.names()
 
     @classmethod
     def from_keys_dir(cls, keys_dir: str | Path) -> ServerSecurity:
@@ -265,7 +356,7 @@ class ServerSecurity:
                 f"no usable enrolled headset keys in {enrolled}",
                 "copy each headset's public .key file there (edge keys generate does this)",
             )
-        return cls("curve", public, secret, enrolled, frozenset(names), names)
+        return cls("curve", public, secret, enrolled, EnrolledKeys(names))
 
     @classmethod
     def plaintext(cls) -> ServerSecurity:
@@ -334,8 +425,8 @@ def start_authenticator(
         return None
     auth = _make_authenticator(context, security, on_handshake)
     auth.start()
-    # The keys read (and checked) once at start, not the folder: pyzmq's own folder
-    # reader stops at the first file it cannot parse.
+    # The enrolment in force (checked keys, kept up to date by the folder watch), not
+    # the folder: pyzmq's own folder reader stops at the first file it cannot parse.
     auth.configure_curve_callback(domain="*", credentials_provider=_EnrolledKeys(security))
     return auth
 
@@ -368,7 +459,7 @@ def _make_authenticator(
                 accepted=accepted,
                 address=msg[3].decode("utf-8", "replace"),
                 key_fingerprint=fingerprint(key),
-                name=security.enrolled_names.get(z85.encode(key), "") if len(key) == 32 else "",
+                name=security.enrolled.name(z85.encode(key)) if len(key) == 32 else "",
                 reason="" if accepted else self._text.decode("utf-8", "replace"),
             )
             try:
@@ -385,10 +476,10 @@ def _make_authenticator(
 
 
 class _EnrolledKeys:
-    """pyzmq's CURVE credentials provider: admits exactly the enrolled keys."""
+    """pyzmq's CURVE credentials provider: admits exactly the keys enrolled now."""
 
     def __init__(self, security: ServerSecurity) -> None:
-        self._keys = security.enrolled_keys
+        self._keys = security.enrolled
 
     def callback(self, domain: str, key: bytes) -> bool:
         return key in self._keys

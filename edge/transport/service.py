@@ -33,7 +33,7 @@ from edge.transport.protocol import (
     encode,
     make_message,
 )
-from edge.transport.publisher import tune_socket
+from edge.transport.publisher import BIND_RETRY_S, bind_retrying, monitor_events, tune_socket
 from edge.transport.security import ServerSecurity
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,11 @@ def validate_command(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 class PlanService:
     """ROUTER socket served by its own thread. Lifecycle: start() -> close().
 
+    ``rebind()`` replaces the socket on the same endpoint (from the service's own
+    thread, which alone uses the socket): every connection ends, so a withdrawn key
+    loses its session; enrolled headsets reconnect. With ``monitored``, ``monitor`` is
+    the current socket's monitor, a PAIR socket the caller owns and closes.
+
     ``max_message_bytes`` (``transport.max_message_bytes``) is the largest frame a
     peer may send (ZMQ_MAXMSGSIZE): a larger one closes its connection unread; a
     request between the protocol's 64 KiB and this limit gets an explicit error reply.
@@ -160,6 +165,7 @@ class PlanService:
         *,
         sender: str = "edge",
         max_message_bytes: int = 1024 * 1024,
+        monitored: bool = False,
     ) -> None:
         import zmq
 
@@ -170,27 +176,65 @@ class PlanService:
         self.commands = commands
         self.sender = sender
         self._security = security
-        self._enrolled = security.enrolled_keys
-        self._socket = context.socket(zmq.ROUTER)
+        self._context = context
+        self._max_message_bytes = max_message_bytes
+        self._monitored = monitored
+        self._generation = 0
+        self._socket, self.monitor = self._open(endpoint)
+        self.endpoint = self._socket.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self._stop = threading.Event()
+        self._rebind_asked = threading.Event()
+        self._rebound = threading.Event()
+        self._rebind_error: Exception | None = None
+        self._thread: threading.Thread | None = None
+        self.requests = 0
+        self.errors = 0
+        self.rebinds = 0
+
+    def _open(self, endpoint: str, retry_until: float = 0.0) -> tuple[Any, Any]:
+        """A bound ROUTER and its monitor (None unless monitored); TransportError if not."""
+        zmq = self._zmq
+        socket = self._context.socket(zmq.ROUTER)
         try:
-            tune_socket(self._socket, 100, 0)
-            self._socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
-            security.apply(self._socket, endpoint)
-            self._socket.bind(endpoint)
+            tune_socket(socket, 100, 0)
+            socket.setsockopt(zmq.MAXMSGSIZE, self._max_message_bytes)
+            self._security.apply(socket, endpoint)
+            bind_retrying(socket, endpoint, retry_until)
+            self._generation += 1
+            monitor = None
+            if self._monitored:
+                monitor = socket.get_monitor_socket(
+                    monitor_events(), f"inproc://edge.service.{id(self)}.{self._generation}"
+                )
         except zmq.ZMQError as exc:
-            self._socket.close(0)
+            socket.close(0)
             raise TransportError(
                 f"cannot bind the plan service to {endpoint}: {exc}",
                 "choose a free port (transport.service_endpoint)",
             ) from None
         except BaseException:
-            self._socket.close(0)
+            socket.close(0)
             raise
-        self.endpoint = self._socket.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.requests = 0
-        self.errors = 0
+        return socket, monitor
+
+    def rebind(self, timeout_s: float = 2 * BIND_RETRY_S) -> Any:
+        """Have the service's thread replace its socket; returns the new monitor.
+
+        Raises TransportError when the endpoint could not be bound again (the service
+        then stops serving) or the thread did not answer within ``timeout_s``.
+        """
+        if self._thread is None or not self._thread.is_alive():
+            raise StateError("plan service is not running", "start it first")
+        self._rebind_error = None
+        self._rebound.clear()
+        self._rebind_asked.set()
+        if not self._rebound.wait(timeout_s):
+            raise TransportError(
+                f"the plan service did not rebind within {timeout_s:.0f} s", "restart the edge"
+            )
+        if self._rebind_error is not None:
+            raise self._rebind_error
+        return self.monitor
 
     def start(self) -> PlanService:
         if self._thread is not None:
@@ -203,15 +247,36 @@ class PlanService:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
-        self._socket.close(0)
+        if self._socket is not None:
+            self._socket.close(0)
 
     # ------------------------------------------------------------------ serving
+
+    def _rebind_here(self, poller: Any) -> bool:
+        """On the service thread: close the socket, bind a new one; False when it failed."""
+        poller.unregister(self._socket)
+        self._socket.close(0)
+        self._socket = None
+        try:
+            self._socket, self.monitor = self._open(self.endpoint, time.monotonic() + BIND_RETRY_S)
+        except TransportError as exc:
+            log.error("plan service stopped: %s", exc)
+            self._rebind_error = exc
+            return False
+        finally:
+            self._rebind_asked.clear()
+            self._rebound.set()
+        poller.register(self._socket, self._zmq.POLLIN)
+        self.rebinds += 1
+        return True
 
     def _run(self) -> None:
         zmq = self._zmq
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         while not self._stop.is_set():
+            if self._rebind_asked.is_set() and not self._rebind_here(poller):
+                return
             try:
                 if not poller.poll(100):
                     continue
@@ -319,8 +384,10 @@ class PlanService:
         peer: str,
         key: bytes | None,
     ) -> None:
-        if self._security.mode == "curve" and key not in self._enrolled:
-            # ZAP already keeps unenrolled keys out; this is the second lock.
+        if self._security.mode == "curve" and key not in self._security.enrolled:
+            # ZAP keeps unenrolled keys out of new connections; this second lock also
+            # refuses a key withdrawn while its connection is still open (until the
+            # rebind that follows a withdrawal ends that connection).
             self.errors += 1
             log.warning("refused command from unenrolled peer %s", peer)
             self._error(envelope, REQ_COMMAND, request_id, "not_enrolled", "key is not enrolled")

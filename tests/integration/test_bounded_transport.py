@@ -37,9 +37,11 @@ MIB = 1024 * 1024
 # The attacker: an enrolled headset. It first subscribes to everything (a normal,
 # small subscription) and waits for a message, which proves it passed CURVE and ZAP;
 # then it sends a 30 MiB subscription frame, several times, and stays connected. An XSUB with
-# ONLY_FIRST_SUBSCRIBE sends it as the second part of a message: the PUB reads that
+# ONLY_FIRST_SUBSCRIBE sends it as the second part of a message: a plain PUB reads that
 # part as a subscription, while the attacker's own socket keeps no copy of it (a SUB
-# would build the same 3 GB trie in the attacker's process first).
+# would build the same 3 GB trie in the attacker's process first). The edge's XPUB closes
+# the connection at the frame's length (MAXMSGSIZE), and the first part, not a
+# subscription, also gets the attacker cut off.
 _ATTACKER = r"""
 import json, sys, time, zmq
 from edge.transport.security import ClientSecurity
@@ -184,6 +186,89 @@ def test_a_30_mib_subscription_from_an_enrolled_headset_neither_grows_nor_stalls
     # Generous: measured about 10 ms over the normal gap; the unbounded PUB stalled seconds.
     assert max_gap_ms < 1000, f"publishing stalled {max_gap_ms:.0f} ms (normal {normal_gap_ms:.0f})"
     assert honest.stats.received >= received_after + 10  # still streaming to the others
+
+
+# An enrolled headset subscribing to a million distinct topics, as fast as it can: its
+# own socket queues them without limit (SNDHWM 0), so the edge reads them at its pace.
+_FLOODER = r"""
+import json, sys, time, zmq
+from edge.transport.security import ClientSecurity
+keys, endpoint, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ctx = zmq.Context()
+sock = ctx.socket(zmq.XSUB)
+sock.setsockopt(zmq.LINGER, 0)
+sock.setsockopt(zmq.SNDHWM, 0)
+ClientSecurity.from_keys_dir(keys, "intruder").apply(sock, endpoint)
+sock.connect(endpoint)
+sock.send(b"\x01")
+received = 1 if sock.poll(30000) else 0
+for i in range(count):
+    sock.send(b"\x01t%07d" % i)
+deadline = time.monotonic() + 30  # until the edge cuts it off: nothing more arrives
+while time.monotonic() < deadline and sock.poll(2000):
+    while sock.poll(0):
+        sock.recv_multipart()
+print(json.dumps({"received_before": received, "sent": count}))
+sock.close()
+ctx.term()
+"""
+
+
+def test_a_million_subscriptions_from_an_enrolled_headset_are_capped_and_cut_off(
+    tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
+    keys = tmp_path / "keys"
+    generate_keys(keys, ("hmd", "intruder"))
+    cfg = _curve_config()
+    with EdgeServer(cfg, PLAN, keys_dir=keys) as srv:
+        assert srv.publisher is not None
+        publish = PublishStage.from_config(srv.publisher, cfg, plan_info(PLAN))
+        honest = Subscriber(srv.publisher.endpoint, ClientSecurity.from_keys_dir(keys, "hmd"))
+        publishing = _Publishing(publish)
+        try:
+            deadline = time.monotonic() + 30
+            while honest.latest("overlay") is None and time.monotonic() < deadline:
+                honest.poll(50)
+            assert honest.latest("overlay") is not None
+            time.sleep(0.6)  # RSS baseline: the sampler's last 0.5 s before the attack
+            start = time.perf_counter()
+            attacker = subprocess.Popen(
+                [sys.executable, "-c", _FLOODER, str(keys), srv.publisher.endpoint, "1000000"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            deadline = time.monotonic() + 180
+            while attacker.poll() is None and time.monotonic() < deadline:
+                honest.poll(50)
+            out, err = attacker.communicate(timeout=10)
+            end = time.perf_counter()
+            received_after = honest.stats.received
+            deadline = time.monotonic() + 10
+            while honest.stats.received < received_after + 10 and time.monotonic() < deadline:
+                honest.poll(50)
+        finally:
+            publishing.stop()
+            publish.close()
+            honest.close()
+        subscriptions = srv.publisher.subscriptions
+        cut_off = ClientSecurity.from_keys_dir(keys, "intruder").public_key not in (
+            srv.security.enrolled
+        )
+    assert attacker.returncode == 0, err
+    report = json.loads(out)
+    assert report["received_before"] == 1 and report["sent"] == 1_000_000
+    growth_mb, normal_gap_ms, max_gap_ms = publishing.figures(start, end)
+    record_property("subscriptions_reaching_the_edge", subscriptions["refused"])
+    record_property("rss_growth_mb", round(growth_mb, 1))
+    record_property("publish_gap_median_ms", round(normal_gap_ms, 1))
+    record_property("publish_gap_max_ms", round(max_gap_ms, 1))
+    assert cut_off, "the flooding headset is still admitted"
+    assert srv.rebinds == 1
+    assert growth_mb < 50, f"the edge grew by {growth_mb:.0f} MB"
+    # Generous, as above (a loaded machine): measured about 7 ms over the normal gap.
+    assert max_gap_ms < 1000, f"publishing stalled {max_gap_ms:.0f} ms (normal {normal_gap_ms:.0f})"
+    assert honest.stats.received >= received_after + 10  # reconnected, still streaming
 
 
 def test_a_subscription_over_the_pub_limit_gets_that_headset_nothing_and_others_everything(
