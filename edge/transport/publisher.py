@@ -18,6 +18,7 @@ XPUB_MANUAL peer, applied or not, until its connection ends.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -48,6 +49,7 @@ MAX_GATE_PEERS = 256  # peers whose unknown topics are remembered (oldest forgot
 BIND_RETRY_S = 2.0  # a rebind waits this long for libzmq to release the old listener
 HEARTBEAT_IVL_MS = 1000  # ZMTP heartbeats: a vanished headset is dropped within seconds
 HEARTBEAT_TIMEOUT_MS = 3000
+_BINDS = itertools.count(1)  # numbers each bind's monitor address (unique per process)
 
 
 def tune_socket(socket: Any, hwm: int, buffer_bytes: int) -> None:
@@ -94,6 +96,52 @@ def bind_retrying(socket: Any, endpoint: str, retry_until: float = 0.0) -> None:
             if exc.errno != zmq.EADDRINUSE or time.monotonic() >= retry_until:
                 raise
         time.sleep(0.01)
+
+
+def open_bound_socket(
+    context: Any,
+    socket_type: int,
+    endpoint: str,
+    security: ServerSecurity,
+    *,
+    hwm: int,
+    buffer_bytes: int,
+    max_message_bytes: int,
+    options: Mapping[int, int] | None = None,
+    monitor_name: str | None = None,
+    retry_until: float = 0.0,
+    what: str,
+    fix: str,
+) -> tuple[Any, Any]:
+    """A server socket of ``socket_type``, tuned, secured and bound to ``endpoint``, and
+    its monitor (None unless ``monitor_name``), as ``(socket, monitor)``.
+
+    ``options`` are set after ZMQ_MAXMSGSIZE, before the security. Each bind's monitor
+    gets its own inproc address (``monitor_name`` and a bind number). When it cannot be
+    bound: TransportError "cannot bind {what} to {endpoint}" with ``fix``; the socket is
+    closed on any error.
+    """
+    import zmq
+
+    socket = context.socket(socket_type)
+    try:
+        tune_socket(socket, hwm, buffer_bytes)
+        socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        for option, value in (options or {}).items():
+            socket.setsockopt(option, value)
+        security.apply(socket, endpoint)
+        bind_retrying(socket, endpoint, retry_until)
+        monitor = None
+        if monitor_name is not None:
+            address = f"inproc://{monitor_name}.{next(_BINDS)}"
+            monitor = socket.get_monitor_socket(monitor_events(), address)
+    except zmq.ZMQError as exc:
+        socket.close(0)
+        raise TransportError(f"cannot bind {what} to {endpoint}: {exc}", fix) from None
+    except BaseException:
+        socket.close(0)
+        raise
+    return socket, monitor
 
 
 def subscription_allowed(topic: bytes) -> bool:
@@ -174,7 +222,6 @@ class Publisher:
         self._monitored = monitored
         self._gate = SubscriptionGate()
         self._trusted = True  # False once the socket's subscription bookkeeping is off
-        self._generation = 0
         self._socket, self.monitor = self._open(endpoint)
         self.endpoint = self._socket.getsockopt(_zmq().LAST_ENDPOINT).decode()
         self._lock = threading.Lock()
@@ -187,29 +234,20 @@ class Publisher:
     def _open(self, endpoint: str, retry_until: float = 0.0) -> tuple[Any, Any]:
         """A bound XPUB (manual subscriptions) and its monitor; TransportError when it cannot."""
         zmq = _zmq()
-        socket = self._context.socket(zmq.XPUB)
-        try:
-            tune_socket(socket, self._send_hwm, self._buffer_bytes)
-            socket.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_FRAME_LIMIT)
-            socket.setsockopt(zmq.XPUB_MANUAL, 1)
-            self._security.apply(socket, endpoint)
-            bind_retrying(socket, endpoint, retry_until)
-            self._generation += 1
-            monitor = None
-            if self._monitored:
-                monitor = socket.get_monitor_socket(
-                    monitor_events(), f"inproc://edge.publisher.{id(self)}.{self._generation}"
-                )
-        except zmq.ZMQError as exc:
-            socket.close(0)
-            raise TransportError(
-                f"cannot bind the publisher to {endpoint}: {exc}",
-                "choose a free port (transport.publish_endpoint or --publish)",
-            ) from None
-        except BaseException:
-            socket.close(0)
-            raise
-        return socket, monitor
+        return open_bound_socket(
+            self._context,
+            zmq.XPUB,
+            endpoint,
+            self._security,
+            hwm=self._send_hwm,
+            buffer_bytes=self._buffer_bytes,
+            max_message_bytes=SUBSCRIPTION_FRAME_LIMIT,
+            options={zmq.XPUB_MANUAL: 1},
+            monitor_name=f"edge.publisher.{id(self)}" if self._monitored else None,
+            retry_until=retry_until,
+            what="the publisher",
+            fix="choose a free port (transport.publish_endpoint or --publish)",
+        )
 
     @property
     def subscriptions(self) -> dict[str, int]:

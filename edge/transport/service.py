@@ -33,7 +33,7 @@ from edge.transport.protocol import (
     encode,
     make_message,
 )
-from edge.transport.publisher import BIND_RETRY_S, bind_retrying, monitor_events, tune_socket
+from edge.transport.publisher import BIND_RETRY_S, open_bound_socket
 from edge.transport.security import ServerSecurity
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,6 @@ class PlanService:
         self._context = context
         self._max_message_bytes = max_message_bytes
         self._monitored = monitored
-        self._generation = 0
         self._socket, self.monitor = self._open(endpoint)
         self.endpoint = self._socket.getsockopt(zmq.LAST_ENDPOINT).decode()
         self._stop = threading.Event()
@@ -193,29 +192,19 @@ class PlanService:
 
     def _open(self, endpoint: str, retry_until: float = 0.0) -> tuple[Any, Any]:
         """A bound ROUTER and its monitor (None unless monitored); TransportError if not."""
-        zmq = self._zmq
-        socket = self._context.socket(zmq.ROUTER)
-        try:
-            tune_socket(socket, 100, 0)
-            socket.setsockopt(zmq.MAXMSGSIZE, self._max_message_bytes)
-            self._security.apply(socket, endpoint)
-            bind_retrying(socket, endpoint, retry_until)
-            self._generation += 1
-            monitor = None
-            if self._monitored:
-                monitor = socket.get_monitor_socket(
-                    monitor_events(), f"inproc://edge.service.{id(self)}.{self._generation}"
-                )
-        except zmq.ZMQError as exc:
-            socket.close(0)
-            raise TransportError(
-                f"cannot bind the plan service to {endpoint}: {exc}",
-                "choose a free port (transport.service_endpoint)",
-            ) from None
-        except BaseException:
-            socket.close(0)
-            raise
-        return socket, monitor
+        return open_bound_socket(
+            self._context,
+            self._zmq.ROUTER,
+            endpoint,
+            self._security,
+            hwm=100,
+            buffer_bytes=0,
+            max_message_bytes=self._max_message_bytes,
+            monitor_name=f"edge.service.{id(self)}" if self._monitored else None,
+            retry_until=retry_until,
+            what="the plan service",
+            fix="choose a free port (transport.service_endpoint)",
+        )
 
     def rebind(self, timeout_s: float = 2 * BIND_RETRY_S) -> Any:
         """Have the service's thread replace its socket; returns the new monitor.

@@ -6,6 +6,7 @@ the RSS measured here is the edge's alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import statistics
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
@@ -26,6 +28,7 @@ from edge.frames import Frame, FrameResult, Intrinsics, PixelFormat
 from edge.overlay.demo import demo_plan, demo_registration
 from edge.overlay.stage import OverlayStage
 from edge.transport.client import ServiceClient, Subscriber
+from edge.transport.publisher import Publisher
 from edge.transport.security import ClientSecurity, ServerSecurity, generate_keys
 from edge.transport.server import EdgeServer
 from edge.transport.stage import PublishStage, plan_info
@@ -133,49 +136,81 @@ def _curve_config(**kw: object) -> TransportConfig:
     return TransportConfig(**base)  # type: ignore[arg-type]
 
 
-def test_a_30_mib_subscription_from_an_enrolled_headset_neither_grows_nor_stalls_the_edge(
-    tmp_path: Path, record_property: pytest.RecordProperty
-) -> None:
+class _Streaming:
+    """A CURVE edge publishing the overlay (:class:`_Publishing`) to an honest enrolled
+    headset ("hmd"); "intruder" is enrolled too, for the attacker's process."""
+
+    def __init__(self, keys: Path, server: EdgeServer, publisher: Publisher) -> None:
+        self.keys = keys
+        self.server = server
+        self.publisher = publisher
+        self.honest = Subscriber(publisher.endpoint, ClientSecurity.from_keys_dir(keys, "hmd"))
+
+    def attack(self, script: str, *args: str, timeout_s: float) -> tuple[int, str, str]:
+        """Run ``script`` (argv: keys, endpoint, ``args``) in its own process until it ends
+        or ``timeout_s`` pass; (return code, stdout, stderr)."""
+        attacker = subprocess.Popen(
+            [sys.executable, "-c", script, str(self.keys), self.publisher.endpoint, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # Keep reading: a libzmq 4.3.5 SUB that stops reading for longer than its
+        # heartbeat timeout aborts the process when it reads again (not the edge's side).
+        deadline = time.monotonic() + timeout_s
+        while attacker.poll() is None and time.monotonic() < deadline:
+            self.honest.poll(50)
+        out, err = attacker.communicate(timeout=10)
+        return attacker.returncode, out, err
+
+    def read_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.honest.poll(50)
+
+    def read_until(self, received: int, timeout_s: float = 10) -> None:
+        """Read until the honest headset has ``received`` messages in all, or the timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self.honest.stats.received < received and time.monotonic() < deadline:
+            self.honest.poll(50)
+
+
+@contextlib.contextmanager
+def _streaming(tmp_path: Path) -> Iterator[tuple[_Streaming, _Publishing]]:
+    """The edge streaming to the honest headset, which has its first overlay, and 0.6 s of
+    RSS samples for the baseline (the sampler's last 0.5 s before the attack)."""
     keys = tmp_path / "keys"
     generate_keys(keys, ("hmd", "intruder"))
     cfg = _curve_config()
     with EdgeServer(cfg, PLAN, keys_dir=keys) as srv:
         assert srv.publisher is not None
         publish = PublishStage.from_config(srv.publisher, cfg, plan_info(PLAN))
-        honest = Subscriber(srv.publisher.endpoint, ClientSecurity.from_keys_dir(keys, "hmd"))
+        edge = _Streaming(keys, srv, srv.publisher)
         publishing = _Publishing(publish)
         try:
             deadline = time.monotonic() + 30
-            while honest.latest("overlay") is None and time.monotonic() < deadline:
-                honest.poll(50)
-            assert honest.latest("overlay") is not None
+            while edge.honest.latest("overlay") is None and time.monotonic() < deadline:
+                edge.honest.poll(50)
+            assert edge.honest.latest("overlay") is not None
             time.sleep(0.6)
-            start = time.perf_counter()
-            attacker = subprocess.Popen(
-                [sys.executable, "-c", _ATTACKER, str(keys), srv.publisher.endpoint, "30", "6"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            # Keep reading: a libzmq 4.3.5 SUB that stops reading for longer than its
-            # heartbeat timeout aborts the process when it reads again (not the edge's side).
-            deadline = time.monotonic() + 120
-            while attacker.poll() is None and time.monotonic() < deadline:
-                honest.poll(50)
-            out, err = attacker.communicate(timeout=10)
-            settle = time.monotonic() + 3.0  # what it sent may still be arriving
-            while time.monotonic() < settle:
-                honest.poll(50)
-            end = time.perf_counter()
-            received_after = honest.stats.received
-            deadline = time.monotonic() + 10
-            while honest.stats.received < received_after + 10 and time.monotonic() < deadline:
-                honest.poll(50)
+            yield edge, publishing
         finally:
             publishing.stop()
             publish.close()
-            honest.close()
-    assert attacker.returncode == 0, err
+            edge.honest.close()
+
+
+def test_a_30_mib_subscription_from_an_enrolled_headset_neither_grows_nor_stalls_the_edge(
+    tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
+    with _streaming(tmp_path) as (edge, publishing):
+        start = time.perf_counter()
+        returncode, out, err = edge.attack(_ATTACKER, "30", "6", timeout_s=120)
+        edge.read_for(3.0)  # what it sent may still be arriving
+        end = time.perf_counter()
+        received_after = edge.honest.stats.received
+        edge.read_until(received_after + 10)
+    assert returncode == 0, err
     report = json.loads(out)
     assert report["received_before"] == 1  # the attacker was enrolled and connected
     growth_mb, normal_gap_ms, max_gap_ms = publishing.figures(start, end)
@@ -185,7 +220,7 @@ def test_a_30_mib_subscription_from_an_enrolled_headset_neither_grows_nor_stalls
     assert growth_mb < 50, f"the edge grew by {growth_mb:.0f} MB"
     # Generous: measured about 10 ms over the normal gap; the unbounded PUB stalled seconds.
     assert max_gap_ms < 1000, f"publishing stalled {max_gap_ms:.0f} ms (normal {normal_gap_ms:.0f})"
-    assert honest.stats.received >= received_after + 10  # still streaming to the others
+    assert edge.honest.stats.received >= received_after + 10  # still streaming to the others
 
 
 # An enrolled headset subscribing to a million distinct topics, as fast as it can: its
@@ -217,45 +252,18 @@ ctx.term()
 def test_a_million_subscriptions_from_an_enrolled_headset_are_capped_and_cut_off(
     tmp_path: Path, record_property: pytest.RecordProperty
 ) -> None:
-    keys = tmp_path / "keys"
-    generate_keys(keys, ("hmd", "intruder"))
-    cfg = _curve_config()
-    with EdgeServer(cfg, PLAN, keys_dir=keys) as srv:
-        assert srv.publisher is not None
-        publish = PublishStage.from_config(srv.publisher, cfg, plan_info(PLAN))
-        honest = Subscriber(srv.publisher.endpoint, ClientSecurity.from_keys_dir(keys, "hmd"))
-        publishing = _Publishing(publish)
-        try:
-            deadline = time.monotonic() + 30
-            while honest.latest("overlay") is None and time.monotonic() < deadline:
-                honest.poll(50)
-            assert honest.latest("overlay") is not None
-            time.sleep(0.6)  # RSS baseline: the sampler's last 0.5 s before the attack
-            start = time.perf_counter()
-            attacker = subprocess.Popen(
-                [sys.executable, "-c", _FLOODER, str(keys), srv.publisher.endpoint, "1000000"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            deadline = time.monotonic() + 180
-            while attacker.poll() is None and time.monotonic() < deadline:
-                honest.poll(50)
-            out, err = attacker.communicate(timeout=10)
-            end = time.perf_counter()
-            received_after = honest.stats.received
-            deadline = time.monotonic() + 10
-            while honest.stats.received < received_after + 10 and time.monotonic() < deadline:
-                honest.poll(50)
-        finally:
-            publishing.stop()
-            publish.close()
-            honest.close()
-        subscriptions = srv.publisher.subscriptions
-        cut_off = ClientSecurity.from_keys_dir(keys, "intruder").public_key not in (
-            srv.security.enrolled
-        )
-    assert attacker.returncode == 0, err
+    with _streaming(tmp_path) as (edge, publishing):
+        start = time.perf_counter()
+        returncode, out, err = edge.attack(_FLOODER, "1000000", timeout_s=180)
+        end = time.perf_counter()
+        received_after = edge.honest.stats.received
+        edge.read_until(received_after + 10)
+    # Read once publishing has stopped (the counts and the enrolment hold after the close).
+    subscriptions = edge.publisher.subscriptions
+    cut_off = ClientSecurity.from_keys_dir(edge.keys, "intruder").public_key not in (
+        edge.server.security.enrolled
+    )
+    assert returncode == 0, err
     report = json.loads(out)
     assert report["received_before"] == 1 and report["sent"] == 1_000_000
     growth_mb, normal_gap_ms, max_gap_ms = publishing.figures(start, end)
@@ -264,11 +272,11 @@ def test_a_million_subscriptions_from_an_enrolled_headset_are_capped_and_cut_off
     record_property("publish_gap_median_ms", round(normal_gap_ms, 1))
     record_property("publish_gap_max_ms", round(max_gap_ms, 1))
     assert cut_off, "the flooding headset is still admitted"
-    assert srv.rebinds == 1
+    assert edge.server.rebinds == 1
     assert growth_mb < 50, f"the edge grew by {growth_mb:.0f} MB"
     # Generous, as above (a loaded machine): measured about 7 ms over the normal gap.
     assert max_gap_ms < 1000, f"publishing stalled {max_gap_ms:.0f} ms (normal {normal_gap_ms:.0f})"
-    assert honest.stats.received >= received_after + 10  # reconnected, still streaming
+    assert edge.honest.stats.received >= received_after + 10  # reconnected, still streaming
 
 
 def test_a_subscription_over_the_pub_limit_gets_that_headset_nothing_and_others_everything(

@@ -9,7 +9,10 @@ product's writer (edge/plan/write.py).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -137,6 +140,16 @@ def write_plan(
 ) -> Path:
     """Write the synthetic face's edge-plan/1 folder (mm, LPS; skin as binary STL); returns it."""
     return write_plan_folder(face_plan(mesh, landmarks), folder).parent
+
+
+Doc = dict[str, Any]  # a JSON document of a plan folder, as parsed
+
+
+def edit_json(path: Path, change: Callable[[Doc], object]) -> None:
+    """Rewrite the JSON file ``path`` (plan.json, the markups) with ``change`` applied."""
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
 
 
 def default_intrinsics() -> Intrinsics:

@@ -290,15 +290,20 @@ class PhantomSource(FrameSource):
             raise SourceError("the phantom is not open", "open the source first")
         face_to_camera = self._poses[index]
         out = self._background.copy()
+        self._draw_face(self._renderer, out, face_to_camera)
+        return out, self._truth(face_to_camera, out.depth_m)
+
+    def _draw_face(self, renderer: Renderer, out: Rendering, face_to_view: np.ndarray) -> None:
+        """The scenario's face into ``out`` at ``face_to_view``: the printed photo's plane
+        (a spoof), else the head and, when draped, the drape."""
         if self._print is not None:
             plane, plane_to_face = self._print
-            self._renderer.draw_plane(out, plane, face_to_camera @ plane_to_face)
+            renderer.draw_plane(out, plane, face_to_view @ plane_to_face)
         else:
-            surfaces = [(self._head, face_to_camera)]
+            surfaces = [(self._head, face_to_view)]
             if self._drape is not None:
-                surfaces.append((self._drape, face_to_camera))
-            self._renderer.draw_surfaces(out, surfaces)
-        return out, self._truth(face_to_camera, out.depth_m)
+                surfaces.append((self._drape, face_to_view))
+            renderer.draw_surfaces(out, surfaces)
 
     def _render_depth_view(self, index: int) -> Rendering:
         """Noise-free depth as the separate depth imager sees frame ``index``.
@@ -312,14 +317,7 @@ class PhantomSource(FrameSource):
         assert self._depth_renderer is not None and self._depth_background is not None
         to_depth = self.depth_imager.color_to_depth @ self._poses[index]
         out = self._depth_background.copy()
-        if self._print is not None:
-            plane, plane_to_face = self._print
-            self._depth_renderer.draw_plane(out, plane, to_depth @ plane_to_face)
-        else:
-            surfaces = [(self._head, to_depth)]
-            if self._drape is not None:
-                surfaces.append((self._drape, to_depth))
-            self._depth_renderer.draw_surfaces(out, surfaces)
+        self._draw_face(self._depth_renderer, out, to_depth)
         return _half_size(out)
 
     def _truth(self, face_to_camera: np.ndarray, clean_depth_m: np.ndarray) -> GroundTruth:

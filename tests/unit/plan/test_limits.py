@@ -4,7 +4,6 @@ limit; sizes are refused before the work they bound."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -18,25 +17,7 @@ from edge.cli import main
 from edge.config import PlanConfig
 from edge.errors import PlanError
 from edge.plan.load import read_plan
-from support.synthetic_face import face_mesh, write_plan
-
-Doc = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def small_mesh():
-    return face_mesh(step_m=8e-3)
-
-
-@pytest.fixture
-def plan_dir(tmp_path: Path, small_mesh) -> Path:
-    return write_plan(tmp_path / "plan", mesh=small_mesh)
-
-
-def _edit(path: Path, change: Callable[[Doc], object]) -> None:
-    doc = json.loads(path.read_text())
-    change(doc)
-    path.write_text(json.dumps(doc))
+from support.synthetic_face import Doc, edit_json
 
 
 def _limits(**changes: Any) -> PlanConfig:
@@ -79,7 +60,7 @@ def test_a_ply_header_with_too_many_faces_is_refused_before_parsing(
         b"property float y\nproperty float z\nelement face 2000000\n"
         b"property list uchar int vertex_indices\nend_header\n"
     )
-    _edit(plan_dir / "plan.json", lambda d: d.update(skin="skin.ply"))
+    edit_json(plan_dir / "plan.json", lambda d: d.update(skin="skin.ply"))
     with pytest.raises(PlanError, match=r"declares 2000000 triangles"):
         read_plan(plan_dir)
 
@@ -106,7 +87,7 @@ def test_text_meshes_are_counted_before_parsing(
     data = mesh.export(file_type=fmt if fmt == "obj" else "stl_ascii")
     (plan_dir / "skin.stl").unlink()
     (plan_dir / f"skin.{fmt}").write_text(data if isinstance(data, str) else data.decode())
-    _edit(plan_dir / "plan.json", lambda d: d.update(skin=f"skin.{fmt}"))
+    edit_json(plan_dir / "plan.json", lambda d: d.update(skin=f"skin.{fmt}"))
     with pytest.raises(PlanError, match=f"declares {len(small_mesh.faces)} triangles"):
         read_plan(plan_dir, limits=_limits(max_mesh_triangles=100))
 
@@ -116,7 +97,7 @@ def test_vertex_and_total_limits(plan_dir: Path, small_mesh) -> None:
     with pytest.raises(PlanError, match=f"has {vertices} vertices; .*plan.max_mesh_vertices = 50"):
         read_plan(plan_dir, limits=_limits(max_mesh_vertices=50))
     (plan_dir / "nerve.stl").write_bytes((plan_dir / "skin.stl").read_bytes())
-    _edit(
+    edit_json(
         plan_dir / "plan.json",
         lambda d: d.update(structures=[{"name": "nerve", "mesh": "nerve.stl"}]),
     )
@@ -135,36 +116,36 @@ def _targets(n: int) -> Callable[[Doc], object]:
 
 
 def test_300000_targets_are_refused(plan_dir: Path) -> None:
-    _edit(plan_dir / "plan.json", _targets(300_000))
+    edit_json(plan_dir / "plan.json", _targets(300_000))
     with pytest.raises(PlanError, match=r"plan\.json: it is larger than 4194304 bytes, the limit"):
         read_plan(plan_dir)
 
 
 def test_targets_and_landmarks_over_their_limits(plan_dir: Path) -> None:
-    _edit(plan_dir / "plan.json", _targets(257))
+    edit_json(plan_dir / "plan.json", _targets(257))
     with pytest.raises(PlanError, match=r"'targets' has 257 entries; .*plan.max_targets = 256"):
         read_plan(plan_dir)
-    _edit(plan_dir / "plan.json", _targets(3))
+    edit_json(plan_dir / "plan.json", _targets(3))
     assert len(read_plan(plan_dir).targets) == 3
 
     def many_points(d: Doc) -> None:
         points = d["markups"][0]["controlPoints"]
         d["markups"][0]["controlPoints"] = (points * 7)[:65]
 
-    _edit(plan_dir / "landmarks.mrk.json", many_points)
+    edit_json(plan_dir / "landmarks.mrk.json", many_points)
     with pytest.raises(PlanError, match=r"has 65 entries; the limit is plan.max_landmarks = 64"):
         read_plan(plan_dir)
 
 
 def test_a_50_mb_description_and_long_names_are_refused(plan_dir: Path) -> None:
-    _edit(plan_dir / "plan.json", lambda d: d.update(description="x" * 50_000_000))
+    edit_json(plan_dir / "plan.json", lambda d: d.update(description="x" * 50_000_000))
     with pytest.raises(PlanError, match="larger than 4194304 bytes"):
         read_plan(plan_dir)
-    _edit(plan_dir / "plan.json", lambda d: d.update(description="x" * 5000))
+    edit_json(plan_dir / "plan.json", lambda d: d.update(description="x" * 5000))
     with pytest.raises(PlanError, match=r"'description' is 5000 .*plan.max_text_chars = 4096"):
         read_plan(plan_dir)
-    _edit(plan_dir / "plan.json", lambda d: d.update(description="x"))
-    _edit(plan_dir / "plan.json", lambda d: d["targets"][0].update(name="n" * 65))
+    edit_json(plan_dir / "plan.json", lambda d: d.update(description="x"))
+    edit_json(plan_dir / "plan.json", lambda d: d["targets"][0].update(name="n" * 65))
     with pytest.raises(PlanError, match=r"is 65 characters long; .*plan.max_name_chars = 64"):
         read_plan(plan_dir)
 
@@ -189,21 +170,23 @@ def test_planned_points_far_from_the_skin_are_refused(
         else:
             d["cut_planes"][0]["point"] = value
 
-    _edit(plan_dir / "plan.json", move)
+    edit_json(plan_dir / "plan.json", move)
     with pytest.raises(PlanError, match=needle + r".*plan.max_target_distance_mm = 250") as info:
         read_plan(plan_dir)
     assert "units ('mm')" in str(info.value)
 
 
 def test_distance_limit_is_read_from_the_configuration(plan_dir: Path) -> None:
-    _edit(plan_dir / "plan.json", lambda d: d["targets"][0].update(position=[0.0, 150.0, 0.0]))
+    edit_json(plan_dir / "plan.json", lambda d: d["targets"][0].update(position=[0.0, 150.0, 0.0]))
     assert "pituitary" in read_plan(plan_dir).targets  # within 250 mm
     with pytest.raises(PlanError, match=r"lies (at least )?[\d.]+ mm from the skin.* = 100"):
         read_plan(plan_dir, limits=_limits(max_target_distance_mm=100.0))
 
 
 def test_non_finite_coordinates_are_refused(plan_dir: Path) -> None:
-    _edit(plan_dir / "plan.json", lambda d: d["targets"][0].update(position=[float("nan"), 0, 0]))
+    edit_json(
+        plan_dir / "plan.json", lambda d: d["targets"][0].update(position=[float("nan"), 0, 0])
+    )
     assert "NaN" in (plan_dir / "plan.json").read_text()
     with pytest.raises(PlanError, match="three finite numbers"):
         read_plan(plan_dir)
@@ -222,7 +205,7 @@ def test_a_skin_not_the_size_of_a_head_is_refused_with_a_units_hint(
 ) -> None:
     mm = trimesh.Trimesh(small_mesh.vertices * 1000 * scale, small_mesh.faces, process=False)
     mm.export(plan_dir / "skin.stl")
-    _edit(plan_dir / "plan.json", lambda d: d.update(units=units))
+    edit_json(plan_dir / "plan.json", lambda d: d.update(units=units))
     with pytest.raises(PlanError, match=r"skin mesh skin.stl is .* mm across") as info:
         read_plan(plan_dir)
     assert hint in str(info.value) and "plan.min_skin_size_mm" in str(info.value)

@@ -12,7 +12,7 @@ import trimesh
 
 from edge.errors import PlanError
 from edge.plan.load import load_plan, read_plan
-from support.synthetic_face import TARGETS, face_landmarks_m, face_mesh, write_plan
+from support.synthetic_face import TARGETS, edit_json, face_landmarks_m, face_mesh, write_plan
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +31,6 @@ def _same_surface(a, b) -> None:
     tb = np.sort(np.round(b.vertices[b.faces] * 1e5).reshape(len(b.faces), -1), axis=0)
     assert ta.shape == tb.shape
     assert np.abs(ta - tb).max() <= 1
-
-
-def _edit_json(path: Path, change) -> None:
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
 
 
 def _points(plan_dir: Path) -> list[dict]:
@@ -76,7 +70,7 @@ def test_ras_plan_and_ras_markups_give_the_same_lps_plan(tmp_path: Path, small_m
             t["target"] = list(np.asarray(t["target"]) * flip)
         d["cut_planes"][0]["normal"] = [-1, 0, 0]
 
-    _edit_json(ras_dir / "plan.json", to_ras)
+    edit_json(ras_dir / "plan.json", to_ras)
 
     def markups_to_legacy_ras(d: dict) -> None:
         m = d["markups"][0]
@@ -84,7 +78,7 @@ def test_ras_plan_and_ras_markups_give_the_same_lps_plan(tmp_path: Path, small_m
         for cp in m["controlPoints"]:
             cp["position"] = list(np.asarray(cp["position"]) * flip)
 
-    _edit_json(ras_dir / "landmarks.mrk.json", markups_to_legacy_ras)
+    edit_json(ras_dir / "landmarks.mrk.json", markups_to_legacy_ras)
     ras = read_plan(ras_dir)
     _same_surface(ras.skin, lps.skin)
     for name in lps.landmarks:
@@ -106,7 +100,7 @@ def test_units_in_metres(plan_dir: Path, small_mesh) -> None:
         d["trajectories"] = [{"name": "b", "entry": [0, -0.08, 0.04], "target": [0, 0.04, 0.01]}]
         d["cut_planes"] = []
 
-    _edit_json(plan_dir / "plan.json", to_m)
+    edit_json(plan_dir / "plan.json", to_m)
     plan = read_plan(plan_dir)
     np.testing.assert_allclose(plan.targets["t"], [0.01, 0.02, 0.03])
     np.testing.assert_allclose(plan.trajectories[0].entry, [0, -0.08, 0.04])
@@ -119,7 +113,7 @@ def test_ply_and_obj_meshes(plan_dir: Path, small_mesh, fmt: str) -> None:
         plan_dir / f"skin.{fmt}"
     )
     (plan_dir / "skin.stl").unlink()
-    _edit_json(plan_dir / "plan.json", lambda d: d.update(skin=f"skin.{fmt}"))
+    edit_json(plan_dir / "plan.json", lambda d: d.update(skin=f"skin.{fmt}"))
     plan = read_plan(plan_dir)
     _same_surface(plan.skin, small_mesh)
 
@@ -133,7 +127,7 @@ def test_cut_plane_from_three_points_and_structure(plan_dir: Path, small_mesh) -
         d["cut_planes"] = [{"name": "axial", "points": [[0, 0, 5], [10, 0, 5], [0, 10, 5]]}]
         d["structures"] = [{"name": "nerve", "mesh": "nerve.stl", "color": [255, 0, 0]}]
 
-    _edit_json(plan_dir / "plan.json", add)
+    edit_json(plan_dir / "plan.json", add)
     plan = read_plan(plan_dir)
     np.testing.assert_allclose(plan.cut_planes[0].normal, [0, 0, 1])
     np.testing.assert_allclose(plan.cut_planes[0].point, [0, 0, 0.005])
@@ -163,25 +157,25 @@ def _no_faces(d: Path) -> None:
         "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
         "property float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n"
     )
-    _edit_json(d / "plan.json", lambda m: m.update(skin="skin.ply"))
+    edit_json(d / "plan.json", lambda m: m.update(skin="skin.ply"))
 
 
 def _nan_vertex(d: Path) -> None:
     (d / "skin.stl").unlink()
     (d / "skin.obj").write_text("v 0 0 0\nv 1 0 nan\nv 0 1 0\nf 1 2 3\n")
-    _edit_json(d / "plan.json", lambda m: m.update(skin="skin.obj"))
+    edit_json(d / "plan.json", lambda m: m.update(skin="skin.obj"))
 
 
 def _markups(change):
     def apply(d: Path) -> None:
-        _edit_json(d / "landmarks.mrk.json", change)
+        edit_json(d / "landmarks.mrk.json", change)
 
     return apply
 
 
 def _manifest(change):
     def apply(d: Path) -> None:
-        _edit_json(d / "plan.json", change)
+        edit_json(d / "plan.json", change)
 
     return apply
 
@@ -278,7 +272,7 @@ BAD_PLANS = {
     "unsupported mesh format": (
         lambda d: (
             (d / "skin.stl").rename(d / "skin.vtk"),
-            _edit_json(d / "plan.json", lambda m: m.update(skin="skin.vtk")),
+            edit_json(d / "plan.json", lambda m: m.update(skin="skin.vtk")),
         ),
         "STL, PLY or OBJ",
     ),

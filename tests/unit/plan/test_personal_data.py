@@ -4,36 +4,16 @@ addresses, and the folder holds only the files its manifest names."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from edge.errors import PlanError
 from edge.plan.load import read_plan
 from edge.plan.schema import personal_data
-from support.synthetic_face import face_mesh, write_plan
-
-Doc = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def small_mesh():
-    return face_mesh(step_m=8e-3)
-
-
-@pytest.fixture
-def plan_dir(tmp_path: Path, small_mesh) -> Path:
-    return write_plan(tmp_path / "plan", mesh=small_mesh)
-
-
-def _edit(path: Path, change: Callable[[Doc], object]) -> None:
-    doc = json.loads(path.read_text())
-    change(doc)
-    path.write_text(json.dumps(doc))
+from support.synthetic_face import Doc, edit_json
 
 
 def _cp(doc: Doc) -> Doc:
@@ -145,7 +125,7 @@ REFUSED: dict[str, tuple[str, Callable[[Doc], object], str]] = {
 @pytest.mark.parametrize("case", sorted(REFUSED))
 def test_personal_data_and_unknown_keys_are_refused(plan_dir: Path, case: str) -> None:
     file, change, needle = REFUSED[case]
-    _edit(plan_dir / file, change)
+    edit_json(plan_dir / file, change)
     with pytest.raises(PlanError, match=needle) as info:
         read_plan(plan_dir)
     message = str(info.value)
@@ -252,7 +232,7 @@ def test_what_3d_slicer_writes_for_a_point_list_is_accepted(plan_dir: Path) -> N
         )
         _cp(d).update(associatedNodeID="vtkMRMLModelNode4", selected=True, visibility=True)
 
-    _edit(plan_dir / "landmarks.mrk.json", as_slicer_writes)
+    edit_json(plan_dir / "landmarks.mrk.json", as_slicer_writes)
     plan = read_plan(plan_dir)
     assert len(plan.landmarks) == 10
 
@@ -272,7 +252,7 @@ def test_the_signature_file_and_named_subfolder_files_are_allowed(
     (plan_dir / "plan.sig").write_text("{}")  # checked by the signature check, not here
     (plan_dir / "meshes").mkdir()
     (plan_dir / "skin.stl").rename(plan_dir / "meshes" / "skin.stl")
-    _edit(plan_dir / "plan.json", lambda d: d.update(skin="meshes/skin.stl"))
+    edit_json(plan_dir / "plan.json", lambda d: d.update(skin="meshes/skin.stl"))
     assert len(read_plan(plan_dir).skin.faces) == len(small_mesh.faces)
 
 
