@@ -102,6 +102,27 @@ def rss_trend_pct(samples: list[dict[str, float]]) -> float:
     return (end / start - 1.0) * 100.0
 
 
+def model_ratios(frame_ms: dict[str, float], model_ms: dict[str, float]) -> dict[str, float]:
+    """The pipeline's time per frame in units of the landmark model's, both from one run.
+
+    ``frame_ms``: percentiles (p50, p99) of the per-frame sum of stage times;
+    ``model_ms``: the same of the landmark model's inference calls. Both
+    ratios divide by the model's *median* (its p99 is reported, not divided
+    by): ``pipeline_to_model_p99`` is the slow frames' cost in typical
+    inferences. NaN when no inference ran (no face).
+    """
+    model = model_ms["p50"]
+    usable = math.isfinite(model) and model > 0
+    return {
+        "pipeline_ms": frame_ms["p50"],
+        "pipeline_ms_p99": frame_ms["p99"],
+        "model_ms": model,
+        "model_ms_p99": model_ms["p99"],
+        "pipeline_to_model": frame_ms["p50"] / model if usable else float("nan"),
+        "pipeline_to_model_p99": frame_ms["p99"] / model if usable else float("nan"),
+    }
+
+
 def run_bench(
     config: EdgeConfig,
     scenario: str = "nod-shake",
@@ -131,6 +152,7 @@ def run_bench(
         "frames": report["frames"],
         "fps": fps,
         "realtime_factor": fps / NOMINAL_FPS,
+        **model_ratios(report["frame_ms"], report["landmark_model_ms"]),
         "stages": report["stages"],
         "end_to_end_ms": report["end_to_end_ms"],
         "rss_mb": resident_memory_bytes() / 2**20,
@@ -456,6 +478,9 @@ def format_report(r: dict[str, Any]) -> str:
         f" {r['render_ms_per_frame']:.1f} ms/frame",
         f"  end-to-end p50 {r['end_to_end_ms']['p50']:.2f} ms, p95 {r['end_to_end_ms']['p95']:.2f}"
         f" ms, p99 {r['end_to_end_ms']['p99']:.2f} ms",
+        f"  per frame p50 {r['pipeline_ms']:.2f} ms, p99 {r['pipeline_ms_p99']:.2f} ms;"
+        f" landmark model p50 {r['model_ms']:.2f} ms, p99 {r['model_ms_p99']:.2f} ms",
+        f"  pipeline/model: p50 {r['pipeline_to_model']:.2f}, p99 {r['pipeline_to_model_p99']:.2f}",
         "  stage            p50 ms   p99 ms",
     ]
     for name, s in r["stages"].items():

@@ -166,16 +166,30 @@ class RunStats:
     window: int = TIMING_WINDOW
     stage_ms: dict[str, deque[float]] = field(default_factory=dict)
     end_to_end_ms: deque[float] = field(default_factory=deque)
+    # Per frame, the sum of its stage times (source read included): the host's work on it.
+    frame_ms: deque[float] = field(default_factory=deque)
+    # Per landmark-model inference, the runner's own call (TrackingResult.landmark_model_ms).
+    landmark_model_ms: deque[float] = field(default_factory=deque)
     states: dict[str, int] = field(default_factory=dict)
     failed_frames: int = 0
 
     def __post_init__(self) -> None:
         self.end_to_end_ms = deque(self.end_to_end_ms, maxlen=self.window)
+        self.frame_ms = deque(self.frame_ms, maxlen=self.window)
+        self.landmark_model_ms = deque(self.landmark_model_ms, maxlen=self.window)
 
-    def add(self, stage_ms: dict[str, float], end_to_end_ms: float, state: str | None) -> None:
+    def add(
+        self,
+        stage_ms: dict[str, float],
+        end_to_end_ms: float,
+        state: str | None,
+        landmark_model_ms: Iterable[float] = (),
+    ) -> None:
         for name, ms in stage_ms.items():
             self.stage_ms.setdefault(name, deque(maxlen=self.window)).append(ms)
         self.end_to_end_ms.append(end_to_end_ms)
+        self.frame_ms.append(sum(stage_ms.values()))
+        self.landmark_model_ms.extend(landmark_model_ms)
         if state is not None:
             self.states[state] = self.states.get(state, 0) + 1
 
@@ -226,7 +240,8 @@ class Evaluator:
         reg = result.registration
         state = reg.state if reg is not None else None
         state_name = state.value if state is not None else None
-        self.stats.add(result.stage_ms, result.end_to_end_ms, state_name)
+        model_ms = result.tracking.landmark_model_ms if result.tracking is not None else ()
+        self.stats.add(result.stage_ms, result.end_to_end_ms, state_name, model_ms)
         if result.failed:
             self.stats.failed_frames += 1
         truth = result.frame.truth
@@ -312,6 +327,8 @@ class Evaluator:
             "failed_frames": self.stats.failed_frames,
             "stages": self.stats.stage_summary(),
             "end_to_end_ms": e2e,
+            "frame_ms": percentiles(self.stats.frame_ms, 50, 99),
+            "landmark_model_ms": percentiles(self.stats.landmark_model_ms, 50, 99),
             "state_fractions": self.stats.state_fractions(),
         }
         if self.visible:

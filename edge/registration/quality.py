@@ -20,6 +20,13 @@ def fitzpatrick_tre_mm(fiducials_m: np.ndarray, targets_m: np.ndarray, fle_mm: f
     the RMS distance of the fiducials from that axis. ``fiducials_m`` (N, 3),
     N >= 3 and not collinear; ``targets_m`` (M, 3); both in the same frame.
     """
+    return fitzpatrick_from_geometry(fitzpatrick_geometry(fiducials_m, targets_m), fle_mm)
+
+
+def fitzpatrick_geometry(fiducials_m: np.ndarray, targets_m: np.ndarray) -> tuple[int, np.ndarray]:
+    """The part of :func:`fitzpatrick_tre_mm` that depends on the layout alone: N and, per
+    target, 1 + 1/3 * sum_k d_k^2 / f_k^2 (inf for a collinear layout). Cache it per
+    landmark set; :func:`fitzpatrick_from_geometry` adds the FLE."""
     F = np.asarray(fiducials_m, dtype=np.float64)
     P = np.asarray(targets_m, dtype=np.float64).reshape(-1, 3)
     if F.ndim != 2 or F.shape[1] != 3 or len(F) < 3:
@@ -34,9 +41,17 @@ def fitzpatrick_tre_mm(fiducials_m: np.ndarray, targets_m: np.ndarray, fle_mm: f
     for axis in Vt:
         f2 = float(np.mean(x2 - (X @ axis) ** 2))
         if f2 <= 1e-18:
-            return np.full(len(P), math.inf)
+            return len(F), np.full(len(P), math.inf)
         ratio += (r2 - (R @ axis) ** 2) / f2
-    return np.sqrt(fle_mm**2 / len(F) * (1.0 + ratio / 3.0))
+    return len(F), 1.0 + ratio / 3.0
+
+
+def fitzpatrick_from_geometry(geometry_: tuple[int, np.ndarray], fle_mm: float) -> np.ndarray:
+    """:func:`fitzpatrick_tre_mm` from a cached :func:`fitzpatrick_geometry`."""
+    count, shape = geometry_
+    if not np.isfinite(shape).all():
+        return np.full(len(shape), math.inf)
+    return np.sqrt(fle_mm**2 / count * shape)
 
 
 def surface_tre_mm(
@@ -130,8 +145,11 @@ def systematic_residual_mm(
     area = float(np.prod(np.ptp(xy, axis=0)))
     cell_m = float(np.clip(np.sqrt(area * points_per_cell / ok.sum()), 0.01, 0.03))
     cells = np.floor(xy / cell_m).astype(np.int64)
-    _, label = np.unique(cells, axis=0, return_inverse=True)
-    label = label.reshape(-1)
+    # One integer per cell, ordered as the rows of np.unique(cells, axis=0) would be (x, then
+    # y) so the result is the same to the bit; a 1-D unique is ~10x cheaper than axis=0.
+    cells -= cells.min(axis=0)
+    key = cells[:, 0] * (int(cells[:, 1].max()) + 1) + cells[:, 1]
+    _, label = np.unique(key, return_inverse=True)
     count = np.bincount(label)
     total = np.bincount(label, weights=np.clip(r[ok], -clip_mm, clip_mm))
     full = count >= min_count

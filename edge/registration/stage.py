@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,8 @@ from edge.registration.paired_point import PairedPointResult, landmark_pairs, ro
 from edge.registration.quality import (
     Gates,
     check_gates,
-    fitzpatrick_tre_mm,
+    fitzpatrick_from_geometry,
+    fitzpatrick_geometry,
     fle_from_fre_mm,
     pose_difference,
     relief_mm,
@@ -85,6 +86,13 @@ class _LandmarkFit:
         return self._upper
 
 
+def _fits(lm: _LandmarkFit) -> Iterator[_LandmarkFit]:
+    """The fit of all landmarks, then the upper face's: made only if the caller asks on."""
+    yield lm
+    if lm.upper is not None:
+        yield lm.upper
+
+
 def _scaled_motion(delta: np.ndarray, alpha: float) -> np.ndarray:
     """``delta`` raised to a real power (rotation by axis-angle scaling, translation linear)."""
     axis, angle = geometry.matrix_to_axis_angle(delta[:3, :3])
@@ -137,6 +145,8 @@ class RegistrationStage:
         )
         self._history: list[tuple[float, np.ndarray]] = []
         self._registered_s: float | None = None
+        # The last landmark set's Fitzpatrick geometry (its names, then N and per target).
+        self._fitzpatrick: tuple[tuple[str, ...], tuple[int, np.ndarray]] = ((), (0, np.zeros(0)))
         self.tre = TreEstimator(
             self._targets_m,
             config.tre_confidence_factor,
@@ -252,9 +262,7 @@ class RegistrationStage:
         c = self.config
         if lm is None:
             return predicted
-        for f in (lm, lm.upper):  # the upper face's fit is made only when needed
-            if f is None:
-                continue
+        for f in _fits(lm):  # the upper face's fit is made only when all landmarks disagree
             moved_mm, turned_deg = pose_difference(
                 f.fit.source_to_target, predicted, self._agreement_point
             )
@@ -286,9 +294,7 @@ class RegistrationStage:
         cloud = face_cloud(frame, face.landmarks_px, c.init_cloud_points)
         best: _Attempt | None = None
         # Start from the pose of all landmarks, then (if that fails) of the upper face's.
-        for start in (lm, lm.upper):
-            if start is None:
-                continue
+        for start in _fits(lm):
             attempt = self._evaluate(
                 frame,
                 cloud,
@@ -400,8 +406,11 @@ class RegistrationStage:
             fle = c.fle_mm
         if len(self._targets_m) and len(used) >= 3:
             # The landmark-only figure: a cross-check of the landmark layout, not gated.
-            fiducials = np.stack([self.plan.landmarks[n] for n in used])
-            tre = fitzpatrick_tre_mm(fiducials, self._targets_m, fle)
+            key = tuple(used)
+            if self._fitzpatrick[0] != key:  # the layout changes rarely: its geometry is kept
+                fiducials = np.stack([self.plan.landmarks[n] for n in used])
+                self._fitzpatrick = (key, fitzpatrick_geometry(fiducials, self._targets_m))
+            tre = fitzpatrick_from_geometry(self._fitzpatrick[1], fle)
             q.landmark_tre_mm = {n: float(v) for n, v in zip(self._target_names, tre, strict=True)}
         if len(self._targets_m) and icp is not None:
             tre = self.tre.estimate_mm(

@@ -12,6 +12,7 @@ model's crop outputs are continuous crop pixels (0..192).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -82,12 +83,15 @@ class LandmarkOutput:
     ``landmarks_px``: (468, 3) x, y in full-image pixels and the model's z on
     the same pixel scale (relative only). ``crop_xy``: (468, 2) the same
     landmarks in continuous crop pixels, for the consistency check.
+    ``inference_ms``: how long the model runner's own call took (the one cost
+    of tracking that cannot be avoided; ``edge bench`` divides by it).
     """
 
     landmarks_px: np.ndarray
     crop_xy: np.ndarray
     presence: float
     roi: Roi
+    inference_ms: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,10 @@ class LandmarkModel:
 
     def run(self, image: np.ndarray, roi: Roi, bgr: bool = False) -> LandmarkOutput:
         """Landmarks and face presence for the crop ``roi`` of an HxWx3 uint8 image."""
-        outputs = self.model.run(self.crop(image, roi, bgr=bgr))
+        x = self.crop(image, roi, bgr=bgr)
+        start = time.perf_counter()
+        outputs = self.model.run(x)
+        inference_ms = (time.perf_counter() - start) * 1000.0
         raw = flag = None
         for out in outputs:
             if out.size == LANDMARK_COUNT * 3:
@@ -177,4 +184,5 @@ class LandmarkModel:
         image_xy = (crop_xy - 0.5) @ m[:, :2].T + m[:, 2]
         z = raw[:, 2:3] * (roi.size_px / self.size)
         landmarks = np.hstack([image_xy, z])
-        return LandmarkOutput(landmarks, crop_xy, float(sigmoid(np.array(flag))), roi)
+        presence = float(sigmoid(np.array(flag)))
+        return LandmarkOutput(landmarks, crop_xy, presence, roi, inference_ms)

@@ -244,9 +244,11 @@ class FaceTracker:
         detections: list[Detection] | None = None
         continuous = True
         mode = "track"
+        model_ms: list[float] = []
         if self._state is TrackerState.FOLLOWING and self._last is not None:
             roi = roi_from_landmarks(self._last.landmarks_px, self.config.roi_scale)
             out = self.landmarks.run(image, roi, bgr=bgr)
+            model_ms.append(out.inference_ms)
             reason = self._loss_reason(out)
             interval = self.config.redetect_interval_frames
             if not reason and interval > 0 and self._since_detect >= interval:
@@ -270,6 +272,7 @@ class FaceTracker:
                 out = self.landmarks.run(
                     image, roi_from_detection(detection, self.config.roi_scale), bgr=bgr
                 )
+                model_ms.append(out.inference_ms)
                 if out.presence < self.config.presence_threshold:
                     self.lost_reason = f"presence {out.presence:.2f} on a fresh detection"
                     out = None
@@ -278,7 +281,7 @@ class FaceTracker:
             self._last = None
             self._filter_2d.reset()
             self._filter_3d.reset()
-            return TrackingResult(faces=[], patient=None, mode=mode)
+            return TrackingResult(faces=[], patient=None, mode=mode, landmark_model_ms=model_ms)
 
         self._since_detect += 1
         self._state = TrackerState.FOLLOWING
@@ -308,7 +311,7 @@ class FaceTracker:
             landmarks_camera_m=points_m,
             landmarks_valid=valid,
         )
-        return TrackingResult(faces=[face], patient=face, mode=mode)
+        return TrackingResult(faces=[face], patient=face, mode=mode, landmark_model_ms=model_ms)
 
     def _loss_reason(self, out: LandmarkOutput) -> str:
         if out.presence < self.config.presence_threshold:

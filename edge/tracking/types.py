@@ -33,9 +33,12 @@ class TrackingResult:
     ``patient`` is the face chosen as the patient's (see the tracker's rule),
     or None when no face is tracked. ``mode`` says whether the detector ran
     this frame (``detect``) or the crop came from the previous landmarks
-    (``track``).
+    (``track``). ``landmark_model_ms`` is the landmark model's inference time
+    for each crop it ran on this frame (usually one; two when a tracked crop
+    lost the face and a fresh detection was tried).
     """
 
     faces: list[Face] = field(default_factory=list)
     patient: Face | None = None
     mode: str = "detect"
+    landmark_model_ms: list[float] = field(default_factory=list)

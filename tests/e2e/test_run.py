@@ -7,6 +7,7 @@ sockets on loopback, so they are the slowest tests; frame counts are small.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge.app import RunOptions, execute
+from edge.bench import format_report
 from edge.cli import main
 from edge.config import EdgeConfig
 
@@ -162,18 +164,37 @@ BENCH_KEYS = {
 }
 
 
+RATIO_KEYS = {
+    "pipeline_ms",
+    "pipeline_ms_p99",
+    "model_ms",
+    "model_ms_p99",
+    "pipeline_to_model",
+    "pipeline_to_model_p99",
+}
+
+
 def test_bench_json_has_every_documented_key(capsys, repo_root):
     code = main(["bench", "--frames", "12", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert set(report) >= BENCH_KEYS
+    assert set(report) >= BENCH_KEYS | RATIO_KEYS
     assert report["frames"] == 12
     assert set(report["end_to_end_ms"]) == {"p50", "p95", "p99"}
     for stage in ("tracking", "registration", "overlay", "publish"):
         assert {"p50_ms", "p99_ms"} <= set(report["stages"][stage])
     assert report["realtime_factor"] == pytest.approx(report["fps"] / 30.0)
+    # Issue 15: the pipeline's time per frame in units of the landmark model's, one run.
+    assert report["model_ms"] > 0 and report["model_ms_p99"] >= report["model_ms"]
+    assert report["pipeline_ms_p99"] >= report["pipeline_ms"]
+    ratio = report["pipeline_ms"] / report["model_ms"]
+    assert report["pipeline_to_model"] == pytest.approx(ratio, rel=1e-9)
+    ratio_p99 = report["pipeline_ms_p99"] / report["model_ms"]
+    assert report["pipeline_to_model_p99"] == pytest.approx(ratio_p99, rel=1e-9)
+    in_memory = {k: math.nan if v is None else v for k, v in report.items()}  # JSON null: NaN
+    assert f"p50 {report['pipeline_to_model']:.2f}, p99" in format_report(in_memory)
     doc = (Path(repo_root) / "docs" / "benchmark.md").read_text()
-    for key in BENCH_KEYS:
+    for key in BENCH_KEYS | RATIO_KEYS:
         assert f"`{key}`" in doc, f"docs/benchmark.md does not document {key}"
     cells = {"refused_tre_gt2", "refused_tre_le2", "passed_tre_gt2", "passed_tre_le2"}
     for gate, table in report["gates"].items():

@@ -61,6 +61,16 @@ def test_run_stats():
     assert s.state_fractions() == {"LOST": 0.5, "TRACKING": 0.5}
 
 
+def test_run_stats_keep_frame_sums_and_model_inferences():
+    """Per frame, the sum of its stage times; per inference, the landmark model's call."""
+    s = RunStats()
+    s.add({"source": 1.0, "tracking": 3.0, "registration": 2.0}, 9.0, "TRACKING", [1.5])
+    s.add({"source": 1.0, "tracking": 5.0}, 9.0, "SEARCHING", [1.0, 2.0])
+    s.add({"source": 1.0}, 9.0, None)
+    assert list(s.frame_ms) == [6.0, 6.0, 1.0]
+    assert list(s.landmark_model_ms) == [1.5, 1.0, 2.0]
+
+
 def test_rss_trend_ignores_single_swings():
     from edge.bench import rss_trend_pct
 
