@@ -151,7 +151,9 @@ def run_bench(
         "state_fractions",
         "failed_frames",
         "current_frames_tre_over_2mm",
+        "current_frames_tre_over_mm",
         "tre_estimate_calibration",
+        "tre_above_estimate_fraction",
         "gates",
     ):
         if key in report:
@@ -184,6 +186,8 @@ def calibrate_tre(
             "tre_estimate_calibration": report.get("tre_estimate_calibration"),
             "state_fractions": report.get("state_fractions", {}),
             "current_frames_tre_over_2mm": report.get("current_frames_tre_over_2mm"),
+            "current_frames_tre_over_mm": report.get("current_frames_tre_over_mm"),
+            "tre_above_estimate_fraction": report.get("tre_above_estimate_fraction"),
             "gates": report.get("gates"),
         }
     scales = [

@@ -91,7 +91,8 @@ def skin(plan) -> SkinModel:
 
 @pytest.fixture
 def stage(plan, skin) -> RegistrationStage:
-    return RegistrationStage(plan, RegistrationConfig(), skin=skin)
+    # The synthetic face's depth is exact: no skin depth bias to correct.
+    return RegistrationStage(plan, RegistrationConfig(skin_depth_bias_mm=0.0), skin=skin)
 
 
 INTR = syn.default_intrinsics()
