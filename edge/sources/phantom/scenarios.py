@@ -124,7 +124,7 @@ def theatre_draw(scenario: Scenario, seed: int) -> TheatreDraw:
     smile_m = within(SMILE_M, u[8]) if scenario.smile else 0.0
     if not scenario.drape_randomised:
         return TheatreDraw(
-            "below", 1, scenario.drape_coverage[0], 0.004, 0.0, 0.0, DRAPE_COLOURS[0],
+            "below", 1, scenario.drape_coverage[0], 0.008, 0.0, 0.0, DRAPE_COLOURS[0],
             jaw_m, smile_m,
         )  # fmt: skip
     return TheatreDraw(

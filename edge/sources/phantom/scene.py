@@ -51,8 +51,8 @@ def covered_by_drape(
 
 def drape_surface(face: FaceModel, draw: TheatreDraw | None = None) -> Surface:
     """A cloth over part of the face, in the face frame: an envelope that spans the high
-    points and sags between them, ``drape_offset_m`` (at least) off the skin plus folds up
-    to ``drape_fold_m`` deep (a sum of two sinusoids across and along the face)."""
+    points and sags between them, at least ``drape_offset_m`` off the skin (radially),
+    plus folds up to ``drape_fold_m`` deep (two sinusoids across and along the face)."""
     import cv2
 
     d = draw or theatre_draw(get_scenario("drape"), 0)
@@ -68,7 +68,7 @@ def drape_surface(face: FaceModel, draw: TheatreDraw | None = None) -> Surface:
     k = 25 * up  # samples (~20 mm)
     env = cv2.dilate(r, np.ones((k, k), np.uint8))
     env = cv2.GaussianBlur(env, (0, 0), sigmaX=8.0 * up)
-    r_cloth = np.maximum(env, r + d.drape_offset_m) + d.drape_offset_m
+    r_cloth = np.maximum(env + d.drape_offset_m / 2, r + d.drape_offset_m)
     yaw = np.broadcast_to(np.linspace(face.yaw_rad[0], face.yaw_rad[-1], w * up)[None, :], r.shape)
     pitch = np.broadcast_to(
         np.linspace(face.pitch_rad[0], face.pitch_rad[-1], h * up)[:, None], r.shape
