@@ -493,6 +493,12 @@ def format_report(r: dict[str, Any]) -> str:
             f"  TRE estimate: true <= estimate in {c['coverage']:.1%} of {c['target_frames']}"
             f" target-frames, median estimate/true {c['median_ratio']:.2f}"
         )
+    if r.get("current_frames_tre_over_mm"):
+        over = r["current_frames_tre_over_mm"]
+        lines.append(
+            "  current (TRACKING) frames with true TRE over "
+            + ", ".join(f"{mm} mm: {n}" for mm, n in over.items())
+        )
     for gate, g in (r.get("gates") or {}).items():
         if g["refused_tre_gt2"] or g["refused_tre_le2"]:
             lines.append(

@@ -54,7 +54,6 @@ class DepthNoise:
     skin_bias_m: float = 0.0  # skin (subsurface scattering) reads this much too far
 
 
-
 def apply_depth_noise(
     depth_m: np.ndarray,
     incidence_cos: np.ndarray,

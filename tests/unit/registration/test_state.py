@@ -282,9 +282,7 @@ def test_reset_reregisters_from_landmarks(stage) -> None:
 def test_skin_depth_bias_is_corrected_before_the_fit(plan, skin, correction_mm, worst_mm) -> None:
     """Skin measured 1 mm too far (subsurface scattering) moves the whole pose back by about
     the bias unless ``skin_depth_bias_mm`` removes it from the depth before the fits."""
-    stage = RegistrationStage(
-        plan, RegistrationConfig(skin_depth_bias_mm=correction_mm), skin=skin
-    )
+    stage = RegistrationStage(plan, RegistrationConfig(skin_depth_bias_mm=correction_mm), skin=skin)
     depth = syn.render_depth(DENSE, BASE, INTR)
     biased = np.where(depth > 0, depth + 0.001, 0.0)
     shifts, tre = [], []

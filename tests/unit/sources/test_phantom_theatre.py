@@ -55,7 +55,9 @@ def test_draws_are_seeded_within_their_ranges() -> None:
     assert len(fixed) == 1 and fixed.pop().drape_coverage == 0.40
 
 
-@pytest.mark.parametrize("scenario, seed", [("drape-half", 0), ("drape-half", 4), ("drape-side", 1)])
+@pytest.mark.parametrize(
+    "scenario, seed", [("drape-half", 0), ("drape-half", 4), ("drape-side", 1)]
+)
 def test_drape_covers_the_fraction_asked_for(face, scenario, seed) -> None:
     """In a frontal view, the share of the face's height (columns between the outer eye
     corners, chin to forehead top) or width (rows from the nasion to the chin, between the
@@ -144,14 +146,18 @@ def test_skin_reads_its_bias_too_far_and_cloth_does_not(face) -> None:
     skin = np.zeros(depth.shape, bool)
     skin[:, :40] = True
     noise = DepthNoise(dropout_fraction=0.0, edge_hole_px=1, skin_bias_m=0.001)
-    noisy = apply_depth_noise(depth, np.ones_like(depth), noise, 615.0, np.random.default_rng(1), skin)
+    noisy = apply_depth_noise(
+        depth, np.ones_like(depth), noise, 615.0, np.random.default_rng(1), skin
+    )
     sigma = 0.6**2 * 0.08 / (615.0 * 0.05)
     assert np.mean(noisy[:, :40] - 0.6) == pytest.approx(0.001, abs=4 * sigma / 40)
     assert abs(np.mean(noisy[:, 40:] - 0.6)) < 4 * sigma / 40
     # Through the source: the rendered head is skin, the drape is cloth, and only skin moves.
     cfg = dataclasses.replace(QUIET, depth_noise=True, subpixel_px=1e-6, dropout_fraction=0.0)
     biased = dataclasses.replace(cfg, skin_depth_bias_mm=2.0)
-    _, clean, _, plain = _first_frame(face, "drape-half", 0, dataclasses.replace(cfg, skin_depth_bias_mm=0.0))
+    _, clean, _, plain = _first_frame(
+        face, "drape-half", 0, dataclasses.replace(cfg, skin_depth_bias_mm=0.0)
+    )
     _, _, _, shifted = _first_frame(face, "drape-half", 0, biased)
     both = (plain.depth > 0) & (shifted.depth > 0)
     diff = shifted.depth_m() - plain.depth_m()
