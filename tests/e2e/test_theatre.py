@@ -49,3 +49,13 @@ def test_run_on_the_jaw_scenario_records_the_skin_depth_correction(tmp_path, cap
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     start = [e for e in entries if e["event"] == "process.start"]
     assert len(start) == 1 and start[0]["data"]["skin_depth_bias_mm"] == 0.7
+
+
+def test_phantom_writes_a_theatre_recording(tmp_path, capsys):
+    out = tmp_path / "side.db3"
+    argv = ["phantom", "--scenario", "drape-side", "--frames", "2", "--seed", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    lines = (tmp_path / "side.truth.jsonl").read_text().splitlines()
+    frames = [json.loads(line) for line in lines[1:]]
+    assert [f["frame"] for f in frames] == [0, 1]
+    assert {f["scenario"] for f in frames} == {"drape-side"}
