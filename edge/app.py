@@ -259,6 +259,7 @@ def _open_audit(
         {name: sha256_file(p) for name, p in models.items()},
         plan.digest if plan is not None else None,
         source=spec,
+        skin_depth_bias_mm=cfg.registration.skin_depth_bias_mm,
     )
     where = str(options.plan or cfg.plan.path or "phantom demo")
     if plan is not None:

@@ -173,7 +173,9 @@ def run_bench(
         "state_fractions",
         "failed_frames",
         "current_frames_tre_over_2mm",
+        "current_frames_tre_over_mm",
         "tre_estimate_calibration",
+        "tre_above_estimate_fraction",
         "gates",
     ):
         if key in report:
@@ -206,6 +208,8 @@ def calibrate_tre(
             "tre_estimate_calibration": report.get("tre_estimate_calibration"),
             "state_fractions": report.get("state_fractions", {}),
             "current_frames_tre_over_2mm": report.get("current_frames_tre_over_2mm"),
+            "current_frames_tre_over_mm": report.get("current_frames_tre_over_mm"),
+            "tre_above_estimate_fraction": report.get("tre_above_estimate_fraction"),
             "gates": report.get("gates"),
         }
     scales = [
@@ -513,6 +517,12 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(
             f"  TRE estimate: true <= estimate in {c['coverage']:.1%} of {c['target_frames']}"
             f" target-frames, median estimate/true {c['median_ratio']:.2f}"
+        )
+    if r.get("current_frames_tre_over_mm"):
+        over = r["current_frames_tre_over_mm"]
+        lines.append(
+            "  current (TRACKING) frames with true TRE over "
+            + ", ".join(f"{mm} mm: {n}" for mm, n in over.items())
         )
     for gate, g in (r.get("gates") or {}).items():
         if g["refused_tre_gt2"] or g["refused_tre_le2"]:

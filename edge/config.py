@@ -307,6 +307,11 @@ class RegistrationConfig:
     # residual noise in the TRE estimate; the focal length is the frame's.
     depth_subpixel_px: float = 0.08
     depth_baseline_mm: float = 50.0
+    # How far behind its surface this camera model measures skin (infrared scattering
+    # under the skin); subtracted from the depth of the face cloud and the landmarks
+    # before the fits. No published figure for D4xx cameras on skin was found: 1.0 mm is
+    # an assumed order of magnitude; measure it (docs/calibration.md, "Skin depth bias").
+    skin_depth_bias_mm: float = 1.0
     min_cloud_points: int = 60
     confirm_frames: int = 1  # passing frames in REGISTERED before TRACKING
     lost_after_frames: int = 15  # consecutive failing frames before DEGRADED becomes LOST
@@ -348,6 +353,8 @@ class PhantomConfig:
     max_depth_m: float = 10.0
     color_noise_sigma: float = 2.0  # 8-bit levels
     lighting_variation: float = 0.0  # amplitude of a slow global brightness change (0..0.5)
+    # Skin's depth reads this much too far (subsurface scattering; edge/sources/phantom/noise.py).
+    skin_depth_bias_mm: float = 1.0
 
     def __post_init__(self) -> None:
         if self.width < 16 or self.height < 16:
@@ -432,6 +439,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "registration.tre_confidence_factor": (0.1, 100.0),
     "registration.depth_subpixel_px": (0.001, 10.0),
     "registration.depth_baseline_mm": (1.0, 1000.0),
+    "registration.skin_depth_bias_mm": (-10.0, 10.0),
+    "phantom.skin_depth_bias_mm": (-10.0, 10.0),
 }
 
 

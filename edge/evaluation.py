@@ -23,6 +23,7 @@ from edge.registration.types import RegistrationState
 # the error below which a refusal is a false refusal of an accurate frame.
 INACCURATE_TRE_MM = 2.0
 ACCURATE_TRE_MM = 1.0
+CURRENT_TRE_LINES_MM = (2, 3, 5)  # edge bench counts TRACKING frames past each line
 
 
 def percentiles(values: Iterable[float], *qs: float) -> dict[str, float]:
@@ -231,6 +232,8 @@ class Evaluator:
     # Per frame with a fitted pose: (its true TRE at the worst target, the gates it failed).
     gate_records: list[tuple[float, list[str]]] = field(default_factory=list)
     current_over_2mm: int = 0  # TRACKING frames whose worst true TRE exceeds 2 mm
+    # TRACKING frames whose worst true TRE exceeds each of CURRENT_TRE_LINES_MM.
+    current_over_mm: dict[int, int] = field(default_factory=dict)
 
     name: ClassVar[str] = "evaluation"
 
@@ -294,6 +297,9 @@ class Evaluator:
         self.gate_records.append((worst, list(reg.quality.failed_gates)))
         if reg.state is RegistrationState.TRACKING and worst > INACCURATE_TRE_MM:
             self.current_over_2mm += 1
+        if reg.state is RegistrationState.TRACKING:
+            for line in CURRENT_TRE_LINES_MM:
+                self.current_over_mm[line] = self.current_over_mm.get(line, 0) + int(worst > line)
         shown = reg.shown_tre_mm
         if shown and reg.patient_to_camera is not None:
             for name, true_mm in true.items():
@@ -354,6 +360,13 @@ class Evaluator:
             )
             out["gates"] = gate_confusion(self.gate_records)
             out["current_frames_tre_over_2mm"] = self.current_over_2mm
+            out["current_frames_tre_over_mm"] = {
+                str(line): self.current_over_mm.get(line, 0) for line in CURRENT_TRE_LINES_MM
+            }
+            cal = out["tre_estimate_calibration"]
+            out["tre_above_estimate_fraction"] = (
+                1.0 - cal["coverage"] if cal["target_frames"] else float("nan")
+            )
             out.update(self._transition_latencies())
         return out
 

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "preoperative plan folder.",
     )
     p.add_argument("--scenario", default="nod-shake", help="static, nod-shake, approach, drape, "
-                   "leave-return or photo-spoof (default: nod-shake)")  # fmt: skip
+                   "drape-half, drape-side, jaw, theatre, leave-return or photo-spoof "
+                   "(default: nod-shake)")  # fmt: skip
     p.add_argument("--frames", type=int, default=300, help="number of frames (default 300)")
     p.add_argument("--out", metavar="FILE.db3", help="recording to write")
     p.add_argument("--plan-out", metavar="DIR", help="write the phantom's plan into this folder")

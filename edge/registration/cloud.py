@@ -68,8 +68,24 @@ def face_pixels(landmarks_px: np.ndarray, width: int, height: int, max_points: i
     return np.stack([u[inside], v[inside]], axis=1).astype(np.int64)
 
 
-def face_cloud(frame: Frame, landmarks_px: np.ndarray, max_points: int = 600) -> np.ndarray:
-    """(N, 3) camera-frame points (metres) of the face region with valid depth."""
+def correct_skin_depth(points_camera_m: np.ndarray, skin_depth_bias_m: float) -> np.ndarray:
+    """Points on skin moved ``skin_depth_bias_m`` nearer in depth (z), as measured too far.
+
+    Along each point's viewing ray, so the pixel it came from stays the same:
+    the depth ``z`` becomes ``z - bias`` and x, y scale with it.
+    """
+    p = np.asarray(points_camera_m, dtype=np.float64)
+    if not skin_depth_bias_m or p.size == 0:
+        return p
+    z = p[:, 2:3]
+    return np.asarray(p * ((z - skin_depth_bias_m) / np.where(z > 0, z, 1.0)))
+
+
+def face_cloud(
+    frame: Frame, landmarks_px: np.ndarray, max_points: int = 600, skin_depth_bias_m: float = 0.0
+) -> np.ndarray:
+    """(N, 3) camera-frame points (metres) of the face region with valid depth, corrected
+    for the camera's skin depth bias (:func:`correct_skin_depth`)."""
     if frame.depth is None:
         return np.zeros((0, 3))
     intr = frame.intrinsics
@@ -78,5 +94,5 @@ def face_cloud(frame: Frame, landmarks_px: np.ndarray, max_points: int = 600) ->
         return np.zeros((0, 3))
     raw = frame.depth[pix[:, 1], pix[:, 0]]
     ok = raw > 0
-    z = raw[ok].astype(np.float64) * frame.depth_scale_m
+    z = raw[ok].astype(np.float64) * frame.depth_scale_m - skin_depth_bias_m
     return intr.deproject(pix[ok].astype(np.float64), z)

@@ -22,7 +22,7 @@ from edge.config import RegistrationConfig
 from edge.errors import RegistrationError
 from edge.frames import Frame, FrameResult
 from edge.plan.model import Plan
-from edge.registration.cloud import face_cloud
+from edge.registration.cloud import correct_skin_depth, face_cloud
 from edge.registration.icp import IcpResult, SkinModel, icp_point_to_plane
 from edge.registration.landmarks import MOBILE_LANDMARKS
 from edge.registration.paired_point import PairedPointResult, landmark_pairs, robust_rigid_transform
@@ -147,6 +147,7 @@ class RegistrationStage:
         self._registered_s: float | None = None
         # The last landmark set's Fitzpatrick geometry (its names, then N and per target).
         self._fitzpatrick: tuple[tuple[str, ...], tuple[int, np.ndarray]] = ((), (0, np.zeros(0)))
+        self._skin_bias_m = config.skin_depth_bias_mm * 1e-3
         self.tre = TreEstimator(
             self._targets_m,
             config.tre_confidence_factor,
@@ -229,6 +230,7 @@ class RegistrationStage:
         names, plan_pts, cam_pts = landmark_pairs(
             self.plan.landmarks, face.landmarks_camera_m, face.landmarks_valid
         )
+        cam_pts = correct_skin_depth(cam_pts, self._skin_bias_m)
         whole = self._fit(names, plan_pts, cam_pts)
         keep = [i for i, n in enumerate(names) if n not in LOWER_FACE_LANDMARKS]
         if whole is not None and len(keep) < len(names):
@@ -291,7 +293,7 @@ class RegistrationStage:
             q = RegistrationQuality()
             q.failed_gates = ["landmarks"]
             return _Attempt(None, q, False, reasons=["fewer than 4 plan landmarks tracked"])
-        cloud = face_cloud(frame, face.landmarks_px, c.init_cloud_points)
+        cloud = face_cloud(frame, face.landmarks_px, c.init_cloud_points, self._skin_bias_m)
         best: _Attempt | None = None
         # Start from the pose of all landmarks, then (if that fails) of the upper face's.
         for start in _fits(lm):
@@ -320,7 +322,7 @@ class RegistrationStage:
         self, frame: Frame, face: Face, lm: _LandmarkFit | None, predicted: np.ndarray
     ) -> _Attempt:
         c = self.config
-        cloud = face_cloud(frame, face.landmarks_px, c.track_cloud_points)
+        cloud = face_cloud(frame, face.landmarks_px, c.track_cloud_points, self._skin_bias_m)
         return self._evaluate(
             frame,
             cloud,

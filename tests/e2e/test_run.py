@@ -161,6 +161,8 @@ BENCH_KEYS = {
     "tre_estimate_calibration",
     "gates",
     "current_frames_tre_over_2mm",
+    "current_frames_tre_over_mm",
+    "tre_above_estimate_fraction",
 }
 
 

@@ -28,6 +28,7 @@ from edge.frames import (
 )
 from edge.sources.librealsense import align_depth_to_color
 from edge.sources.pacing import Pacer
+from edge.sources.phantom.deform import LowerFace, lower_face_motion
 from edge.sources.phantom.depthcam import DepthImager, d435_like
 from edge.sources.phantom.face import FaceModel, LandmarkFn, load_face_model
 from edge.sources.phantom.motion import load_motion
@@ -38,8 +39,8 @@ from edge.sources.phantom.noise import (
     quantise_depth,
 )
 from edge.sources.phantom.plan_out import patient_to_face
-from edge.sources.phantom.render import Renderer, Rendering
-from edge.sources.phantom.scenarios import get_scenario, scenario_poses
+from edge.sources.phantom.render import MATERIAL_SKIN, Renderer, Rendering, Surface
+from edge.sources.phantom.scenarios import get_scenario, scenario_poses, theatre_draw
 from edge.sources.phantom.scene import (
     covered_by_drape,
     drape_surface,
@@ -92,6 +93,7 @@ def depth_noise_from_config(c: PhantomConfig) -> DepthNoise:
         dropout_fraction=c.dropout_fraction,
         min_depth_m=c.min_depth_m,
         max_depth_m=c.max_depth_m,
+        skin_bias_m=c.skin_depth_bias_mm * 1e-3,
     )
 
 
@@ -142,10 +144,11 @@ class PhantomSource(FrameSource):
             )
             if poses.ndim != 3 or poses.shape[1:] != (4, 4) or len(poses) == 0:
                 raise SourceError("motion poses must be an (N, 4, 4) array", "pass a motion file")
-            # Poses come from the file; a scenario that changes the scene (drape,
-            # photo-spoof) still applies, every other name becomes "motion".
+            # Poses come from the file; a scenario that changes the scene (a drape,
+            # photo-spoof, the jaw) still applies, every other name becomes "motion".
             named = get_scenario(scenario)
-            self.scenario = named if named.drape or named.spoof else get_scenario("motion")
+            keeps = named.drape or named.spoof or named.jaw or named.smile
+            self.scenario = named if keeps else get_scenario("motion")
             idx = np.minimum(np.arange(self._frames), len(poses) - 1)
             self._poses = poses[idx]
         else:
@@ -156,6 +159,10 @@ class PhantomSource(FrameSource):
                 self.scenario.name, self._frames, self.config.distance_m, self.config.fps
             )
         self.seed = int(seed)
+        self.draw = theatre_draw(self.scenario, self.seed)
+        self._jaw_m, self._smile_m = lower_face_motion(
+            self._frames, self.config.fps, self.draw.jaw_m, self.draw.smile_m
+        )
         self.intrinsics = intrinsics or default_intrinsics(self.config)
         self.depth_imager: DepthImager | None = d435_like(self.intrinsics) if raw_depth else None
         self._depth_renderer: Renderer | None = None
@@ -225,7 +232,13 @@ class PhantomSource(FrameSource):
             )
             self._depth_background = bg
         self._head = head_surface(face)
-        self._drape = drape_surface(face) if self.scenario.drape else None
+        self._drape = drape_surface(face, self.draw) if self.scenario.drape else None
+        self._lower = LowerFace.of(face.landmarks_m)
+        # Samples the jaw or smile can move, per surface (only those are moved per frame).
+        self._movable = [
+            np.flatnonzero(self._lower.moving(s.points_m.T)) if s is not None else None
+            for s in (self._head, self._drape)
+        ]
         self._print = print_plane(face) if self.scenario.spoof else None
         self._pacer.start()  # frame 0 is due at open
         self._next = 0
@@ -251,7 +264,12 @@ class PhantomSource(FrameSource):
         # their geometry.
         seen = clean if self.depth_imager is None else self._render_depth_view(i)
         depth_m = apply_depth_noise(
-            seen.depth_m, seen.incidence_cos, self._noise, self.intrinsics.fx, rng
+            seen.depth_m,
+            seen.incidence_cos,
+            self._noise,
+            self.intrinsics.fx,
+            rng,
+            skin=seen.material == MATERIAL_SKIN,
         )
         gain = 1.0 + c.lighting_variation * np.sin(2 * np.pi * i / (7.0 * c.fps))
         color = apply_color_noise(clean.color, c.color_noise_sigma, gain, rng)
@@ -290,20 +308,38 @@ class PhantomSource(FrameSource):
             raise SourceError("the phantom is not open", "open the source first")
         face_to_camera = self._poses[index]
         out = self._background.copy()
-        self._draw_face(self._renderer, out, face_to_camera)
-        return out, self._truth(face_to_camera, out.depth_m)
+        self._draw_face(self._renderer, out, face_to_camera, index)
+        return out, self._truth(face_to_camera, out.depth_m, index)
 
-    def _draw_face(self, renderer: Renderer, out: Rendering, face_to_view: np.ndarray) -> None:
+    def _draw_face(
+        self, renderer: Renderer, out: Rendering, face_to_view: np.ndarray, index: int
+    ) -> None:
         """The scenario's face into ``out`` at ``face_to_view``: the printed photo's plane
-        (a spoof), else the head and, when draped, the drape."""
+        (a spoof), else the head and, when draped, the drape (both with frame ``index``'s
+        jaw opening and smile)."""
         if self._print is not None:
             plane, plane_to_face = self._print
             renderer.draw_plane(out, plane, face_to_view @ plane_to_face)
         else:
-            surfaces = [(self._head, face_to_view)]
+            surfaces = [(self._deformed(self._head, 0, index), face_to_view)]
             if self._drape is not None:
-                surfaces.append((self._drape, face_to_view))
+                surfaces.append((self._deformed(self._drape, 1, index), face_to_view))
             renderer.draw_surfaces(out, surfaces)
+
+    def _deformed(self, surface: Surface, which: int, index: int) -> Surface:
+        """``surface`` moved by frame ``index``'s jaw and smile (the surface itself when still).
+
+        A drape lying on the chin moves with it. Normals keep their rest direction: the
+        motion turns them by a few degrees at most, which changes only the shading.
+        """
+        jaw, smile = float(self._jaw_m[index]), float(self._smile_m[index])
+        idx = self._movable[which]
+        if (jaw == 0.0 and smile == 0.0) or idx is None or idx.size == 0:
+            return surface
+        points = surface.points_m.copy()
+        moved = points[:, idx].T.astype(np.float64)
+        points[:, idx] = (moved + self._lower.displacement_m(moved, jaw, smile)).T
+        return Surface(points, surface.normals, surface.colors, surface.spacing_m, surface.material)
 
     def _render_depth_view(self, index: int) -> Rendering:
         """Noise-free depth as the separate depth imager sees frame ``index``.
@@ -317,12 +353,17 @@ class PhantomSource(FrameSource):
         assert self._depth_renderer is not None and self._depth_background is not None
         to_depth = self.depth_imager.color_to_depth @ self._poses[index]
         out = self._depth_background.copy()
-        self._draw_face(self._depth_renderer, out, to_depth)
+        self._draw_face(self._depth_renderer, out, to_depth, index)
         return _half_size(out)
 
-    def _truth(self, face_to_camera: np.ndarray, clean_depth_m: np.ndarray) -> GroundTruth:
+    def _truth(
+        self, face_to_camera: np.ndarray, clean_depth_m: np.ndarray, index: int
+    ) -> GroundTruth:
         face = self.face
         lm_face = face.landmarks_m.copy()
+        jaw, smile = float(self._jaw_m[index]), float(self._smile_m[index])
+        if jaw or smile:  # the skin moved; the skull (patient_to_camera) did not
+            lm_face += self._lower.displacement_m(lm_face, jaw, smile)
         if self.scenario.spoof:
             lm_face[:, 2] = face.landmarks_m[168, 2]  # the printed face is flat
         lm_cam = geometry.apply(face_to_camera, lm_face)
@@ -335,7 +376,7 @@ class PhantomSource(FrameSource):
         d = clean_depth_m[vi[inside], ui[inside]]
         seen[inside] = (d > 0) & (np.abs(d - lm_cam[inside, 2]) < VISIBLE_DEPTH_TOLERANCE_M)
         if self.scenario.drape:
-            seen &= ~covered_by_drape(face, face.landmarks_m)
+            seen &= ~covered_by_drape(face, face.landmarks_m, self.draw)
         face_visible = bool(seen.mean() >= FACE_VISIBLE_FRACTION)
         return GroundTruth(
             patient_to_camera=face_to_camera @ self._patient_to_face,
@@ -372,4 +413,5 @@ def _half_size(r: Rendering) -> Rendering:
         np.ascontiguousarray(color),
         np.where(keep, depth, 0.0).astype(np.float32),
         np.where(keep, cos, 0.0).astype(np.float32),
+        np.ascontiguousarray(r.material[: 2 * h : 2, : 2 * w : 2]),
     )

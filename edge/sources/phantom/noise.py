@@ -11,6 +11,13 @@ baseline. Depth is then quantised to the depth units. Stereo matching also
 fails where the surface is seen at a grazing angle and next to depth
 discontinuities (one view cannot see what the other sees), and randomly in
 small patches; those pixels report 0 (no depth), as the camera does.
+
+Skin reads too far: the projector's infrared light scatters under the skin
+before it returns, so active-stereo and structured-light cameras place skin
+behind its surface (Sensors 2022, 22(19), 7378 evaluates D415 depth on
+translucent and scattering media). No published figure for a D4xx on human skin
+was found; the default ``skin_bias_m`` of 1 mm is an assumption of that order,
+and docs/calibration.md describes how to measure it for a camera.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ class DepthNoise:
     dropout_fraction: float = 0.002  # random missing patches, as a fraction of pixels
     min_depth_m: float = 0.2  # D4xx cameras report nothing closer (min-Z ~0.2-0.3 m for a D435)
     max_depth_m: float = 10.0
+    skin_bias_m: float = 0.0  # skin (subsurface scattering) reads this much too far
 
 
 def apply_depth_noise(
@@ -52,11 +60,13 @@ def apply_depth_noise(
     noise: DepthNoise,
     focal_px: float,
     rng: np.random.Generator,
+    skin: np.ndarray | None = None,
 ) -> np.ndarray:
     """Noisy depth (float32 metres, 0 = no depth) from a noise-free rendering.
 
     ``incidence_cos`` is the cosine between surface normal and viewing ray per
-    pixel. Does not modify its inputs.
+    pixel; ``skin`` (bool, optional) marks the pixels that show skin, whose depth
+    reads ``noise.skin_bias_m`` too far. Does not modify its inputs.
     """
     import cv2
 
@@ -67,6 +77,8 @@ def apply_depth_noise(
     f = noise.focal_px if noise.focal_px > 0 else focal_px
     sigma = depth_sigma_m(z, f, noise.subpixel_px, noise.baseline_m).astype(np.float32)
     z += rng.standard_normal(z.shape, dtype=np.float32) * sigma
+    if skin is not None and noise.skin_bias_m:
+        z[skin & valid] += np.float32(noise.skin_bias_m)
 
     holes = valid & (incidence_cos < np.cos(np.radians(noise.grazing_hole_deg)))
     # Depth edges: a large jump to any 4-neighbour (or between hit and nothing).

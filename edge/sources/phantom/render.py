@@ -21,6 +21,12 @@ import numpy as np
 
 from edge.frames import Intrinsics
 
+# What a pixel shows, in ``Rendering.material``: the depth noise model treats skin
+# (subsurface scattering) differently from cloth, paper and the table.
+MATERIAL_OTHER = 0
+MATERIAL_SKIN = 1
+MATERIAL_CLOTH = 2
+
 
 @dataclass(frozen=True)
 class Surface:
@@ -35,10 +41,16 @@ class Surface:
     normals: np.ndarray
     colors: np.ndarray
     spacing_m: float
+    material: int = 0  # what the pixels it wins are labelled (MATERIAL_*)
 
     @classmethod
     def from_rows(
-        cls, points_m: np.ndarray, normals: np.ndarray, colors: np.ndarray, spacing_m: float
+        cls,
+        points_m: np.ndarray,
+        normals: np.ndarray,
+        colors: np.ndarray,
+        spacing_m: float,
+        material: int = 0,
     ) -> Surface:
         """Build from (..., 3) arrays (any leading shape)."""
         return cls(
@@ -46,6 +58,7 @@ class Surface:
             np.ascontiguousarray(normals.reshape(-1, 3).T, dtype=np.float32),
             np.ascontiguousarray(colors.reshape(-1, 3), dtype=np.uint8),
             float(spacing_m),
+            int(material),
         )
 
 
@@ -65,14 +78,18 @@ class TexturedPlane:
 @dataclass
 class Rendering:
     """One rendered view: colour (H, W, 3) uint8 RGB, depth_m (H, W) float32 (0 = none),
-    incidence_cos (H, W) float32: cosine between the surface normal and the viewing ray."""
+    incidence_cos (H, W) float32: cosine between the surface normal and the viewing ray,
+    material (H, W) uint8: MATERIAL_* of the surface seen."""
 
     color: np.ndarray
     depth_m: np.ndarray
     incidence_cos: np.ndarray
+    material: np.ndarray
 
     def copy(self) -> Rendering:
-        return Rendering(self.color.copy(), self.depth_m.copy(), self.incidence_cos.copy())
+        return Rendering(
+            self.color.copy(), self.depth_m.copy(), self.incidence_cos.copy(), self.material.copy()
+        )
 
 
 class Renderer:
@@ -97,7 +114,8 @@ class Renderer:
         h, w = self.intrinsics.height, self.intrinsics.width
         color = np.empty((h, w, 3), np.uint8)
         color[:] = rgb
-        return Rendering(color, np.zeros((h, w), np.float32), np.zeros((h, w), np.float32))
+        zero = np.zeros((h, w), np.float32)
+        return Rendering(color, zero, zero.copy(), np.zeros((h, w), np.uint8))
 
     def draw_plane(
         self, into: Rendering, plane: TexturedPlane, plane_to_camera: np.ndarray
@@ -135,6 +153,7 @@ class Renderer:
         into.color[hit] = color[hit]
         into.depth_m[hit] = z[hit]
         into.incidence_cos[hit] = np.abs(denom[hit]) / self._ray_norm[hit]
+        into.material[hit] = MATERIAL_OTHER
 
     def draw_surfaces(
         self,
@@ -145,7 +164,7 @@ class Renderer:
         rendering, in place, with a depth test against what is already there."""
         intr = self.intrinsics
         w, h = intr.width, intr.height
-        zs, idxs, cols, coss = [], [], [], []
+        zs, idxs, cols, coss, mats = [], [], [], [], []
         passes = 1
         for surface, to_camera in surfaces:
             # Coordinate-major arithmetic: numpy's (N,3)@(3,3) float32 matmul is
@@ -180,6 +199,7 @@ class Renderer:
             idxs.append(vi * w + ui)
             cols.append(col)
             coss.append(cos)
+            mats.append(np.full(z.shape, surface.material, np.uint8))
             # Samples further apart than a pixel leave a lattice of pinholes; more
             # fill passes close them (a splat footprint of 2x2 costs 4x the scatter).
             spacing_px = intr.fx * surface.spacing_m / float(z.min())
@@ -190,6 +210,7 @@ class Renderer:
         idx = np.concatenate(idxs)
         col = np.concatenate(cols)
         cos = np.concatenate(coss).astype(np.float32)
+        mat = np.concatenate(mats)
         # Work in the bounding box of what was hit (plus a margin for the fill):
         # the head covers a fraction of the image, and the fill passes cost per pixel.
         rows, cols_ = np.divmod(idx, w)
@@ -203,23 +224,28 @@ class Renderer:
         win = np.flatnonzero(zbuf[ridx] == z)
         cbuf = np.zeros((rw * rh, 3), np.uint8)
         cosbuf = np.zeros(rw * rh, np.float32)
+        mbuf = np.zeros(rw * rh, np.uint8)
         cbuf[ridx[win]] = col[win]
         cosbuf[ridx[win]] = cos[win]
+        mbuf[ridx[win]] = mat[win]
         zimg = zbuf.reshape(rh, rw)
         cimg = cbuf.reshape(rh, rw, 3)
         cosimg = cosbuf.reshape(rh, rw)
+        mimg = mbuf.reshape(rh, rw)
         for _ in range(passes):
-            _fill_pinholes(zimg, cimg, cosimg)
+            _fill_pinholes(zimg, cimg, cosimg, mimg)
 
         old = into.depth_m[r0:r1, c0:c1]
         hit = np.isfinite(zimg) & ((old == 0) | (zimg < old))
         into.color[r0:r1, c0:c1][hit] = cimg[hit]
         old[hit] = zimg[hit]
         into.incidence_cos[r0:r1, c0:c1][hit] = cosimg[hit]
+        into.material[r0:r1, c0:c1][hit] = mimg[hit]
 
 
-def _fill_pinholes(z: np.ndarray, color: np.ndarray, cos: np.ndarray) -> None:
-    """Fill empty pixels that have at least 5 of 8 filled neighbours with their mean, in place.
+def _fill_pinholes(z: np.ndarray, color: np.ndarray, cos: np.ndarray, material: np.ndarray) -> None:
+    """Fill empty pixels that have at least 5 of 8 filled neighbours with their mean (the
+    material: the largest of theirs), in place.
 
     Pinholes come from the sampling of the surface, not from the scene, so a
     pixel mostly surrounded by surface belongs to that surface.
@@ -241,3 +267,4 @@ def _fill_pinholes(z: np.ndarray, color: np.ndarray, cos: np.ndarray) -> None:
     z[holes] = mean(z0)[holes]
     cos[holes] = mean(np.where(valid, cos, 0.0).astype(np.float32))[holes]
     color[holes] = mean(color.astype(np.float32) * vf[..., None])[holes].astype(np.uint8)
+    material[holes] = cv2.dilate(material, np.ones((3, 3), np.uint8))[holes]

@@ -91,7 +91,8 @@ def skin(plan) -> SkinModel:
 
 @pytest.fixture
 def stage(plan, skin) -> RegistrationStage:
-    return RegistrationStage(plan, RegistrationConfig(), skin=skin)
+    # The synthetic face's depth is exact: no skin depth bias to correct.
+    return RegistrationStage(plan, RegistrationConfig(skin_depth_bias_mm=0.0), skin=skin)
 
 
 INTR = syn.default_intrinsics()
@@ -275,3 +276,24 @@ def test_reset_reregisters_from_landmarks(stage) -> None:
     result = _frame(3, BASE)
     stage.process(result)
     assert result.registration.state is REGISTERED
+
+
+@pytest.mark.parametrize("correction_mm, worst_mm", [(1.0, 0.5), (0.0, None)])
+def test_skin_depth_bias_is_corrected_before_the_fit(plan, skin, correction_mm, worst_mm) -> None:
+    """Skin measured 1 mm too far (subsurface scattering) moves the whole pose back by about
+    the bias unless ``skin_depth_bias_mm`` removes it from the depth before the fits."""
+    stage = RegistrationStage(plan, RegistrationConfig(skin_depth_bias_mm=correction_mm), skin=skin)
+    depth = syn.render_depth(DENSE, BASE, INTR)
+    biased = np.where(depth > 0, depth + 0.001, 0.0)
+    shifts, tre = [], []
+    for i in range(6):
+        result = _frame(i, BASE, depth=biased)
+        stage.process(result)
+        pose = result.registration.patient_to_camera
+        assert pose is not None
+        tre.append(_tre_mm(plan, pose, BASE))
+        shifts.append((pose[2, 3] - BASE[2, 3]) * 1000)
+    if worst_mm is not None:
+        assert max(tre) < worst_mm and abs(np.mean(shifts)) < 0.3
+    else:
+        assert np.mean(shifts) == pytest.approx(1.0, abs=0.3)  # the whole pose moved back

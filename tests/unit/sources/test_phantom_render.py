@@ -14,7 +14,7 @@ from edge.frames import Intrinsics
 from edge.models import ensure_models
 from edge.models.manifest import repo_models_dir
 from edge.plan.load import read_plan
-from edge.registration.landmarks import LANDMARK_INDEX
+from edge.registration.landmarks import LANDMARK_INDEX, MOBILE_LANDMARKS
 from edge.sources.phantom import PhantomSource, tracker_landmarks
 from edge.sources.phantom.face import FaceModel, load_face_model
 from edge.sources.phantom.noise import (
@@ -156,13 +156,18 @@ def test_every_scenario_renders_with_consistent_truth(face, scenario, tmp_path):
             assert ok.mean() > 0.8
             assert np.median(np.abs(d[ok] - cam[seen, 2][ok])) < 0.003
             if scenario != "photo-spoof":
-                # The plan's landmarks, moved by the true pose, are the truth landmarks.
+                # The plan's landmarks, moved by the true pose, are the truth landmarks;
+                # with the jaw and a smile the mouth, chin and outer eye corners move on
+                # the rigid skull (by at most the jaw's 12 mm), the rest does not.
+                skin_moves = src.scenario.jaw or src.scenario.smile
                 for name, i in LANDMARK_INDEX.items():
                     p = (
                         t.patient_to_camera[:3, :3] @ plan.landmarks[name]
                         + t.patient_to_camera[:3, 3]
                     )
-                    assert np.linalg.norm(p - cam[i]) < 1e-6
+                    mobile = name in MOBILE_LANDMARKS or name.startswith("exocanthion")
+                    limit = 0.0125 if skin_moves and mobile else 1e-6
+                    assert np.linalg.norm(p - cam[i]) < limit
     if scenario == "leave-return":
         assert visible_flags[0] and visible_flags[-1] and not all(visible_flags)
     else:
