@@ -1,12 +1,15 @@
 """The depth cloud of the face region that the surface registration fits.
 
-Pixels inside the convex hull of the tracked landmarks, minus the eyes and the
-mouth (they move on their own), sampled on a regular grid whose stride is
-chosen so that about ``max_points`` pixels remain, lifted with the aligned
-depth into the camera frame.
+Pixels inside the convex hull of the tracked landmarks (all of them, or the
+rigid upper face's, :data:`~edge.registration.landmarks.RIGID_FACE_HULL`),
+minus the eyes and the mouth (they move on their own), sampled on a regular
+grid whose stride is chosen so that about ``max_points`` pixels remain, lifted
+with the aligned depth into the camera frame.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -24,17 +27,28 @@ def _grown(points: np.ndarray, factor: float) -> np.ndarray:
     return c + (points - c) * factor
 
 
-def face_pixels(landmarks_px: np.ndarray, width: int, height: int, max_points: int) -> np.ndarray:
+def face_pixels(
+    landmarks_px: np.ndarray,
+    width: int,
+    height: int,
+    max_points: int,
+    hull_indices: Sequence[int] | None = None,
+) -> np.ndarray:
     """(K, 2) integer pixel coordinates (u, v) of the face region to sample.
 
-    ``landmarks_px``: (468, >=2) pixel coordinates of the face model landmarks.
-    The region is rasterised on a grid of one cell per sampled pixel, so the
-    cost does not grow with the face's size in the image.
+    ``landmarks_px``: (468, >=2) pixel coordinates of the face model landmarks;
+    the region is their convex hull, or that of ``hull_indices`` alone. It is
+    rasterised on a grid of one cell per sampled pixel, so the cost does not
+    grow with the face's size in the image.
     """
     import cv2
 
     full = np.asarray(landmarks_px, dtype=np.float64)[:, :2]
-    lm = full[np.isfinite(full).all(axis=1)]
+    if hull_indices is not None and len(full) > max(hull_indices):
+        lm = full[list(hull_indices)]
+    else:
+        lm = full
+    lm = lm[np.isfinite(lm).all(axis=1)]
     if len(lm) < 3:
         return np.zeros((0, 2), np.int64)
     hull = cv2.convexHull(lm.astype(np.float32)).reshape(-1, 2).astype(np.float64)
@@ -81,18 +95,30 @@ def correct_skin_depth(points_camera_m: np.ndarray, skin_depth_bias_m: float) ->
     return np.asarray(p * ((z - skin_depth_bias_m) / np.where(z > 0, z, 1.0)))
 
 
-def face_cloud(
-    frame: Frame, landmarks_px: np.ndarray, max_points: int = 600, skin_depth_bias_m: float = 0.0
-) -> np.ndarray:
-    """(N, 3) camera-frame points (metres) of the face region with valid depth, corrected
-    for the camera's skin depth bias (:func:`correct_skin_depth`)."""
+def region_cloud(
+    frame: Frame,
+    landmarks_px: np.ndarray,
+    max_points: int = 600,
+    skin_depth_bias_m: float = 0.0,
+    hull_indices: Sequence[int] | None = None,
+) -> tuple[np.ndarray, int]:
+    """(N, 3) camera-frame points (metres) of the face region (:func:`face_pixels`) with
+    valid depth, corrected for the camera's skin depth bias (:func:`correct_skin_depth`),
+    and the number of pixels sampled in the region, with depth or without."""
     if frame.depth is None:
-        return np.zeros((0, 3))
+        return np.zeros((0, 3)), 0
     intr = frame.intrinsics
-    pix = face_pixels(landmarks_px, intr.width, intr.height, max_points)
+    pix = face_pixels(landmarks_px, intr.width, intr.height, max_points, hull_indices)
     if len(pix) == 0:
-        return np.zeros((0, 3))
+        return np.zeros((0, 3)), 0
     raw = frame.depth[pix[:, 1], pix[:, 0]]
     ok = raw > 0
     z = raw[ok].astype(np.float64) * frame.depth_scale_m - skin_depth_bias_m
-    return intr.deproject(pix[ok].astype(np.float64), z)
+    return intr.deproject(pix[ok].astype(np.float64), z), len(pix)
+
+
+def face_cloud(
+    frame: Frame, landmarks_px: np.ndarray, max_points: int = 600, skin_depth_bias_m: float = 0.0
+) -> np.ndarray:
+    """(N, 3) camera-frame points (metres) of the whole face region (:func:`region_cloud`)."""
+    return region_cloud(frame, landmarks_px, max_points, skin_depth_bias_m)[0]

@@ -53,3 +53,16 @@ LIPS_OUTER_CONTOUR = (
     40,
     185,
 )
+
+# Face-model landmarks whose convex hull is the rigid upper face: the upper face
+# oval (forehead and temples, down to the tragus level), the zygomas below the
+# orbital rims, the alar base and the nose tip. The lips, jaw and lower cheeks
+# (which move with jaw opening and smiling, and which a drape from below covers
+# first) lie outside it. The surface registration samples its cloud here.
+RIGID_FACE_HULL = (
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323,  # forehead and temple, subject's left
+    109, 67, 103, 54, 21, 162, 127, 234, 93,  # forehead and temple, subject's right
+    345, 280, 327,  # left zygoma, upper cheek, alar base
+    116, 50, 98,  # right zygoma, upper cheek, alar base
+    1,  # nose tip
+)  # fmt: skip

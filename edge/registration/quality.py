@@ -170,6 +170,7 @@ GATE_NAMES = (
     "icp_rms",
     "surface_shape",
     "inlier_fraction",
+    "rigid_evidence",
     "occluded_fraction",
     "tre",
     "fre",
@@ -191,6 +192,7 @@ class Gates:
     max_tre_mm: float
     min_cloud_points: int
     max_surface_shape_mm: float
+    min_rigid_evidence_fraction: float = 0.0
 
 
 def check_gates(
@@ -234,6 +236,11 @@ def check_gates(
         "inlier_fraction",
         q.inlier_fraction >= gates.min_inlier_fraction,
         f"surface inliers {q.inlier_fraction:.0%} too few",
+    )
+    need(
+        "rigid_evidence",
+        q.rigid_evidence_fraction >= gates.min_rigid_evidence_fraction,
+        f"only {q.rigid_evidence_fraction:.0%} of the rigid upper face fits the skin",
     )
     need(
         "occluded_fraction",

@@ -22,9 +22,9 @@ from edge.config import RegistrationConfig
 from edge.errors import RegistrationError
 from edge.frames import Frame, FrameResult
 from edge.plan.model import Plan
-from edge.registration.cloud import correct_skin_depth, face_cloud
+from edge.registration.cloud import correct_skin_depth, region_cloud
 from edge.registration.icp import IcpResult, SkinModel, icp_point_to_plane
-from edge.registration.landmarks import MOBILE_LANDMARKS
+from edge.registration.landmarks import MOBILE_LANDMARKS, RIGID_FACE_HULL
 from edge.registration.paired_point import PairedPointResult, landmark_pairs, robust_rigid_transform
 from edge.registration.quality import (
     Gates,
@@ -130,6 +130,7 @@ class RegistrationStage:
             max_tre_mm=config.max_tre_mm,
             min_cloud_points=config.min_cloud_points,
             max_surface_shape_mm=config.max_surface_shape_mm,
+            min_rigid_evidence_fraction=config.min_rigid_evidence_fraction,
         )
         self._target_names = list(plan.targets)
         self._targets_m = (
@@ -293,13 +294,14 @@ class RegistrationStage:
             q = RegistrationQuality()
             q.failed_gates = ["landmarks"]
             return _Attempt(None, q, False, reasons=["fewer than 4 plan landmarks tracked"])
-        cloud = face_cloud(frame, face.landmarks_px, c.init_cloud_points, self._skin_bias_m)
+        cloud, sampled = self._cloud(frame, face, c.init_cloud_points)
         best: _Attempt | None = None
         # Start from the pose of all landmarks, then (if that fails) of the upper face's.
         for start in _fits(lm):
             attempt = self._evaluate(
                 frame,
                 cloud,
+                sampled,
                 start.fit.source_to_target,
                 lm,
                 max_iterations=c.init_max_iterations,
@@ -322,10 +324,11 @@ class RegistrationStage:
         self, frame: Frame, face: Face, lm: _LandmarkFit | None, predicted: np.ndarray
     ) -> _Attempt:
         c = self.config
-        cloud = face_cloud(frame, face.landmarks_px, c.track_cloud_points, self._skin_bias_m)
+        cloud, sampled = self._cloud(frame, face, c.track_cloud_points)
         return self._evaluate(
             frame,
             cloud,
+            sampled,
             predicted,
             lm,
             max_iterations=c.track_max_iterations,
@@ -334,10 +337,17 @@ class RegistrationStage:
             require_landmarks=False,
         )
 
+    def _cloud(self, frame: Frame, face: Face, max_points: int) -> tuple[np.ndarray, int]:
+        """The depth cloud of the rigid upper face and the pixels its region sampled."""
+        return region_cloud(
+            frame, face.landmarks_px, max_points, self._skin_bias_m, RIGID_FACE_HULL
+        )
+
     def _evaluate(
         self,
         frame: Frame,
         cloud: np.ndarray,
+        sampled: int,
         start: np.ndarray,
         lm: _LandmarkFit | None,
         *,
@@ -379,6 +389,8 @@ class RegistrationStage:
             q.inlier_fraction = icp.inlier_fraction
             if icp.residuals_mm is not None:
                 q.surface_shape_mm = systematic_residual_mm(cloud, icp.residuals_mm)
+            visible = icp.points * (1.0 - icp.occluded_fraction)
+            q.rigid_evidence_fraction = icp.inlier_fraction * visible / max(sampled, 1)
         except RegistrationError as exc:
             reasons.append(f"surface fit failed: {exc.problem}")
             q.failed_gates.append("surface_fit")

@@ -40,6 +40,9 @@ class RegistrationQuality:
     # Surface residual averaged over patches of the face: noise averages out, the
     # residual of a differently shaped surface (another face) does not.
     surface_shape_mm: float = float("nan")
+    # Share of the rigid upper face's sampled pixels that are skin inliers of the surface
+    # fit: what is left of the rigid face once drapes, holes and misfits are taken out.
+    rigid_evidence_fraction: float = float("nan")
 
 
 @dataclass

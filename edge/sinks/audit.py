@@ -48,6 +48,7 @@ class AuditSink:
                 landmark_surface_translation_mm=q.landmark_surface_translation_mm,
                 landmark_surface_rotation_deg=q.landmark_surface_rotation_deg,
                 surface_shape_mm=q.surface_shape_mm,
+                rigid_evidence_fraction=q.rigid_evidence_fraction,
             )
         self._state = reg.state
 

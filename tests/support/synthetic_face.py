@@ -25,6 +25,7 @@ from edge.registration.landmarks import (
     EYE_RIGHT_CONTOUR,
     LANDMARK_INDEX,
     LIPS_OUTER_CONTOUR,
+    RIGID_FACE_HULL,
 )
 from edge.tracking.types import Face, TrackingResult
 
@@ -96,8 +97,9 @@ def face_landmarks_m() -> dict[str, np.ndarray]:
 def all_landmarks_m(seed: int = 7) -> np.ndarray:
     """(468, 3) patient-frame points standing in for the face model's landmarks.
 
-    Named landmarks and the eye and lip contours sit where the face model puts
-    them; the other indices are scattered over the face so their hull covers it.
+    Named landmarks, the eye and lip contours and the rigid upper face's outline
+    sit where the face model puts them; the other indices are scattered over the
+    face so their hull covers it.
     """
     rng = np.random.default_rng(seed)
     x = rng.uniform(-0.062, 0.062, LANDMARK_COUNT)
@@ -112,6 +114,10 @@ def all_landmarks_m(seed: int = 7) -> np.ndarray:
         t = np.linspace(0, 2 * np.pi, len(contour), endpoint=False)
         x[list(contour)] = cx + ax * np.cos(t)
         z[list(contour)] = cz + az * np.sin(t)
+    # The rigid upper face's hull: forehead to zygomas, above the nose's base.
+    outline = list(RIGID_FACE_HULL)
+    t = np.linspace(-0.08 * np.pi, 1.08 * np.pi, len(outline))
+    x[outline], z[outline] = 0.06 * np.cos(t), -0.02 + 0.09 * np.sin(t)
     for name, (lx, lz) in LANDMARK_XZ.items():
         x[LANDMARK_INDEX[name]], z[LANDMARK_INDEX[name]] = lx, lz
     # The outline indices of an eye or lip contour include the named corners; put
