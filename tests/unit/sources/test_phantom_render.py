@@ -9,14 +9,12 @@ import pytest
 from scipy.spatial import cKDTree
 
 from edge import geometry
-from edge.config import PhantomConfig, TrackingConfig
+from edge.config import PhantomConfig
 from edge.frames import Intrinsics
-from edge.models import ensure_models
-from edge.models.manifest import repo_models_dir
 from edge.plan.load import read_plan
 from edge.registration.landmarks import LANDMARK_INDEX, MOBILE_LANDMARKS
-from edge.sources.phantom import PhantomSource, tracker_landmarks
-from edge.sources.phantom.face import FaceModel, load_face_model
+from edge.sources.phantom import PhantomSource
+from edge.sources.phantom.face import FaceModel
 from edge.sources.phantom.noise import (
     DepthNoise,
     apply_depth_noise,
@@ -30,16 +28,6 @@ from edge.sources.phantom.scene import covered_by_drape
 
 INTR = Intrinsics(640, 480, 615.0, 615.0, 319.5, 239.5)
 QUIET = PhantomConfig(depth_noise=False, color_noise_sigma=0.0, cache_dir="")
-
-
-@pytest.fixture(scope="session")
-def face(tmp_path_factory: pytest.TempPathFactory) -> FaceModel:
-    models = repo_models_dir() / "build"
-    ensure_models(models)
-    cache = tmp_path_factory.mktemp("phantom-cache")
-    return load_face_model(
-        None, lambda: tracker_landmarks(TrackingConfig(models_dir=str(models))), cache
-    )
 
 
 def _source(

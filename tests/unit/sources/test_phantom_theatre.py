@@ -8,12 +8,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edge.config import PhantomConfig, TrackingConfig
-from edge.models import ensure_models
-from edge.models.manifest import repo_models_dir
-from edge.sources.phantom import PhantomSource, tracker_landmarks
+from edge.config import PhantomConfig
+from edge.sources.phantom import PhantomSource
 from edge.sources.phantom.deform import JAW_BLEND_M, LowerFace
-from edge.sources.phantom.face import CHIN, FOREHEAD_TOP, NASION, FaceModel, load_face_model
+from edge.sources.phantom.face import CHIN, FOREHEAD_TOP, NASION, FaceModel
 from edge.sources.phantom.noise import DepthNoise, apply_depth_noise
 from edge.sources.phantom.plan_out import patient_to_face
 from edge.sources.phantom.render import MATERIAL_CLOTH, MATERIAL_SKIN
@@ -21,16 +19,6 @@ from edge.sources.phantom.scenarios import get_scenario, theatre_draw
 from edge.sources.phantom.scene import covered_by_drape, drape_surface
 
 QUIET = PhantomConfig(depth_noise=False, color_noise_sigma=0.0, cache_dir="")
-
-
-@pytest.fixture(scope="module")
-def face(tmp_path_factory: pytest.TempPathFactory) -> FaceModel:
-    models = repo_models_dir() / "build"
-    ensure_models(models)
-    cache = tmp_path_factory.mktemp("phantom-cache")
-    return load_face_model(
-        None, lambda: tracker_landmarks(TrackingConfig(models_dir=str(models))), cache
-    )
 
 
 def _first_frame(face: FaceModel, scenario: str, seed: int, config: PhantomConfig = QUIET):
