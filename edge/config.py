@@ -294,9 +294,12 @@ class RegistrationConfig:
     fle_mm: float = 1.5  # prior landmark localisation error for the landmark-only TRE figure
     max_icp_rms_mm: float = 1.5
     min_inlier_fraction: float = 0.85
-    # Share of the rigid upper face's sampled pixels that must be skin inliers: below it
-    # too little of the forehead, orbits, nose and zygomas was seen to trust the pose.
-    min_rigid_evidence_fraction: float = 0.6
+    # Share of the rigid upper face's sampled pixels that must be skin inliers, and how
+    # many of its six regions (forehead, temples, nose, cheekbones) the fit must rest on:
+    # below them too little of the rigid face was seen to trust the pose. A drape over
+    # half the face from one side leaves ~0.5 and 4 regions, with TRE under 0.6 mm.
+    min_rigid_evidence_fraction: float = 0.4
+    min_regions_used: int = 3
     max_occluded_fraction: float = 0.6
     max_fre_mm: float = 5.0
     max_landmark_surface_mm: float = 8.0
@@ -320,6 +323,12 @@ class RegistrationConfig:
     # before the fits. No published figure for D4xx cameras on skin was found: 1.0 mm is
     # an assumed order of magnitude; measure it (docs/calibration.md, "Skin depth bias").
     skin_depth_bias_mm: float = 1.0
+    # Leave drape-coloured (blue or green) pixels out of the surface cloud and the
+    # landmarks out of the paired-point fit whose pixel is one (edge/registration/cloud.py):
+    # a pixel is a drape's when its Cb - Cr (8-bit YCbCr) exceeds drape_chroma; skin's is
+    # below 0 at any pigmentation under white light.
+    drape_segmentation: bool = True
+    drape_chroma: float = 8.0
     min_cloud_points: int = 60
     confirm_frames: int = 1  # passing frames in REGISTERED before TRACKING
     lost_after_frames: int = 15  # consecutive failing frames before DEGRADED becomes LOST
@@ -448,6 +457,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "registration.depth_subpixel_px": (0.001, 10.0),
     "registration.depth_baseline_mm": (1.0, 1000.0),
     "registration.skin_depth_bias_mm": (-10.0, 10.0),
+    "registration.drape_chroma": (0.0, 255.0),
+    "registration.min_regions_used": (0, 6),
     "phantom.skin_depth_bias_mm": (-10.0, 10.0),
 }
 

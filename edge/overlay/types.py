@@ -50,6 +50,8 @@ class Overlay:
     fps: float = 0.0
     latency_ms: float = 0.0
     warnings: list[str] = field(default_factory=list)  # device-level (e.g. stale calibration)
+    # The rigid face's regions the surface fit rested on this frame (empty: no fit).
+    regions: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ wire form
 
@@ -61,6 +63,7 @@ class Overlay:
             "current": self.current,
             "state_text": self.state_text,
             "reasons": list(self.reasons),
+            "regions": list(self.regions),
             "plan": {"case_id": self.case_id, "digest": self.plan_digest},
             "skin_asset": self.skin_asset,
             "targets": [
@@ -109,6 +112,7 @@ class Overlay:
             "fps": self.fps,
             "latency_ms": self.latency_ms,
             "warnings": list(self.warnings),
+            "regions": list(self.regions),
             "targets": [
                 {
                     "name": n,

@@ -342,3 +342,9 @@ def draw_overlay(
     text = _ascii(str(payload.get("state_text", state)))
     cv2.rectangle(canvas, (0, 0), (canvas.shape[1] - 1, 44), (0, 0, 0), -1)
     cv2.putText(canvas, text[:60], (10, 32), cv2.FONT_HERSHEY_SIMPLEX, 0.9, color, 2, cv2.LINE_AA)
+    regions = payload.get("regions")
+    if isinstance(regions, list) and regions and state not in nothing_shown:
+        fitted = _ascii("fit on: " + ", ".join(str(r) for r in regions[:6]))
+        h = canvas.shape[0]
+        cv2.rectangle(canvas, (0, h - 26), (canvas.shape[1] - 1, h - 1), (0, 0, 0), -1)
+        cv2.putText(canvas, fitted[:80], (10, h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1)
