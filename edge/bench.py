@@ -183,8 +183,20 @@ def run_bench(
     return ordered
 
 
-# The phantom scenarios the TRE estimate is calibrated on (photo-spoof: never a pose).
-CALIBRATION_SCENARIOS = ("static", "nod-shake", "approach", "drape", "leave-return", "photo-spoof")
+# The phantom scenarios the TRE estimate is calibrated on (photo-spoof: never a pose), the
+# theatre ones (drapes, jaw and smile) among them: the estimate must hold there too.
+CALIBRATION_SCENARIOS = (
+    "static",
+    "nod-shake",
+    "approach",
+    "drape",
+    "leave-return",
+    "photo-spoof",
+    "drape-half",
+    "drape-side",
+    "jaw",
+    "theatre",
+)
 
 
 def calibrate_tre(

@@ -66,3 +66,17 @@ def test_gate_passes_on_agreement_or_on_the_test() -> None:
     q.landmark_surface_chi2 = math.nan
     q.landmark_surface_translation_mm, q.landmark_surface_rotation_deg = 3.0, 2.0
     assert "landmark_surface" not in check_gates(q, gates, **kw)
+
+
+def test_a_fit_on_two_regions_is_refused() -> None:
+    gates = Gates(1.5, 0.85, 0.6, 5.0, 8.0, 8.0, 5.0, 5.0, 60, 0.7, 0.4, min_regions_used=3)
+    q = RegistrationQuality(
+        icp_rms_mm=0.5, inlier_fraction=0.95, fre_mm=2.0, surface_shape_mm=0.2,
+        rigid_evidence_fraction=0.9, landmark_surface_translation_mm=1.0,
+        landmark_surface_rotation_deg=1.0, regions_used=["forehead", "nose"],
+    )  # fmt: skip
+    kw = {"occluded_fraction": 0.1, "relief": 10.0, "cloud_points": 500}
+    failed = check_gates(q, gates, **kw)
+    assert list(failed) == ["regions"] and "forehead, nose" in failed["regions"]
+    q.regions_used.append("left temple")
+    assert not check_gates(q, gates, **kw)
