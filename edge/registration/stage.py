@@ -444,7 +444,9 @@ class RegistrationStage:
             inliers = int(fits[k].fit.inliers.sum())
             fle_seen = fle_from_fre_mm(q.fre_mm, inliers)
             fle = max(c.fle_mm, fle_seen) if math.isfinite(fle_seen) else c.fle_mm
-            q.landmark_surface_chi2 = _landmark_excess_chi2(fits[k], pose, fle)
+            # The test's FLE: this frame's, but at most twice the prior, so that landmarks
+            # that fit badly cannot make the test loose.
+            q.landmark_surface_chi2 = _landmark_excess_chi2(fits[k], pose, min(fle, 2 * c.fle_mm))
         else:
             used = list(self.plan.landmarks)
             fle = c.fle_mm
