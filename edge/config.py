@@ -109,6 +109,9 @@ class TrackingConfig:
     depth_max_spread_m: float = 0.02  # 10th-90th percentile spread above this = depth edge
     depth_min_m: float = 0.1
     depth_max_m: float = 3.0
+    # Lift and smooth all 468 landmarks in 3-D (to evaluate their 3-D error); otherwise only
+    # the rows the registration pairs with the plan's named landmarks.
+    lift_all_landmarks: bool = False
 
     def __post_init__(self) -> None:
         if self.intra_op_threads < 1:
