@@ -41,7 +41,8 @@ class VelocityEstimator:
             raise StateError(f"a velocity needs at least 2 frames, got {frames}", "set >= 2")
         self.frames = frames
         self.point_patient_m = np.asarray(point_patient_m, dtype=np.float64).reshape(3)
-        self._history: deque[tuple[float, np.ndarray]] = deque(maxlen=frames)
+        # (capture time, pose, the point in the camera frame) per current pose.
+        self._history: deque[tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=frames)
 
     def reset(self) -> None:
         self._history.clear()
@@ -57,18 +58,19 @@ class VelocityEstimator:
             return None
         if self._history and not 0.0 < capture_s - self._history[-1][0] <= MAX_GAP_S:
             self._history.clear()
-        self._history.append((capture_s, np.asarray(patient_to_camera, dtype=np.float64)))
+        pose = np.asarray(patient_to_camera, dtype=np.float64)
+        self._history.append((capture_s, pose, pose[:3, :3] @ self.point_patient_m + pose[:3, 3]))
         if len(self._history) < 2:
             return None
         return self._fit()
 
     def _fit(self) -> PoseVelocity | None:
-        t_last, last = self._history[-1]
-        tau = np.array([t - t_last for t, _ in self._history])
-        points = np.stack([geometry.apply(p, self.point_patient_m)[0] for _, p in self._history])
+        t_last, last, _ = self._history[-1]
+        tau = np.array([t for t, _, _ in self._history]) - t_last
+        points = np.stack([x for _, _, x in self._history])
         # Rotation of each pose from the last, as a rotation vector (camera frame).
         turns = np.zeros((len(tau), 3))
-        for i, (_, pose) in enumerate(self._history):
+        for i, (_, pose, _) in enumerate(list(self._history)[:-1]):
             axis, angle = geometry.matrix_to_axis_angle(pose[:3, :3] @ last[:3, :3].T)
             turns[i] = axis * angle
         centred = tau - tau.mean()
