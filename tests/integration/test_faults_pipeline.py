@@ -305,6 +305,9 @@ class NanLandmarks:
     def __init__(self, inner: Any, frames: set[int]) -> None:
         self.inner, self.frames = inner, frames
 
+    def lift_only(self, indices: Any) -> None:
+        self.inner.lift_only(indices)
+
     def track(self, frame: Frame) -> Any:
         result = self.inner.track(frame)
         if frame.number in self.frames and result.patient is not None:
@@ -370,6 +373,9 @@ class FailOn:
 
     def __init__(self, inner: Any, frames: set[int]) -> None:
         self.inner, self.frames = inner, frames
+
+    def lift_only(self, indices: Any) -> None:
+        self.inner.lift_only(indices)
 
     def track(self, frame: Frame) -> Any:
         if frame.number in self.frames:
