@@ -104,7 +104,16 @@ def compose(
     """
     from edge.tracking.tracker import FaceTracker, TrackingStage
 
-    stages: list[Stage] = [TrackingStage(tracker or FaceTracker.from_config(config.tracking))]
+    # The registration reads the 3-D landmarks it pairs with the plan's named ones; nothing
+    # else reads 3-D landmarks but the evaluation of all of them (tracking.lift_all_landmarks).
+    lift: list[int] | None = None
+    if not config.tracking.lift_all_landmarks:
+        from edge.registration.landmarks import LANDMARK_INDEX
+
+        named = plan.landmarks if plan is not None else {}
+        lift = [i for name, i in LANDMARK_INDEX.items() if name in named]
+    tracking = TrackingStage(tracker or FaceTracker.from_config(config.tracking), lift)
+    stages: list[Stage] = [tracking]
     if plan is not None:
         from edge.overlay.project import DisplayProfile
         from edge.overlay.stage import OverlayStage

@@ -177,6 +177,8 @@ def run_bench(
         "tre_estimate_calibration",
         "tre_above_estimate_fraction",
         "gates",
+        "prediction_error_mm",
+        "unpredicted_error_mm",
     ):
         if key in report:
             ordered[key] = report[key]
@@ -529,6 +531,12 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(
             f"  TRE estimate: true <= estimate in {c['coverage']:.1%} of {c['target_frames']}"
             f" target-frames, median estimate/true {c['median_ratio']:.2f}"
+        )
+    for horizon, e in (r.get("prediction_error_mm") or {}).items():
+        still = r["unpredicted_error_mm"][horizon]
+        lines.append(
+            f"  at {horizon} ms past capture: predicted median {e['median']:.3f} mm,"
+            f" p95 {e['p95']:.3f} mm (not predicted: {still['median']:.3f}, {still['p95']:.3f})"
         )
     if r.get("current_frames_tre_over_mm"):
         over = r["current_frames_tre_over_mm"]

@@ -109,6 +109,9 @@ class TrackingConfig:
     depth_max_spread_m: float = 0.02  # 10th-90th percentile spread above this = depth edge
     depth_min_m: float = 0.1
     depth_max_m: float = 3.0
+    # Lift and smooth all 468 landmarks in 3-D (to evaluate their 3-D error); otherwise only
+    # the rows the registration pairs with the plan's named landmarks.
+    lift_all_landmarks: bool = False
 
     def __post_init__(self) -> None:
         if self.intra_op_threads < 1:
@@ -129,6 +132,8 @@ class OverlayConfig:
     display_profile: str = ""  # hardware/displays/NAME.toml; empty: the camera's intrinsics
     skin_distance: bool = True  # ray-cast each target to the skin along the view ray
     fps_window: int = 30  # frames averaged for the HUD frame rate
+    # Current poses the published velocity is fitted over (2: the last two; docs/protocol.md).
+    velocity_frames: int = 4
 
 
 MIN_MESSAGE_BYTES = 128 * 1024
@@ -426,6 +431,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "tracking.smoothing_min_cutoff_hz": (0.001, 1000.0),
     "tracking.smoothing_d_cutoff_hz": (0.001, 1000.0),
     "overlay.fps_window": (1, 10000),
+    "overlay.velocity_frames": (2, 30),
     "transport.send_hwm": (1, 100000),
     "transport.socket_buffer_bytes": (0, 64 * 1024 * 1024),  # 0: the system's default
     "transport.status_hz": (0.01, 100.0),

@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.camera import Intrinsics
 from edge.registration.types import RegistrationState
+from edge.transport.prediction import PoseVelocity
 
 
 @dataclass
@@ -52,6 +53,8 @@ class Overlay:
     warnings: list[str] = field(default_factory=list)  # device-level (e.g. stale calibration)
     # The rigid face's regions the surface fit rested on this frame (empty: no fit).
     regions: list[str] = field(default_factory=list)
+    # The pose's motion at capture, for prediction to display time; only on a current overlay.
+    velocity: PoseVelocity | None = None
 
     # ------------------------------------------------------------------ wire form
 
@@ -100,6 +103,8 @@ class Overlay:
             arrays["trajectories_px"] = self.trajectories_px
         if self.cut_plane_names:
             arrays["cut_planes_camera"] = self.cut_planes_camera
+        if self.velocity is not None and self.current:
+            arrays.update(self.velocity.to_arrays())
         return payload, arrays
 
     def hud_payload(self) -> dict[str, Any]:

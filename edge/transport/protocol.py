@@ -30,6 +30,7 @@ import msgpack
 import numpy as np
 
 from edge.errors import DecodeError, TransportError
+from edge.transport.prediction import check_velocity_arrays
 
 SCHEMA_VERSION = 1
 
@@ -398,6 +399,7 @@ def _check_overlay_arrays(payload: dict[str, Any], arrays: dict[str, np.ndarray]
         raise DecodeError("overlay array 'patient_to_camera' must be a 4x4 float matrix")
     if payload["current"] and (payload["state"] != "TRACKING" or pose is None):
         raise DecodeError("an overlay may only be current in state TRACKING, with a pose")
+    check_velocity_arrays(arrays, payload["current"])
     for i, item in enumerate(payload["targets"]):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise DecodeError(f"overlay target {i} must be a map with a name")
