@@ -139,6 +139,35 @@ def region_jackknife_tre_mm(
     return np.sqrt((K - 1) / K * (shifts**2).sum(axis=(1, 2)))
 
 
+def landmark_blind_spot_mm(
+    fiducials_m: np.ndarray,
+    weights: np.ndarray,
+    targets_m: np.ndarray,
+    fle_mm: float,
+    chi2: float,
+) -> float:
+    """The largest displacement (mm) at any target of a pose the landmark likelihood-ratio
+    test cannot tell from the landmarks' own fit: max over targets and motions d with
+    3 d^T H d / FLE^2 <= ``chi2`` of |J_t d|, i.e. sqrt(chi2 FLE^2 / 3 * lambda_max(J_t
+    H^-1 J_t^T)), H = sum of w_i B_i^T B_i the fit's normal matrix (B_i the small-motion
+    Jacobian at landmark i). Five landmarks along the brow cannot see a turn about the
+    line through them: then this is large, and the test says little (inf: no layout).
+    """
+    F = np.asarray(fiducials_m, dtype=np.float64).reshape(-1, 3)
+    if len(F) < 3:
+        return math.inf
+    c = F.mean(axis=0)
+    B = _target_jacobians(F, c)
+    H = np.einsum("n,nij,nik->jk", np.asarray(weights, dtype=np.float64), B, B)
+    try:
+        cov = np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        return math.inf
+    J = _target_jacobians(targets_m, c)
+    spread = np.linalg.eigvalsh(np.einsum("tij,jk,tlk->til", J, cov, J))[:, -1]
+    return float(np.sqrt(chi2 * fle_mm**2 / 3.0 * max(float(spread.max()), 0.0)))
+
+
 def fle_from_fre_mm(fre_mm: float, n: int) -> float:
     """FLE estimate from an observed FRE: <FRE^2> = (1 - 2/N) <FLE^2> (Fitzpatrick 1998, eq. 10)."""
     if n <= 2 or not math.isfinite(fre_mm):
@@ -235,6 +264,10 @@ GATE_NAMES = (
 # landmarks about as well as their own fit (edge/registration/stage.py,
 # _landmark_excess_chi2): the 0.999 quantile of chi-square with 6 degrees of freedom.
 LANDMARK_SURFACE_CHI2 = 22.46
+# Where that test is blind beyond max_landmark_surface_mm (landmark_blind_spot_mm), the
+# surface must hold the pose alone: at least this many regions used (with the surface
+# gates and the TRE estimate's; docs/registration.md, Gates).
+SURFACE_ALONE_REGIONS = 4
 
 
 @dataclass(frozen=True)
@@ -325,8 +358,15 @@ def check_gates(
             q.landmark_surface_translation_mm <= gates.max_landmark_surface_mm
             and q.landmark_surface_rotation_deg <= gates.max_landmark_surface_deg
         )
-        or q.landmark_surface_chi2 <= LANDMARK_SURFACE_CHI2,
+        or (
+            q.landmark_surface_chi2 <= LANDMARK_SURFACE_CHI2
+            and (
+                q.landmark_blind_mm <= gates.max_landmark_surface_mm
+                or len(q.regions_used) >= SURFACE_ALONE_REGIONS
+            )
+        ),
         f"landmark and surface poses disagree ({q.landmark_surface_translation_mm:.1f} mm, "
-        f"{q.landmark_surface_rotation_deg:.1f} deg)",
+        f"{q.landmark_surface_rotation_deg:.1f} deg; likelihood ratio "
+        f"{q.landmark_surface_chi2:.1f}, blind to {q.landmark_blind_mm:.1f} mm)",
     )
     return reasons

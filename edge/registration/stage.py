@@ -33,11 +33,13 @@ from edge.registration.icp import IcpResult, SkinModel, icp_point_to_plane
 from edge.registration.landmarks import LANDMARK_INDEX, MOBILE_LANDMARKS, RIGID_FACE_HULL
 from edge.registration.paired_point import PairedPointResult, landmark_pairs, robust_rigid_transform
 from edge.registration.quality import (
+    LANDMARK_SURFACE_CHI2,
     Gates,
     check_gates,
     fitzpatrick_from_geometry,
     fitzpatrick_geometry,
     fle_from_fre_mm,
+    landmark_blind_spot_mm,
     pose_difference,
     relief_mm,
     systematic_residual_mm,
@@ -86,6 +88,7 @@ class _LandmarkFit:
     names: list[str]
     plan_m: np.ndarray  # (N, 3) the paired plan landmarks, in ``names``' order
     camera_m: np.ndarray  # (N, 3) the tracked ones
+    weights: np.ndarray  # (N,) the fit's weights
     make_upper: Callable[[], _LandmarkFit | None] | None = None
     _upper: _LandmarkFit | None = None
     _upper_done: bool = False
@@ -280,7 +283,7 @@ class RegistrationStage:
             )
         except RegistrationError:
             return None
-        return _LandmarkFit(fit, names, plan_pts, cam_pts)
+        return _LandmarkFit(fit, names, plan_pts, cam_pts, weights)
 
     def _warm_start(self, now_s: float, lm: _LandmarkFit | None) -> np.ndarray:
         """The predicted pose, unless this frame's landmarks put the head clearly elsewhere
@@ -444,9 +447,18 @@ class RegistrationStage:
             inliers = int(fits[k].fit.inliers.sum())
             fle_seen = fle_from_fre_mm(q.fre_mm, inliers)
             fle = max(c.fle_mm, fle_seen) if math.isfinite(fle_seen) else c.fle_mm
-            # The test's FLE: this frame's, but at most twice the prior, so that landmarks
-            # that fit badly cannot make the test loose.
-            q.landmark_surface_chi2 = _landmark_excess_chi2(fits[k], pose, min(fle, 2 * c.fle_mm))
+            # The test's FLE is configured, not taken from this frame's FRE: landmarks
+            # that fit badly must not make the test loose.
+            test_fle = c.landmark_check_fle_mm
+            q.landmark_surface_chi2 = _landmark_excess_chi2(fits[k], pose, test_fle)
+            inl = fits[k].fit.inliers
+            q.landmark_blind_mm = landmark_blind_spot_mm(
+                fits[k].plan_m[inl],
+                fits[k].weights[inl],
+                self._targets_m if len(self._targets_m) else self._agreement_point[None],
+                test_fle,
+                LANDMARK_SURFACE_CHI2,
+            )
         else:
             used = list(self.plan.landmarks)
             fle = c.fle_mm
@@ -466,6 +478,7 @@ class RegistrationStage:
                 frame.capture_s,
                 tracking=not require_landmarks,
                 region=face_cloud.region,
+                min_region_points=REGION_MIN_POINTS,
             )
             q.tre_mm = {n: float(v) for n, v in zip(self._target_names, tre, strict=True)}
 
@@ -485,19 +498,20 @@ class RegistrationStage:
 def _landmark_excess_chi2(lm: _LandmarkFit, pose: np.ndarray, fle_mm: float) -> float:
     """How much worse the surface pose explains the paired landmarks than their own best
     fit does, in units of the landmark localisation error: 3 (SSR_surface - SSR_fit) /
-    FLE^2 over the fit's inliers, chi-square with 6 degrees of freedom when the surface
-    pose is right (a likelihood-ratio test; FLE is an RMS 3-D error, hence the 3).
+    FLE^2 over the fit's inliers, with each square weighted as in the fit (a landmark of
+    weight w has variance FLE^2 / w), chi-square with 6 degrees of freedom when the
+    surface pose is right (a likelihood-ratio test; FLE is an RMS 3-D error, hence the 3).
 
     A few landmarks in a poor layout (the eyes and the nasion, under a drape) fix the
     pose loosely: their own fit may lie degrees from the surface's while both explain
-    them equally well. A surface fit that slid off explains them worse, whatever the
-    layout."""
+    them equally well. A surface fit that slid off explains them worse, unless it slid
+    where the layout is blind (:func:`~edge.registration.quality.landmark_blind_spot_mm`).
+    """
     inl = lm.fit.inliers
-    if inl.sum() < 3:
-        return math.inf
+    w = lm.weights[inl]
     surface = geometry.apply(pose, lm.plan_m[inl]) - lm.camera_m[inl]
-    ssr_surface = float((surface**2).sum()) * 1e6
-    ssr_fit = float((lm.fit.residuals_mm[inl] ** 2).sum())
+    ssr_surface = float(w @ (surface**2).sum(axis=1)) * 1e6
+    ssr_fit = float(w @ lm.fit.residuals_mm[inl] ** 2)
     return 3.0 * max(ssr_surface - ssr_fit, 0.0) / fle_mm**2
 
 

@@ -82,11 +82,13 @@ class TreEstimator:
         now_s: float,
         tracking: bool = True,
         region: np.ndarray | None = None,
+        min_region_points: int = 20,
     ) -> np.ndarray:
         """(T,) uncalibrated RMS error estimate at each target for this frame's fit, mm
         (inf when the fit does not constrain the pose). ``tracking`` False: a new
         registration, to which the earlier frames' disagreement does not belong.
-        ``region``: (N,) region index per cloud point, for the jackknife (part 1b)."""
+        ``region``: (N,) region index per cloud point, for the jackknife (part 1b), which
+        leaves out regions with ``min_region_points`` inliers or more."""
         if icp.normal_matrix is None or icp.centre_m is None:
             return np.full(len(self.targets_m), math.inf)
         z_m = float(np.median(cloud_camera_m[:, 2]))
@@ -99,16 +101,22 @@ class TreEstimator:
             assert icp.rows_mm is not None
             jack_sq = (
                 region_jackknife_tre_mm(
-                    icp.rows_mm, icp.residuals_mm[inl], region[inl], icp.centre_m, self.targets_m
+                    icp.rows_mm,
+                    icp.residuals_mm[inl],
+                    region[inl],
+                    icp.centre_m,
+                    self.targets_m,
+                    min_region_points,
                 )
                 ** 2
             )
         self._last_jackknife = (icp.patient_to_camera, jack_sq)
         pooled = np.stack([*self._jackknife, jack_sq]) if tracking else jack_sq[None]
-        seen = np.isfinite(pooled)
+        seen = ~np.isnan(pooled)  # inf (no solution leaving a region out) counts, and stays
         if seen.any():
             mean_sq = np.where(seen, pooled, 0.0).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)
-            fit = np.fmax(fit, np.sqrt(mean_sq))
+            # This frame's alone when larger: a smile starting shows at once, not diluted.
+            fit = np.fmax(fit, np.sqrt(np.fmax(mean_sq, jack_sq)))
         between = self._between_frame_sq(now_s, icp.patient_to_camera) if tracking else 0.0
         return np.sqrt(fit**2 + between)
 
@@ -120,9 +128,10 @@ class TreEstimator:
         now_s: float,
         tracking: bool = True,
         region: np.ndarray | None = None,
+        min_region_points: int = 20,
     ) -> np.ndarray:
         """(T,) displayed estimate: the calibrated confidence factor times :meth:`rms_mm`."""
-        rms = self.rms_mm(icp, cloud_camera_m, focal_px, now_s, tracking, region)
+        rms = self.rms_mm(icp, cloud_camera_m, focal_px, now_s, tracking, region, min_region_points)
         return self.confidence_factor * rms
 
     def observe(self, now_s: float, patient_to_camera: np.ndarray) -> None:
