@@ -265,9 +265,9 @@ GATE_NAMES = (
 # _landmark_excess_chi2): the 0.999 quantile of chi-square with 6 degrees of freedom.
 LANDMARK_SURFACE_CHI2 = 22.46
 # Where that test is blind beyond max_landmark_surface_mm (landmark_blind_spot_mm), the
-# surface must hold the pose alone: at least this many regions used (with the surface
-# gates and the TRE estimate's; docs/registration.md, Gates).
-SURFACE_ALONE_REGIONS = 4
+# surface must hold the pose alone: at least this share of the rigid face on the skin
+# (with every surface gate and the TRE estimate's; docs/registration.md, Gates).
+SURFACE_ALONE_EVIDENCE = 0.6
 
 
 @dataclass(frozen=True)
@@ -362,7 +362,7 @@ def check_gates(
             q.landmark_surface_chi2 <= LANDMARK_SURFACE_CHI2
             and (
                 q.landmark_blind_mm <= gates.max_landmark_surface_mm
-                or len(q.regions_used) >= SURFACE_ALONE_REGIONS
+                or q.rigid_evidence_fraction >= SURFACE_ALONE_EVIDENCE
             )
         ),
         f"landmark and surface poses disagree ({q.landmark_surface_translation_mm:.1f} mm, "

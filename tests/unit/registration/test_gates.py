@@ -112,10 +112,11 @@ def test_gate_passes_on_agreement_or_on_a_test_that_can_see() -> None:
 
 
 def test_a_blind_test_passes_only_when_the_surface_holds_the_pose_alone() -> None:
-    blind = _quality(landmark_surface_chi2=5.0, landmark_blind_mm=20.0)
+    """Where the landmarks cannot see, most of the rigid face must be on the skin."""
+    blind = _quality(landmark_surface_chi2=5.0, landmark_blind_mm=20.0, rigid_evidence_fraction=0.5)
     failed = check_gates(blind, GATES, **FIGURES)
     assert list(failed) == ["landmark_surface"] and "blind to 20.0 mm" in failed["landmark_surface"]
-    blind.regions_used.append("nose")
+    blind.rigid_evidence_fraction = 0.65
     assert not check_gates(blind, GATES, **FIGURES)
 
 
