@@ -94,7 +94,8 @@ def compose(
     warnings: tuple[str, ...] = (),
     sinks: tuple[Sink, ...] = (),
 ) -> Pipeline:
-    """The edge process's pipeline: source -> tracking -> registration -> overlay -> publish.
+    """The edge process's pipeline: source -> tracking (+ tools) -> registration -> overlay ->
+    publish.
 
     Without a plan there is nothing to register or draw: only tracking runs,
     and the publish stage sends no overlay (its heartbeat says why).
@@ -105,6 +106,10 @@ def compose(
     from edge.tracking.tracker import FaceTracker, TrackingStage
 
     stages: list[Stage] = [TrackingStage(tracker or FaceTracker.from_config(config.tracking))]
+    if config.tools.enabled:  # tracked instruments ([tools], docs/tools.md)
+        from edge.tools.stage import ToolStage
+
+        stages.append(ToolStage.from_config(config.tools))
     if plan is not None:
         from edge.overlay.project import DisplayProfile
         from edge.overlay.stage import OverlayStage

@@ -41,6 +41,7 @@ def make_phantom_recording(
         seed=seed,
         config=config.phantom,
         tracking=config.tracking,
+        tools_dir=config.tools.dir,
     )
     render_s = 0.0
     # Uncompressed, so that replay measures the pipeline rather than LZ4 decoding.

@@ -388,7 +388,7 @@ class ToolsConfig:
     lost_after_frames: int = 10  # frames unseen (OCCLUDED) before LOST
     smoothing: bool = True
     smoothing_min_cutoff_hz: float = 3.0
-    smoothing_beta: float = 20.0  # per m/s of the tip
+    smoothing_beta: float = 500.0  # per m/s of the tip: little smoothing once it moves
     smoothing_d_cutoff_hz: float = 1.0
     structure_warning_mm: float = 5.0  # warn when the tip is closer to a structure to avoid
 
