@@ -119,6 +119,10 @@ def compose(
         name = config.overlay.display_profile
         profile = DisplayProfile.from_file(name) if name else None
         stages.append(OverlayStage(plan, profile, config.overlay, warnings=warnings))
+        if config.tools.enabled:
+            from edge.overlay.navigation import NavigationStage
+
+            stages.append(NavigationStage(plan, config.tools))
     if publish is not None:
         stages.append(publish)
     return Pipeline(source, stages, sinks)
@@ -492,6 +496,12 @@ def execute(
 
         evaluator = Evaluator(targets_m=dict(plan.targets) if plan is not None else {})
         sinks: list[Sink] = [evaluator]
+        tool_evaluator = None
+        if cfg.tools.enabled:
+            from edge.tools.evaluation import ToolEvaluator
+
+            tool_evaluator = ToolEvaluator(plan)
+            sinks.append(tool_evaluator)
         if audit is not None:
             sinks.append(AuditSink(audit))
         if cfg.service.metrics_enabled:
@@ -560,6 +570,8 @@ def execute(
             late_frames=pipeline.late_frames,
             source_gaps=pipeline.source_gaps,
         )
+        if tool_evaluator is not None:
+            summary.update(tool_evaluator.summary())
         if cfg.recordings.enabled:
             summary["recording"] = _recording_summary(recording)
         if server is not None and server.publisher is not None:

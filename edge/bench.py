@@ -146,7 +146,7 @@ def run_bench(
         folder = Path(tmp)
         made = make_phantom_recording(config, scenario, frames, seed, folder)
         playback_fps = measure_playback_fps(made["recording"])
-        report = execute(replay_options(config, made, folder)).summary
+        report = execute(replay_options(with_scenario_tool(config, scenario), made, folder)).summary
     fps = report["fps"]
     ordered: dict[str, Any] = {
         "scenario": scenario,
@@ -178,10 +178,49 @@ def run_bench(
         "tre_estimate_calibration",
         "tre_above_estimate_fraction",
         "gates",
+        *TOOL_KEYS,
     ):
         if key in report:
             ordered[key] = report[key]
+    if "tool_tip_error_mm" in report:
+        ordered.update(tool_ratios(report["stages"], report["landmark_model_ms"]))
     return ordered
+
+
+# What the tool figures of a tool scenario are reported as (docs/benchmark.md).
+TOOL_KEYS = (
+    "tool_tip_error_mm",
+    "tool_axis_error_deg",
+    "tool_frames_to_unseen",
+    "tool_frames_to_current_after_return",
+    "tool_shown_not_visible",
+    "tool_visible_fraction",
+    "tool_current_fraction",
+    "tool_state_fractions",
+    "navigation_error",
+    "navigation_current_fraction",
+    "navigation_current_without_inputs",
+)
+
+
+def with_scenario_tool(config: EdgeConfig, scenario: str) -> EdgeConfig:
+    """The configuration with the scenario's tool tracked (a tool scenario measures it)."""
+    from edge.sources.phantom.scenarios import get_scenario
+
+    tool = get_scenario(scenario).tool
+    if not tool:
+        return config
+    names = config.tools.names if tool in config.tools.names else (*config.tools.names, tool)
+    tools = dataclasses.replace(config.tools, enabled=True, names=names)
+    return dataclasses.replace(config, tools=tools)
+
+
+def tool_ratios(stages: dict[str, Any], model_ms: dict[str, float]) -> dict[str, float]:
+    """The tool stage's median time per frame, and in units of the landmark model's."""
+    tool = float(stages.get("tools", {}).get("p50_ms", float("nan")))
+    model = model_ms["p50"]
+    usable = math.isfinite(model) and model > 0
+    return {"tool_ms": tool, "tool_to_model": tool / model if usable else float("nan")}
 
 
 # The phantom scenarios the TRE estimate is calibrated on (photo-spoof: never a pose).

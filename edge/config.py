@@ -386,6 +386,9 @@ class ToolsConfig:
     max_rms_px: float = 1.5  # a pose whose inliers' RMS is above this is not shown
     depth_refine: bool = True  # correct the distance along the view ray with the depth image
     lost_after_frames: int = 10  # frames unseen (OCCLUDED) before LOST
+    # A tool seen lately is looked for around where it was; the whole image is searched
+    # for the others every this many frames (1: every frame).
+    search_every_frames: int = 5
     smoothing: bool = True
     smoothing_min_cutoff_hz: float = 3.0
     smoothing_beta: float = 500.0  # per m/s of the tip: little smoothing once it moves
@@ -471,6 +474,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "tools.max_reprojection_px": (0.1, 50.0),
     "tools.max_rms_px": (0.05, 50.0),
     "tools.lost_after_frames": (1, 10_000),
+    "tools.search_every_frames": (1, 10_000),
     "tools.smoothing_min_cutoff_hz": (0.01, 100.0),
     "tools.smoothing_beta": (0.0, 1e6),
     "tools.smoothing_d_cutoff_hz": (0.01, 100.0),

@@ -31,7 +31,7 @@ from edge.camera import DistortionModel, Extrinsics, Intrinsics
 from edge.errors import FrameTimeout, SourceError, StateError
 from edge.overlay.types import Overlay
 from edge.registration.types import RegistrationResult
-from edge.tools.types import ToolsResult
+from edge.tools.types import Navigation, ToolsResult
 from edge.tracking.types import TrackingResult
 
 __all__ = [  # camera geometry and the gap exception are re-exported with the frame
@@ -329,6 +329,9 @@ class FrameResult:
     registration: RegistrationResult | None = None
     overlay: Overlay | None = None
     tools: ToolsResult | None = None  # tracked instruments (edge/tools/stage.py), when enabled
+    navigation: list[Navigation] | None = (
+        None  # per tool, in plan coordinates (overlay/navigation.py)
+    )
     published: bool = False
     errors: list[StageFailure] = field(default_factory=list)
     stage_ms: dict[str, float] = field(default_factory=dict)

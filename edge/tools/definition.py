@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -74,18 +75,18 @@ class Marker:
     id: int
     corners_m: np.ndarray
 
-    @property
+    @cached_property
     def size_m(self) -> float:
         return float(np.linalg.norm(self.corners_m[1] - self.corners_m[0]))
 
-    @property
+    @cached_property
     def normal(self) -> np.ndarray:
         """Outward unit normal (the side the marker is seen from), tool frame."""
         c = self.corners_m
         n = -np.cross(c[1] - c[0], c[3] - c[0])
         return np.asarray(n / np.linalg.norm(n))
 
-    @property
+    @cached_property
     def centre_m(self) -> np.ndarray:
         return np.asarray(self.corners_m.mean(axis=0))
 

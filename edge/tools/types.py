@@ -60,3 +60,36 @@ class ToolsResult:
             if t.name == name:
                 return t
         return None
+
+
+@dataclass
+class TrajectoryFigures:
+    """The tip and axis against one planned trajectory (entry -> target)."""
+
+    name: str
+    lateral_offset_mm: float  # tip's distance from the planned line
+    angle_deg: float  # between the tool's axis and the planned direction
+    remaining_depth_mm: float  # along the planned direction, tip to target (< 0: past it)
+    distance_to_target_mm: float
+
+
+@dataclass
+class Navigation:
+    """One tool's navigation figures in plan coordinates for one frame.
+
+    ``current`` only when both the registration (TRACKING) and the tool (VISIBLE or
+    PARTIAL) are current this frame; otherwise ``missing`` says which one is not and
+    every figure is absent (no stale value is carried over).
+    """
+
+    tool: str
+    current: bool
+    missing: list[str] = field(default_factory=list)  # "registration", "tool"
+    tip_patient_m: np.ndarray | None = None
+    axis_patient: np.ndarray | None = None
+    target_names: list[str] = field(default_factory=list)
+    target_distance_mm: list[float] = field(default_factory=list)
+    trajectories: list[TrajectoryFigures] = field(default_factory=list)
+    nearest_structure: str = ""
+    structure_distance_mm: float = float("nan")
+    structure_warning: bool = False
