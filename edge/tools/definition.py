@@ -239,7 +239,15 @@ def write_tip(path: str | Path, tip_m: np.ndarray, rms_mm: float, source: str) -
     new = dataclasses.replace(
         spec, tip_m=np.asarray(tip_m, np.float64), tip_rms_mm=float(rms_mm), tip_source=source
     )
-    write_atomic(path, new.to_toml())
+    # The file's opening comments (what the tool is, its frame) are kept.
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    head = "".join(
+        f"{line}\n"
+        for line in lines[
+            : next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+        ]
+    )
+    write_atomic(path, head + new.to_toml())
     return load_tool(str(path))
 
 

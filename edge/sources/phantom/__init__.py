@@ -183,7 +183,11 @@ class PhantomSource(FrameSource):
         self._noise = depth_noise_from_config(self.config)
         self._patient_to_face = patient_to_face()
         # The scenario's tracked tool (its definition file is read now: a bad one is refused).
-        self._tool = ToolScene.load(self.scenario.tool, tools_dir) if self.scenario.tool else None
+        self._tool = (
+            ToolScene.load(self.scenario.tool, tools_dir, self.scenario.tool_motion)
+            if self.scenario.tool
+            else None
+        )
 
     # ---------------------------------------------------------------- FrameSource
 

@@ -233,8 +233,9 @@ def approach_poses(
 class ToolScene:
     """The scenario's tool in the phantom: built on open, drawn and told per frame."""
 
-    def __init__(self, spec: ToolSpec) -> None:
+    def __init__(self, spec: ToolSpec, motion: str = "approach") -> None:
         self.spec = spec
+        self.motion = motion
         self.faces = tool_faces(spec)
         self.shaft = shaft_surface(spec)
         self.glove = glove_plane()
@@ -242,19 +243,21 @@ class ToolScene:
         self._frames = 0
 
     @classmethod
-    def load(cls, name: str, tools_dir: str) -> ToolScene:
+    def load(cls, name: str, tools_dir: str, motion: str = "approach") -> ToolScene:
         from edge.tools.definition import load_tool
 
-        return cls(load_tool(name, tools_dir))
+        return cls(load_tool(name, tools_dir), motion)
 
     def start(self, face: FaceModel, frames: int) -> None:
         """Plan the motion towards the face's planned frontal trajectory."""
         from edge.sources.phantom.plan_out import plan_geometry
 
         geo = plan_geometry(face)
-        self._tool_to_face = approach_poses(
-            self.spec, geo["entry_frontal"], geo["frontal_sinus"], frames
-        )
+        entry, target = geo["entry_frontal"], geo["frontal_sinus"]
+        if self.motion == "pivot":
+            self._tool_to_face = pivot_poses(self.spec, entry, target - entry, frames)
+        else:
+            self._tool_to_face = approach_poses(self.spec, entry, target, frames)
         self._frames = frames
 
     def occluded(self, index: int, occluding: bool) -> bool:
@@ -288,3 +291,27 @@ class ToolScene:
         truth.tool_tip_camera_m = pose[:3, :3] @ self.spec.tip_m + pose[:3, 3]
         truth.tool_axis_camera = pose[:3, :3] @ self.spec.axis
         truth.tool_visible = markers_visible(self.spec, pose, clean_depth_m, intrinsics)
+
+
+def pivot_poses(
+    spec: ToolSpec, tip_face_m: np.ndarray, axis_face: np.ndarray, frames: int
+) -> np.ndarray:
+    """(frames, 4, 4) ``tool_to_face``: the tip resting at ``tip_face_m`` (a divot) while the
+    tool swings in a cone about ``axis_face`` (15 to 25 deg off it, twice round), as in a
+    pivot calibration."""
+    d = axis_face / np.linalg.norm(axis_face)
+    side = np.cross(d, [0.0, 1.0, 0.0])
+    side /= np.linalg.norm(side)
+    up = np.cross(d, side)
+    f = np.arange(frames) / max(frames - 1, 1)
+    out = np.empty((frames, 4, 4))
+    for i, fi in enumerate(f):
+        azimuth = 4.0 * np.pi * fi
+        cone = np.radians(20.0 + 5.0 * np.sin(6.0 * np.pi * fi))
+        tilt_axis = np.cos(azimuth) * side + np.sin(azimuth) * up
+        direction = _axis_angle(tilt_axis, float(cone)) @ d
+        R = _rotation_taking(spec.axis, direction)
+        out[i] = np.eye(4)
+        out[i, :3, :3] = R
+        out[i, :3, 3] = tip_face_m - R @ spec.tip_m
+    return out
