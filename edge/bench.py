@@ -571,4 +571,10 @@ def format_report(r: dict[str, Any]) -> str:
                 f" {g['refused_tre_le2']} with TRE <= 2 mm; passed {g['passed_tre_gt2']}"
                 f" with TRE > 2 mm"
             )
+    if "tool_tip_error_mm" in r:
+        tip, axis = r["tool_tip_error_mm"], r["tool_axis_error_deg"]
+        lines.append(
+            f"  tool: tip median {tip['median']:.2f} mm, p95 {tip['p95']:.2f} mm; axis median"
+            f" {axis['median']:.2f} deg; {r['tool_ms']:.2f} ms, tool/model {r['tool_to_model']:.2f}"
+        )
     return "\n".join(lines)
