@@ -19,6 +19,7 @@ from edge.evaluation import percentiles
 from edge.frames import FrameResult
 from edge.overlay.navigation import navigation_figures
 from edge.plan.model import Plan
+from edge.registration.types import RegistrationState
 from edge.tools.types import Navigation
 
 NAV_KEYS = ("distance_to_target_mm", "lateral_offset_mm", "angle_deg", "remaining_depth_mm")
@@ -69,7 +70,7 @@ class ToolEvaluator:
         if nav is not None and nav.current:
             self.nav_current += 1
             reg = result.registration
-            if not tool.current or reg is None or reg.state.value != "TRACKING":
+            if not tool.current or reg is None or reg.state is not RegistrationState.TRACKING:
                 self.nav_current_without_inputs += 1
             if self.plan is not None:
                 self._navigation_errors(nav, truth)

@@ -13,6 +13,7 @@ from edge.camera import Intrinsics
 from edge.cli import main
 from edge.config import EdgeConfig, ToolsConfig, parse_config
 from edge.errors import ConfigError, DecodeError
+from edge.registration.types import RegistrationState
 from edge.tools.types import ToolState
 from edge.tools.wire import tools_payload
 from edge.transport.protocol import TOPIC_TOOLS, decode, encode, make_message
@@ -52,7 +53,7 @@ def test_edge_run_tracks_the_tool_and_navigates_only_when_both_are_current(repo_
         pointer = r.tools.get("pointer")
         assert pointer is not None and pointer.state is ToolState.LOST
         nav = {n.tool: n for n in r.navigation}
-        registered = r.registration.state.value == "TRACKING"
+        registered = r.registration.state is RegistrationState.TRACKING
         assert nav["needle-guide"].current == (guide.current and registered)
         if not guide.current:
             assert "tool" in nav["needle-guide"].missing

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.errors import ToolError
 from edge.frames import GroundTruth, Intrinsics
 from edge.sources.phantom.face import FaceModel
 from edge.sources.phantom.render import Renderer, Rendering, Surface, TexturedPlane
@@ -79,6 +80,13 @@ def tool_faces(spec: ToolSpec) -> list[ToolFace]:
         tex = np.full((size_px[1], size_px[0], 3), 255, np.uint8)
         for i in g:
             m = spec.markers[i]
+            own = (m.corners_m[1] - m.corners_m[0]) / m.size_m
+            if float(own @ u) < 0.9999:
+                raise ToolError(
+                    f"{spec.path or spec.name}: marker {m.id} is turned against marker "
+                    f"{first.id} on the same face; the phantom draws a face's markers upright",
+                    "list its corners in the same order as its neighbours'",
+                )
             mc = (m.corners_m[0] - c[0]) @ np.stack([u, v], axis=1) * 1000.0
             side = round(m.size_m * 1000.0 * TEXTURE_PX_PER_MM)
             x0, y0 = np.round((mc - lo) * TEXTURE_PX_PER_MM).astype(int)
