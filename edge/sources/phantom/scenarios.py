@@ -33,7 +33,9 @@ class Scenario:
     smile: bool = False  # the mouth corners and cheeks move (up to SMILE_M)
     tool: str = ""  # a tracked tool (hardware/tools/NAME.toml) approaching the trajectory
     tool_occluded: bool = False  # a hand hides the tool for some frames (phantom/tool.py)
-    tool_motion: str = "approach"  # or "pivot": about its tip at the entry (calibration)
+    # "approach" (the frontal trajectory), "pivot" (about its tip at the entry, for the
+    # calibration) or "touch" (landmarks in turn)
+    tool_motion: str = "approach"
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -96,6 +98,12 @@ SCENARIOS: dict[str, Scenario] = {
             "the needle guide pivots about its tip at the frontal entry (pivot calibration)",
             tool="needle-guide",
             tool_motion="pivot",
+        ),
+        Scenario(
+            "pointer-touch",
+            "the pointer touches the mid-forehead, the nasion and the nose bridge in turn",
+            tool="pointer",
+            tool_motion="touch",
         ),
         Scenario("motion", "poses from a motion file (--motion)"),
     )
@@ -197,7 +205,7 @@ def scenario_poses(name: str, frames: int, distance_m: float, fps: float) -> np.
         f = n / max(frames - 1, 1)
         out = _smoothstep((f - 0.2) / 0.2) - _smoothstep((f - 0.6) / 0.2)
         x = LEAVE_OFFSET_M * out
-    elif name in ("needle-approach", "tool-occluded", "tool-pivot"):
+    elif name in ("needle-approach", "tool-occluded", "tool-pivot", "pointer-touch"):
         # Turned and tilted back, so that the frontal trajectory runs obliquely away from
         # the camera and the guide's body stays clear of the face.
         yaw, pitch = np.full(frames, TOOL_HEAD_DEG[0]), np.full(frames, TOOL_HEAD_DEG[1])

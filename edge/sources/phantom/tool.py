@@ -264,6 +264,9 @@ class ToolScene:
         entry, target = geo["entry_frontal"], geo["frontal_sinus"]
         if self.motion == "pivot":
             self._tool_to_face = pivot_poses(self.spec, entry, target - entry, frames)
+        elif self.motion == "touch":
+            points = [face.landmarks_m[i] for i in TOUCHED_LANDMARKS]
+            self._tool_to_face = touch_poses(self.spec, points, frames)
         else:
             self._tool_to_face = approach_poses(self.spec, entry, target, frames)
         self._frames = frames
@@ -322,4 +325,37 @@ def pivot_poses(
         out[i] = np.eye(4)
         out[i, :3, :3] = R
         out[i, :3, 3] = tip_face_m - R @ spec.tip_m
+    return out
+
+
+TOUCHED_LANDMARKS = (151, 168, 6)  # mid-forehead, nasion, nose bridge (face landmarks)
+
+
+def touch_poses(spec: ToolSpec, points_face_m: list[np.ndarray], frames: int) -> np.ndarray:
+    """(frames, 4, 4) ``tool_to_face``: the tip touches each point in turn (coming in from
+    40 mm out, holding, leaving), the shaft tilted 35 deg up from the face's forward
+    direction and the markers turned towards the camera (in front of the face)."""
+    forward = np.array([0.0, 0.0, 1.0])  # into the face (face frame z points backwards)
+    direction = _axis_angle(np.array([1.0, 0.0, 0.0]), float(np.radians(-35.0))) @ forward
+    # The tool frame's axis goes along ``direction``; the markers' normal (the mean of the
+    # tool's marker normals) as near the camera (-forward) as that allows.
+    normal = np.mean([m.normal for m in spec.markers], axis=0)
+    facing = -forward - (-forward @ direction) * direction
+    facing /= np.linalg.norm(facing)
+    n_tool = normal - (normal @ spec.axis) * spec.axis
+    n_tool /= np.linalg.norm(n_tool)
+    tool_basis = np.column_stack([spec.axis, n_tool, np.cross(spec.axis, n_tool)])
+    face_basis = np.column_stack([direction, facing, np.cross(direction, facing)])
+    R = face_basis @ tool_basis.T
+    f = np.arange(frames) / max(frames - 1, 1)
+    out = np.empty((frames, 4, 4))
+    share = 1.0 / len(points_face_m)
+    for i, fi in enumerate(f):
+        k = min(int(fi / share), len(points_face_m) - 1)
+        g = (fi - k * share) / share  # 0..1 within this point's turn
+        away_m = 0.040 * (1.0 - _smooth(g / 0.35) + _smooth((g - 0.7) / 0.3))
+        tip = points_face_m[k] - away_m * direction
+        out[i] = np.eye(4)
+        out[i, :3, :3] = R
+        out[i, :3, 3] = tip - R @ spec.tip_m
     return out

@@ -21,3 +21,9 @@ def render(scenario: str, frames: int, repo_root) -> list[Frame]:
 def occluded_frames(repo_root) -> list[Frame]:
     """`tool-occluded`: the guide approaching the trajectory, hidden by a hand at times."""
     return render("tool-occluded", 100, repo_root)
+
+
+@pytest.fixture(scope="session")
+def pointer_frames(repo_root) -> list[Frame]:
+    """`pointer-touch`: the flat pointer touching three points of the face in turn."""
+    return render("pointer-touch", 45, repo_root)

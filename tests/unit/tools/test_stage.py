@@ -119,3 +119,17 @@ def test_a_single_marker_gives_a_partial_pose(occluded_frames, repo_root) -> Non
     assert pose.quality < 0.5
     assert np.linalg.norm(pose.tip_camera_m - frame.truth.tool_tip_camera_m) < 0.01
     assert len(spec.markers) == 5
+
+
+def test_the_flat_pointer_is_tracked_too(pointer_frames, repo_root) -> None:
+    """`pointer-touch`: three coplanar 20 mm markers; the tip within 1 mm (median)."""
+    stage = _stage(repo_root, names=("pointer",))
+    tip_mm = []
+    for frame in pointer_frames:
+        result = FrameResult(frame)
+        stage.process(result)
+        pointer = result.tools.tools[0]
+        assert pointer.current == frame.truth.tool_visible
+        if pointer.current:
+            tip_mm.append(np.linalg.norm(pointer.tip_camera_m - frame.truth.tool_tip_camera_m))
+    assert len(tip_mm) == 45 and np.median(tip_mm) * 1000.0 < 1.0
