@@ -41,6 +41,7 @@ def make_phantom_recording(
         seed=seed,
         config=config.phantom,
         tracking=config.tracking,
+        tools_dir=config.tools.dir,
     )
     render_s = 0.0
     # Uncompressed, so that replay measures the pipeline rather than LZ4 decoding.
@@ -145,7 +146,7 @@ def run_bench(
         folder = Path(tmp)
         made = make_phantom_recording(config, scenario, frames, seed, folder)
         playback_fps = measure_playback_fps(made["recording"])
-        report = execute(replay_options(config, made, folder)).summary
+        report = execute(replay_options(with_scenario_tool(config, scenario), made, folder)).summary
     fps = report["fps"]
     ordered: dict[str, Any] = {
         "scenario": scenario,
@@ -179,10 +180,49 @@ def run_bench(
         "gates",
         "prediction_error_mm",
         "unpredicted_error_mm",
+        *TOOL_KEYS,
     ):
         if key in report:
             ordered[key] = report[key]
+    if "tool_tip_error_mm" in report:
+        ordered.update(tool_ratios(report["stages"], report["landmark_model_ms"]))
     return ordered
+
+
+# What the tool figures of a tool scenario are reported as (docs/benchmark.md).
+TOOL_KEYS = (
+    "tool_tip_error_mm",
+    "tool_axis_error_deg",
+    "tool_frames_to_unseen",
+    "tool_frames_to_current_after_return",
+    "tool_shown_not_visible",
+    "tool_visible_fraction",
+    "tool_current_fraction",
+    "tool_state_fractions",
+    "navigation_error",
+    "navigation_current_fraction",
+    "navigation_current_without_inputs",
+)
+
+
+def with_scenario_tool(config: EdgeConfig, scenario: str) -> EdgeConfig:
+    """The configuration with the scenario's tool tracked (a tool scenario measures it)."""
+    from edge.sources.phantom.scenarios import get_scenario
+
+    tool = get_scenario(scenario).tool
+    if not tool:
+        return config
+    names = config.tools.names if tool in config.tools.names else (*config.tools.names, tool)
+    tools = dataclasses.replace(config.tools, enabled=True, names=names)
+    return dataclasses.replace(config, tools=tools)
+
+
+def tool_ratios(stages: dict[str, Any], model_ms: dict[str, float]) -> dict[str, float]:
+    """The tool stage's median time per frame, and in units of the landmark model's."""
+    tool = float(stages.get("tools", {}).get("p50_ms", float("nan")))
+    model = model_ms["p50"]
+    usable = math.isfinite(model) and model > 0
+    return {"tool_ms": tool, "tool_to_model": tool / model if usable else float("nan")}
 
 
 # The phantom scenarios the TRE estimate is calibrated on (photo-spoof: never a pose), the
@@ -551,4 +591,10 @@ def format_report(r: dict[str, Any]) -> str:
                 f" {g['refused_tre_le2']} with TRE <= 2 mm; passed {g['passed_tre_gt2']}"
                 f" with TRE > 2 mm"
             )
+    if "tool_tip_error_mm" in r:
+        tip, axis = r["tool_tip_error_mm"], r["tool_axis_error_deg"]
+        lines.append(
+            f"  tool: tip median {tip['median']:.2f} mm, p95 {tip['p95']:.2f} mm; axis median"
+            f" {axis['median']:.2f} deg; {r['tool_ms']:.2f} ms, tool/model {r['tool_to_model']:.2f}"
+        )
     return "\n".join(lines)

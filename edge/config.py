@@ -397,6 +397,27 @@ class PhantomConfig:
 
 
 @dataclass(frozen=True)
+class ToolsConfig:
+    """[tools]: tracked instruments with printed markers (docs/tools.md)."""
+
+    enabled: bool = False
+    dir: str = "hardware/tools"  # tool definition files, NAME.toml
+    names: tuple[str, ...] = ("needle-guide", "pointer")  # the tools to track
+    max_reprojection_px: float = 2.0  # a corner further from the solved pose is an outlier
+    max_rms_px: float = 1.5  # a pose whose inliers' RMS is above this is not shown
+    depth_refine: bool = True  # correct the distance along the view ray with the depth image
+    lost_after_frames: int = 10  # frames unseen (OCCLUDED) before LOST
+    # A tool seen lately is looked for around where it was; the whole image is searched
+    # for the others every this many frames (1: every frame).
+    search_every_frames: int = 5
+    smoothing: bool = True
+    smoothing_min_cutoff_hz: float = 3.0
+    smoothing_beta: float = 500.0  # per m/s of the tip: little smoothing once it moves
+    smoothing_d_cutoff_hz: float = 1.0
+    structure_warning_mm: float = 5.0  # warn when the tip is closer to a structure to avoid
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     """The whole configuration; one attribute per TOML section."""
 
@@ -412,6 +433,7 @@ class EdgeConfig:
     plan: PlanConfig = field(default_factory=PlanConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
 
 
 # --------------------------------------------------------------------------- ranges
@@ -474,6 +496,14 @@ RANGES: dict[str, tuple[float, float]] = {
     "registration.min_regions_used": (0, 6),
     "registration.landmark_check_fle_mm": (0.5, 10.0),
     "phantom.skin_depth_bias_mm": (-10.0, 10.0),
+    "tools.max_reprojection_px": (0.1, 50.0),
+    "tools.max_rms_px": (0.05, 50.0),
+    "tools.lost_after_frames": (1, 10_000),
+    "tools.search_every_frames": (1, 10_000),
+    "tools.smoothing_min_cutoff_hz": (0.01, 100.0),
+    "tools.smoothing_beta": (0.0, 1e6),
+    "tools.smoothing_d_cutoff_hz": (0.01, 100.0),
+    "tools.structure_warning_mm": (0.0, 1000.0),
 }
 
 

@@ -159,6 +159,9 @@ class Subscriber:
         self._socket = self._context.socket(zmq.SUB)
         try:
             tune_socket(self._socket, rcv_hwm, buffer_bytes)
+            # libzmq sends a SUB's subscriptions through its outgoing pipe when it connects
+            # and drops those beyond the send HWM: room for every topic (five since `tools`).
+            self._socket.setsockopt(zmq.SNDHWM, max(rcv_hwm, len(topics) + 1))
             security.apply(self._socket, endpoint)
             for t in topics:
                 self._socket.setsockopt(zmq.SUBSCRIBE, t.encode("ascii"))

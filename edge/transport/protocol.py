@@ -38,7 +38,8 @@ TOPIC_OVERLAY = "overlay"
 TOPIC_HUD = "hud"
 TOPIC_STATUS = "status"
 TOPIC_VIDEO = "video"
-PUBLISHED_TOPICS = (TOPIC_OVERLAY, TOPIC_HUD, TOPIC_STATUS, TOPIC_VIDEO)
+TOPIC_TOOLS = "tools"  # tracked instruments and their navigation figures (issue 16)
+PUBLISHED_TOPICS = (TOPIC_OVERLAY, TOPIC_HUD, TOPIC_STATUS, TOPIC_VIDEO, TOPIC_TOOLS)
 
 # Service (ROUTER) request and reply kinds.
 REQ_ASSET_LIST = "asset.list"
@@ -333,6 +334,7 @@ PAYLOAD_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "plan": (dict,),
     },
     TOPIC_VIDEO: {"encoding": (str,), "width": (int,), "height": (int,)},
+    TOPIC_TOOLS: {"tools": (list,)},
     REQ_ASSET_LIST: {},
     REQ_ASSET_GET: {"id": (str,)},
     REQ_COMMAND: {"command": (str,), "args": (dict,)},
@@ -372,6 +374,10 @@ def check_payload(topic: str, payload: dict[str, Any], arrays: dict[str, np.ndar
             raise DecodeError(f"{topic} needs array '{name}' of dtype {dtype}, {len(shape)}-D")
     if topic == TOPIC_OVERLAY:
         _check_overlay_arrays(payload, arrays)
+    if topic == TOPIC_TOOLS:
+        from edge.transport.tools_codec import check_tools
+
+        check_tools(payload, arrays)
 
 
 def _check_overlay_arrays(payload: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:

@@ -26,7 +26,13 @@ from edge.errors import TransportError
 from edge.registration.types import RegistrationState
 from edge.transport.client import Received, Subscriber, SubscriberStats
 from edge.transport.prediction import predict_points
-from edge.transport.protocol import TOPIC_HUD, TOPIC_OVERLAY, TOPIC_STATUS, TOPIC_VIDEO
+from edge.transport.protocol import (
+    TOPIC_HUD,
+    TOPIC_OVERLAY,
+    TOPIC_STATUS,
+    TOPIC_TOOLS,
+    TOPIC_VIDEO,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +125,9 @@ class Viewer:
             age_ms = overlay.age_s(now) * 1000
             line = f"{h['fps']:.0f} fps  latency {h['latency_ms']:.0f} ms  age {age_ms:.0f} ms"
             cv2.putText(canvas, line, (10, size[1] - 12), font, 0.5, WHITE, 1, cv2.LINE_AA)
+        tools = self.sub.latest(TOPIC_TOOLS)
+        if tools is not None and tools.message.header.frame == overlay.message.header.frame:
+            draw_tools(canvas, tools.message.payload, tools.message.arrays)
         return canvas
 
     @staticmethod
@@ -402,3 +411,49 @@ def draw_overlay(
         h = canvas.shape[0]
         cv2.rectangle(canvas, (0, h - 26), (canvas.shape[1] - 1, h - 1), (0, 0, 0), -1)
         cv2.putText(canvas, fitted[:80], (10, h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1)
+
+
+CYAN = (230, 220, 60)  # BGR
+
+
+def tool_readout(tool: dict[str, Any]) -> str:
+    """One line per tool: tip to target, off the line, angle, depth left; or what is missing."""
+    nav = tool.get("navigation", {})
+    if not tool.get("current"):
+        return f"{tool['name']}: {tool['state']} - no navigation"
+    if not nav.get("current"):
+        return f"{tool['name']}: no navigation, not current: {', '.join(nav.get('missing', []))}"
+    parts = [str(tool["name"]) + ":"]
+    for t in nav.get("trajectories", [])[:1]:
+        parts.append(
+            f"{t['distance_to_target_mm']:.1f} mm to target, off line {t['lateral_offset_mm']:.1f}"
+            f" mm, {t['angle_deg']:.1f} deg, depth left {t['remaining_depth_mm']:.1f} mm"
+        )
+    if len(parts) == 1:
+        for t in nav.get("targets", [])[:1]:
+            parts.append(f"{t['distance_mm']:.1f} mm to {t['name']}")
+    s = nav.get("structure", {})
+    if s.get("warning") and s.get("distance_mm") is not None:
+        parts.append(f"NEAR {s['name']} {s['distance_mm']:.1f} mm")
+    return " ".join(parts)
+
+
+def draw_tools(canvas: np.ndarray, payload: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Draw each current tool's tip and its virtual extension along the axis, and a readout
+    line per tool (tip to target, lateral offset, angle, depth left; or what is missing)."""
+    import cv2
+
+    h = canvas.shape[0]
+    for i, tool in enumerate(payload["tools"]):
+        near = tool.get("navigation", {}).get("structure", {}).get("warning", False)
+        color = (RED if near else CYAN) if tool.get("current") else AMBER
+        if tool.get("current"):
+            ext = arrays["extensions_px"][i]
+            if np.isfinite(ext).all() and (np.abs(ext) < 1e5).all():
+                a = (round(float(ext[0, 0])), round(float(ext[0, 1])))
+                b = (round(float(ext[1, 0])), round(float(ext[1, 1])))
+                cv2.line(canvas, a, b, color, 1, cv2.LINE_AA)
+                cv2.circle(canvas, a, 5, color, 2, cv2.LINE_AA)
+        y = h - 34 - 18 * i
+        line = _ascii(tool_readout(tool))[:90]
+        cv2.putText(canvas, line, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1, cv2.LINE_AA)
