@@ -515,9 +515,11 @@ def execute(
             sinks.append(status)
         sinks.append(Watchdog(notifier))
 
+        from edge.sources.readahead import with_read_ahead
+
         pipeline = compose(
             cfg,
-            source,
+            with_read_ahead(source, cfg.pipeline.read_ahead),
             plan=plan,
             publish=publish,
             warnings=tuple(warnings),
@@ -555,6 +557,8 @@ def execute(
             late_frames=pipeline.late_frames,
             source_gaps=pipeline.source_gaps,
         )
+        if preview is not None:
+            summary["preview"] = {"written": preview.written, "dropped": preview.dropped}
         if cfg.recordings.enabled:
             summary["recording"] = _recording_summary(recording)
         if server is not None and server.publisher is not None:

@@ -66,6 +66,15 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """The frame loop (edge/pipeline.py)."""
+
+    # Read the next frame (decoding, depth alignment, rendering) in a second thread while
+    # the current one is processed, one frame ahead at most (edge/sources/readahead.py).
+    read_ahead: bool = True
+
+
+@dataclass(frozen=True)
 class RealSenseConfig:
     """Live RealSense camera."""
 
@@ -380,6 +389,7 @@ class EdgeConfig:
     """The whole configuration; one attribute per TOML section."""
 
     source: SourceConfig = field(default_factory=SourceConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     realsense: RealSenseConfig = field(default_factory=RealSenseConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
