@@ -129,9 +129,15 @@ def run_bench(
     frames: int = 300,
     seed: int = 0,
     threads: int | None = None,
+    compare: bool = True,
 ) -> dict[str, Any]:
-    """Generate, replay and measure; returns the report (docs/benchmark.md)."""
+    """Generate, replay and measure; returns the report (docs/benchmark.md).
+
+    ``compare``: also replay with read-ahead switched and publish to 1 and 8 headsets
+    (:func:`edge.bench_cores.second_core_figures`).
+    """
     from edge.app import execute
+    from edge.bench_cores import second_core_figures
     from edge.metrics import resident_memory_bytes
     from edge.sources.recording import measure_playback_fps
 
@@ -145,7 +151,10 @@ def run_bench(
         folder = Path(tmp)
         made = make_phantom_recording(config, scenario, frames, seed, folder)
         playback_fps = measure_playback_fps(made["recording"])
-        report = execute(replay_options(config, made, folder)).summary
+        overlays: list[Any] = []
+        options = replay_options(config, made, folder)
+        report = execute(options, on_result=lambda r: overlays.append(r.overlay)).summary
+        cores = second_core_figures(config, made, folder, report, overlays) if compare else {}
     fps = report["fps"]
     ordered: dict[str, Any] = {
         "scenario": scenario,
@@ -159,6 +168,8 @@ def run_bench(
         "playback_fps": playback_fps,
         "render_ms_per_frame": made["render_ms_per_frame"],
         "intra_op_threads": config.tracking.intra_op_threads,
+        "read_ahead": config.pipeline.read_ahead,
+        **cores,
     }
     for key in (
         "landmark_error_px",
@@ -203,7 +214,7 @@ def calibrate_tre(
     factor = config.registration.tre_confidence_factor
     per: dict[str, Any] = {}
     for name in scenarios:
-        report = run_bench(config, name, frames, seed, threads)
+        report = run_bench(config, name, frames, seed, threads, compare=False)
         per[name] = {
             "tre_estimate_calibration": report.get("tre_estimate_calibration"),
             "state_fractions": report.get("state_fractions", {}),
@@ -474,6 +485,8 @@ def format_soak(r: dict[str, Any]) -> str:
 
 def format_report(r: dict[str, Any]) -> str:
     """A human-readable table of a bench report."""
+    from edge.bench_cores import format_cores
+
     lines = [
         f"edge bench: {r['scenario']}, {r['frames']} frames, {r['intra_op_threads']} threads",
         f"  pipeline {r['fps']:.1f} fps (realtime factor {r['realtime_factor']:.2f}),"
@@ -485,6 +498,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"  per frame p50 {r['pipeline_ms']:.2f} ms, p99 {r['pipeline_ms_p99']:.2f} ms;"
         f" landmark model p50 {r['model_ms']:.2f} ms, p99 {r['model_ms_p99']:.2f} ms",
         f"  pipeline/model: p50 {r['pipeline_to_model']:.2f}, p99 {r['pipeline_to_model_p99']:.2f}",
+        *format_cores(r),
         "  stage            p50 ms   p99 ms",
     ]
     for name, s in r["stages"].items():

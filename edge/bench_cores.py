@@ -1,0 +1,239 @@
+"""Parts of `edge bench` about the second core and the headsets (docs/benchmark.md).
+
+* read-ahead: the same recording replayed with ``[pipeline] read_ahead`` on and off in
+  one bench run; throughput and end-to-end latency of both;
+* publish cost per extra headset: the overlays of the bench's own run published again
+  through the real publish stage, over CurveZMQ on loopback, to 1 and then 8 enrolled
+  headsets (real subscriber sockets in another process), as process CPU time per frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import multiprocessing as mp
+import queue
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from edge.config import EdgeConfig
+from edge.errors import EdgeError
+from edge.frames import Frame, FrameResult, Intrinsics, PixelFormat
+from edge.overlay.types import Overlay
+
+Timing = Literal["deterministic", "realtime"]
+HEADSET_COUNTS = (1, 8)
+PUBLISH_HZ = 60.0  # twice the camera's rate: the subscribers keep up, the run stays short
+MAX_PUBLISHED = 150  # overlays per headset count
+REALTIME_FRAMES = 150  # frames of each camera-rate replay (5 s at 30 fps)
+READY_TIMEOUT_S = 30.0  # spawn start-up, CURVE handshakes and subscriptions, loaded machine
+
+
+def _with(config: EdgeConfig, read_ahead: bool, timing: Timing) -> EdgeConfig:
+    return dataclasses.replace(
+        config,
+        pipeline=dataclasses.replace(config.pipeline, read_ahead=read_ahead),
+        source=dataclasses.replace(config.source, timing=timing),
+    )
+
+
+def read_ahead_figures(
+    config: EdgeConfig, made: dict[str, Any], folder: Path, report: dict[str, Any]
+) -> dict[str, Any]:
+    """The recording replayed again with read-ahead switched (``report`` is the bench's
+    own run, with the configured setting), as fast as it goes; then at the camera's rate
+    (``realtime`` timing, at most :data:`REALTIME_FRAMES`) with it on and off.
+
+    ``read_ahead_speedup`` = fps with / fps without, as fast as it goes (where a frame
+    read ahead waits for the one before it: its end-to-end time grows by that wait).
+    ``end_to_end_ms_p50_realtime_*``: the latency a camera's frame sees, with and without.
+    """
+    from edge.app import execute
+    from edge.bench import replay_options
+
+    configured = config.pipeline.read_ahead
+    runs = {configured: report}
+    switched = _with(config, not configured, config.source.timing)
+    runs[not configured] = execute(replay_options(switched, made, folder)).summary
+    on, off = runs[True], runs[False]
+    paced = {
+        flag: execute(
+            replay_options(_with(config, flag, "realtime"), made, folder, frames=REALTIME_FRAMES)
+        ).summary
+        for flag in (False, True)
+    }
+    return {
+        "read_ahead_fps": on["fps"],
+        "no_read_ahead_fps": off["fps"],
+        "read_ahead_speedup": on["fps"] / off["fps"] if off["fps"] > 0 else float("nan"),
+        "end_to_end_ms_p50_read_ahead": on["end_to_end_ms"]["p50"],
+        "end_to_end_ms_p50_no_read_ahead": off["end_to_end_ms"]["p50"],
+        "pipeline_ms_read_ahead": on["frame_ms"]["p50"],
+        "pipeline_ms_no_read_ahead": off["frame_ms"]["p50"],
+        "end_to_end_ms_p50_realtime_read_ahead": paced[True]["end_to_end_ms"]["p50"],
+        "end_to_end_ms_p50_realtime_no_read_ahead": paced[False]["end_to_end_ms"]["p50"],
+        "realtime_frames": paced[True]["frames"],
+    }
+
+
+def second_core_figures(
+    config: EdgeConfig,
+    made: dict[str, Any],
+    folder: Path,
+    report: dict[str, Any],
+    overlays: list[Overlay | None],
+) -> dict[str, Any]:
+    """Everything this module measures, after the bench's own run (``report``, its
+    ``overlays``): read-ahead on and off, publish cost per extra headset."""
+    figures = read_ahead_figures(config, made, folder, report)
+    figures.update(publish_per_headset(overlays, report["landmark_model_ms"]["p50"], folder))
+    return figures
+
+
+def _headsets_main(endpoint: str, keys_dir: str, names: list[str], ready: Any, done: Any) -> None:
+    """A process holding one subscriber per headset name; says ``ready`` once every one
+    has received an overlay, then receives until told to stop and reports counts."""
+    from edge.transport.client import Subscriber
+    from edge.transport.security import ClientSecurity
+
+    subs = [
+        Subscriber(endpoint, ClientSecurity.from_keys_dir(keys_dir, n), topics=("overlay",))
+        for n in names
+    ]
+    got = [0] * len(subs)
+    told_ready = False
+    try:
+        while True:
+            for i, sub in enumerate(subs):
+                got[i] += sub.poll(2)
+            if not told_ready and all(got):
+                ready.put(True)
+                told_ready = True
+            try:
+                done.get_nowait()
+                break
+            except queue.Empty:
+                pass
+        for i, sub in enumerate(subs):
+            got[i] += sub.poll(50)
+        ready.put(got)
+    finally:
+        for sub in subs:
+            sub.close()
+
+
+def _publish_to(count: int, overlays: list[Overlay], folder: Path) -> dict[str, float]:
+    """Publish ``overlays`` to ``count`` headsets; CPU and wall ms per frame, overlays received."""
+    from edge.config import TransportConfig
+    from edge.transport.security import generate_keys
+    from edge.transport.server import EdgeServer
+    from edge.transport.stage import PublishStage
+
+    names = [f"headset{i}" for i in range(count)]
+    keys = folder / f"keys-{count}"
+    generate_keys(keys, tuple(names))
+    config = TransportConfig(
+        publish_endpoint="tcp://127.0.0.1:0",
+        service_endpoint="tcp://127.0.0.1:0",
+        security="curve",
+        keys_dir=str(keys),
+        video="off",  # headsets off loopback get no video (transport.video = "auto")
+    )
+    ctx = mp.get_context("spawn")
+    ready, done = ctx.Queue(), ctx.Queue()
+    tiny = Frame(0, np.zeros((2, 2, 3), np.uint8), PixelFormat.BGR8, None, 0.001, _TINY)
+    with EdgeServer(config, None) as server:
+        assert server.publisher is not None
+        stage = PublishStage(server.publisher)  # no heartbeat thread: only frames are timed
+        proc = ctx.Process(
+            target=_headsets_main,
+            args=(server.publisher.endpoint, str(keys), names, ready, done),
+            daemon=True,
+        )
+        proc.start()
+        try:
+            deadline_s = time.monotonic() + READY_TIMEOUT_S
+            while True:  # overlays until every headset has one: all connected and subscribed
+                stage.process(FrameResult(tiny, overlay=overlays[0]))
+                try:
+                    ready.get(timeout=0.05)
+                    break
+                except queue.Empty:
+                    if time.monotonic() > deadline_s or not proc.is_alive():
+                        raise EdgeError(
+                            f"the {count} bench headsets did not connect within "
+                            f"{READY_TIMEOUT_S:.0f} s",
+                            "run the bench again on a less loaded machine",
+                        ) from None
+            wall_ms: list[float] = []
+            cpu_start = time.process_time()
+            start_s = time.monotonic()
+            for i, overlay in enumerate(overlays):
+                t0 = time.perf_counter()
+                stage.process(FrameResult(tiny, overlay=overlay))
+                wall_ms.append((time.perf_counter() - t0) * 1000.0)
+                time.sleep(max(0.0, start_s + (i + 1) / PUBLISH_HZ - time.monotonic()))
+            cpu_ms = (time.process_time() - cpu_start) * 1000.0 / len(overlays)
+            done.put(True)
+            received = ready.get(timeout=READY_TIMEOUT_S)
+        finally:
+            stage.close()
+            proc.join(timeout=10.0)
+            if proc.is_alive():
+                proc.kill()
+    return {
+        "cpu_ms_per_frame": cpu_ms,
+        "publish_ms_p50": float(np.median(wall_ms)),
+        "received_min_fraction": min(received) / len(overlays),
+    }
+
+
+_TINY = Intrinsics(2, 2, 1.0, 1.0, 0.5, 0.5)
+
+
+def publish_per_headset(
+    overlays: list[Overlay | None], model_ms: float, folder: Path
+) -> dict[str, Any]:
+    """The publish cost of each headset beyond the first, in units of ``model_ms``.
+
+    ``overlays``: the bench run's own (the last :data:`MAX_PUBLISHED`). The cost is the
+    process's CPU time per published frame (the pipeline thread's encoding and the
+    ZeroMQ I/O threads' CurveZMQ encryption per connection), with 8 headsets less with
+    1, divided by 7. Empty when the run drew no overlay.
+    """
+    chosen = [o for o in overlays if o is not None][-MAX_PUBLISHED:]
+    if not chosen:
+        return {}
+    per = {n: _publish_to(n, chosen, folder) for n in HEADSET_COUNTS}
+    first, last = HEADSET_COUNTS[0], HEADSET_COUNTS[-1]
+    extra_ms = (per[last]["cpu_ms_per_frame"] - per[first]["cpu_ms_per_frame"]) / (last - first)
+    usable = math.isfinite(model_ms) and model_ms > 0
+    return {
+        "publish_headsets": {str(n): f for n, f in per.items()},
+        "publish_per_headset_ms": extra_ms,
+        "publish_per_headset_to_model": extra_ms / model_ms if usable else float("nan"),
+    }
+
+
+def format_cores(r: dict[str, Any]) -> list[str]:
+    """The lines of :func:`edge.bench.format_report` about read-ahead and headsets."""
+    lines = []
+    if "read_ahead_speedup" in r:
+        lines.append(
+            f"  read-ahead {'on' if r['read_ahead'] else 'off'} in the figures above;"
+            f" {r['read_ahead_fps']:.1f} fps with, {r['no_read_ahead_fps']:.1f} without"
+            f" (x{r['read_ahead_speedup']:.2f}); end-to-end p50"
+            f" {r['end_to_end_ms_p50_read_ahead']:.2f} ms with,"
+            f" {r['end_to_end_ms_p50_no_read_ahead']:.2f} ms without;"
+            f" at the camera's rate {r['end_to_end_ms_p50_realtime_read_ahead']:.2f} ms with,"
+            f" {r['end_to_end_ms_p50_realtime_no_read_ahead']:.2f} ms without"
+        )
+    if "publish_per_headset_to_model" in r:
+        lines.append(
+            f"  publish: {r['publish_per_headset_ms']:.3f} ms CPU per extra headset (1 -> 8),"
+            f" {r['publish_per_headset_to_model']:.3f} of the landmark model"
+        )
+    return lines
