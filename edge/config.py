@@ -102,6 +102,10 @@ class TrackingConfig:
     # One: on a 2-core edge box the other core serves playback, transport and video
     # encoding (edge bench, nod-shake 300: 106 fps with 1 thread, 63 fps with 2).
     intra_op_threads: int = 1
+    # The landmark model's runtime: ONNX Runtime, LiteRT (XNNPACK, on the model's source
+    # .tflite), or "auto": both timed on the same input at start, the faster kept (ORT
+    # unless LiteRT is 5 % faster), the choice logged (edge/tracking/runtime.py).
+    runtime: Literal["onnxruntime", "litert", "auto"] = "onnxruntime"
     detector_score: float = 0.5
     detector_iou: float = 0.3  # weighted NMS: IoU above this joins a cluster
     presence_threshold: float = 0.5

@@ -38,6 +38,7 @@ from edge.tracking.landmarks import (
     roi_from_detection,
     roi_from_landmarks,
 )
+from edge.tracking.runtime import RuntimeTrial
 from edge.tracking.smoothing import OneEuroFilter
 from edge.tracking.types import Face, TrackingResult
 
@@ -143,6 +144,7 @@ class FaceTracker:
             config.smoothing_min_cutoff_hz, config.smoothing_beta_3d, config.smoothing_d_cutoff_hz
         )
         self.detector_runs = 0
+        self.runtime_trial: RuntimeTrial | None = None
         self.lost_reason = ""
         self._state = TrackerState.SEARCHING
         self._last: LandmarkOutput | None = None
@@ -159,13 +161,17 @@ class FaceTracker:
         Raises :class:`edge.errors.ModelError` when a model is missing, tampered
         with or does not match the manifest.
         """
-        from edge.tracking.runtime import open_model
+        from edge.tracking.runtime import open_landmark_runner, open_model
 
         folder = Path(models_dir) if models_dir is not None else Path(config.models_dir)
         det = open_model(DETECTOR_MODEL, folder, config.providers, config.intra_op_threads)
-        lm = open_model(LANDMARK_MODEL, folder, config.providers, config.intra_op_threads)
+        lm, trial = open_landmark_runner(
+            config.runtime, folder, config.providers, config.intra_op_threads, name=LANDMARK_MODEL
+        )
         detector = FaceDetector(det, config.detector_score, config.detector_iou)
-        return cls(detector, LandmarkModel(lm), config)
+        tracker = cls(detector, LandmarkModel(lm), config)
+        tracker.runtime_trial = trial  # what runtime = "auto" measured, or None
+        return tracker
 
     @property
     def state(self) -> TrackerState:
