@@ -137,7 +137,7 @@ def run_bench(
     (:func:`edge.bench_cores.second_core_figures`).
     """
     from edge.app import execute
-    from edge.bench_cores import second_core_figures
+    from edge.bench_cores import landmark_runtime, second_core_figures
     from edge.metrics import resident_memory_bytes
     from edge.sources.recording import measure_playback_fps
 
@@ -147,6 +147,7 @@ def run_bench(
         config = dataclasses.replace(
             config, tracking=dataclasses.replace(config.tracking, intra_op_threads=threads)
         )
+    config, runtime = landmark_runtime(config)  # "auto" resolved once, for every replay
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         folder = Path(tmp)
         made = make_phantom_recording(config, scenario, frames, seed, folder)
@@ -169,6 +170,7 @@ def run_bench(
         "render_ms_per_frame": made["render_ms_per_frame"],
         "intra_op_threads": config.tracking.intra_op_threads,
         "read_ahead": config.pipeline.read_ahead,
+        **runtime,
         **cores,
     }
     for key in (

@@ -32,6 +32,23 @@ REALTIME_FRAMES = 150  # frames of each camera-rate replay (5 s at 30 fps)
 READY_TIMEOUT_S = 30.0  # spawn start-up, CURVE handshakes and subscriptions, loaded machine
 
 
+def landmark_runtime(config: EdgeConfig) -> tuple[EdgeConfig, dict[str, Any]]:
+    """The runtime trial of ``[tracking] runtime = "auto"``, made once at the bench's start
+    whatever the setting (so the report records what this machine would choose), and the
+    configuration the bench then runs: with ``"auto"``, the chosen runtime (every replay
+    of the bench uses the same one)."""
+    from edge.tracking.runtime import open_landmark_runner
+
+    t = config.tracking
+    _, trial = open_landmark_runner("auto", t.models_dir, t.providers, t.intra_op_threads)
+    assert trial is not None
+    used = t.runtime
+    if used == "auto":
+        used = "litert" if trial.chosen == "litert" else "onnxruntime"
+    resolved = dataclasses.replace(config, tracking=dataclasses.replace(t, runtime=used))
+    return resolved, {"landmark_runtime": used, "runtime_trial": trial.as_dict()}
+
+
 def _with(config: EdgeConfig, read_ahead: bool, timing: Timing) -> EdgeConfig:
     return dataclasses.replace(
         config,
@@ -230,6 +247,13 @@ def format_cores(r: dict[str, Any]) -> list[str]:
             f" {r['end_to_end_ms_p50_no_read_ahead']:.2f} ms without;"
             f" at the camera's rate {r['end_to_end_ms_p50_realtime_read_ahead']:.2f} ms with,"
             f" {r['end_to_end_ms_p50_realtime_no_read_ahead']:.2f} ms without"
+        )
+    if "runtime_trial" in r:
+        t = r["runtime_trial"]
+        lines.append(
+            f"  landmark model on {r['landmark_runtime']}; at start, median ms per inference: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in t["median_ms"].items())
+            + f" (auto chooses {t['chosen']})"
         )
     if "publish_per_headset_to_model" in r:
         lines.append(
