@@ -26,9 +26,17 @@ _Seen = tuple[float, RegistrationState | None, float]
 
 
 def make_phantom_recording(
-    config: EdgeConfig, scenario: str, frames: int, seed: int, folder: Path
+    config: EdgeConfig,
+    scenario: str,
+    frames: int,
+    seed: int,
+    folder: Path,
+    skin_triangles: int = 0,
 ) -> dict[str, Any]:
-    """Render a phantom session to ``folder/phantom.db3`` with its truth and signed plan."""
+    """Render a phantom session to ``folder/phantom.db3`` with its truth and signed plan;
+    ``skin_triangles``: the plan's skin split to at least this many (bench_cores.finer_skin).
+    """
+    from edge.bench_cores import finer_skin
     from edge.plan.sign import generate_keypair, load_private_key, sign_plan
     from edge.sources.phantom import PhantomSource
     from edge.sources.phantom.plan_out import write_plan
@@ -58,6 +66,8 @@ def make_phantom_recording(
                 break
             recorder.write(frame)
         plan_dir = write_plan(source.face, folder / "plan").parent
+        limit = config.plan.max_mesh_triangles
+        triangles = finer_skin(source.face, plan_dir, skin_triangles, limit)
     keys = generate_keypair(folder / "signer")
     sign_plan(plan_dir, load_private_key(keys.private))
     return {
@@ -65,6 +75,7 @@ def make_phantom_recording(
         "plan": plan_dir,
         "pubkey": keys.public,
         "render_ms_per_frame": render_s * 1000.0 / max(frames, 1),
+        "skin_triangles": triangles,
     }
 
 
@@ -130,6 +141,7 @@ def run_bench(
     seed: int = 0,
     threads: int | None = None,
     compare: bool = True,
+    skin_triangles: int = 0,
 ) -> dict[str, Any]:
     """Generate, replay and measure; returns the report (docs/benchmark.md).
 
@@ -150,7 +162,7 @@ def run_bench(
     config, runtime = landmark_runtime(config)  # "auto" resolved once, for every replay
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         folder = Path(tmp)
-        made = make_phantom_recording(config, scenario, frames, seed, folder)
+        made = make_phantom_recording(config, scenario, frames, seed, folder, skin_triangles)
         playback_fps = measure_playback_fps(made["recording"])
         overlays: list[Any] = []
         options = replay_options(config, made, folder)
@@ -168,6 +180,7 @@ def run_bench(
         "rss_mb": resident_memory_bytes() / 2**20,
         "playback_fps": playback_fps,
         "render_ms_per_frame": made["render_ms_per_frame"],
+        "skin_triangles": made["skin_triangles"],
         "intra_op_threads": config.tracking.intra_op_threads,
         "read_ahead": config.pipeline.read_ahead,
         **runtime,

@@ -32,6 +32,42 @@ REALTIME_FRAMES = 150  # frames of each camera-rate replay (5 s at 30 fps)
 READY_TIMEOUT_S = 30.0  # spawn start-up, CURVE handshakes and subscriptions, loaded machine
 
 
+def finer_skin(face: Any, plan_dir: Path, min_triangles: int, max_triangles: int) -> int:
+    """Rewrite the phantom plan in ``plan_dir`` (before it is signed) with its skin split
+    until it has at least ``min_triangles``; returns the skin's triangle count (unchanged
+    when ``min_triangles`` is 0).
+
+    Each step splits every triangle in four at its edge midpoints: the surface, and so
+    registration and the skin distances, stay the same; only the ray cast has more
+    triangles to search. Raises EdgeError when the result would exceed ``max_triangles``
+    (``[plan] max_mesh_triangles``, which the plan's loader enforces).
+    """
+    import trimesh
+
+    from edge.plan.model import Mesh
+    from edge.plan.write import write_plan
+    from edge.sources.phantom.plan_out import phantom_plan
+
+    plan = phantom_plan(face)
+    vertices, faces = np.asarray(plan.skin.vertices), np.asarray(plan.skin.faces)
+    if min_triangles <= len(faces):
+        return len(faces)
+    count = len(faces)
+    while count < min_triangles:
+        count *= 4
+    if count > max_triangles:
+        raise EdgeError(
+            f"a skin of at least {min_triangles} triangles has {count} here (the phantom's"
+            f" {len(faces)} split in four until enough), over plan.max_mesh_triangles"
+            f" {max_triangles}",
+            "ask for fewer --skin-triangles or raise [plan] max_mesh_triangles",
+        )
+    while len(faces) < min_triangles:
+        vertices, faces = trimesh.remesh.subdivide(vertices, faces)
+    write_plan(dataclasses.replace(plan, skin=Mesh(vertices, faces)), plan_dir)
+    return len(faces)
+
+
 def landmark_runtime(config: EdgeConfig) -> tuple[EdgeConfig, dict[str, Any]]:
     """The runtime trial of ``[tracking] runtime = "auto"``, made once at the bench's start
     whatever the setting (so the report records what this machine would choose), and the
