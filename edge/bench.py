@@ -343,7 +343,9 @@ def run_soak(
                 return
             warm["t_s"] = now
             sample(now)
-        elif now - samples[-1]["t_s"] - start_s >= sample_every_s:
+        elif now - samples[-1]["t_s"] - start_s >= sample_every_s or now >= deadline_s:
+            # Past the deadline: a frame that was read ahead before the source stopped
+            # finishes after the end sample; the end sample is taken again with it.
             sample(now)
 
     with tempfile.TemporaryDirectory(prefix="edge-soak-") as tmp:
