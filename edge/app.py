@@ -116,7 +116,8 @@ def compose(
         stages.append(OverlayStage(plan, profile, config.overlay, warnings=warnings))
     if publish is not None:
         stages.append(publish)
-    return Pipeline(source, stages, sinks)
+    overlap = config.pipeline.overlap_stages and plan is not None
+    return Pipeline(source, stages, sinks, split_before="registration" if overlap else None)
 
 
 # ----------------------------------------------------------------------------- set-up steps

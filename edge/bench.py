@@ -183,6 +183,7 @@ def run_bench(
         "skin_triangles": made["skin_triangles"],
         "intra_op_threads": config.tracking.intra_op_threads,
         "read_ahead": config.pipeline.read_ahead,
+        "overlap_stages": config.pipeline.overlap_stages,
         **runtime,
         **cores,
     }

@@ -1,7 +1,7 @@
 """Parts of `edge bench` about the second core and the headsets (docs/benchmark.md).
 
-* read-ahead: the same recording replayed with ``[pipeline] read_ahead`` on and off in
-  one bench run; throughput and end-to-end latency of both;
+* both cores: the same recording replayed with ``[pipeline]`` read-ahead and overlapped
+  stages on and with both off, in one bench run; throughput and end-to-end latency;
 * publish cost per extra headset: the overlays of the bench's own run published again
   through the real publish stage, over CurveZMQ on loopback, to 1 and then 8 enrolled
   headsets (real subscriber sockets in another process), as process CPU time per frame.
@@ -85,49 +85,58 @@ def landmark_runtime(config: EdgeConfig) -> tuple[EdgeConfig, dict[str, Any]]:
     return resolved, {"landmark_runtime": used, "runtime_trial": trial.as_dict()}
 
 
-def _with(config: EdgeConfig, read_ahead: bool, timing: Timing) -> EdgeConfig:
-    return dataclasses.replace(
-        config,
-        pipeline=dataclasses.replace(config.pipeline, read_ahead=read_ahead),
-        source=dataclasses.replace(config.source, timing=timing),
+def _with(config: EdgeConfig, both_cores: bool, timing: Timing) -> EdgeConfig:
+    pipeline = dataclasses.replace(
+        config.pipeline, read_ahead=both_cores, overlap_stages=both_cores
     )
+    source = dataclasses.replace(config.source, timing=timing)
+    return dataclasses.replace(config, pipeline=pipeline, source=source)
 
 
-def read_ahead_figures(
+def _is(config: EdgeConfig, both_cores: bool) -> bool:
+    p = config.pipeline
+    return p.read_ahead == both_cores and p.overlap_stages == both_cores
+
+
+def both_cores_figures(
     config: EdgeConfig, made: dict[str, Any], folder: Path, report: dict[str, Any]
 ) -> dict[str, Any]:
-    """The recording replayed again with read-ahead switched (``report`` is the bench's
-    own run, with the configured setting), as fast as it goes; then at the camera's rate
-    (``realtime`` timing, at most :data:`REALTIME_FRAMES`) with it on and off.
+    """The recording replayed on both cores (``[pipeline]`` read-ahead and overlapped stages
+    on) and on one (both off), as fast as it goes, reusing the bench's own run
+    (``report``) where its setting is one of the two; then at the camera's rate
+    (``realtime`` timing, at most :data:`REALTIME_FRAMES`), both ways.
 
-    ``read_ahead_speedup`` = fps with / fps without, as fast as it goes (where a frame
-    read ahead waits for the one before it: its end-to-end time grows by that wait).
-    ``end_to_end_ms_p50_realtime_*``: the latency a camera's frame sees, with and without.
+    ``both_cores_speedup`` = fps on both / fps on one, as fast as it goes (where a frame
+    waits for the ones before it: its end-to-end time grows by that wait).
+    ``end_to_end_ms_p50_realtime_*``: the latency a camera's frame sees, both ways.
     """
     from edge.app import execute
     from edge.bench import replay_options
 
-    configured = config.pipeline.read_ahead
-    runs = {configured: report}
-    switched = _with(config, not configured, config.source.timing)
-    runs[not configured] = execute(replay_options(switched, made, folder)).summary
-    on, off = runs[True], runs[False]
+    runs: dict[bool, dict[str, Any]] = {}
+    for both in (True, False):
+        if _is(config, both) and config.source.timing == "deterministic":
+            runs[both] = report
+        else:
+            options = replay_options(_with(config, both, "deterministic"), made, folder)
+            runs[both] = execute(options).summary
     paced = {
-        flag: execute(
-            replay_options(_with(config, flag, "realtime"), made, folder, frames=REALTIME_FRAMES)
+        both: execute(
+            replay_options(_with(config, both, "realtime"), made, folder, frames=REALTIME_FRAMES)
         ).summary
-        for flag in (False, True)
+        for both in (False, True)
     }
+    on, off = runs[True], runs[False]
     return {
-        "read_ahead_fps": on["fps"],
-        "no_read_ahead_fps": off["fps"],
-        "read_ahead_speedup": on["fps"] / off["fps"] if off["fps"] > 0 else float("nan"),
-        "end_to_end_ms_p50_read_ahead": on["end_to_end_ms"]["p50"],
-        "end_to_end_ms_p50_no_read_ahead": off["end_to_end_ms"]["p50"],
-        "pipeline_ms_read_ahead": on["frame_ms"]["p50"],
-        "pipeline_ms_no_read_ahead": off["frame_ms"]["p50"],
-        "end_to_end_ms_p50_realtime_read_ahead": paced[True]["end_to_end_ms"]["p50"],
-        "end_to_end_ms_p50_realtime_no_read_ahead": paced[False]["end_to_end_ms"]["p50"],
+        "both_cores_fps": on["fps"],
+        "one_core_fps": off["fps"],
+        "both_cores_speedup": on["fps"] / off["fps"] if off["fps"] > 0 else float("nan"),
+        "end_to_end_ms_p50_both_cores": on["end_to_end_ms"]["p50"],
+        "end_to_end_ms_p50_one_core": off["end_to_end_ms"]["p50"],
+        "pipeline_ms_both_cores": on["frame_ms"]["p50"],
+        "pipeline_ms_one_core": off["frame_ms"]["p50"],
+        "end_to_end_ms_p50_realtime_both_cores": paced[True]["end_to_end_ms"]["p50"],
+        "end_to_end_ms_p50_realtime_one_core": paced[False]["end_to_end_ms"]["p50"],
         "realtime_frames": paced[True]["frames"],
     }
 
@@ -140,8 +149,8 @@ def second_core_figures(
     overlays: list[Overlay | None],
 ) -> dict[str, Any]:
     """Everything this module measures, after the bench's own run (``report``, its
-    ``overlays``): read-ahead on and off, publish cost per extra headset."""
-    figures = read_ahead_figures(config, made, folder, report)
+    ``overlays``): both cores and one, publish cost per extra headset."""
+    figures = both_cores_figures(config, made, folder, report)
     figures.update(publish_per_headset(overlays, report["landmark_model_ms"]["p50"], folder))
     return figures
 
@@ -274,15 +283,13 @@ def publish_per_headset(
 def format_cores(r: dict[str, Any]) -> list[str]:
     """The lines of :func:`edge.bench.format_report` about read-ahead and headsets."""
     lines = []
-    if "read_ahead_speedup" in r:
+    if "both_cores_speedup" in r:
         lines.append(
-            f"  read-ahead {'on' if r['read_ahead'] else 'off'} in the figures above;"
-            f" {r['read_ahead_fps']:.1f} fps with, {r['no_read_ahead_fps']:.1f} without"
-            f" (x{r['read_ahead_speedup']:.2f}); end-to-end p50"
-            f" {r['end_to_end_ms_p50_read_ahead']:.2f} ms with,"
-            f" {r['end_to_end_ms_p50_no_read_ahead']:.2f} ms without;"
-            f" at the camera's rate {r['end_to_end_ms_p50_realtime_read_ahead']:.2f} ms with,"
-            f" {r['end_to_end_ms_p50_realtime_no_read_ahead']:.2f} ms without"
+            f"  both cores {r['both_cores_fps']:.1f} fps, one core {r['one_core_fps']:.1f} fps"
+            f" (x{r['both_cores_speedup']:.2f}); end-to-end p50"
+            f" {r['end_to_end_ms_p50_both_cores']:.2f} / {r['end_to_end_ms_p50_one_core']:.2f} ms;"
+            f" at the camera's rate {r['end_to_end_ms_p50_realtime_both_cores']:.2f} /"
+            f" {r['end_to_end_ms_p50_realtime_one_core']:.2f} ms"
         )
     if "runtime_trial" in r:
         t = r["runtime_trial"]

@@ -72,6 +72,9 @@ class PipelineConfig:
     # Read the next frame (decoding, depth alignment, rendering) in a second thread while
     # the current one is processed, one frame ahead at most (edge/sources/readahead.py).
     read_ahead: bool = True
+    # Run registration, overlay, publish and the sinks in a second thread, overlapped with
+    # tracking of the next frame (edge/pipeline.py); only with a plan.
+    overlap_stages: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""`[pipeline] read_ahead`: a phantom recording replayed through `edge run`'s whole pipeline
-gives the same frames and the same registration, to the bit, with read-ahead on and off.
+"""`[pipeline] read_ahead` and `overlap_stages`: a phantom recording replayed through `edge
+run`'s whole pipeline gives the same frames and the same registration, to the bit, with
+read-ahead and overlapped stages on and off.
 
 Needs the tracker's models (built by ``ensure_models``); skipped when they cannot be built.
 """
@@ -32,11 +33,12 @@ def made(tmp_path_factory) -> tuple[dict, Path]:
     return make_phantom_recording(config, "nod-shake", FRAMES, 0, folder), folder
 
 
-def _replay(made: dict, folder: Path, read_ahead: bool) -> tuple[list, dict]:
+def _replay(made: dict, folder: Path, read_ahead: bool, overlap: bool = False) -> tuple[list, dict]:
     from edge.app import execute
     from edge.bench import replay_options
 
-    config, _ = parse_config({"pipeline": {"read_ahead": read_ahead}}, "test")
+    settings = {"read_ahead": read_ahead, "overlap_stages": overlap}
+    config, _ = parse_config({"pipeline": settings}, "test")
     assert config.pipeline.read_ahead is read_ahead
     seen: list = []
 
@@ -55,7 +57,7 @@ def _replay(made: dict, folder: Path, read_ahead: bool) -> tuple[list, dict]:
             )
         )
 
-    work = folder / ("on" if read_ahead else "off")
+    work = folder / f"{read_ahead}-{overlap}"
     work.mkdir()
     summary = execute(replay_options(config, made, work), on_result=keep).summary
     return seen, summary
@@ -77,14 +79,16 @@ def test_replay_is_identical_with_read_ahead_on_and_off(made, monkeypatch):
     assert not opened
     on, on_summary = _replay(recording, folder, True)
     assert len(opened) == 1 and opened[0].last_read_ms > 0  # the reader thread read them
-    assert len(on) == len(off) == FRAMES
-    assert on_summary["frames"] == off_summary["frames"] == FRAMES
+    both, both_summary = _replay(recording, folder, True, overlap=True)
+    assert len(off) == FRAMES and off_summary["frames"] == FRAMES
     assert any(s[3] is not None for s in off)  # a pose was registered: something to compare
-    for a, b in zip(on, off, strict=True):
-        assert a[0] == b[0] and a[1] == b[1] and a[2] == b[2] and a[5] == b[5]
-        for x, y in ((a[3], b[3]), (a[4], b[4])):
-            assert (x is None) == (y is None)
-            if x is not None:
-                np.testing.assert_array_equal(x, y)
-    for key in ("tre_mm", "landmark_error_px", "rotation_error_deg"):
-        assert on_summary[key] == off_summary[key]
+    for seen, summary in ((on, on_summary), (both, both_summary)):
+        assert len(seen) == FRAMES and summary["frames"] == FRAMES
+        for a, b in zip(seen, off, strict=True):
+            assert a[0] == b[0] and a[1] == b[1] and a[2] == b[2] and a[5] == b[5]
+            for x, y in ((a[3], b[3]), (a[4], b[4])):
+                assert (x is None) == (y is None)
+                if x is not None:
+                    np.testing.assert_array_equal(x, y)
+        for key in ("tre_mm", "landmark_error_px", "rotation_error_deg"):
+            assert summary[key] == off_summary[key]
