@@ -7,6 +7,7 @@ Needs the tracker's models (built by ``ensure_models``); skipped when they canno
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,10 @@ def _replay(made: dict, folder: Path, read_ahead: bool, overlap: bool = False) -
     config, _ = parse_config({"pipeline": settings}, "test")
     assert config.pipeline.read_ahead is read_ahead
     seen: list = []
+    threads: set[str] = set()
 
     def keep(result) -> None:
+        threads.add(threading.current_thread().name)
         reg = result.registration
         seen.append(
             (
@@ -60,6 +63,8 @@ def _replay(made: dict, folder: Path, read_ahead: bool, overlap: bool = False) -
     work = folder / f"{read_ahead}-{overlap}"
     work.mkdir()
     summary = execute(replay_options(config, made, work), on_result=keep).summary
+    # With overlapped stages the results are finished (and seen here) in the second thread.
+    assert threads == ({"pipeline-tail"} if overlap else {threading.main_thread().name})
     return seen, summary
 
 
