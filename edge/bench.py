@@ -167,7 +167,11 @@ def run_bench(
         overlays: list[Any] = []
         options = replay_options(config, made, folder)
         report = execute(options, on_result=lambda r: overlays.append(r.overlay)).summary
-        cores = second_core_figures(config, made, folder, report, overlays) if compare else {}
+        cores = (
+            second_core_figures(config, made, folder, report, overlays, replay_options)
+            if compare
+            else {}
+        )
     fps = report["fps"]
     ordered: dict[str, Any] = {
         "scenario": scenario,

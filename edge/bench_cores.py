@@ -14,6 +14,7 @@ import math
 import multiprocessing as mp
 import queue
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,7 +100,11 @@ def _is(config: EdgeConfig, both_cores: bool) -> bool:
 
 
 def both_cores_figures(
-    config: EdgeConfig, made: dict[str, Any], folder: Path, report: dict[str, Any]
+    config: EdgeConfig,
+    made: dict[str, Any],
+    folder: Path,
+    report: dict[str, Any],
+    replay_options: Callable[..., Any],
 ) -> dict[str, Any]:
     """The recording replayed on both cores (``[pipeline]`` read-ahead and overlapped stages
     on) and on one (both off), as fast as it goes, reusing the bench's own run
@@ -109,9 +114,10 @@ def both_cores_figures(
     ``both_cores_speedup`` = fps on both / fps on one, as fast as it goes (where a frame
     waits for the ones before it: its end-to-end time grows by that wait).
     ``end_to_end_ms_p50_realtime_*``: the latency a camera's frame sees, both ways.
+    ``replay_options``: :func:`edge.bench.replay_options` (passed in: that module imports
+    this one).
     """
     from edge.app import execute
-    from edge.bench import replay_options
 
     runs: dict[bool, dict[str, Any]] = {}
     for both in (True, False):
@@ -147,10 +153,11 @@ def second_core_figures(
     folder: Path,
     report: dict[str, Any],
     overlays: list[Overlay | None],
+    replay_options: Callable[..., Any],
 ) -> dict[str, Any]:
     """Everything this module measures, after the bench's own run (``report``, its
     ``overlays``): both cores and one, publish cost per extra headset."""
-    figures = both_cores_figures(config, made, folder, report)
+    figures = both_cores_figures(config, made, folder, report, replay_options)
     figures.update(publish_per_headset(overlays, report["landmark_model_ms"]["p50"], folder))
     return figures
 
