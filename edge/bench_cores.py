@@ -24,6 +24,7 @@ from edge.config import EdgeConfig
 from edge.errors import EdgeError
 from edge.frames import Frame, FrameResult, Intrinsics, PixelFormat
 from edge.overlay.types import Overlay
+from edge.transport.protocol import TOPIC_OVERLAY, TOPIC_STATUS
 
 Timing = Literal["deterministic", "realtime"]
 HEADSET_COUNTS = (1, 8)
@@ -163,22 +164,26 @@ def second_core_figures(
 
 
 def _headsets_main(endpoint: str, keys_dir: str, names: list[str], ready: Any, done: Any) -> None:
-    """A process holding one subscriber per headset name; says ``ready`` once every one
-    has received an overlay, then receives until told to stop and reports counts."""
+    """A process holding one subscriber per headset name; says ``ready`` once every one has
+    received a status message (connected, admitted, subscribed), then receives until told
+    to stop and reports the overlays each one received."""
     from edge.transport.client import Subscriber
     from edge.transport.security import ClientSecurity
 
     subs = [
-        Subscriber(endpoint, ClientSecurity.from_keys_dir(keys_dir, n), topics=("overlay",))
+        Subscriber(
+            endpoint,
+            ClientSecurity.from_keys_dir(keys_dir, n),
+            topics=(TOPIC_STATUS, TOPIC_OVERLAY),
+        )
         for n in names
     ]
-    got = [0] * len(subs)
     told_ready = False
     try:
         while True:
-            for i, sub in enumerate(subs):
-                got[i] += sub.poll(2)
-            if not told_ready and all(got):
+            for sub in subs:
+                sub.poll(2)
+            if not told_ready and all(s.stats.per_topic.get(TOPIC_STATUS) for s in subs):
                 ready.put(True)
                 told_ready = True
             try:
@@ -186,9 +191,9 @@ def _headsets_main(endpoint: str, keys_dir: str, names: list[str], ready: Any, d
                 break
             except queue.Empty:
                 pass
-        for i, sub in enumerate(subs):
-            got[i] += sub.poll(50)
-        ready.put(got)
+        for sub in subs:
+            sub.poll(50)
+        ready.put([s.stats.per_topic.get(TOPIC_OVERLAY, 0) for s in subs])
     finally:
         for sub in subs:
             sub.close()
@@ -225,8 +230,8 @@ def _publish_to(count: int, overlays: list[Overlay], folder: Path) -> dict[str, 
         proc.start()
         try:
             deadline_s = time.monotonic() + READY_TIMEOUT_S
-            while True:  # overlays until every headset has one: all connected and subscribed
-                stage.process(FrameResult(tiny, overlay=overlays[0]))
+            while True:  # status until every headset has one: all connected and subscribed
+                stage.send_status()
                 try:
                     ready.get(timeout=0.05)
                     break

@@ -77,7 +77,7 @@ def test_publish_cost_per_headset_is_measured_with_real_subscribers(report):
     per = report["publish_headsets"]
     assert set(per) == {"1", "8"}
     for figures in per.values():
-        assert figures["received_min_fraction"] > 0.5  # every headset got the stream
+        assert 0.5 < figures["received_min_fraction"] <= 1.0  # every headset got the stream
         assert figures["cpu_ms_per_frame"] > 0
     extra = (per["8"]["cpu_ms_per_frame"] - per["1"]["cpu_ms_per_frame"]) / 7
     assert report["publish_per_headset_ms"] == pytest.approx(extra, rel=1e-9)
