@@ -57,7 +57,6 @@ def test_every_key_is_there_documented_and_consistent(report, repo_root):
     for key in CORES_KEYS:
         assert f"`{key}`" in doc, f"docs/benchmark.md does not document {key}"
     assert report["read_ahead"] is True and report["overlap_stages"] is True
-    assert report["both_cores_fps"] == report["fps"]  # the bench's own run, reused
     speedup = report["both_cores_fps"] / report["one_core_fps"]
     assert report["both_cores_speedup"] == pytest.approx(speedup, rel=1e-9)
     assert report["realtime_frames"] == 12
