@@ -73,10 +73,11 @@ class PipelineConfig:
     # the current one is processed, one frame ahead at most (edge/sources/readahead.py).
     read_ahead: bool = True
     # Run registration, overlay, publish and the sinks in a second thread, overlapped with
-    # tracking of the next frame (edge/pipeline.py); only with a plan. On by default: on 2
-    # shared cores, edge bench measured 1.24-1.36x the frames per second of one thread, with
-    # a lower end-to-end p50 at the camera's rate (docs/benchmark.md).
-    overlap_stages: bool = True
+    # tracking of the next frame (edge/pipeline.py); only with a plan. Off by default: on 2
+    # shared cores edge bench measured 0.95-1.36x the frames per second of one thread,
+    # depending on the other load, and each stage's time grows while the threads contend
+    # for the interpreter (docs/benchmark.md).
+    overlap_stages: bool = False
 
 
 @dataclass(frozen=True)
