@@ -71,10 +71,13 @@ class PipelineConfig:
 
     # Read the next frame (decoding, depth alignment, rendering) in a second thread while
     # the current one is processed, one frame ahead at most (edge/sources/readahead.py).
-    read_ahead: bool = True
+    # Off by default: edge bench measured no gain worth its cost on 2 cores (0-3 % more
+    # frames per second, 0.1-0.3 ms more latency at the camera's rate): the reads hold
+    # the interpreter lock for most of their time (docs/benchmark.md).
+    read_ahead: bool = False
     # Run registration, overlay, publish and the sinks in a second thread, overlapped with
     # tracking of the next frame (edge/pipeline.py); only with a plan. Off by default: on 2
-    # shared cores edge bench measured 0.95-1.36x the frames per second of one thread,
+    # shared cores edge bench measured 0.93-1.36x the frames per second of one thread,
     # depending on the other load, and each stage's time grows while the threads contend
     # for the interpreter (docs/benchmark.md).
     overlap_stages: bool = False
