@@ -21,6 +21,12 @@ nothing is current) and the loop keeps going. A frame whose number is not
 above the last one processed (out of order, duplicate) is dropped before any
 stage sees it, so filters never see time run backwards; a frame older than
 ``late_after_s`` when it arrives is processed and marked ``late``.
+
+With ``split_before`` (``[pipeline] overlap_stages``) the stages from that one on, the
+sinks and ``on_result`` run in a second thread, one frame at a time in order, while
+this one runs the earlier stages on the next frame; at most one frame waits between
+the two, and a gap waits until the second thread is idle. An earlier stage must not
+read what a later one sets.
 """
 
 from __future__ import annotations

@@ -62,7 +62,12 @@ def _replay(made: dict, folder: Path, read_ahead: bool, overlap: bool = False) -
 
     work = folder / f"{read_ahead}-{overlap}"
     work.mkdir()
-    summary = execute(replay_options(config, made, work), on_result=keep).summary
+    preview = work / "preview.mp4"
+    options = replay_options(config, made, work, preview=str(preview))
+    summary = execute(options, on_result=keep).summary
+    # The preview is drawn off the frame's path; every frame is written or counted dropped.
+    assert summary["preview"]["written"] + summary["preview"]["dropped"] == FRAMES
+    assert summary["preview"]["written"] >= 1 and preview.stat().st_size > 0
     # With overlapped stages the results are finished (and seen here) in the second thread.
     assert threads == ({"pipeline-tail"} if overlap else {threading.main_thread().name})
     return seen, summary
