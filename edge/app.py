@@ -94,7 +94,8 @@ def compose(
     warnings: tuple[str, ...] = (),
     sinks: tuple[Sink, ...] = (),
 ) -> Pipeline:
-    """The edge process's pipeline: source -> tracking -> registration -> overlay -> publish.
+    """The edge process's pipeline: source -> tracking (+ tools) -> registration -> overlay ->
+    publish.
 
     Without a plan there is nothing to register or draw: only tracking runs,
     and the publish stage sends no overlay (its heartbeat says why).
@@ -104,7 +105,20 @@ def compose(
     """
     from edge.tracking.tracker import FaceTracker, TrackingStage
 
-    stages: list[Stage] = [TrackingStage(tracker or FaceTracker.from_config(config.tracking))]
+    # The registration reads the 3-D landmarks it pairs with the plan's named ones; nothing
+    # else reads 3-D landmarks but the evaluation of all of them (tracking.lift_all_landmarks).
+    lift: list[int] | None = None
+    if not config.tracking.lift_all_landmarks:
+        from edge.registration.landmarks import LANDMARK_INDEX
+
+        named = plan.landmarks if plan is not None else {}
+        lift = [i for name, i in LANDMARK_INDEX.items() if name in named]
+    tracking = TrackingStage(tracker or FaceTracker.from_config(config.tracking), lift)
+    stages: list[Stage] = [tracking]
+    if config.tools.enabled:  # tracked instruments ([tools], docs/tools.md)
+        from edge.tools.stage import ToolStage
+
+        stages.append(ToolStage.from_config(config.tools))
     if plan is not None:
         from edge.overlay.project import DisplayProfile
         from edge.overlay.stage import OverlayStage
@@ -114,6 +128,10 @@ def compose(
         name = config.overlay.display_profile
         profile = DisplayProfile.from_file(name) if name else None
         stages.append(OverlayStage(plan, profile, config.overlay, warnings=warnings))
+        if config.tools.enabled:
+            from edge.overlay.navigation import NavigationStage
+
+            stages.append(NavigationStage(plan, config.tools))
     if publish is not None:
         stages.append(publish)
     overlap = config.pipeline.overlap_stages and plan is not None
@@ -488,6 +506,12 @@ def execute(
 
         evaluator = Evaluator(targets_m=dict(plan.targets) if plan is not None else {})
         sinks: list[Sink] = [evaluator]
+        tool_evaluator = None
+        if cfg.tools.enabled:
+            from edge.tools.evaluation import ToolEvaluator
+
+            tool_evaluator = ToolEvaluator(plan)
+            sinks.append(tool_evaluator)
         if audit is not None:
             sinks.append(AuditSink(audit))
         if cfg.service.metrics_enabled:
@@ -560,6 +584,8 @@ def execute(
         )
         if preview is not None:
             summary["preview"] = {"written": preview.written, "dropped": preview.dropped}
+        if tool_evaluator is not None:
+            summary.update(tool_evaluator.summary())
         if cfg.recordings.enabled:
             summary["recording"] = _recording_summary(recording)
         if server is not None and server.publisher is not None:

@@ -15,6 +15,7 @@ The hierarchy::
     ├── PlanError             a preoperative plan is missing, malformed, unsigned or tampered
     ├── RegistrationError     no registration can be computed from the input
     ├── CalibrationError      a calibration failed or misses its quality bar
+    ├── ToolError             a tracked tool's definition file is missing or invalid
     ├── TransportError        a transport endpoint, key or peer cannot be used as asked
     │   └── DecodeError       a received message breaks the protocol
     ├── AuditError            the audit log cannot be written, or does not verify
@@ -78,6 +79,10 @@ class RegistrationError(EdgeError):
 
 class CalibrationError(EdgeError):
     """A calibration could not be computed or does not meet its quality bar."""
+
+
+class ToolError(EdgeError):
+    """A tracked tool's definition file (hardware/tools/NAME.toml) is missing or invalid."""
 
 
 class TransportError(EdgeError):

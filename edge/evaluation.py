@@ -18,12 +18,18 @@ from edge import geometry
 from edge.frames import FrameResult
 from edge.registration.quality import GATE_NAMES
 from edge.registration.types import RegistrationState
+from edge.transport.prediction import PoseVelocity, predict_points
 
 # The truth's line between an acceptable and an inaccurate pose for the gate tables, and
 # the error below which a refusal is a false refusal of an accurate frame.
 INACCURATE_TRE_MM = 2.0
 ACCURATE_TRE_MM = 1.0
 CURRENT_TRE_LINES_MM = (2, 3, 5)  # edge bench counts TRACKING frames past each line
+# Horizons past capture at which the published pose, extrapolated with its velocity, is
+# compared with the truth then (a headset's display time); and the longest gap between two
+# truth frames that the truth is interpolated over.
+PREDICTION_HORIZONS_MS = (30, 60)
+MAX_TRUTH_GAP_S = 0.1
 
 
 def percentiles(values: Iterable[float], *qs: float) -> dict[str, float]:
@@ -161,6 +167,75 @@ TIMING_WINDOW = 9_000
 
 
 @dataclass
+class PredictionCheck:
+    """Error at the targets of current poses extrapolated to a display time, against the truth.
+
+    For each current pose with a velocity: the targets where the pose puts
+    them, moved by the velocity over each horizon (docs/protocol.md, the
+    client's extrapolation), against the true targets at capture + horizon,
+    linearly interpolated between the two truth frames around that time
+    (on nod-shake, at most ~0.01 mm from the true arc at 30 fps). The same
+    without moving them is the error of not predicting.
+    """
+
+    shown: list[tuple[float, np.ndarray, PoseVelocity]] = field(default_factory=list)
+    truth: list[tuple[float, np.ndarray]] = field(default_factory=list)
+
+    def add(
+        self,
+        capture_s: float,
+        true_patient_to_camera: np.ndarray | None,
+        shown_patient_to_camera: np.ndarray | None,
+        velocity: PoseVelocity | None,
+    ) -> None:
+        if true_patient_to_camera is not None:
+            self.truth.append((capture_s, np.asarray(true_patient_to_camera, dtype=np.float64)))
+        if shown_patient_to_camera is not None and velocity is not None:
+            self.shown.append((capture_s, shown_patient_to_camera, velocity))
+
+    def _true_points(self, at_s: float, targets: np.ndarray) -> np.ndarray | None:
+        times = np.array([t for t, _ in self.truth])
+        after = int(np.searchsorted(times, at_s))
+        if after == 0 or after >= len(times) or times[after] - times[after - 1] > MAX_TRUTH_GAP_S:
+            return None
+        (t0, p0), (t1, p1) = self.truth[after - 1], self.truth[after]
+        w = (at_s - t0) / (t1 - t0)
+        return (1.0 - w) * geometry.apply(p0, targets) + w * geometry.apply(p1, targets)
+
+    def summary(self, targets_m: np.ndarray) -> dict[str, dict[str, dict[str, float]]]:
+        """``prediction_error_mm`` and ``unpredicted_error_mm``: per horizon (ms, as a string)
+        ``median``, ``p95`` over target-frames and ``target_frames``."""
+        self.truth.sort(key=lambda item: item[0])
+        out: dict[str, dict[str, dict[str, float]]] = {
+            "prediction_error_mm": {},
+            "unpredicted_error_mm": {},
+        }
+        for horizon_ms in PREDICTION_HORIZONS_MS:
+            dt = horizon_ms / 1000.0
+            predicted: list[float] = []
+            still: list[float] = []
+            for capture_s, pose, velocity in self.shown:
+                true = self._true_points(capture_s + dt, targets_m)
+                if true is None:
+                    continue
+                shown = geometry.apply(pose, targets_m)
+                moved = predict_points(shown, velocity, dt)
+                predicted.extend(np.linalg.norm(moved - true, axis=1) * 1000.0)
+                still.extend(np.linalg.norm(shown - true, axis=1) * 1000.0)
+            for key, errors in (
+                ("prediction_error_mm", predicted),
+                ("unpredicted_error_mm", still),
+            ):
+                p = percentiles(errors, 50, 95)
+                out[key][str(horizon_ms)] = {
+                    "median": p["p50"],
+                    "p95": p["p95"],
+                    "target_frames": len(errors),
+                }
+        return out
+
+
+@dataclass
 class RunStats:
     """Accumulates per-frame figures for a summary (timings: the latest ``window`` frames)."""
 
@@ -234,6 +309,7 @@ class Evaluator:
     current_over_2mm: int = 0  # TRACKING frames whose worst true TRE exceeds 2 mm
     # TRACKING frames whose worst true TRE exceeds each of CURRENT_TRE_LINES_MM.
     current_over_mm: dict[int, int] = field(default_factory=dict)
+    prediction: PredictionCheck = field(default_factory=PredictionCheck)
 
     name: ClassVar[str] = "evaluation"
 
@@ -270,6 +346,14 @@ class Evaluator:
                 )
         if reg is not None and truth.face_visible and self.targets_m:
             self._estimate_and_gates(reg, truth.patient_to_camera)
+        if self.targets_m:
+            overlay = result.overlay
+            self.prediction.add(
+                result.frame.capture_s,
+                truth.patient_to_camera if truth.face_visible else None,
+                overlay.patient_to_camera if overlay is not None else None,
+                overlay.velocity if overlay is not None else None,
+            )
         if (
             reg is not None
             and reg.state is RegistrationState.TRACKING
@@ -368,6 +452,8 @@ class Evaluator:
                 1.0 - cal["coverage"] if cal["target_frames"] else float("nan")
             )
             out.update(self._transition_latencies())
+            targets = np.array(list(self.targets_m.values()), dtype=np.float64).reshape(-1, 3)
+            out.update(self.prediction.summary(targets))
         return out
 
 

@@ -31,6 +31,7 @@ from edge.camera import DistortionModel, Extrinsics, Intrinsics
 from edge.errors import FrameTimeout, SourceError, StateError
 from edge.overlay.types import Overlay
 from edge.registration.types import RegistrationResult
+from edge.tools.types import Navigation, ToolsResult
 from edge.tracking.types import TrackingResult
 
 __all__ = [  # camera geometry and the gap exception are re-exported with the frame
@@ -74,6 +75,13 @@ class GroundTruth:
     landmarks_camera_m: np.ndarray | None = None  # (468, 3) camera frame, metres
     scenario: str = ""
     landmarks_visible: np.ndarray | None = None  # (468,) bool: in the image and not covered
+    # A tracked tool in the scene (phantom tool scenarios): its pose, tip (m) and unit axis
+    # in the camera frame, and whether any of its markers can be seen (not covered).
+    tool_name: str = ""
+    tool_to_camera: np.ndarray | None = None
+    tool_tip_camera_m: np.ndarray | None = None
+    tool_axis_camera: np.ndarray | None = None
+    tool_visible: bool = False
 
 
 @dataclass(frozen=True)
@@ -320,6 +328,10 @@ class FrameResult:
     tracking: TrackingResult | None = None
     registration: RegistrationResult | None = None
     overlay: Overlay | None = None
+    tools: ToolsResult | None = None  # tracked instruments (edge/tools/stage.py), when enabled
+    navigation: list[Navigation] | None = (
+        None  # per tool, in plan coordinates (overlay/navigation.py)
+    )
     published: bool = False
     errors: list[StageFailure] = field(default_factory=list)
     stage_ms: dict[str, float] = field(default_factory=dict)

@@ -28,6 +28,7 @@ from edge.cli import (
     record,
     recordings,
     run,
+    tools,
     track,
     view,
 )
@@ -46,6 +47,7 @@ COMMAND_MODULES = (
     view,  # view
     keys,  # keys generate
     calibrate,  # calibrate board|intrinsics|depth-check|handeye|spaam|pivot|find
+    tools,  # tools print|list
     audit,  # audit verify|keygen
     recordings,  # recordings keygen|seal|open|prune
 )

@@ -59,6 +59,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             p.add_argument(
                 "--ransac", action="store_true", help="reject poses where the tip slipped"
             )
+            g.add_argument(
+                "--source",
+                help="a camera (realsense[:SERIAL]), recording (FILE.db3) or phantom:SCENARIO "
+                "watching the tool pivot; needs --tool, writes the tip into its file",
+            )
+            p.add_argument("--tool", help="with --source: the tool (in tools.dir, or a .toml)")
+            p.add_argument(
+                "--frames", type=int, default=300, help="with --source: frames to read (300)"
+            )
         _common(p)
         p.set_defaults(func=func)
 
@@ -196,8 +205,27 @@ def _pivot(args: argparse.Namespace) -> int:
 
     cfg = config_from(args)
     devices = _devices_dir(args, cfg)
+    if args.source:
+        return _pivot_from_source(args, cfg, devices)
     outcome = pivot(cfg, devices, _file_input(args), say=print, ransac=args.ransac)
     return _finish(args, devices, outcome)
+
+
+def _pivot_from_source(args: argparse.Namespace, cfg: EdgeConfig, devices: Path) -> int:
+    from edge.calibration.procedures import finish
+    from edge.errors import CalibrationError
+    from edge.frames import require_frames
+    from edge.tools.pivot import pivot_from_source, write_calibrated_tip
+
+    if not args.tool:
+        raise CalibrationError("--source needs the tool that pivots", "pass --tool NAME")
+    frames = require_frames(args.frames)
+    outcome, _ = pivot_from_source(
+        cfg, args.tool, args.source, frames, say=print, ransac=args.ransac, serial=args.serial
+    )
+    saved = finish(outcome, devices, args.report, say=print)
+    write_calibrated_tip(cfg, args.tool, outcome, saved, say=print)
+    return 0
 
 
 def _find(args: argparse.Namespace) -> int:

@@ -63,6 +63,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
         motion=args.motion,
         tracking=config.tracking,
         raw_depth=args.raw_depth,
+        tools_dir=config.tools.dir,
     )
     if args.out:
         start = time.perf_counter()

@@ -32,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     view.add_argument("--fps", type=float, default=30.0, help="render rate (default 30)")
     view.add_argument("--stale-ms", type=float, default=100.0, help="hide older overlays")
     view.add_argument(
+        "--predict",
+        action="store_true",
+        help="draw a current overlay where the patient is when drawn, extrapolated with the "
+        "pose's velocity (clocks of edge and viewer in sync; docs/protocol.md)",
+    )
+    view.add_argument(
         "--keys", metavar="DIR", help="folder with this headset's .key_secret and edge.key"
     )
     view.add_argument("--key-name", default="headset", help="headset key name in --keys")
@@ -64,10 +70,12 @@ def cmd_view(args: argparse.Namespace) -> int:
         stale_after_ms=args.stale_ms,
         keys_dir=args.keys,
         key_name=args.key_name,
+        predict=args.predict,
     )
     s = summary.stats
     print(
-        f"view: {summary.where}; drawn {summary.viewer.drawn_frames}, stale "
+        f"view: {summary.where}; drawn {summary.viewer.drawn_frames} (predicted "
+        f"{summary.viewer.predicted_frames}), stale "
         f"{summary.viewer.stale_frames}; received {s.received} ({s.per_topic}), superseded "
         f"{s.superseded}, dropped upstream {s.dropped_upstream}, rejected {s.rejected}",
         file=sys.stderr,

@@ -110,6 +110,7 @@ def build_overlay(
     state = registration.state if registration is not None else RegistrationState.SEARCHING
     pose = registration.patient_to_camera if registration is not None else None
     reasons = list(registration.quality.reasons) if registration is not None else []
+    regions = list(registration.quality.regions_used) if registration is not None else []
     age_ms = None
     if registration is not None and registration.registered_s is not None:
         age_ms = max(0.0, (capture_s - registration.registered_s) * 1000.0)
@@ -120,6 +121,7 @@ def build_overlay(
         current=False,
         state_text=state_text(registration),
         reasons=reasons,
+        regions=regions,
         case_id=plan.case_id,
         plan_digest=plan.digest,
         patient_to_camera=None,

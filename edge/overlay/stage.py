@@ -8,10 +8,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from edge.config import OverlayConfig
 from edge.errors import StateError
 from edge.frames import FrameResult
 from edge.overlay.content import LAYERS, build_overlay
+from edge.overlay.motion import VelocityEstimator
 from edge.overlay.project import DisplayProfile
 from edge.overlay.raycast import MeshRaycaster
 from edge.plan.model import Plan
@@ -53,6 +56,12 @@ class OverlayStage:
             MeshRaycaster(plan.skin.vertices, plan.skin.faces)
             if self.config.skin_distance
             else None
+        )
+        # The velocity is given at the targets (their centroid), where prediction matters.
+        targets = list(plan.targets.values())
+        self._velocity = VelocityEstimator(
+            self.config.velocity_frames,
+            np.mean(targets, axis=0) if targets else np.zeros(3),
         )
         # Headset commands this stage carries out (edge.app routes them here).
         self.commands: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -96,3 +105,10 @@ class OverlayStage:
             latency_ms=(now_mono - frame.host_timestamp_s) * 1000.0,
             warnings=self.warnings,
         )
+        overlay = result.overlay
+        current = overlay.patient_to_camera if overlay.current else None
+        overlay.velocity = self._velocity.update(frame.capture_s, current)
+
+    def source_gap(self, reason: str) -> None:
+        """Frames stopped: the motion before the gap says nothing about the motion after."""
+        self._velocity.reset()

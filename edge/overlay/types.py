@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.camera import Intrinsics
 from edge.registration.types import RegistrationState
+from edge.transport.prediction import PoseVelocity
 
 
 @dataclass
@@ -50,6 +51,10 @@ class Overlay:
     fps: float = 0.0
     latency_ms: float = 0.0
     warnings: list[str] = field(default_factory=list)  # device-level (e.g. stale calibration)
+    # The rigid face's regions the surface fit rested on this frame (empty: no fit).
+    regions: list[str] = field(default_factory=list)
+    # The pose's motion at capture, for prediction to display time; only on a current overlay.
+    velocity: PoseVelocity | None = None
 
     # ------------------------------------------------------------------ wire form
 
@@ -61,6 +66,7 @@ class Overlay:
             "current": self.current,
             "state_text": self.state_text,
             "reasons": list(self.reasons),
+            "regions": list(self.regions),
             "plan": {"case_id": self.case_id, "digest": self.plan_digest},
             "skin_asset": self.skin_asset,
             "targets": [
@@ -97,6 +103,8 @@ class Overlay:
             arrays["trajectories_px"] = self.trajectories_px
         if self.cut_plane_names:
             arrays["cut_planes_camera"] = self.cut_planes_camera
+        if self.velocity is not None and self.current:
+            arrays.update(self.velocity.to_arrays())
         return payload, arrays
 
     def hud_payload(self) -> dict[str, Any]:
@@ -109,6 +117,7 @@ class Overlay:
             "fps": self.fps,
             "latency_ms": self.latency_ms,
             "warnings": list(self.warnings),
+            "regions": list(self.regions),
             "targets": [
                 {
                     "name": n,

@@ -4,17 +4,27 @@ Pixels inside the convex hull of the tracked landmarks (all of them, or the
 rigid upper face's, :data:`~edge.registration.landmarks.RIGID_FACE_HULL`),
 minus the eyes and the mouth (they move on their own), sampled on a regular
 grid whose stride is chosen so that about ``max_points`` pixels remain, lifted
-with the aligned depth into the camera frame.
+with the aligned depth into the camera frame. Pixels coloured like a surgical
+drape (:func:`drape_coloured`) are left out, and each point is labelled with the
+anatomical region it lies in (:data:`~edge.registration.landmarks.RIGID_REGIONS`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from edge.frames import Frame
-from edge.registration.landmarks import EYE_LEFT_CONTOUR, EYE_RIGHT_CONTOUR, LIPS_OUTER_CONTOUR
+from edge.frames import Frame, PixelFormat
+from edge.registration.landmarks import (
+    EYE_LEFT_CONTOUR,
+    EYE_RIGHT_CONTOUR,
+    LIPS_OUTER_CONTOUR,
+    RIGID_REGIONS,
+)
+
+REGION_NAMES = tuple(RIGID_REGIONS)
 
 # Enlargement of the eye and mouth contours about their centroids: lids and lips
 # move beyond the contour line itself.
@@ -95,30 +105,91 @@ def correct_skin_depth(points_camera_m: np.ndarray, skin_depth_bias_m: float) ->
     return np.asarray(p * ((z - skin_depth_bias_m) / np.where(z > 0, z, 1.0)))
 
 
+def drape_coloured(
+    color: np.ndarray, color_format: PixelFormat, pix: np.ndarray, chroma: float
+) -> np.ndarray:
+    """(K,) True where the pixel (u, v) is coloured like a surgical drape: blue or green.
+
+    Drapes are blue or green so that they stand apart from tissue; skin, lit white,
+    is red-orange at any pigmentation (its Cr exceeds its Cb in YCbCr, ITU-R BT.601;
+    Chai & Ngan 1999, "Face segmentation using skin-color map in videophone
+    applications"). A pixel is a drape's when Cb - Cr exceeds ``chroma`` (8-bit units);
+    grey, black and white pixels (Cb = Cr) are not: the ICP occlusion gate handles
+    white gauze and instruments.
+    """
+    rgb = color[pix[:, 1], pix[:, 0]].astype(np.float32)
+    if color_format is PixelFormat.BGR8:
+        rgb = rgb[:, ::-1]
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    # BT.601: Cb - Cr = 0.564 (B - Y) - 0.713 (R - Y), Y = 0.299 R + 0.587 G + 0.114 B
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    return np.asarray(0.564 * (b - y) - 0.713 * (r - y) > chroma)
+
+
+@dataclass(frozen=True)
+class FaceCloud:
+    """The sampled face region: its depth points and how much of each region they cover.
+
+    ``points_m``: (N, 3) camera frame, metres, corrected for the skin depth bias;
+    ``region``: (N,) index into :data:`REGION_NAMES` per point; ``sampled``: pixels
+    sampled in the region, with depth or without, drape-coloured ones included (what
+    the rigid face would have given uncovered); ``sampled_per_region``: the same per
+    region; ``drape_pixels``: sampled pixels left out as drape-coloured.
+    """
+
+    points_m: np.ndarray
+    region: np.ndarray
+    sampled: int
+    sampled_per_region: np.ndarray
+    drape_pixels: int = 0
+
+    @classmethod
+    def empty(cls) -> FaceCloud:
+        zero = np.zeros(len(REGION_NAMES), np.int64)
+        return cls(np.zeros((0, 3)), np.zeros(0, np.int64), 0, zero)
+
+
+def region_labels(landmarks_px: np.ndarray, pix: np.ndarray) -> np.ndarray:
+    """(K,) index of the nearest region centre (:data:`RIGID_REGIONS`) per pixel."""
+    lm = np.asarray(landmarks_px, dtype=np.float64)[:, :2]
+    centres = lm[[RIGID_REGIONS[n] for n in REGION_NAMES]]
+    d2 = ((pix[:, None, :].astype(np.float64) - centres[None, :, :]) ** 2).sum(axis=2)
+    return np.argmin(np.where(np.isfinite(d2), d2, np.inf), axis=1)
+
+
 def region_cloud(
     frame: Frame,
     landmarks_px: np.ndarray,
     max_points: int = 600,
     skin_depth_bias_m: float = 0.0,
     hull_indices: Sequence[int] | None = None,
-) -> tuple[np.ndarray, int]:
-    """(N, 3) camera-frame points (metres) of the face region (:func:`face_pixels`) with
-    valid depth, corrected for the camera's skin depth bias (:func:`correct_skin_depth`),
-    and the number of pixels sampled in the region, with depth or without."""
+    drape_chroma: float | None = None,
+) -> FaceCloud:
+    """The face region's cloud (:func:`face_pixels`): points with valid depth, corrected
+    for the camera's skin depth bias (:func:`correct_skin_depth`), drape-coloured pixels
+    left out when ``drape_chroma`` is given (:func:`drape_coloured`)."""
     if frame.depth is None:
-        return np.zeros((0, 3)), 0
+        return FaceCloud.empty()
     intr = frame.intrinsics
     pix = face_pixels(landmarks_px, intr.width, intr.height, max_points, hull_indices)
     if len(pix) == 0:
-        return np.zeros((0, 3)), 0
-    raw = frame.depth[pix[:, 1], pix[:, 0]]
-    ok = raw > 0
-    z = raw[ok].astype(np.float64) * frame.depth_scale_m - skin_depth_bias_m
-    return intr.deproject(pix[ok].astype(np.float64), z), len(pix)
+        return FaceCloud.empty()
+    region = region_labels(landmarks_px, pix)
+    per_region = np.bincount(region, minlength=len(REGION_NAMES))
+    ok = frame.depth[pix[:, 1], pix[:, 0]] > 0
+    drape = 0
+    if drape_chroma is not None:
+        covered = drape_coloured(frame.color, frame.color_format, pix, drape_chroma)
+        drape = int(covered.sum())
+        ok &= ~covered
+    raw = frame.depth[pix[ok, 1], pix[ok, 0]]
+    z = raw.astype(np.float64) * frame.depth_scale_m - skin_depth_bias_m
+    points = intr.deproject(pix[ok].astype(np.float64), z)
+    return FaceCloud(points, region[ok], len(pix), per_region, drape)
 
 
 def face_cloud(
     frame: Frame, landmarks_px: np.ndarray, max_points: int = 600, skin_depth_bias_m: float = 0.0
 ) -> np.ndarray:
     """(N, 3) camera-frame points (metres) of the whole face region (:func:`region_cloud`)."""
-    return region_cloud(frame, landmarks_px, max_points, skin_depth_bias_m)[0]
+    return region_cloud(frame, landmarks_px, max_points, skin_depth_bias_m).points_m

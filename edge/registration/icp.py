@@ -147,6 +147,10 @@ class IcpResult:
     # (quality.surface_tre_mm).
     normal_matrix: np.ndarray | None = None
     centre_m: np.ndarray | None = None  # (3,) patient frame
+    # The final inliers: (N,) mask over the cloud, and their rows of A (K, 6), whose
+    # products make ``normal_matrix`` (the TRE estimate leaves regions out with them).
+    inliers: np.ndarray | None = None
+    rows_mm: np.ndarray | None = None
 
 
 def icp_point_to_plane(
@@ -267,9 +271,7 @@ def icp_point_to_plane(
     visible = int((~occluded).sum())
     n_in = int(inlier.sum())
     rms = float(np.sqrt(np.mean(s[inlier] ** 2))) * 1e3 if n_in else float("inf")
-    normal_matrix, centre = (
-        _normal_matrix(X[inlier], toward_camera[inlier]) if n_in >= 6 else (None, None)
-    )
+    rows, centre = _rows(X[inlier], toward_camera[inlier]) if n_in >= 6 else (None, None)
     return IcpResult(
         patient_to_camera=geometry.invert(camera_to_patient),
         rms_mm=rms,
@@ -279,15 +281,16 @@ def icp_point_to_plane(
         converged=converged,
         points=len(pts),
         residuals_mm=np.where(occluded, np.nan, s * 1e3),
-        normal_matrix=normal_matrix,
+        normal_matrix=rows.T @ rows if rows is not None else None,
         centre_m=centre,
+        inliers=inlier,
+        rows_mm=rows,
     )
 
 
-def _normal_matrix(points_m: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(6x6 A^T A in mm units, centre in metres) of the linearised point-to-plane problem:
-    rows [(a x n)^T, n^T] with a = point - centre (Low 2004, eq. 8-10)."""
+def _rows(points_m: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows A (K, 6) in mm units, centre in metres) of the linearised point-to-plane
+    problem: [(a x n)^T, n^T] with a = point - centre (Low 2004, eq. 8-10)."""
     centre = points_m.mean(axis=0)
     a_mm = (points_m - centre) * 1e3
-    J = np.concatenate([np.cross(a_mm, normals), normals], axis=1)
-    return J.T @ J, centre
+    return np.concatenate([np.cross(a_mm, normals), normals], axis=1), centre

@@ -66,3 +66,16 @@ RIGID_FACE_HULL = (
     116, 50, 98,  # right zygoma, upper cheek, alar base
     1,  # nose tip
 )  # fmt: skip
+
+# The rigid face's anatomical regions, each named by the face-model landmark at its
+# centre: a pixel of the surface cloud belongs to the region whose centre is nearest
+# in the image. The registration reports which regions its fit rests on, and its TRE
+# estimate asks how far the pose moves when any one of them is left out.
+RIGID_REGIONS: dict[str, int] = {
+    "forehead": 151,
+    "right temple": 54,
+    "left temple": 284,
+    "nose": 195,  # dorsum, with the bridge and the tip
+    "right cheekbone": 116,
+    "left cheekbone": 345,
+}

@@ -73,18 +73,99 @@ def surface_tre_mm(
     ``targets_m`` (M, 3) and ``centre_m`` in the frame of the fit (the plan's).
     """
     A = np.asarray(normal_matrix, dtype=np.float64)
-    P = (np.asarray(targets_m, dtype=np.float64).reshape(-1, 3) - centre_m) * 1e3
+    J = _target_jacobians(targets_m, centre_m)
     try:
         cov = sigma_mm**2 * np.linalg.inv(A)
     except np.linalg.LinAlgError:
-        return np.full(len(P), math.inf)
+        return np.full(len(J), math.inf)
+    variance = np.einsum("tij,jk,tik->t", J, cov, J)  # tr(J Cov J^T) per target
+    return np.sqrt(np.maximum(variance, 0.0))
+
+
+def _target_jacobians(targets_m: np.ndarray, centre_m: np.ndarray) -> np.ndarray:
+    """(T, 3, 6) J = [-[t - c]x, I] per target (mm): a target's displacement (mm) under
+    the small motion (omega rad, v mm) about ``centre_m``."""
+    P = (np.asarray(targets_m, dtype=np.float64).reshape(-1, 3) - centre_m) * 1e3
     J = np.zeros((len(P), 3, 6))
     J[:, 0, 1], J[:, 0, 2] = P[:, 2], -P[:, 1]  # -[p]x, row by row
     J[:, 1, 0], J[:, 1, 2] = -P[:, 2], P[:, 0]
     J[:, 2, 0], J[:, 2, 1] = P[:, 1], -P[:, 0]
     J[:, :, 3:] = np.eye(3)
-    variance = np.einsum("tij,jk,tik->t", J, cov, J)  # tr(J Cov J^T) per target
-    return np.sqrt(np.maximum(variance, 0.0))
+    return J
+
+
+def region_jackknife_tre_mm(
+    rows_mm: np.ndarray,
+    residuals_mm: np.ndarray,
+    region: np.ndarray,
+    centre_m: np.ndarray,
+    targets_m: np.ndarray,
+    min_points: int = 20,
+) -> np.ndarray:
+    """RMS error at each target (mm) by the delete-one-region jackknife of the surface fit.
+
+    The fit is linearised at its optimum (point-to-plane rows ``rows_mm``, residuals in
+    mm, both of the inliers); leaving region k out moves the pose by
+    d_k = -(A - A_k)^-1 (g - g_k), A = sum of r r^T and g = sum of r * residual. The
+    jackknife variance (K - 1)/K * sum |J (d_k - mean d)|^2 (Efron & Stein 1981; regions
+    as blocks, as for spatially correlated data, Kunsch 1989) counts what the covariance
+    of independent residuals does not: residuals correlated over a patch of skin, and a
+    region that moved on its own (a smile reaching the cheekbones). Regions with fewer
+    than ``min_points`` inliers are never left out; with fewer than 3 regions to leave
+    out, NaN (the layout cannot say).
+    """
+    R = np.asarray(rows_mm, dtype=np.float64)
+    r = np.asarray(residuals_mm, dtype=np.float64)
+    labels = np.asarray(region)
+    counts = np.bincount(labels, minlength=1) if len(labels) else np.zeros(0, int)
+    blocks = [k for k in range(len(counts)) if counts[k] >= min_points]
+    J = _target_jacobians(targets_m, centre_m)
+    if len(blocks) < 3:
+        return np.full(len(J), math.nan)
+    A = R.T @ R
+    g = R.T @ r
+    moves = []
+    for k in blocks:
+        part = labels == k
+        Rk = R[part]
+        try:
+            moves.append(-np.linalg.solve(A - Rk.T @ Rk, g - Rk.T @ r[part]))
+        except np.linalg.LinAlgError:
+            return np.full(len(J), math.inf)
+    D = np.stack(moves)
+    D -= D.mean(axis=0)
+    shifts = np.einsum("tij,kj->tki", J, D)  # (T, K, 3) target displacement per left-out k
+    K = len(blocks)
+    return np.sqrt((K - 1) / K * (shifts**2).sum(axis=(1, 2)))
+
+
+def landmark_blind_spot_mm(
+    fiducials_m: np.ndarray,
+    weights: np.ndarray,
+    targets_m: np.ndarray,
+    fle_mm: float,
+    chi2: float,
+) -> float:
+    """The largest displacement (mm) at any target of a pose the landmark likelihood-ratio
+    test cannot tell from the landmarks' own fit: max over targets and motions d with
+    3 d^T H d / FLE^2 <= ``chi2`` of |J_t d|, i.e. sqrt(chi2 FLE^2 / 3 * lambda_max(J_t
+    H^-1 J_t^T)), H = sum of w_i B_i^T B_i the fit's normal matrix (B_i the small-motion
+    Jacobian at landmark i). Five landmarks along the brow cannot see a turn about the
+    line through them: then this is large, and the test says little (inf: no layout).
+    """
+    F = np.asarray(fiducials_m, dtype=np.float64).reshape(-1, 3)
+    if len(F) < 3:
+        return math.inf
+    c = F.mean(axis=0)
+    B = _target_jacobians(F, c)
+    H = np.einsum("n,nij,nik->jk", np.asarray(weights, dtype=np.float64), B, B)
+    try:
+        cov = np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        return math.inf
+    J = _target_jacobians(targets_m, c)
+    spread = np.linalg.eigvalsh(np.einsum("tij,jk,tlk->til", J, cov, J))[:, -1]
+    return float(np.sqrt(chi2 * fle_mm**2 / 3.0 * max(float(spread.max()), 0.0)))
 
 
 def fle_from_fre_mm(fre_mm: float, n: int) -> float:
@@ -171,11 +252,22 @@ GATE_NAMES = (
     "surface_shape",
     "inlier_fraction",
     "rigid_evidence",
+    "regions",
     "occluded_fraction",
     "tre",
     "fre",
     "landmark_surface",
 )
+
+
+# The landmark/surface agreement also passes when the surface pose explains the paired
+# landmarks about as well as their own fit (edge/registration/stage.py,
+# _landmark_excess_chi2): the 0.999 quantile of chi-square with 6 degrees of freedom.
+LANDMARK_SURFACE_CHI2 = 22.46
+# Where that test is blind beyond max_landmark_surface_mm (landmark_blind_spot_mm), the
+# surface must hold the pose alone: at least this share of the rigid face on the skin
+# (with every surface gate and the TRE estimate's; docs/registration.md, Gates).
+SURFACE_ALONE_EVIDENCE = 0.6
 
 
 @dataclass(frozen=True)
@@ -193,6 +285,7 @@ class Gates:
     min_cloud_points: int
     max_surface_shape_mm: float
     min_rigid_evidence_fraction: float = 0.0
+    min_regions_used: int = 0
 
 
 def check_gates(
@@ -243,6 +336,12 @@ def check_gates(
         f"only {q.rigid_evidence_fraction:.0%} of the rigid upper face fits the skin",
     )
     need(
+        "regions",
+        len(q.regions_used) >= gates.min_regions_used,
+        f"the fit rests on {len(q.regions_used)} regions of the rigid face"
+        f" ({', '.join(q.regions_used) or 'none'})",
+    )
+    need(
         "occluded_fraction",
         occluded_fraction <= gates.max_occluded_fraction,
         f"{occluded_fraction:.0%} of the face is covered",
@@ -255,9 +354,19 @@ def check_gates(
     need("fre", q.fre_mm <= gates.max_fre_mm, f"landmark FRE {q.fre_mm:.1f} mm too high")
     need(
         "landmark_surface",
-        q.landmark_surface_translation_mm <= gates.max_landmark_surface_mm
-        and q.landmark_surface_rotation_deg <= gates.max_landmark_surface_deg,
+        (
+            q.landmark_surface_translation_mm <= gates.max_landmark_surface_mm
+            and q.landmark_surface_rotation_deg <= gates.max_landmark_surface_deg
+        )
+        or (
+            q.landmark_surface_chi2 <= LANDMARK_SURFACE_CHI2
+            and (
+                q.landmark_blind_mm <= gates.max_landmark_surface_mm
+                or q.rigid_evidence_fraction >= SURFACE_ALONE_EVIDENCE
+            )
+        ),
         f"landmark and surface poses disagree ({q.landmark_surface_translation_mm:.1f} mm, "
-        f"{q.landmark_surface_rotation_deg:.1f} deg)",
+        f"{q.landmark_surface_rotation_deg:.1f} deg; likelihood ratio "
+        f"{q.landmark_surface_chi2:.1f}, blind to {q.landmark_blind_mm:.1f} mm)",
     )
     return reasons

@@ -22,16 +22,24 @@ from edge.config import RegistrationConfig
 from edge.errors import RegistrationError
 from edge.frames import Frame, FrameResult
 from edge.plan.model import Plan
-from edge.registration.cloud import correct_skin_depth, region_cloud
+from edge.registration.cloud import (
+    REGION_NAMES,
+    FaceCloud,
+    correct_skin_depth,
+    drape_coloured,
+    region_cloud,
+)
 from edge.registration.icp import IcpResult, SkinModel, icp_point_to_plane
-from edge.registration.landmarks import MOBILE_LANDMARKS, RIGID_FACE_HULL
+from edge.registration.landmarks import LANDMARK_INDEX, MOBILE_LANDMARKS, RIGID_FACE_HULL
 from edge.registration.paired_point import PairedPointResult, landmark_pairs, robust_rigid_transform
 from edge.registration.quality import (
+    LANDMARK_SURFACE_CHI2,
     Gates,
     check_gates,
     fitzpatrick_from_geometry,
     fitzpatrick_geometry,
     fle_from_fre_mm,
+    landmark_blind_spot_mm,
     pose_difference,
     relief_mm,
     systematic_residual_mm,
@@ -45,6 +53,11 @@ log = logging.getLogger(__name__)
 
 # Landmarks a drape over the lower face hides (see _LandmarkFit.upper).
 LOWER_FACE_LANDMARKS = MOBILE_LANDMARKS | {"subnasale"}
+
+# A region of the rigid face counts as used when this share of its sampled pixels are
+# skin inliers of the surface fit (and at least REGION_MIN_POINTS of them).
+REGION_USED_FRACTION = 0.5
+REGION_MIN_POINTS = 20
 
 # ICP stops when an update moves less than this (mm, deg). Tracking frames stop
 # earlier: depth noise moves the optimum more than that from frame to frame.
@@ -73,6 +86,9 @@ class _LandmarkFit:
 
     fit: PairedPointResult
     names: list[str]
+    plan_m: np.ndarray  # (N, 3) the paired plan landmarks, in ``names``' order
+    camera_m: np.ndarray  # (N, 3) the tracked ones
+    weights: np.ndarray  # (N,) the fit's weights
     make_upper: Callable[[], _LandmarkFit | None] | None = None
     _upper: _LandmarkFit | None = None
     _upper_done: bool = False
@@ -131,6 +147,7 @@ class RegistrationStage:
             min_cloud_points=config.min_cloud_points,
             max_surface_shape_mm=config.max_surface_shape_mm,
             min_rigid_evidence_fraction=config.min_rigid_evidence_fraction,
+            min_regions_used=config.min_regions_used,
         )
         self._target_names = list(plan.targets)
         self._targets_m = (
@@ -149,6 +166,7 @@ class RegistrationStage:
         # The last landmark set's Fitzpatrick geometry (its names, then N and per target).
         self._fitzpatrick: tuple[tuple[str, ...], tuple[int, np.ndarray]] = ((), (0, np.zeros(0)))
         self._skin_bias_m = config.skin_depth_bias_mm * 1e-3
+        self._drape_chroma = config.drape_chroma if config.drape_segmentation else None
         self.tre = TreEstimator(
             self._targets_m,
             config.tre_confidence_factor,
@@ -192,7 +210,7 @@ class RegistrationStage:
             )
             return
 
-        lm = self._landmark_fit(face)
+        lm = self._landmark_fit(frame, face)
         now = frame.capture_s  # the motion model's clock: the same on every replay
         if self.machine.has_pose:
             attempt = self._track(frame, face, lm, self._warm_start(now, lm))
@@ -227,10 +245,20 @@ class RegistrationStage:
 
     # ------------------------------------------------------------------ steps
 
-    def _landmark_fit(self, face: Face) -> _LandmarkFit | None:
+    def _landmark_fit(self, frame: Frame, face: Face) -> _LandmarkFit | None:
+        """The paired-point fit of the landmarks on skin: one whose pixel is drape-coloured
+        is left out, as the surface fit leaves out the drape's pixels."""
         names, plan_pts, cam_pts = landmark_pairs(
             self.plan.landmarks, face.landmarks_camera_m, face.landmarks_valid
         )
+        if self._drape_chroma is not None and names:
+            intr = frame.intrinsics
+            px = np.rint(face.landmarks_px[[LANDMARK_INDEX[n] for n in names], :2])
+            px = np.clip(px, 0, [intr.width - 1, intr.height - 1]).astype(np.int64)
+            skin = ~drape_coloured(frame.color, frame.color_format, px, self._drape_chroma)
+            if not skin.all():
+                names = [n for n, k in zip(names, skin, strict=True) if k]
+                plan_pts, cam_pts = plan_pts[skin], cam_pts[skin]
         cam_pts = correct_skin_depth(cam_pts, self._skin_bias_m)
         whole = self._fit(names, plan_pts, cam_pts)
         keep = [i for i, n in enumerate(names) if n not in LOWER_FACE_LANDMARKS]
@@ -255,7 +283,7 @@ class RegistrationStage:
             )
         except RegistrationError:
             return None
-        return _LandmarkFit(fit, names)
+        return _LandmarkFit(fit, names, plan_pts, cam_pts, weights)
 
     def _warm_start(self, now_s: float, lm: _LandmarkFit | None) -> np.ndarray:
         """The predicted pose, unless this frame's landmarks put the head clearly elsewhere
@@ -294,14 +322,13 @@ class RegistrationStage:
             q = RegistrationQuality()
             q.failed_gates = ["landmarks"]
             return _Attempt(None, q, False, reasons=["fewer than 4 plan landmarks tracked"])
-        cloud, sampled = self._cloud(frame, face, c.init_cloud_points)
+        cloud = self._cloud(frame, face, c.init_cloud_points)
         best: _Attempt | None = None
         # Start from the pose of all landmarks, then (if that fails) of the upper face's.
         for start in _fits(lm):
             attempt = self._evaluate(
                 frame,
                 cloud,
-                sampled,
                 start.fit.source_to_target,
                 lm,
                 max_iterations=c.init_max_iterations,
@@ -324,11 +351,10 @@ class RegistrationStage:
         self, frame: Frame, face: Face, lm: _LandmarkFit | None, predicted: np.ndarray
     ) -> _Attempt:
         c = self.config
-        cloud, sampled = self._cloud(frame, face, c.track_cloud_points)
+        cloud = self._cloud(frame, face, c.track_cloud_points)
         return self._evaluate(
             frame,
             cloud,
-            sampled,
             predicted,
             lm,
             max_iterations=c.track_max_iterations,
@@ -337,17 +363,21 @@ class RegistrationStage:
             require_landmarks=False,
         )
 
-    def _cloud(self, frame: Frame, face: Face, max_points: int) -> tuple[np.ndarray, int]:
-        """The depth cloud of the rigid upper face and the pixels its region sampled."""
+    def _cloud(self, frame: Frame, face: Face, max_points: int) -> FaceCloud:
+        """The depth cloud of the rigid upper face, drape-coloured pixels left out."""
         return region_cloud(
-            frame, face.landmarks_px, max_points, self._skin_bias_m, RIGID_FACE_HULL
+            frame,
+            face.landmarks_px,
+            max_points,
+            self._skin_bias_m,
+            RIGID_FACE_HULL,
+            self._drape_chroma,
         )
 
     def _evaluate(
         self,
         frame: Frame,
-        cloud: np.ndarray,
-        sampled: int,
+        face_cloud: FaceCloud,
         start: np.ndarray,
         lm: _LandmarkFit | None,
         *,
@@ -361,6 +391,7 @@ class RegistrationStage:
         icp: IcpResult | None = None
         pose = start
         reasons: list[str] = []
+        cloud = face_cloud.points_m
         relief = relief_mm(cloud)
         if len(cloud) < c.min_cloud_points or relief < c.min_relief_mm:
             # Cheap gates first: a photograph or an empty view never costs an ICP.
@@ -390,7 +421,8 @@ class RegistrationStage:
             if icp.residuals_mm is not None:
                 q.surface_shape_mm = systematic_residual_mm(cloud, icp.residuals_mm)
             visible = icp.points * (1.0 - icp.occluded_fraction)
-            q.rigid_evidence_fraction = icp.inlier_fraction * visible / max(sampled, 1)
+            q.rigid_evidence_fraction = icp.inlier_fraction * visible / max(face_cloud.sampled, 1)
+            q.regions_used = _regions_used(icp, face_cloud)
         except RegistrationError as exc:
             reasons.append(f"surface fit failed: {exc.problem}")
             q.failed_gates.append("surface_fit")
@@ -415,6 +447,18 @@ class RegistrationStage:
             inliers = int(fits[k].fit.inliers.sum())
             fle_seen = fle_from_fre_mm(q.fre_mm, inliers)
             fle = max(c.fle_mm, fle_seen) if math.isfinite(fle_seen) else c.fle_mm
+            # The test's FLE is configured, not taken from this frame's FRE: landmarks
+            # that fit badly must not make the test loose.
+            test_fle = c.landmark_check_fle_mm
+            q.landmark_surface_chi2 = _landmark_excess_chi2(fits[k], pose, test_fle)
+            inl = fits[k].fit.inliers
+            q.landmark_blind_mm = landmark_blind_spot_mm(
+                fits[k].plan_m[inl],
+                fits[k].weights[inl],
+                self._targets_m if len(self._targets_m) else self._agreement_point[None],
+                test_fle,
+                LANDMARK_SURFACE_CHI2,
+            )
         else:
             used = list(self.plan.landmarks)
             fle = c.fle_mm
@@ -428,7 +472,13 @@ class RegistrationStage:
             q.landmark_tre_mm = {n: float(v) for n, v in zip(self._target_names, tre, strict=True)}
         if len(self._targets_m) and icp is not None:
             tre = self.tre.estimate_mm(
-                icp, cloud, frame.intrinsics.fx, frame.capture_s, tracking=not require_landmarks
+                icp,
+                cloud,
+                frame.intrinsics.fx,
+                frame.capture_s,
+                tracking=not require_landmarks,
+                region=face_cloud.region,
+                min_region_points=REGION_MIN_POINTS,
             )
             q.tre_mm = {n: float(v) for n, v in zip(self._target_names, tre, strict=True)}
 
@@ -443,6 +493,39 @@ class RegistrationStage:
         reasons += failed.values()
         q.failed_gates += failed.keys()
         return _Attempt(pose, q, not reasons, icp, reasons)
+
+
+def _landmark_excess_chi2(lm: _LandmarkFit, pose: np.ndarray, fle_mm: float) -> float:
+    """How much worse the surface pose explains the paired landmarks than their own best
+    fit does, in units of the landmark localisation error: 3 (SSR_surface - SSR_fit) /
+    FLE^2 over the fit's inliers, with each square weighted as in the fit (a landmark of
+    weight w has variance FLE^2 / w), chi-square with 6 degrees of freedom when the
+    surface pose is right (a likelihood-ratio test; FLE is an RMS 3-D error, hence the 3).
+
+    A few landmarks in a poor layout (the eyes and the nasion, under a drape) fix the
+    pose loosely: their own fit may lie degrees from the surface's while both explain
+    them equally well. A surface fit that slid off explains them worse, unless it slid
+    where the layout is blind (:func:`~edge.registration.quality.landmark_blind_spot_mm`).
+    """
+    inl = lm.fit.inliers
+    w = lm.weights[inl]
+    surface = geometry.apply(pose, lm.plan_m[inl]) - lm.camera_m[inl]
+    ssr_surface = float(w @ (surface**2).sum(axis=1)) * 1e6
+    ssr_fit = float(w @ lm.fit.residuals_mm[inl] ** 2)
+    return 3.0 * max(ssr_surface - ssr_fit, 0.0) / fle_mm**2
+
+
+def _regions_used(icp: IcpResult, cloud: FaceCloud) -> list[str]:
+    """The rigid face's regions the fit rests on: enough of their pixels are skin inliers."""
+    if icp.inliers is None:
+        return []
+    inliers = np.bincount(cloud.region[icp.inliers], minlength=len(REGION_NAMES))
+    share = inliers / np.maximum(cloud.sampled_per_region, 1)
+    return [
+        name
+        for name, n, f in zip(REGION_NAMES, inliers, share, strict=True)
+        if n >= REGION_MIN_POINTS and f >= REGION_USED_FRACTION
+    ]
 
 
 class PlanRefusedStage:

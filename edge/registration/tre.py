@@ -1,11 +1,17 @@
 """The per-target TRE estimate shown to the surgeon: from the surface fit actually used.
 
-Three parts, combined per target as an RMS 3-D error, then scaled by a confidence
-factor calibrated against the phantom's ground truth (docs/registration.md):
+Parts combined per target as an RMS 3-D error, then scaled by a confidence factor
+calibrated against the phantom's ground truth (docs/registration.md):
 
-1. the surface fit's covariance propagated to the target (``quality.surface_tre_mm``),
-   with the residual noise level taken as at least the sensor's depth noise at the
-   measured distance (``edge.camera.depth_sigma_m``);
+1. the surface fit's own error, the larger of
+   a. its covariance propagated to the target (``quality.surface_tre_mm``), with the
+      residual noise level taken as at least the sensor's depth noise at the measured
+      distance (``edge.camera.depth_sigma_m``), and
+   b. the delete-one-region jackknife (``quality.region_jackknife_tre_mm``): how far
+      the target moves when any one region of the rigid face is left out, which sees
+      correlated noise and a region that moved on its own (a smile), as (a) cannot;
+      its square averaged over this frame and the window's (a jackknife over a few
+      regions is a noisy variance estimate, and the face deforms slowly);
 2. the between-frame disagreement at the target: how far each fitted target position
    lies from the quadratic extrapolation of the previous three, normalised to the
    per-frame error it implies; the median over the last ``WINDOW_FRAMES`` frames.
@@ -24,7 +30,7 @@ import numpy as np
 from edge import geometry
 from edge.camera import depth_sigma_m
 from edge.registration.icp import IcpResult
-from edge.registration.quality import surface_tre_mm
+from edge.registration.quality import region_jackknife_tre_mm, surface_tre_mm
 
 WINDOW_FRAMES = 15  # frames of between-frame disagreement kept (half a second at 30 fps)
 PREDICTION_POINTS = 3  # earlier positions the between-frame prediction extrapolates
@@ -55,13 +61,18 @@ class TreEstimator:
         self.baseline_m = baseline_m
         self._positions: deque[tuple[float, np.ndarray]] = deque(maxlen=PREDICTION_POINTS)
         self._disagreement: deque[np.ndarray] = deque(maxlen=WINDOW_FRAMES)
+        self._jackknife: deque[np.ndarray] = deque(maxlen=WINDOW_FRAMES)
         self._last: tuple[float, np.ndarray, np.ndarray] | None = None  # now, pose, value
+        # This frame's squared jackknife per target, with the pose it belongs to.
+        self._last_jackknife: tuple[np.ndarray, np.ndarray] | None = None
 
     def reset(self) -> None:
         """Forget the pose history (a new registration, a lost face)."""
         self._positions.clear()
         self._disagreement.clear()
+        self._jackknife.clear()
         self._last = None
+        self._last_jackknife = None
 
     def rms_mm(
         self,
@@ -70,16 +81,42 @@ class TreEstimator:
         focal_px: float,
         now_s: float,
         tracking: bool = True,
+        region: np.ndarray | None = None,
+        min_region_points: int = 20,
     ) -> np.ndarray:
         """(T,) uncalibrated RMS error estimate at each target for this frame's fit, mm
         (inf when the fit does not constrain the pose). ``tracking`` False: a new
-        registration, to which the earlier frames' disagreement does not belong."""
+        registration, to which the earlier frames' disagreement does not belong.
+        ``region``: (N,) region index per cloud point, for the jackknife (part 1b), which
+        leaves out regions with ``min_region_points`` inliers or more."""
         if icp.normal_matrix is None or icp.centre_m is None:
             return np.full(len(self.targets_m), math.inf)
         z_m = float(np.median(cloud_camera_m[:, 2]))
         sensor_mm = float(depth_sigma_m(z_m, focal_px, self.subpixel_px, self.baseline_m)) * 1e3
         sigma_mm = max(icp.rms_mm, sensor_mm)
         fit = surface_tre_mm(icp.normal_matrix, icp.centre_m, sigma_mm, self.targets_m)
+        jack_sq = np.full(len(self.targets_m), math.nan)
+        if region is not None and icp.inliers is not None and icp.residuals_mm is not None:
+            inl = icp.inliers
+            assert icp.rows_mm is not None
+            jack_sq = (
+                region_jackknife_tre_mm(
+                    icp.rows_mm,
+                    icp.residuals_mm[inl],
+                    region[inl],
+                    icp.centre_m,
+                    self.targets_m,
+                    min_region_points,
+                )
+                ** 2
+            )
+        self._last_jackknife = (icp.patient_to_camera, jack_sq)
+        pooled = np.stack([*self._jackknife, jack_sq]) if tracking else jack_sq[None]
+        seen = ~np.isnan(pooled)  # inf (no solution leaving a region out) counts, and stays
+        if seen.any():
+            mean_sq = np.where(seen, pooled, 0.0).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)
+            # This frame's alone when larger: a smile starting shows at once, not diluted.
+            fit = np.fmax(fit, np.sqrt(np.fmax(mean_sq, jack_sq)))
         between = self._between_frame_sq(now_s, icp.patient_to_camera) if tracking else 0.0
         return np.sqrt(fit**2 + between)
 
@@ -90,9 +127,11 @@ class TreEstimator:
         focal_px: float,
         now_s: float,
         tracking: bool = True,
+        region: np.ndarray | None = None,
+        min_region_points: int = 20,
     ) -> np.ndarray:
         """(T,) displayed estimate: the calibrated confidence factor times :meth:`rms_mm`."""
-        rms = self.rms_mm(icp, cloud_camera_m, focal_px, now_s, tracking)
+        rms = self.rms_mm(icp, cloud_camera_m, focal_px, now_s, tracking, region, min_region_points)
         return self.confidence_factor * rms
 
     def observe(self, now_s: float, patient_to_camera: np.ndarray) -> None:
@@ -103,6 +142,10 @@ class TreEstimator:
         else:
             value = self._disagreement_sq(now_s, patient_to_camera)
         self._disagreement.append(value)
+        jack = self._last_jackknife
+        if jack is not None and jack[0] is patient_to_camera:
+            self._jackknife.append(jack[1])
+        self._last_jackknife = None
         self._last = None
         self._positions.append((now_s, geometry.apply(patient_to_camera, self.targets_m)))
 

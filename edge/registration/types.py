@@ -30,6 +30,12 @@ class RegistrationQuality:
     fre_mm: float = float("nan")  # landmark fiducial registration error
     landmark_surface_translation_mm: float = float("nan")  # landmark pose vs surface pose
     landmark_surface_rotation_deg: float = float("nan")
+    # How much worse the surface pose explains the paired landmarks than their own fit,
+    # in units of the landmark localisation error (chi-square, 6 degrees of freedom).
+    landmark_surface_chi2: float = float("nan")
+    # The largest displacement at a target that test cannot see with this frame's
+    # landmark layout (quality.landmark_blind_spot_mm).
+    landmark_blind_mm: float = float("nan")
     # Estimated TRE per plan target: the surface fit's error estimate, calibrated so that
     # the true TRE exceeds it in at most 5 % of target-frames (docs/registration.md).
     tre_mm: dict[str, float] = field(default_factory=dict)
@@ -43,6 +49,9 @@ class RegistrationQuality:
     # Share of the rigid upper face's sampled pixels that are skin inliers of the surface
     # fit: what is left of the rigid face once drapes, holes and misfits are taken out.
     rigid_evidence_fraction: float = float("nan")
+    # The rigid face's regions (edge/registration/landmarks.py RIGID_REGIONS) the surface
+    # fit rested on this frame: at least half their sampled pixels were skin inliers.
+    regions_used: list[str] = field(default_factory=list)
 
 
 @dataclass

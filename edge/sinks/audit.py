@@ -49,6 +49,8 @@ class AuditSink:
                 landmark_surface_rotation_deg=q.landmark_surface_rotation_deg,
                 surface_shape_mm=q.surface_shape_mm,
                 rigid_evidence_fraction=q.rigid_evidence_fraction,
+                regions_used=list(q.regions_used),
+                landmark_surface_chi2=q.landmark_surface_chi2,
             )
         self._state = reg.state
 

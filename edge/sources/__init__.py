@@ -137,6 +137,7 @@ def _phantom(
         "config": config.phantom,
         "timing": timing,
         "tracking": config.tracking,  # the phantom's face is found with these models
+        "tools_dir": config.tools.dir,  # the tool scenarios' tool definitions
     }
     # Only what was asked for: the phantom's own defaults (frames, scenario) apply otherwise.
     if frames is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 # Landmarks standing in for BlazeFace's 6 keypoints when the face is tracked, not detected:
 # eye centres (mean of the two corners), nose tip, mouth centre (lip midpoints), ear tragions.
 KEYPOINT_LANDMARKS = ((33, 133), (362, 263), (1, 1), (13, 14), (234, 234), (454, 454))
+LANDMARK_COUNT = 468  # rows of the face mesh the landmark model outputs
 DETECTOR_MODEL = "face_detector"
 LANDMARK_MODEL = "face_landmarks"
 
@@ -146,6 +148,7 @@ class FaceTracker:
         self.detector_runs = 0
         self.runtime_trial: RuntimeTrial | None = None
         self.lost_reason = ""
+        self._lifted: np.ndarray | None = None  # landmark rows lifted to 3-D; None: all
         self._state = TrackerState.SEARCHING
         self._last: LandmarkOutput | None = None
         self._patient: _Patient | None = None
@@ -176,6 +179,29 @@ class FaceTracker:
     @property
     def state(self) -> TrackerState:
         return self._state
+
+    @property
+    def lifted(self) -> np.ndarray | None:
+        """The landmark rows lifted to 3-D and smoothed there; None means all of them."""
+        return None if self._lifted is None else self._lifted.copy()
+
+    def lift_only(self, indices: Sequence[int] | None) -> None:
+        """Lift and smooth only these landmark rows in 3-D (None: all 468).
+
+        The registration pairs a few named landmarks with the plan; lifting
+        the other rows costs time and changes nothing it reads. Rows left out
+        are NaN and invalid in ``Face.landmarks_camera_m``. Each row is lifted
+        and filtered on its own, so the rows kept have the values they would
+        have had with all lifted. Restarts the 3-D filter (its shape changes).
+        """
+        if indices is None:
+            self._lifted = None
+        else:
+            rows = np.unique(np.asarray(list(indices), dtype=np.int64))
+            if rows.size and (rows[0] < 0 or rows[-1] >= LANDMARK_COUNT):
+                raise ValueError(f"landmark rows must be in [0, {LANDMARK_COUNT}), got {rows}")
+            self._lifted = rows
+        self._filter_3d.reset()
 
     @property
     def providers(self) -> dict[str, str]:
@@ -297,13 +323,17 @@ class FaceTracker:
             np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]),
             float(max(box[2] - box[0], box[3] - box[1])),
         )
+        rows = self._lifted
+        lift_px = out.landmarks_px if rows is None else out.landmarks_px[rows]
         points_m, valid = lift_landmarks(
-            out.landmarks_px, frame.depth, frame.intrinsics, self.sampling, frame.depth_scale_m
+            lift_px, frame.depth, frame.intrinsics, self.sampling, frame.depth_scale_m
         )
         landmarks_px = out.landmarks_px
         if self.config.smoothing:
             landmarks_px, points_m = self._smooth(landmarks_px, points_m, frame, continuous)
             points_m[~valid] = np.nan
+        if rows is not None:
+            points_m, valid = _scatter(points_m, valid, rows, len(out.landmarks_px))
         face = Face(
             score=detection.score if detection is not None else out.presence,
             box=box,
@@ -337,13 +367,29 @@ class FaceTracker:
         return self._filter_2d(landmarks_px, t_s), self._filter_3d(points_m, t_s)
 
 
+def _scatter(
+    points_m: np.ndarray, valid: np.ndarray, rows: np.ndarray, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The lifted rows placed in (count, 3) points (NaN elsewhere) and (count,) validity."""
+    all_points = np.full((count, 3), np.nan)
+    all_valid = np.zeros(count, dtype=bool)
+    all_points[rows] = points_m
+    all_valid[rows] = valid
+    return all_points, all_valid
+
+
 class TrackingStage:
-    """Pipeline stage: sets ``result.tracking`` to the tracker's :class:`TrackingResult`."""
+    """Pipeline stage: sets ``result.tracking`` to the tracker's :class:`TrackingResult`.
+
+    ``lift_indices``: the landmark rows to lift to 3-D (those the registration
+    reads); None lifts all 468 (see :meth:`FaceTracker.lift_only`).
+    """
 
     name = "tracking"
 
-    def __init__(self, tracker: FaceTracker) -> None:
+    def __init__(self, tracker: FaceTracker, lift_indices: Sequence[int] | None = None) -> None:
         self.tracker = tracker
+        tracker.lift_only(lift_indices)
 
     def process(self, result: FrameResult) -> None:
         result.tracking = self.tracker.track(result.frame)

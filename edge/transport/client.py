@@ -8,6 +8,10 @@ what was dropped upstream (gaps in the per-topic sequence numbers).
 
 :class:`ServiceClient` talks to the edge's plan/command service over a DEALER
 socket: plan assets by content hash, and commands.
+
+:meth:`Received.predicted_pose` extrapolates a current overlay's pose to the
+headset's display time with the velocity it carries (docs/protocol.md,
+"Pose prediction").
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from typing import Any
 import numpy as np
 
 from edge.errors import DecodeError, TransportError
+from edge.transport.prediction import PoseVelocity, predict_points, predict_pose
 from edge.transport.protocol import (
     PUBLISHED_TOPICS,
     REPLY,
     REQ_ASSET_GET,
     REQ_ASSET_LIST,
     REQ_COMMAND,
+    TOPIC_OVERLAY,
     Limits,
     Message,
     decode,
@@ -37,6 +43,10 @@ from edge.transport.publisher import tune_socket
 from edge.transport.security import ClientSecurity
 
 log = logging.getLogger(__name__)
+
+# The longest a pose is extrapolated (s): an overlay older than the staleness limit (the
+# reference's 100 ms) is hidden, not predicted further.
+MAX_PREDICTION_S = 0.1
 
 
 @dataclass
@@ -50,6 +60,71 @@ class Received:
         """Seconds since the frame was captured (needs clocks in sync across machines)."""
         now = time.time() if now_unix_s is None else now_unix_s
         return now - self.message.header.capture_unix_s
+
+    def edge_time_s(self, local_unix_s: float | None = None, clocks_synced: bool = True) -> float:
+        """A time of this client's clock (default: now) on the edge's clock.
+
+        With clocks in sync (PTP/NTP) they are the same. Without, the time is
+        counted from the message's ``publish_unix_s`` by the local time since
+        it was received (the network's own delay, on a LAN well under a
+        millisecond, is then left out).
+        """
+        local = time.time() if local_unix_s is None else local_unix_s
+        if clocks_synced:
+            return local
+        return self.message.header.publish_unix_s + (local - self.received_unix_s)
+
+    def prediction_horizon_s(
+        self,
+        display_unix_s: float | None = None,
+        clocks_synced: bool = True,
+        max_horizon_s: float = MAX_PREDICTION_S,
+    ) -> float:
+        """Seconds from the frame's capture to ``display_unix_s`` (this client's clock,
+        default now), in [0, ``max_horizon_s``]."""
+        at = self.edge_time_s(display_unix_s, clocks_synced)
+        return min(max(0.0, at - self.message.header.capture_unix_s), max_horizon_s)
+
+    def velocity(self) -> PoseVelocity | None:
+        """The pose's velocity at capture; None unless the overlay is current and has one."""
+        if self.message.topic != TOPIC_OVERLAY or not self.message.payload.get("current"):
+            return None
+        return PoseVelocity.from_arrays(self.message.arrays)
+
+    def predicted_pose(
+        self,
+        display_unix_s: float | None = None,
+        clocks_synced: bool = True,
+        max_horizon_s: float = MAX_PREDICTION_S,
+    ) -> np.ndarray | None:
+        """The overlay's ``patient_to_camera`` at ``display_unix_s`` (this client's clock,
+        default now): extrapolated with its velocity when it is current and has one, as
+        sent otherwise; None when the overlay has no pose."""
+        pose = self.message.arrays.get("patient_to_camera")
+        if pose is None:
+            return None
+        velocity = self.velocity()
+        if velocity is None:
+            return np.array(pose, dtype=np.float64)
+        dt = self.prediction_horizon_s(display_unix_s, clocks_synced, max_horizon_s)
+        return predict_pose(pose, velocity, dt)
+
+    def predicted_targets_camera_m(
+        self,
+        display_unix_s: float | None = None,
+        clocks_synced: bool = True,
+        max_horizon_s: float = MAX_PREDICTION_S,
+    ) -> np.ndarray:
+        """The overlay's targets (camera frame, metres) at ``display_unix_s``, as
+        :meth:`predicted_pose` moves them; (0, 3) when the overlay has none."""
+        targets = self.message.arrays.get("targets_camera_m")
+        if targets is None:
+            return np.zeros((0, 3))
+        velocity = self.velocity()
+        if velocity is None:
+            return np.array(targets, dtype=np.float64)
+        dt = self.prediction_horizon_s(display_unix_s, clocks_synced, max_horizon_s)
+        return predict_points(targets, velocity, dt)
 
 
 @dataclass
@@ -84,6 +159,9 @@ class Subscriber:
         self._socket = self._context.socket(zmq.SUB)
         try:
             tune_socket(self._socket, rcv_hwm, buffer_bytes)
+            # libzmq sends a SUB's subscriptions through its outgoing pipe when it connects
+            # and drops those beyond the send HWM: room for every topic (five since `tools`).
+            self._socket.setsockopt(zmq.SNDHWM, max(rcv_hwm, len(topics) + 1))
             security.apply(self._socket, endpoint)
             for t in topics:
                 self._socket.setsockopt(zmq.SUBSCRIBE, t.encode("ascii"))

@@ -30,6 +30,7 @@ import msgpack
 import numpy as np
 
 from edge.errors import DecodeError, TransportError
+from edge.transport.prediction import check_velocity_arrays
 
 SCHEMA_VERSION = 1
 
@@ -37,7 +38,8 @@ TOPIC_OVERLAY = "overlay"
 TOPIC_HUD = "hud"
 TOPIC_STATUS = "status"
 TOPIC_VIDEO = "video"
-PUBLISHED_TOPICS = (TOPIC_OVERLAY, TOPIC_HUD, TOPIC_STATUS, TOPIC_VIDEO)
+TOPIC_TOOLS = "tools"  # tracked instruments and their navigation figures (issue 16)
+PUBLISHED_TOPICS = (TOPIC_OVERLAY, TOPIC_HUD, TOPIC_STATUS, TOPIC_VIDEO, TOPIC_TOOLS)
 
 # Service (ROUTER) request and reply kinds.
 REQ_ASSET_LIST = "asset.list"
@@ -332,6 +334,7 @@ PAYLOAD_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "plan": (dict,),
     },
     TOPIC_VIDEO: {"encoding": (str,), "width": (int,), "height": (int,)},
+    TOPIC_TOOLS: {"tools": (list,)},
     REQ_ASSET_LIST: {},
     REQ_ASSET_GET: {"id": (str,)},
     REQ_COMMAND: {"command": (str,), "args": (dict,)},
@@ -371,6 +374,10 @@ def check_payload(topic: str, payload: dict[str, Any], arrays: dict[str, np.ndar
             raise DecodeError(f"{topic} needs array '{name}' of dtype {dtype}, {len(shape)}-D")
     if topic == TOPIC_OVERLAY:
         _check_overlay_arrays(payload, arrays)
+    if topic == TOPIC_TOOLS:
+        from edge.transport.tools_codec import check_tools
+
+        check_tools(payload, arrays)
 
 
 def _check_overlay_arrays(payload: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -398,6 +405,7 @@ def _check_overlay_arrays(payload: dict[str, Any], arrays: dict[str, np.ndarray]
         raise DecodeError("overlay array 'patient_to_camera' must be a 4x4 float matrix")
     if payload["current"] and (payload["state"] != "TRACKING" or pose is None):
         raise DecodeError("an overlay may only be current in state TRACKING, with a pose")
+    check_velocity_arrays(arrays, payload["current"])
     for i, item in enumerate(payload["targets"]):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise DecodeError(f"overlay target {i} must be a map with a name")

@@ -17,7 +17,7 @@ from edge.errors import StateError
 from edge.frames import FrameResult
 from edge.plan.model import Plan
 from edge.registration.types import RegistrationState
-from edge.transport.protocol import TOPIC_HUD, TOPIC_OVERLAY, TOPIC_STATUS
+from edge.transport.protocol import TOPIC_HUD, TOPIC_OVERLAY, TOPIC_STATUS, TOPIC_TOOLS
 from edge.transport.publisher import Publisher, VideoPreview
 from edge.transport.security import is_loopback
 
@@ -104,6 +104,8 @@ class PublishStage:
         with self._lock:
             self._frames += 1
             self._last_frame_s = self._clock()
+        if result.tools is not None and not result.failed:
+            self._send_tools(result, overlay)
         if overlay is None:
             return  # an earlier stage failed: the status heartbeat still says we are alive
         with self._lock:
@@ -125,6 +127,24 @@ class PublishStage:
         if self.video is not None:
             self.video.offer(frame.bgr(), frame.number, overlay.capture_unix_s)
         result.published = True
+
+    def _send_tools(self, result: FrameResult, overlay: Any) -> None:
+        """The ``tools`` topic: tracked instruments and their navigation figures."""
+        from edge.tools.wire import tools_payload
+
+        assert result.tools is not None
+        frame = result.frame
+        display = overlay.display_intrinsics if overlay is not None else None
+        payload, arrays = tools_payload(
+            result.tools, result.navigation, display or frame.intrinsics
+        )
+        self.publisher.send(
+            TOPIC_TOOLS,
+            payload,
+            arrays,
+            frame=frame.number,
+            capture_unix_s=overlay.capture_unix_s if overlay is not None else None,
+        )
 
     def source_gap(self, reason: str) -> None:
         """Frames stopped: the heartbeat says LOST until an overlay says otherwise."""

@@ -4,6 +4,9 @@ It is what a headset developer can compare their own client with: it shows
 the state in words, hides any overlay older than ``stale_after_ms`` behind a
 "STALE" warning, draws non-current primitives (DEGRADED, REGISTERED) in amber
 and draws nothing but the warning when the edge says LOST or SEARCHING.
+With ``predict`` it draws a current overlay where the patient is at the
+moment it draws, extrapolated with the pose's velocity (docs/protocol.md,
+"Pose prediction"), as a headset draws for its display time.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ import numpy as np
 from edge.errors import TransportError
 from edge.registration.types import RegistrationState
 from edge.transport.client import Received, Subscriber, SubscriberStats
-from edge.transport.protocol import TOPIC_HUD, TOPIC_OVERLAY, TOPIC_STATUS, TOPIC_VIDEO
+from edge.transport.prediction import predict_points
+from edge.transport.protocol import (
+    TOPIC_HUD,
+    TOPIC_OVERLAY,
+    TOPIC_STATUS,
+    TOPIC_TOOLS,
+    TOPIC_VIDEO,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +51,14 @@ def _ascii(text: str) -> str:
 class Viewer:
     """Renders the newest state of a :class:`Subscriber` into BGR images."""
 
-    def __init__(self, subscriber: Subscriber, *, stale_after_ms: float = 100.0) -> None:
+    def __init__(
+        self, subscriber: Subscriber, *, stale_after_ms: float = 100.0, predict: bool = False
+    ) -> None:
         if stale_after_ms <= 0:
             raise TransportError("stale age must be positive", "pass --stale-ms > 0")
         self.sub = subscriber
+        self.predict = predict
+        self.predicted_frames = 0
         self.stale_after_s = stale_after_ms / 1000.0
         self._video_seq = -1
         self._video: np.ndarray | None = None
@@ -98,7 +112,12 @@ class Viewer:
                 line = f"edge {sp['state']}, up {sp['uptime_s']:.0f} s"
                 cv2.putText(canvas, _ascii(line), (10, size[1] - 12), font, 0.5, WHITE, 1)
             return canvas
-        draw_overlay(canvas, overlay.message.payload, overlay.message.arrays)
+        arrays = overlay.message.arrays
+        if self.predict:
+            moved = predicted_arrays(overlay, now)
+            self.predicted_frames += moved is not arrays
+            arrays = moved
+        draw_overlay(canvas, overlay.message.payload, arrays)
         self.drawn_frames += 1
         hud = self.sub.latest(TOPIC_HUD)
         if hud is not None and hud.message.header.frame == overlay.message.header.frame:
@@ -106,6 +125,9 @@ class Viewer:
             age_ms = overlay.age_s(now) * 1000
             line = f"{h['fps']:.0f} fps  latency {h['latency_ms']:.0f} ms  age {age_ms:.0f} ms"
             cv2.putText(canvas, line, (10, size[1] - 12), font, 0.5, WHITE, 1, cv2.LINE_AA)
+        tools = self.sub.latest(TOPIC_TOOLS)
+        if tools is not None and tools.message.header.frame == overlay.message.header.frame:
+            draw_tools(canvas, tools.message.payload, tools.message.arrays)
         return canvas
 
     @staticmethod
@@ -143,6 +165,42 @@ class Viewer:
                 color,
                 1,
             )
+
+
+def predicted_arrays(overlay: Received, display_unix_s: float) -> dict[str, np.ndarray]:
+    """The overlay's arrays with its targets and trajectories moved to ``display_unix_s``.
+
+    The camera-frame points are extrapolated with the pose's velocity
+    (:meth:`Received.predicted_targets_camera_m`); their pixels move by the
+    displacement of their projection with the display's intrinsics (exact
+    when the display is the camera, as for this viewer over the camera's
+    video). The arrays as sent when the overlay has no velocity.
+    """
+    arrays = overlay.message.arrays
+    velocity = overlay.velocity()
+    if velocity is None:
+        return arrays
+    d = overlay.message.payload["display"]
+    f = np.array([float(d["fx"]), float(d["fy"])])
+    c = np.array([float(d["ppx"]), float(d["ppy"])])
+    if not np.all(f > 0):
+        return arrays
+    dt = overlay.prediction_horizon_s(display_unix_s)
+
+    def shift(points_m: np.ndarray, px: np.ndarray) -> np.ndarray:
+        flat = points_m.reshape(-1, 3)
+        moved = predict_points(flat, velocity, dt)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            before = flat[:, :2] / flat[:, 2:3] * f + c
+            after = moved[:, :2] / moved[:, 2:3] * f + c
+        return px + (after - before).reshape(px.shape)
+
+    out = dict(arrays)
+    if "targets_camera_m" in arrays and "targets_px" in arrays:
+        out["targets_px"] = shift(arrays["targets_camera_m"], arrays["targets_px"])
+    if "trajectories_camera_m" in arrays and "trajectories_px" in arrays:
+        out["trajectories_px"] = shift(arrays["trajectories_camera_m"], arrays["trajectories_px"])
+    return out
 
 
 def check_window_support() -> None:
@@ -206,11 +264,12 @@ def run_view(
     duration_s: float | None = None,
     idle_end_s: float | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    predict: bool = False,
 ) -> Viewer:
     """Render at ``fps`` until ``frames`` images or ``duration_s`` have passed, the edge has
     sent nothing for ``idle_end_s`` after it was first heard (it stopped), or ``should_stop()``.
     """
-    viewer = Viewer(subscriber, stale_after_ms=stale_after_ms)
+    viewer = Viewer(subscriber, stale_after_ms=stale_after_ms, predict=predict)
     interval = 1.0 / fps
     start = time.monotonic()
     next_s = start
@@ -255,13 +314,15 @@ def view_stream(
     stale_after_ms: float = 100.0,
     keys_dir: str | None = None,
     key_name: str = "headset",
+    predict: bool = False,
 ) -> ViewSummary:
     """Subscribe to ``connect`` and draw the view into the mp4 ``out`` or a ``window``.
 
     Ends after ``frames`` images or ``duration_s``; with neither, when the edge
     has sent nothing for ``idle_end_s`` (it stopped). Writing an mp4, SIGINT or
     SIGTERM finishes the file and ends the view (``stopped_by``); in a window,
-    Esc or q raises KeyboardInterrupt. ``keys_dir``: CurveZMQ keys of the
+    Esc or q raises KeyboardInterrupt. ``predict``: draw current overlays
+    extrapolated to the drawing time (see :class:`Viewer`). ``keys_dir``: CurveZMQ keys of the
     headset ``key_name`` (default: plaintext). Raises TransportError for a
     bad rate or idle time, no output, or a window on headless OpenCV.
     """
@@ -292,6 +353,7 @@ def view_stream(
                 stale_after_ms=stale_after_ms,
                 sink=_show_in_window,
                 duration_s=duration_s,
+                predict=predict,
             )
             return ViewSummary("window", viewer, sub.stats, None)
         stop = GracefulStop()
@@ -308,6 +370,7 @@ def view_stream(
                     # Open-ended (no frames or duration): the view ends when the edge goes quiet.
                     idle_end_s=idle_end_s if frames is None and duration_s is None else None,
                     should_stop=lambda: stop.requested,
+                    predict=predict,
                 )
         finally:
             sink.close()
@@ -342,3 +405,55 @@ def draw_overlay(
     text = _ascii(str(payload.get("state_text", state)))
     cv2.rectangle(canvas, (0, 0), (canvas.shape[1] - 1, 44), (0, 0, 0), -1)
     cv2.putText(canvas, text[:60], (10, 32), cv2.FONT_HERSHEY_SIMPLEX, 0.9, color, 2, cv2.LINE_AA)
+    regions = payload.get("regions")
+    if isinstance(regions, list) and regions and state not in nothing_shown:
+        fitted = _ascii("fit on: " + ", ".join(str(r) for r in regions[:6]))
+        h = canvas.shape[0]
+        cv2.rectangle(canvas, (0, h - 26), (canvas.shape[1] - 1, h - 1), (0, 0, 0), -1)
+        cv2.putText(canvas, fitted[:80], (10, h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1)
+
+
+CYAN = (230, 220, 60)  # BGR
+
+
+def tool_readout(tool: dict[str, Any]) -> str:
+    """One line per tool: tip to target, off the line, angle, depth left; or what is missing."""
+    nav = tool.get("navigation", {})
+    if not tool.get("current"):
+        return f"{tool['name']}: {tool['state']} - no navigation"
+    if not nav.get("current"):
+        return f"{tool['name']}: no navigation, not current: {', '.join(nav.get('missing', []))}"
+    parts = [str(tool["name"]) + ":"]
+    for t in nav.get("trajectories", [])[:1]:
+        parts.append(
+            f"{t['distance_to_target_mm']:.1f} mm to target, off line {t['lateral_offset_mm']:.1f}"
+            f" mm, {t['angle_deg']:.1f} deg, depth left {t['remaining_depth_mm']:.1f} mm"
+        )
+    if len(parts) == 1:
+        for t in nav.get("targets", [])[:1]:
+            parts.append(f"{t['distance_mm']:.1f} mm to {t['name']}")
+    s = nav.get("structure", {})
+    if s.get("warning") and s.get("distance_mm") is not None:
+        parts.append(f"NEAR {s['name']} {s['distance_mm']:.1f} mm")
+    return " ".join(parts)
+
+
+def draw_tools(canvas: np.ndarray, payload: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Draw each current tool's tip and its virtual extension along the axis, and a readout
+    line per tool (tip to target, lateral offset, angle, depth left; or what is missing)."""
+    import cv2
+
+    h = canvas.shape[0]
+    for i, tool in enumerate(payload["tools"]):
+        near = tool.get("navigation", {}).get("structure", {}).get("warning", False)
+        color = (RED if near else CYAN) if tool.get("current") else AMBER
+        if tool.get("current"):
+            ext = arrays["extensions_px"][i]
+            if np.isfinite(ext).all() and (np.abs(ext) < 1e5).all():
+                a = (round(float(ext[0, 0])), round(float(ext[0, 1])))
+                b = (round(float(ext[1, 0])), round(float(ext[1, 1])))
+                cv2.line(canvas, a, b, color, 1, cv2.LINE_AA)
+                cv2.circle(canvas, a, 5, color, 2, cv2.LINE_AA)
+        y = h - 34 - 18 * i
+        line = _ascii(tool_readout(tool))[:90]
+        cv2.putText(canvas, line, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1, cv2.LINE_AA)

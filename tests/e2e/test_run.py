@@ -175,6 +175,8 @@ RATIO_KEYS = {
     "pipeline_to_model_p99",
 }
 
+PREDICTION_KEYS = {"prediction_error_mm", "unpredicted_error_mm"}
+
 
 def test_bench_json_has_every_documented_key(capsys, repo_root):
     code = main(["bench", "--frames", "12", "--json"])
@@ -195,8 +197,14 @@ def test_bench_json_has_every_documented_key(capsys, repo_root):
     assert report["pipeline_to_model_p99"] == pytest.approx(ratio_p99, rel=1e-9)
     in_memory = {k: math.nan if v is None else v for k, v in report.items()}  # JSON null: NaN
     assert f"p50 {report['pipeline_to_model']:.2f}, p99" in format_report(in_memory)
+    # Issue 15 item 5: the error of poses extrapolated to 30 and 60 ms past capture.
+    for key in PREDICTION_KEYS:
+        assert set(report[key]) == {"30", "60"}
+        for figures in report[key].values():
+            assert figures["target_frames"] > 0 and math.isfinite(figures["median"])
+    assert "at 30 ms past capture: predicted median" in format_report(in_memory)
     doc = (Path(repo_root) / "docs" / "benchmark.md").read_text()
-    for key in BENCH_KEYS | RATIO_KEYS:
+    for key in BENCH_KEYS | RATIO_KEYS | PREDICTION_KEYS:
         assert f"`{key}`" in doc, f"docs/benchmark.md does not document {key}"
     cells = {"refused_tre_gt2", "refused_tre_le2", "passed_tre_gt2", "passed_tre_le2"}
     for gate, table in report["gates"].items():

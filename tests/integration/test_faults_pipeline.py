@@ -305,6 +305,9 @@ class NanLandmarks:
     def __init__(self, inner: Any, frames: set[int]) -> None:
         self.inner, self.frames = inner, frames
 
+    def lift_only(self, indices: Any) -> None:
+        self.inner.lift_only(indices)
+
     def track(self, frame: Frame) -> Any:
         result = self.inner.track(frame)
         if frame.number in self.frames and result.patient is not None:
@@ -370,6 +373,9 @@ class FailOn:
 
     def __init__(self, inner: Any, frames: set[int]) -> None:
         self.inner, self.frames = inner, frames
+
+    def lift_only(self, indices: Any) -> None:
+        self.inner.lift_only(indices)
 
     def track(self, frame: Frame) -> Any:
         if frame.number in self.frames:
@@ -532,3 +538,27 @@ def test_edge_run_job_survives_an_unplug_and_audits_the_loss(world, tmp_path):
     lost = [c for c in changes if c["data"]["new"] == "LOST"]
     assert lost and "disconnected" in lost[0]["data"]["reason"]
     assert changes[-1]["data"]["old"] == "LOST"  # and the return was audited too
+
+
+def test_the_pipeline_lifts_only_the_landmarks_registration_pairs_unless_asked_for_all(world):
+    from dataclasses import replace
+
+    from edge.registration.landmarks import LANDMARK_INDEX
+
+    named = sorted(i for n, i in LANDMARK_INDEX.items() if n in world.plan.landmarks)
+    for config, rows in (
+        (CONFIG, named),
+        (replace(CONFIG, tracking=replace(CONFIG.tracking, lift_all_landmarks=True)), None),
+    ):
+        world.tracker.reset()
+        pipeline = compose(config, Replay(world.frames[:3]), plan=world.plan, tracker=world.tracker)
+        results: list[FrameResult] = []
+        pipeline.run(on_result=results.append)
+        faces = [r.tracking.patient for r in results if r.tracking and r.tracking.patient]
+        assert faces and all(f.landmarks_valid is not None for f in faces)
+        lifted = sorted({int(i) for f in faces for i in np.flatnonzero(f.landmarks_valid)})
+        if rows is None:
+            assert len(lifted) > 400  # all 468, but for depth holes
+        else:
+            assert lifted == named
+    world.tracker.lift_only(None)

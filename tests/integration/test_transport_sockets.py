@@ -446,9 +446,14 @@ def test_edge_view_writes_an_mp4_and_refuses_a_window(server, publish, tmp_path:
                 "15",
                 "--stale-ms",
                 "500",
+                "--predict",
             ]
         )
         assert rc == 0
+        # Current overlays after the first carry a velocity: the view extrapolates them.
+        err = capsys.readouterr().err
+        predicted = int(err.split("(predicted ")[1].split(")")[0])
+        assert predicted > 0, err
     finally:
         stop.set()
         t.join()

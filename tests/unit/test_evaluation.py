@@ -115,3 +115,28 @@ def test_gate_confusion_counts_refusals_against_the_truth():
     assert g["relief"]["refused_tre_gt2"] == 1 and g["relief"]["false_refusal_rate"] == 0.0
     assert g["any"]["refused_tre_gt2"] + g["any"]["refused_tre_le2"] == 3
     assert np.isnan(gate_confusion([(0.2, [])])["tre"]["catch_rate"])
+
+
+def test_prediction_check_against_interpolated_truth_known_answer():
+    from edge.evaluation import PredictionCheck
+    from edge.transport.prediction import PoseVelocity
+
+    def pose(t_s: float) -> np.ndarray:
+        p = np.eye(4)
+        p[:3, 3] = [0.1 * t_s, 0.0, 0.5]  # 10 cm/s along x
+        return p
+
+    check = PredictionCheck()
+    targets = np.array([[0.0, 0.0, 0.0], [0.01, 0.02, 0.0]])
+    right = PoseVelocity(np.array([0.0, 0.0, 0.5]), np.array([0.1, 0.0, 0.0]), np.zeros(3))
+    for i in range(10):
+        t = i / 30.0
+        check.add(t, pose(t), pose(t), right if i >= 1 else None)
+    check.add(0.5, None, pose(0.5), right)  # no truth at 0.5 s (face away), none after it
+    out = check.summary(targets)
+    # Frames 1-8 have truth 30 ms on (frame 9's lies past the last truth frame); 60 ms: 1-7.
+    assert out["prediction_error_mm"]["30"]["target_frames"] == 2 * 8
+    assert out["prediction_error_mm"]["60"]["target_frames"] == 2 * 7
+    assert out["prediction_error_mm"]["30"]["median"] == pytest.approx(0.0, abs=1e-9)
+    assert out["unpredicted_error_mm"]["30"]["median"] == pytest.approx(3.0)
+    assert out["unpredicted_error_mm"]["60"]["p95"] == pytest.approx(6.0)

@@ -48,6 +48,7 @@ from edge.sources.phantom.scene import (
     print_plane,
     table_plane,
 )
+from edge.sources.phantom.tool import ToolScene
 
 __all__ = ["PhantomSource", "default_intrinsics", "tracker_landmarks"]
 
@@ -134,6 +135,7 @@ class PhantomSource(FrameSource):
         tracking: TrackingConfig | None = None,
         sleep: Callable[[float], None] = time.sleep,
         raw_depth: bool = False,
+        tools_dir: str = "hardware/tools",
     ) -> None:
         super().__init__()
         self.config = config or PhantomConfig()
@@ -180,6 +182,12 @@ class PhantomSource(FrameSource):
         self._background: Rendering | None = None
         self._noise = depth_noise_from_config(self.config)
         self._patient_to_face = patient_to_face()
+        # The scenario's tracked tool (its definition file is read now: a bad one is refused).
+        self._tool = (
+            ToolScene.load(self.scenario.tool, tools_dir, self.scenario.tool_motion)
+            if self.scenario.tool
+            else None
+        )
 
     # ---------------------------------------------------------------- FrameSource
 
@@ -240,6 +248,8 @@ class PhantomSource(FrameSource):
             for s in (self._head, self._drape)
         ]
         self._print = print_plane(face) if self.scenario.spoof else None
+        if self._tool is not None:
+            self._tool.start(face, self._frames)
         self._pacer.start()  # frame 0 is due at open
         self._next = 0
 
@@ -309,7 +319,12 @@ class PhantomSource(FrameSource):
         face_to_camera = self._poses[index]
         out = self._background.copy()
         self._draw_face(self._renderer, out, face_to_camera, index)
-        return out, self._truth(face_to_camera, out.depth_m, index)
+        if self._tool is not None:
+            self._tool.draw(self._renderer, out, face_to_camera, index, self.scenario.tool_occluded)
+        truth = self._truth(face_to_camera, out.depth_m, index)
+        if self._tool is not None:
+            self._tool.add_truth(truth, face_to_camera, out.depth_m, index, self.intrinsics)
+        return out, truth
 
     def _draw_face(
         self, renderer: Renderer, out: Rendering, face_to_view: np.ndarray, index: int
@@ -354,6 +369,8 @@ class PhantomSource(FrameSource):
         to_depth = self.depth_imager.color_to_depth @ self._poses[index]
         out = self._depth_background.copy()
         self._draw_face(self._depth_renderer, out, to_depth, index)
+        if self._tool is not None:
+            self._tool.draw(self._depth_renderer, out, to_depth, index, self.scenario.tool_occluded)
         return _half_size(out)
 
     def _truth(

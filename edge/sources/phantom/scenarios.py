@@ -31,6 +31,11 @@ class Scenario:
     drape_randomised: bool = False
     jaw: bool = False  # the jaw opens and closes (up to JAW_OPENING_M at the chin)
     smile: bool = False  # the mouth corners and cheeks move (up to SMILE_M)
+    tool: str = ""  # a tracked tool (hardware/tools/NAME.toml) approaching the trajectory
+    tool_occluded: bool = False  # a hand hides the tool for some frames (phantom/tool.py)
+    # "approach" (the frontal trajectory), "pivot" (about its tip at the entry, for the
+    # calibration) or "touch" (landmarks in turn)
+    tool_motion: str = "approach"
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -77,6 +82,29 @@ SCENARIOS: dict[str, Scenario] = {
             "a flat printed photograph of the face at the same distance, no patient",
             spoof=True,
         ),
+        Scenario(
+            "needle-approach",
+            "a needle guide approaches the frontal trajectory's entry along the plan, then off it",
+            tool="needle-guide",
+        ),
+        Scenario(
+            "tool-occluded",
+            "needle-approach with a hand hiding the guide for some frames",
+            tool="needle-guide",
+            tool_occluded=True,
+        ),
+        Scenario(
+            "tool-pivot",
+            "the needle guide pivots about its tip at the frontal entry (pivot calibration)",
+            tool="needle-guide",
+            tool_motion="pivot",
+        ),
+        Scenario(
+            "pointer-touch",
+            "the pointer touches the mid-forehead, the nasion and the nose bridge in turn",
+            tool="pointer",
+            tool_motion="touch",
+        ),
         Scenario("motion", "poses from a motion file (--motion)"),
     )
 }
@@ -87,6 +115,7 @@ YAW_PERIOD_S = 4.0
 PITCH_PERIOD_S = 3.0
 APPROACH_M = (0.8, 0.4)
 LEAVE_OFFSET_M = 0.5  # sideways: well outside a 640 px wide, fx=615 view at 0.6 m
+TOOL_HEAD_DEG = (20.0, -12.0)  # yaw, pitch of the head in the tool scenarios
 JAW_OPENING_M = (0.009, 0.012)  # at the chin, drawn per seed
 SMILE_M = (0.003, 0.005)  # at the mouth corners, drawn per seed
 DRAPE_OFFSET_M = (0.002, 0.010)  # the cloth's smallest gap to the skin, drawn per seed
@@ -176,6 +205,10 @@ def scenario_poses(name: str, frames: int, distance_m: float, fps: float) -> np.
         f = n / max(frames - 1, 1)
         out = _smoothstep((f - 0.2) / 0.2) - _smoothstep((f - 0.6) / 0.2)
         x = LEAVE_OFFSET_M * out
+    elif name in ("needle-approach", "tool-occluded", "tool-pivot", "pointer-touch"):
+        # Turned and tilted back, so that the frontal trajectory runs obliquely away from
+        # the camera and the guide's body stays clear of the face.
+        yaw, pitch = np.full(frames, TOOL_HEAD_DEG[0]), np.full(frames, TOOL_HEAD_DEG[1])
     elif name in ("drape", "drape-half", "drape-side", "jaw", "theatre"):
         yaw = 8.0 * np.sin(2 * np.pi * t_s / 5.0)  # a little motion under the drape
     return np.stack(

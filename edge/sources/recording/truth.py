@@ -51,9 +51,25 @@ def truth_to_json(frame_number: int, device_timestamp_ms: float, truth: GroundTr
             "landmarks_px": arr(truth.landmarks_px),
             "landmarks_camera_m": arr(truth.landmarks_camera_m),
             "scenario": truth.scenario,
+            **_tool_json(truth),
         },
         separators=(",", ":"),
     )
+
+
+def _tool_json(truth: GroundTruth) -> dict[str, Any]:
+    """The tool's truth, when the frame has one (a key ``tool``; absent otherwise)."""
+    if truth.tool_to_camera is None:
+        return {}
+    return {
+        "tool": {
+            "name": truth.tool_name,
+            "tool_to_camera": np.asarray(truth.tool_to_camera, np.float64).tolist(),
+            "tip_camera_m": np.asarray(truth.tool_tip_camera_m, np.float64).tolist(),
+            "axis_camera": np.asarray(truth.tool_axis_camera, np.float64).tolist(),
+            "visible": bool(truth.tool_visible),
+        }
+    }
 
 
 def truth_from_json(obj: dict[str, Any]) -> GroundTruth:
@@ -71,7 +87,25 @@ def truth_from_json(obj: dict[str, Any]) -> GroundTruth:
         landmarks_px=arr(obj.get("landmarks_px")),
         landmarks_camera_m=arr(obj.get("landmarks_camera_m")),
         scenario=str(obj.get("scenario", "")),
+        **_tool_from_json(obj.get("tool")),
     )
+
+
+def _tool_from_json(tool: Any) -> dict[str, Any]:
+    if tool is None:
+        return {}
+    pose = np.asarray(tool["tool_to_camera"], dtype=np.float64)
+    tip = np.asarray(tool["tip_camera_m"], dtype=np.float64)
+    axis = np.asarray(tool["axis_camera"], dtype=np.float64)
+    if pose.shape != (4, 4) or tip.shape != (3,) or axis.shape != (3,):
+        raise ValueError("the tool's truth must be a 4x4 pose, a tip and an axis of 3")
+    return {
+        "tool_name": str(tool["name"]),
+        "tool_to_camera": pose,
+        "tool_tip_camera_m": tip,
+        "tool_axis_camera": axis,
+        "tool_visible": bool(tool["visible"]),
+    }
 
 
 def load_truth(recording: Path) -> dict[int, GroundTruth]:

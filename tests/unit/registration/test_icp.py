@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,55 @@ def test_face_cloud_leaves_out_eyes_and_mouth(scene) -> None:
     assert len(face_pixels(lm[:2], 640, 480, 500)) == 0
     nodepth = syn.make_frame(1, np.zeros((480, 640)), syn.default_intrinsics())
     assert len(face_cloud(nodepth, lm, 500)) == 0
+
+
+@pytest.mark.parametrize(
+    ("rgb", "drape"),
+    [
+        ((241, 194, 167), False),  # light skin
+        ((198, 134, 66), False),  # medium
+        ((141, 85, 36), False),  # dark
+        ((61, 34, 22), False),  # very dark, in shadow
+        ((128, 128, 128), False),  # grey: gauze, steel (the ICP occlusion gate's)
+        ((250, 250, 250), False),  # white
+        ((62, 104, 158), True),  # surgical-drape blue
+        ((70, 128, 112), True),  # surgical green
+        ((40, 80, 140), True),
+    ],
+)
+def test_drape_colour(rgb, drape) -> None:
+    from edge.frames import PixelFormat
+    from edge.registration.cloud import drape_coloured
+
+    image = np.full((2, 2, 3), rgb, np.uint8)
+    pix = np.array([[0, 0], [1, 1]])
+    assert drape_coloured(image, PixelFormat.RGB8, pix, 8.0).tolist() == [drape, drape]
+    bgr = np.ascontiguousarray(image[:, :, ::-1])
+    assert drape_coloured(bgr, PixelFormat.BGR8, pix, 8.0).tolist() == [drape, drape]
+
+
+def test_region_cloud_leaves_drape_coloured_pixels_out_and_labels_regions(scene) -> None:
+    """A blue cloth over the lower half of the image: its pixels are counted as sampled
+    (the rigid face they hide) but give no points; every point carries its region."""
+    from edge.registration.cloud import REGION_NAMES, region_cloud
+    from edge.registration.landmarks import RIGID_FACE_HULL
+
+    _, _, tracking, frame = scene
+    lm = tracking.patient.landmarks_px
+    bare = region_cloud(frame, lm, 800, 0.0, RIGID_FACE_HULL, 8.0)
+    assert bare.drape_pixels == 0 and len(bare.points_m) > 400
+    assert set(bare.region.tolist()) == set(range(len(REGION_NAMES)))
+    assert bare.sampled_per_region.sum() == bare.sampled
+    color = frame.color.copy()
+    row = int(np.median(lm[:, 1]))
+    color[row:] = (62, 104, 158)
+    draped = region_cloud(
+        dataclasses.replace(frame, color=color), lm, 800, 0.0, RIGID_FACE_HULL, 8.0
+    )
+    assert draped.sampled == bare.sampled
+    assert draped.drape_pixels > 50
+    assert len(draped.points_m) == len(bare.points_m) - draped.drape_pixels
+    v = frame.intrinsics.project(draped.points_m)[:, 1]
+    assert (v < row + 1).all()
+    off = region_cloud(dataclasses.replace(frame, color=color), lm, 800, 0.0, RIGID_FACE_HULL)
+    assert len(off.points_m) == len(bare.points_m)

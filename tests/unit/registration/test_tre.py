@@ -4,10 +4,11 @@ disagreement, and the estimator on an ICP fit of the synthetic face."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge import geometry
 from edge.registration.cloud import face_cloud
-from edge.registration.icp import SkinModel, icp_point_to_plane
+from edge.registration.icp import IcpResult, SkinModel, icp_point_to_plane
 from edge.registration.quality import surface_tre_mm
 from edge.registration.tre import TreEstimator
 from support import synthetic_face as syn
@@ -147,3 +148,100 @@ def test_estimate_on_an_icp_fit_of_the_synthetic_face() -> None:
     fresh = shaky.estimate_mm(icp, cloud, intr.fx, 5 / 30.0, tracking=False)
     np.testing.assert_allclose(fresh, one)  # a new registration: the fit's part alone
     assert np.all(tracked > fresh + 0.5)  # 2 mm frame-to-frame jitter shows while tracking
+
+
+def _ellipsoid(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Point-to-plane rows (mm units) of a face-sized ellipsoid cap facing the camera, and
+    six regions: three bands across, split top and bottom."""
+    u = rng.uniform(-1.0, 1.0, n)
+    v = rng.uniform(-0.8, 0.8, n)
+    axes = np.array([75.0, 95.0, 60.0])
+    points = np.stack([np.sin(u) * np.cos(v), np.sin(v), np.cos(u) * np.cos(v)], axis=1) * axes
+    normals = points / axes**2
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    rows = np.concatenate([np.cross(points, normals), normals], axis=1)
+    region = np.digitize(u, [-0.33, 0.33]) * 2 + (v > 0)
+    return rows, region
+
+
+def test_region_jackknife_is_about_the_covariance_for_independent_noise() -> None:
+    """With independent residuals the delete-one-region jackknife estimates about the
+    spread the covariance does (mean square over many draws; grouped jackknife with unequal
+    regions is a little conservative)."""
+    from edge.registration.quality import region_jackknife_tre_mm
+
+    rng = np.random.default_rng(4)
+    rows, region = _ellipsoid(rng, 600)
+    target = np.array([[0.01, -0.02, -0.06]])
+    sigma = 0.5
+    predicted = surface_tre_mm(rows.T @ rows, np.zeros(3), sigma, target)[0]
+    assert 0.05 < predicted < 1.0  # the layout constrains every motion
+    jack = [
+        region_jackknife_tre_mm(
+            rows, rng.normal(scale=sigma, size=600), region, np.zeros(3), target
+        )[0]
+        for _ in range(400)
+    ]
+    assert 0.8 < np.sqrt(np.mean(np.square(jack))) / predicted < 1.8
+
+
+def test_region_jackknife_sees_a_region_that_moved_on_its_own() -> None:
+    """One region lifted by 1.5 mm (a smile under a cheekbone) with no noise: 0 for the
+    exact fit, and for the lifted one several times what 0.2 mm of independent noise
+    gives."""
+    from edge.registration.quality import region_jackknife_tre_mm
+
+    rng = np.random.default_rng(5)
+    rows, region = _ellipsoid(rng, 600)
+    target = np.array([[0.0, 0.0, -0.06]])
+    exact = region_jackknife_tre_mm(rows, np.zeros(600), region, np.zeros(3), target)
+    assert exact[0] == pytest.approx(0.0, abs=1e-9)
+    lifted = region_jackknife_tre_mm(
+        rows, np.where(region == 1, 1.5, 0.0), region, np.zeros(3), target
+    )
+    noise = surface_tre_mm(rows.T @ rows, np.zeros(3), 0.2, target)
+    assert lifted[0] > 3 * noise[0]
+
+
+def test_region_jackknife_needs_three_regions() -> None:
+    from edge.registration.quality import region_jackknife_tre_mm
+
+    rng = np.random.default_rng(6)
+    rows, region = _ellipsoid(rng, 300)
+    two = np.where(region < 3, 0, 1)
+    out = region_jackknife_tre_mm(rows, rng.normal(size=300), two, np.zeros(3), np.zeros((2, 3)))
+    assert np.isnan(out).all()
+
+
+def _icp(rows: np.ndarray, residuals: np.ndarray) -> IcpResult:
+    return IcpResult(
+        patient_to_camera=np.eye(4), rms_mm=0.3, inlier_fraction=1.0, occluded_fraction=0.0,
+        iterations=3, converged=True, points=len(rows), residuals_mm=residuals,
+        normal_matrix=rows.T @ rows, centre_m=np.zeros(3), inliers=np.ones(len(rows), bool),
+        rows_mm=rows,
+    )  # fmt: skip
+
+
+def test_estimator_takes_the_jackknife_pooled_over_kept_frames() -> None:
+    """The estimate is the larger of covariance and jackknife; the jackknife's square is
+    averaged over the kept frames of the window (a region that moved on one frame keeps
+    the estimate up afterwards), a frame's own when larger; a pose not kept (another
+    object than the one estimated) adds nothing; a reset forgets."""
+    rng = np.random.default_rng(7)
+    rows, region = _ellipsoid(rng, 600)
+    cloud = np.tile([0.0, 0.0, 0.6], (600, 1))
+    target = np.array([[0.0, 0.0, -0.06]])
+    est = TreEstimator(target, 1.0, 0.08, 0.05)
+    calm = _icp(rows, np.zeros(600))
+    smile = _icp(rows, np.where(region == 1, 1.5, 0.0))
+    base = est.rms_mm(calm, cloud, 600.0, 0.0, tracking=False)[0]
+    assert est.rms_mm(calm, cloud, 600.0, 0.0, tracking=False, region=region)[0] == base
+    moved = est.rms_mm(smile, cloud, 600.0, 0.0, region=region)[0]
+    assert moved > 2 * base
+    est.observe(0.0, smile.patient_to_camera)
+    after = est.rms_mm(calm, cloud, 600.0, 1 / 30, region=region)[0]
+    assert after == pytest.approx(moved / np.sqrt(2), rel=1e-6)  # mean of (moved^2, 0)
+    est.observe(1 / 30, np.eye(4))  # not the pose estimated: not pooled
+    assert est.rms_mm(calm, cloud, 600.0, 2 / 30, region=region)[0] == pytest.approx(after)
+    est.reset()
+    assert est.rms_mm(calm, cloud, 600.0, 3 / 30, region=region)[0] == pytest.approx(base)

@@ -341,3 +341,31 @@ def test_end_to_end_on_the_phantom_against_ground_truth(config):
     # Measured: 2-D median 1.8-3.6 px, 3-D median 2.6-5.4 mm per frame (smoothing on).
     assert max(errors_px) < 6.0
     assert max(errors_mm) < 10.0
+
+
+def test_lifting_only_some_rows_gives_them_the_values_of_lifting_all(config):
+    """The registration reads a few rows: lifting (and smoothing) only those changes none."""
+    phantom = pytest.importorskip("edge.sources.phantom")
+    rows = [168, 1, 2, 133, 362, 33, 263]
+    every, some = FaceTracker.from_config(config), FaceTracker.from_config(config)
+    stage = TrackingStage(some, rows)
+    assert some.lifted is not None and some.lifted.tolist() == sorted(rows)
+    with phantom.PhantomSource(scenario="nod-shake", frames=8) as source:
+        for frame in source:
+            full = every.track(frame).patient
+            result = FrameResult(frame)
+            stage.process(result)
+            assert result.tracking is not None
+            part = result.tracking.patient
+            assert full is not None and part is not None
+            assert part.landmarks_valid is not None and part.landmarks_camera_m is not None
+            np.testing.assert_array_equal(
+                part.landmarks_camera_m[rows], full.landmarks_camera_m[rows]
+            )
+            np.testing.assert_array_equal(part.landmarks_valid[rows], full.landmarks_valid[rows])
+            others = np.setdiff1d(np.arange(len(part.landmarks_px)), rows)
+            assert not part.landmarks_valid[others].any()
+            assert np.isnan(part.landmarks_camera_m[others]).all()
+            np.testing.assert_array_equal(part.landmarks_px, full.landmarks_px)
+    with pytest.raises(ValueError, match="landmark rows"):
+        some.lift_only([468])

@@ -1,0 +1,124 @@
+"""Tool definition files (hardware/tools/) and `edge tools print|list` through the CLI."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from edge.cli import main
+from edge.errors import ToolError
+from edge.tools.definition import load_tool, load_tools, write_tip
+
+
+def test_shipped_tools_load(repo_root) -> None:
+    guide, pointer = load_tools(("needle-guide", "pointer"), repo_root / "hardware" / "tools")
+    assert guide.dictionary == pointer.dictionary == "DICT_4X4_50"
+    assert len(guide.markers) == 5 and len(pointer.markers) == 3
+    assert guide.marker(0).size_m == pytest.approx(0.030)
+    assert guide.marker(1).size_m == pytest.approx(0.025)
+    # The guide's faces point different ways (a rigid body seen from several sides).
+    normals = np.array([m.normal for m in guide.markers])
+    assert len({tuple(n.round(3)) for n in normals}) == 5
+    assert guide.tip_m == pytest.approx([0.0, 0.0, 0.120])
+    assert np.linalg.norm(guide.axis) == pytest.approx(1.0)
+
+
+def _write(tmp_path, text: str):
+    p = tmp_path / "t.toml"
+    p.write_text(text)
+    return p
+
+
+GOOD = """name = "t"
+dictionary = "DICT_4X4_50"
+axis = [0, 0, 1]
+tip_mm = [0, 0, 100]
+[[markers]]
+id = 3
+corners_mm = [[-10, -10, 0], [10, -10, 0], [10, 10, 0], [-10, 10, 0]]
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("DICT_4X4_50", "DICT_9X9"), "unknown marker dictionary"),
+        (("id = 3", "id = 77"), "marker id 77 is not in DICT_4X4_50"),
+        (("[10, 10, 0]", "[10, 14, 0]"), "corners are not a square"),
+        (
+            (
+                "[-10, -10, 0], [10, -10, 0], [10, 10, 0], [-10, 10, 0]",
+                "[0,0,0],[1,0,0],[1,1,0],[0,1,0]",
+            ),
+            "1.0 mm wide",
+        ),
+        (("axis = [0, 0, 1]", "axis = [0, 0, 0]"), "axis is zero"),
+        (("tip_mm = [0, 0, 100]", "tip_mm = [0, 0, 900]"), "tip_mm is more than"),
+        (("id = 3", "idx = 3"), "unknown key 'markers"),
+        (("tip_mm = [0, 0, 100]", 'tip_mm = "far"'), "tip_mm"),
+    ],
+)
+def test_bad_tool_files_are_refused_with_the_key(tmp_path, change, message) -> None:
+    assert load_tool(str(_write(tmp_path, GOOD))).marker_ids == [3]
+    with pytest.raises(ToolError, match=re.escape(message)):
+        load_tool(str(_write(tmp_path, GOOD.replace(*change))))
+
+
+def test_shared_marker_ids_are_refused(tmp_path, repo_root) -> None:
+    (tmp_path / "a.toml").write_text(GOOD)
+    (tmp_path / "b.toml").write_text(GOOD.replace('name = "t"', 'name = "u"'))
+    with pytest.raises(ToolError, match="both use marker 3"):
+        load_tools(("a", "b"), tmp_path)
+
+
+def test_write_tip_round_trips(tmp_path) -> None:
+    p = _write(tmp_path, GOOD)
+    spec = write_tip(p, np.array([0.001, -0.002, 0.1234]), 0.31, "pivot test")
+    assert spec.tip_m == pytest.approx([0.001, -0.002, 0.1234])
+    assert spec.tip_rms_mm == pytest.approx(0.31) and spec.tip_source == "pivot test"
+    assert load_tool(str(p)).markers[0].corners_m == pytest.approx(spec.markers[0].corners_m)
+
+
+def test_tools_print_is_true_to_scale(repo_root, tmp_path, monkeypatch, capsys) -> None:
+    """Every marker on the printed PNG measures its size in the tool file (found and
+    measured by OpenCV's detector on the image itself, at the sheet's DPI)."""
+    import cv2
+    from PIL import Image
+
+    monkeypatch.chdir(repo_root)
+    dpi = 200
+    assert main(["tools", "print", "--out", str(tmp_path / "s.png"), "--dpi", str(dpi)]) == 0
+    assert "8 markers of needle-guide, pointer" in capsys.readouterr().out
+    with Image.open(tmp_path / "s.png") as im:
+        assert im.info["dpi"][0] == pytest.approx(dpi, abs=0.01)
+        assert im.size == (int(210 / 25.4 * dpi), int(297 / 25.4 * dpi))  # A4 portrait
+        gray = np.asarray(im.convert("L"))
+    detector = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_4X4_50))
+    corners, ids, _ = detector.detectMarkers(gray)
+    assert ids is not None
+    found = {int(i): c.reshape(4, 2) for i, c in zip(ids.ravel(), corners, strict=True)}
+    specs = load_tools(("needle-guide", "pointer"), "hardware/tools")
+    expected = {m.id: m.size_m * 1000.0 for s in specs for m in s.markers}
+    assert set(found) == set(expected)
+    for marker_id, c in found.items():
+        side_mm = float(np.linalg.norm(c - np.roll(c, -1, axis=0), axis=1).mean()) / dpi * 25.4
+        # Detected corners lie on the outer edge of the black border, +-1 px.
+        assert side_mm == pytest.approx(expected[marker_id], abs=2 * 25.4 / dpi), marker_id
+    assert main(["tools", "print", "pointer", "--out", str(tmp_path / "p.pdf")]) == 0
+    box = re.search(rb"MediaBox \[ 0 0 ([\d.]+) ([\d.]+) \]", (tmp_path / "p.pdf").read_bytes())
+    assert box is not None
+    assert float(box[1]) == pytest.approx(210 / 25.4 * 72, abs=0.01)
+
+
+def test_tools_commands_refuse_bad_input_in_one_line(repo_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(repo_root)
+    assert main(["tools", "print", "nope", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tool 'nope' not found" in err and "needle-guide, pointer" in err
+    assert len(err.splitlines()) == 1
+    assert main(["tools", "print", "--out", str(tmp_path / "x.svg")]) == 2
+    assert "use a .png or .pdf" in capsys.readouterr().err
+    assert main(["tools", "list"]) == 0
+    assert "needle-guide: 5 markers [0, 1, 2, 3, 4]" in capsys.readouterr().out
