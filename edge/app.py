@@ -134,7 +134,8 @@ def compose(
             stages.append(NavigationStage(plan, config.tools))
     if publish is not None:
         stages.append(publish)
-    return Pipeline(source, stages, sinks)
+    overlap = config.pipeline.overlap_stages and plan is not None
+    return Pipeline(source, stages, sinks, split_before="registration" if overlap else None)
 
 
 # ----------------------------------------------------------------------------- set-up steps
@@ -539,9 +540,11 @@ def execute(
             sinks.append(status)
         sinks.append(Watchdog(notifier))
 
+        from edge.sources.readahead import with_read_ahead
+
         pipeline = compose(
             cfg,
-            source,
+            with_read_ahead(source, cfg.pipeline.read_ahead),
             plan=plan,
             publish=publish,
             warnings=tuple(warnings),
@@ -579,6 +582,8 @@ def execute(
             late_frames=pipeline.late_frames,
             source_gaps=pipeline.source_gaps,
         )
+        if preview is not None:
+            summary["preview"] = {"written": preview.written, "dropped": preview.dropped}
         if tool_evaluator is not None:
             summary.update(tool_evaluator.summary())
         if cfg.recordings.enabled:

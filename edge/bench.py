@@ -16,19 +16,26 @@ from typing import Any
 
 import numpy as np
 
+# Re-exported: the unplug figure lived here first (moved to keep this module small).
+from edge.bench_unplug import measure_unplug_recovery as measure_unplug_recovery
 from edge.config import EdgeConfig
 from edge.errors import EdgeError
-from edge.registration.types import RegistrationState
 
 NOMINAL_FPS = 30.0
-# One frame in the unplug bench: capture time (s), registration state, host processing (s).
-_Seen = tuple[float, RegistrationState | None, float]
 
 
 def make_phantom_recording(
-    config: EdgeConfig, scenario: str, frames: int, seed: int, folder: Path
+    config: EdgeConfig,
+    scenario: str,
+    frames: int,
+    seed: int,
+    folder: Path,
+    skin_triangles: int = 0,
 ) -> dict[str, Any]:
-    """Render a phantom session to ``folder/phantom.db3`` with its truth and signed plan."""
+    """Render a phantom session to ``folder/phantom.db3`` with its truth and signed plan;
+    ``skin_triangles``: the plan's skin split to at least this many (bench_cores.finer_skin).
+    """
+    from edge.bench_cores import finer_skin
     from edge.plan.sign import generate_keypair, load_private_key, sign_plan
     from edge.sources.phantom import PhantomSource
     from edge.sources.phantom.plan_out import write_plan
@@ -59,6 +66,8 @@ def make_phantom_recording(
                 break
             recorder.write(frame)
         plan_dir = write_plan(source.face, folder / "plan").parent
+        limit = config.plan.max_mesh_triangles
+        triangles = finer_skin(source.face, plan_dir, skin_triangles, limit)
     keys = generate_keypair(folder / "signer")
     sign_plan(plan_dir, load_private_key(keys.private))
     return {
@@ -66,6 +75,7 @@ def make_phantom_recording(
         "plan": plan_dir,
         "pubkey": keys.public,
         "render_ms_per_frame": render_s * 1000.0 / max(frames, 1),
+        "skin_triangles": triangles,
     }
 
 
@@ -130,9 +140,16 @@ def run_bench(
     frames: int = 300,
     seed: int = 0,
     threads: int | None = None,
+    compare: bool = True,
+    skin_triangles: int = 0,
 ) -> dict[str, Any]:
-    """Generate, replay and measure; returns the report (docs/benchmark.md)."""
+    """Generate, replay and measure; returns the report (docs/benchmark.md).
+
+    ``compare``: also replay with read-ahead switched and publish to 1 and 8 headsets
+    (:func:`edge.bench_cores.second_core_figures`).
+    """
     from edge.app import execute
+    from edge.bench_cores import landmark_runtime, second_core_figures
     from edge.metrics import resident_memory_bytes
     from edge.sources.recording import measure_playback_fps
 
@@ -142,11 +159,20 @@ def run_bench(
         config = dataclasses.replace(
             config, tracking=dataclasses.replace(config.tracking, intra_op_threads=threads)
         )
+    config, runtime = landmark_runtime(config)  # "auto" resolved once, for every replay
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         folder = Path(tmp)
-        made = make_phantom_recording(config, scenario, frames, seed, folder)
+        made = make_phantom_recording(config, scenario, frames, seed, folder, skin_triangles)
         playback_fps = measure_playback_fps(made["recording"])
-        report = execute(replay_options(with_scenario_tool(config, scenario), made, folder)).summary
+        overlays: list[Any] = []
+        config = with_scenario_tool(config, scenario)
+        options = replay_options(config, made, folder)
+        report = execute(options, on_result=lambda r: overlays.append(r.overlay)).summary
+        cores = (
+            second_core_figures(config, made, folder, report, overlays, replay_options)
+            if compare
+            else {}
+        )
     fps = report["fps"]
     ordered: dict[str, Any] = {
         "scenario": scenario,
@@ -159,7 +185,12 @@ def run_bench(
         "rss_mb": resident_memory_bytes() / 2**20,
         "playback_fps": playback_fps,
         "render_ms_per_frame": made["render_ms_per_frame"],
+        "skin_triangles": made["skin_triangles"],
         "intra_op_threads": config.tracking.intra_op_threads,
+        "read_ahead": config.pipeline.read_ahead,
+        "overlap_stages": config.pipeline.overlap_stages,
+        **runtime,
+        **cores,
     }
     for key in (
         "landmark_error_px",
@@ -257,7 +288,7 @@ def calibrate_tre(
     factor = config.registration.tre_confidence_factor
     per: dict[str, Any] = {}
     for name in scenarios:
-        report = run_bench(config, name, frames, seed, threads)
+        report = run_bench(config, name, frames, seed, threads, compare=False)
         per[name] = {
             "tre_estimate_calibration": report.get("tre_estimate_calibration"),
             "state_fractions": report.get("state_fractions", {}),
@@ -371,7 +402,9 @@ def run_soak(
                 return
             warm["t_s"] = now
             sample(now)
-        elif now - samples[-1]["t_s"] - start_s >= sample_every_s:
+        elif now - samples[-1]["t_s"] - start_s >= sample_every_s or now >= deadline_s:
+            # Past the deadline: a frame that was read ahead before the source stopped
+            # finishes after the end sample; the end sample is taken again with it.
             sample(now)
 
     with tempfile.TemporaryDirectory(prefix="edge-soak-") as tmp:
@@ -414,101 +447,6 @@ def run_soak(
     }
 
 
-def measure_unplug_recovery(
-    config: EdgeConfig,
-    away_s: tuple[float, ...] = (0.5, 2.0, 6.0),
-    scenario: str = "static",
-    frames: int = 60,
-    seed: int = 0,
-    unplug_at_s: float = 2.0,
-    settle_s: float = 3.0,
-    tracker: Any = None,
-) -> dict[str, Any]:
-    """Time from a camera's return after an unplug to TRACKING, through the real pipeline.
-
-    The camera is :class:`edge.sources.replay.ScriptedCamera` playing phantom
-    frames behind the real :class:`~edge.sources.realsense.RealSenseSource`
-    (its reconnection backoff from ``config.realsense``) on a virtual clock,
-    so times are camera time: ``reconnect_s`` from the return to the session
-    reopening, ``recovery_s`` from the return to the capture of the first
-    TRACKING frame (assumes the pipeline keeps up with the camera, which the
-    bench's fps shows). ``processing_ms`` is the host time spent on the
-    frames from the return to that TRACKING frame. ``tracker`` replaces the
-    face tracker (tests); the real models are used otherwise.
-    """
-    from edge.app import compose
-    from edge.plan.load import load_plan
-    from edge.plan.sign import generate_keypair, load_private_key, load_public_key, sign_plan
-    from edge.sources.phantom import PhantomSource
-    from edge.sources.phantom.plan_out import write_plan
-    from edge.sources.realsense import RealSenseSource
-    from edge.sources.replay import ScriptedCamera
-    from edge.tracking.tracker import FaceTracker
-
-    with tempfile.TemporaryDirectory(prefix="edge-unplug-") as tmp:
-        phantom = PhantomSource(
-            scenario=scenario,
-            frames=frames,
-            seed=seed,
-            config=config.phantom,
-            tracking=config.tracking,
-        )
-        with phantom:
-            rendered = list(phantom)
-        plan_dir = write_plan(phantom.face, Path(tmp) / "plan").parent
-        keys = generate_keypair(Path(tmp) / "signer")
-        sign_plan(plan_dir, load_private_key(keys.private))
-        plan = load_plan(plan_dir, public_key=load_public_key(keys.public))
-    rs_config = dataclasses.replace(config.realsense, preset="")
-    tracker = tracker or FaceTracker.from_config(config.tracking)
-    runs: list[dict[str, Any]] = []
-    for away in away_s:
-        tracker.reset()
-        back_s = unplug_at_s + away
-        camera = ScriptedCamera(rendered, [(unplug_at_s, back_s)], fps=phantom.nominal_fps)
-        source = RealSenseSource(rs_config, layer=camera, clock=camera.clock, sleep=camera.sleep)
-        pipeline = compose(config, source, plan=plan, tracker=tracker)
-        seen: list[_Seen] = []
-        end_s = back_s + settle_s
-
-        def on_result(result: Any, seen: list[_Seen] = seen, end_s: float = end_s) -> bool:
-            t = result.frame.device_timestamp_ms / 1000.0
-            state = result.registration.state if result.registration else None
-            seen.append((t, state, result.done_s - result.received_s))
-            return t < end_s
-
-        pipeline.run(on_result=on_result)
-        after = [(t, st, p) for t, st, p in seen if t >= back_s]
-        first = next(
-            (i for i, (_, st, _) in enumerate(after) if st is RegistrationState.TRACKING), None
-        )
-        reconnected = camera.connected_at_s[-1] - back_s if len(camera.connected_at_s) > 1 else None
-        runs.append(
-            {
-                "away_s": away,
-                "tracking_before_unplug": any(
-                    st is RegistrationState.TRACKING for t, st, _ in seen if t < unplug_at_s
-                ),
-                "frames_while_away": sum(1 for t, _, _ in seen if unplug_at_s <= t < back_s),
-                "reconnect_s": reconnected if reconnected is not None else float("nan"),
-                "frames_to_tracking": first + 1 if first is not None else None,
-                "recovery_s": after[first][0] - back_s if first is not None else float("inf"),
-                "processing_ms": (
-                    sum(p for _, _, p in after[: first + 1]) * 1000.0
-                    if first is not None
-                    else float("nan")
-                ),
-                "source_gaps": pipeline.source_gaps,
-            }
-        )
-    return {
-        "runs": runs,
-        "worst_recovery_s": max(float(r["recovery_s"]) for r in runs),
-        "reconnect_initial_s": rs_config.reconnect_initial_s,
-        "reconnect_max_s": rs_config.reconnect_max_s,
-    }
-
-
 def format_soak(r: dict[str, Any]) -> str:
     """A human-readable summary of a soak report."""
     lines = [
@@ -528,6 +466,8 @@ def format_soak(r: dict[str, Any]) -> str:
 
 def format_report(r: dict[str, Any]) -> str:
     """A human-readable table of a bench report."""
+    from edge.bench_cores import format_cores
+
     lines = [
         f"edge bench: {r['scenario']}, {r['frames']} frames, {r['intra_op_threads']} threads",
         f"  pipeline {r['fps']:.1f} fps (realtime factor {r['realtime_factor']:.2f}),"
@@ -539,6 +479,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"  per frame p50 {r['pipeline_ms']:.2f} ms, p99 {r['pipeline_ms_p99']:.2f} ms;"
         f" landmark model p50 {r['model_ms']:.2f} ms, p99 {r['model_ms_p99']:.2f} ms",
         f"  pipeline/model: p50 {r['pipeline_to_model']:.2f}, p99 {r['pipeline_to_model_p99']:.2f}",
+        *format_cores(r),
         "  stage            p50 ms   p99 ms",
     ]
     for name, s in r["stages"].items():

@@ -66,6 +66,24 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """The frame loop (edge/pipeline.py)."""
+
+    # Read the next frame (decoding, depth alignment, rendering) in a second thread while
+    # the current one is processed, one frame ahead at most (edge/sources/readahead.py).
+    # Off by default: edge bench measured no gain worth its cost on 2 cores (0-3 % more
+    # frames per second, 0.1-0.3 ms more latency at the camera's rate): the reads hold
+    # the interpreter lock for most of their time (docs/benchmark.md).
+    read_ahead: bool = False
+    # Run registration, overlay, publish and the sinks in a second thread, overlapped with
+    # tracking of the next frame (edge/pipeline.py); only with a plan. Off by default: on 2
+    # shared cores edge bench measured 0.93-1.36x the frames per second of one thread,
+    # depending on the other load, and each stage's time grows while the threads contend
+    # for the interpreter (docs/benchmark.md).
+    overlap_stages: bool = False
+
+
+@dataclass(frozen=True)
 class RealSenseConfig:
     """Live RealSense camera."""
 
@@ -93,6 +111,10 @@ class TrackingConfig:
     # One: on a 2-core edge box the other core serves playback, transport and video
     # encoding (edge bench, nod-shake 300: 106 fps with 1 thread, 63 fps with 2).
     intra_op_threads: int = 1
+    # The landmark model's runtime: ONNX Runtime, LiteRT (XNNPACK, on the model's source
+    # .tflite), or "auto": both timed on the same input at start, the faster kept (ORT
+    # unless LiteRT is 5 % faster), the choice logged (edge/tracking/runtime.py).
+    runtime: Literal["onnxruntime", "litert", "auto"] = "onnxruntime"
     detector_score: float = 0.5
     detector_iou: float = 0.3  # weighted NMS: IoU above this joins a cluster
     presence_threshold: float = 0.5
@@ -422,6 +444,7 @@ class EdgeConfig:
     """The whole configuration; one attribute per TOML section."""
 
     source: SourceConfig = field(default_factory=SourceConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     realsense: RealSenseConfig = field(default_factory=RealSenseConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)

@@ -21,11 +21,19 @@ nothing is current) and the loop keeps going. A frame whose number is not
 above the last one processed (out of order, duplicate) is dropped before any
 stage sees it, so filters never see time run backwards; a frame older than
 ``late_after_s`` when it arrives is processed and marked ``late``.
+
+With ``split_before`` (``[pipeline] overlap_stages``) the stages from that one on, the
+sinks and ``on_result`` run in a second thread, one frame at a time in order, while
+this one runs the earlier stages on the next frame; at most one frame waits between
+the two, and a gap waits until the second thread is idle. An earlier stage must not
+read what a later one sets.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -82,10 +90,15 @@ class Pipeline:
         sinks: Iterable[Sink] = (),
         clock: Callable[[], float] = time.perf_counter,
         late_after_s: float = 0.1,
+        split_before: str | None = None,
     ) -> None:
         self.source = source
         self.stages = list(stages)
         self.sinks = list(sinks)
+        names = [stage.name for stage in self.stages]
+        if split_before is not None and split_before not in names[1:]:
+            raise ValueError(f"split_before must name a stage after the first of {names}")
+        self.split_before = split_before
         self._clock = clock
         self.late_after_s = late_after_s
         self.stale_frames = 0
@@ -96,13 +109,23 @@ class Pipeline:
     def process(self, frame: Frame, source_ms: float | None = None) -> FrameResult:
         """Run one frame through every stage, then every sink; ``source_ms`` is how long
         reading it took."""
+        result = self._begin(frame, source_ms)
+        self._run_stages(result, self.stages)
+        self._finish(result)
+        return result
+
+    def _begin(self, frame: Frame, source_ms: float | None) -> FrameResult:
         result = FrameResult(frame=frame, received_s=time.monotonic())
         result.late = result.received_s - frame.host_timestamp_s > self.late_after_s
         if result.late:
             self.late_frames += 1
         if source_ms is not None:
             result.stage_ms["source"] = source_ms
-        for stage in self.stages:
+        return result
+
+    def _run_stages(self, result: FrameResult, stages: list[Stage]) -> None:
+        frame = result.frame
+        for stage in stages:
             start = self._clock()
             try:
                 stage.process(result)
@@ -116,6 +139,9 @@ class Pipeline:
                 result.errors.append(StageFailure(stage.name, type(exc).__name__, str(exc)))
             finally:
                 result.stage_ms[stage.name] = (self._clock() - start) * 1000.0
+
+    def _finish(self, result: FrameResult) -> None:
+        frame = result.frame
         result.done_s = time.monotonic()
         for sink in self.sinks:
             try:
@@ -127,7 +153,6 @@ class Pipeline:
                     frame.number,
                     extra={"sink": sink.name, "frame": frame.number},
                 )
-        return result
 
     def in_order(self, frame: Frame) -> bool:
         """False (and counted) for a frame not newer than the last one accepted."""
@@ -165,6 +190,8 @@ class Pipeline:
         (callers that need no sink object, such as tests). Returns the number of frames
         processed. The source is opened and closed here.
         """
+        if self.split_before is not None:
+            return self._run_split(max_frames, on_result, on_gap, should_stop)
         count = 0
         with self.source:
             while (max_frames is None or count < max_frames) and not should_stop():
@@ -185,3 +212,111 @@ class Pipeline:
                 if on_result is not None and on_result(result) is False:
                     break
         return count
+
+    def _run_split(
+        self,
+        max_frames: int | None,
+        on_result: Callable[[FrameResult], bool | None] | None,
+        on_gap: Callable[[str], bool | None] | None,
+        should_stop: Callable[[], bool],
+    ) -> int:
+        """:meth:`run` with the stages from ``split_before`` on, the sinks and ``on_result``
+        in a second thread (:class:`_Tail`), overlapped with the earlier stages on the next
+        frame. A gap waits until the tail is idle, so every stage hears of it after the
+        frames before it and before the frames after it."""
+        names = [stage.name for stage in self.stages]
+        split = names.index(str(self.split_before))
+        head, tail = self.stages[:split], _Tail(self, self.stages[split:], on_result)
+        handed = 0
+        with self.source:
+            try:
+                while (
+                    (max_frames is None or handed < max_frames)
+                    and not should_stop()
+                    and not tail.stopped
+                ):
+                    start = self._clock()
+                    try:
+                        frame = self.source.read()
+                    except FrameTimeout as exc:
+                        tail.wait_idle()
+                        self.source_gap(exc.problem)
+                        if on_gap is not None and on_gap(exc.problem) is False:
+                            break
+                        continue
+                    if frame is None:
+                        break
+                    if not self.in_order(frame):
+                        continue
+                    result = self._begin(frame, (self._clock() - start) * 1000.0)
+                    self._run_stages(result, head)
+                    tail.put(result)
+                    handed += 1
+            finally:
+                tail.close()
+        if tail.error is not None:
+            raise tail.error
+        return tail.done
+
+
+class _Tail:
+    """The second thread of a split pipeline: the later stages, the sinks and ``on_result``,
+    one frame at a time in the order handed over; at most one frame waits for it.
+
+    ``done`` counts the frames it finished; ``stopped`` is set when ``on_result`` returned
+    False or raised (``error``): frames handed over after that are dropped.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        stages: list[Stage],
+        on_result: Callable[[FrameResult], bool | None] | None,
+    ) -> None:
+        self._pipeline = pipeline
+        self._stages = stages
+        self._on_result = on_result
+        self._queue: queue.Queue[FrameResult | None] = queue.Queue(maxsize=1)
+        self.done = 0
+        self.stopped = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="pipeline-tail", daemon=True)
+        self._thread.start()
+
+    def put(self, result: FrameResult) -> None:
+        """Hand ``result`` over; waits while a frame is already waiting."""
+        while not self.stopped:
+            try:
+                self._queue.put(result, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def wait_idle(self) -> None:
+        """Return when every frame handed over is finished (or dropped)."""
+        self._queue.join()
+
+    def close(self) -> None:
+        """Finish what was handed over, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        while True:
+            result = self._queue.get()
+            try:
+                if result is None:
+                    return
+                if self.stopped:
+                    continue
+                try:
+                    self._pipeline._run_stages(result, self._stages)
+                    self._pipeline._finish(result)
+                    self.done += 1
+                    if self._on_result is not None and self._on_result(result) is False:
+                        self.stopped = True
+                except BaseException as exc:  # raised again by run() in the loop's thread
+                    self.error = exc
+                    self.stopped = True
+            finally:
+                self._queue.task_done()

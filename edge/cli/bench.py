@@ -6,6 +6,7 @@ import argparse
 
 from edge.cli.options import add_config, add_json, add_seed, add_threads, config_from
 from edge.cli.output import print_json
+from edge.errors import EdgeError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +25,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--frames", type=int, default=300, help="frames (default 300)")
     add_seed(bench)
     add_threads(bench)
+    bench.add_argument(
+        "--skin-triangles",
+        type=int,
+        default=0,
+        metavar="N",
+        help="split the phantom plan's skin (same surface) until it has at least N triangles"
+        " (e.g. 284000: four times the phantom's)",
+    )
     bench.add_argument(
         "--soak",
         type=float,
@@ -69,7 +78,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         else:
             print(format_soak(soak))
         return 0
-    report = run_bench(config, scenario, args.frames, args.seed, args.threads)
+    if args.skin_triangles < 0:
+        raise EdgeError(
+            f"--skin-triangles must be 0 or more, got {args.skin_triangles}",
+            "pass --skin-triangles N with N >= 0",
+        )
+    report = run_bench(
+        config, scenario, args.frames, args.seed, args.threads, skin_triangles=args.skin_triangles
+    )
     if args.json:
         print_json(report)
     else:

@@ -12,7 +12,9 @@ from edge.models.fetch import (
     ensure_models,
     fetch_models,
     require_models,
+    source_file,
     verified_model_path,
+    verified_source_path,
     verify_models,
 )
 from edge.models.manifest import (
@@ -35,6 +37,8 @@ __all__ = [
     "fetch_models",
     "load_manifest",
     "require_models",
+    "source_file",
     "verified_model_path",
+    "verified_source_path",
     "verify_models",
 ]

@@ -74,6 +74,44 @@ def checksum_problem(spec: ModelSpec, models_dir: Path) -> str | None:
     return None
 
 
+def source_file(spec: ModelSpec) -> str:
+    """The name the model's source ``.tflite`` is kept under next to the ONNX file: LiteRT
+    runs it (``[tracking] runtime``)."""
+    return Path(spec.source_path).name
+
+
+def source_problem(spec: ModelSpec, models_dir: Path) -> str | None:
+    """Why the kept source ``.tflite`` fails its ``source_sha256`` (missing, unreadable,
+    wrong bytes), or None."""
+    path = models_dir / source_file(spec)
+    problem = _file_problem(path)
+    if problem is not None:
+        return problem
+    try:
+        digest = sha256_file(path)
+    except OSError as exc:
+        return f"model {path} is unreadable ({exc.strerror or exc})"
+    if digest != spec.source_sha256:
+        return (
+            f"model {path} has SHA-256 {digest[:12]}..., "
+            f"the manifest says {spec.source_sha256[:12]}..."
+        )
+    return None
+
+
+def verified_source_path(
+    name: str, models_dir: str | Path, manifest: Manifest | None = None
+) -> Path:
+    """The path of model ``name``'s source ``.tflite`` after checking its SHA-256 against the
+    manifest's ``source_sha256``; raises ModelError naming the file and the fix."""
+    manifest = manifest or load_manifest()
+    spec = manifest.model(name)
+    problem = source_problem(spec, Path(models_dir))
+    if problem is not None:
+        raise ModelError(problem, f"run `edge models fetch` to extract {source_file(spec)}")
+    return Path(models_dir) / source_file(spec)
+
+
 def check_model_io(spec: ModelSpec, path: Path) -> None:
     """Check that an ONNX file's input and outputs are the manifest's (names, shapes, float32).
 
@@ -289,6 +327,9 @@ def fetch_models(
 ) -> list[str]:
     """Build every model that is missing or does not match; the names of those built.
 
+    Each model's source ``.tflite`` is kept next to it (:func:`source_file`, checked
+    against ``source_sha256``), written when it is missing or does not match.
+
     Idempotent: when every file is present and matches, returns [] after only
     hashing the files. ``cache_dir`` (default ``<models_dir>/../cache``) keeps
     the downloaded wheel so later builds work offline. Raises ModelError when a
@@ -300,7 +341,9 @@ def fetch_models(
     todo = [
         spec
         for spec in manifest.models.values()
-        if force or checksum_problem(spec, models_dir) is not None
+        if force
+        or checksum_problem(spec, models_dir) is not None
+        or source_problem(spec, models_dir) is not None
     ]
     if not todo:
         return []
@@ -309,8 +352,15 @@ def fetch_models(
     )
     built = []
     for spec in todo:
+        source = extract_source(wheel_path, spec)  # checked against source_sha256
+        if force or source_problem(spec, models_dir) is not None:
+            models_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(models_dir / source_file(spec), source)
+            progress(f"wrote {models_dir / source_file(spec)} (for LiteRT)")
+        if not force and checksum_problem(spec, models_dir) is None:
+            continue
         progress(f"converting {spec.source_path} -> {spec.file}")
-        data = build_model(spec, extract_source(wheel_path, spec))
+        data = build_model(spec, source)
         digest = hashlib.sha256(data).hexdigest()
         if digest != spec.sha256:
             raise ModelError(

@@ -1,4 +1,5 @@
-"""ONNX Runtime sessions: one per model, execution providers chosen by configuration.
+"""ONNX Runtime sessions: one per model, execution providers chosen by configuration; and
+the landmark model's runtime chosen per machine (``[tracking] runtime = "auto"``).
 
 A :class:`ModelRunner` is what the detector and the landmark model call: it
 takes one NHWC float32 image tensor and returns the model's outputs. The ONNX
@@ -10,7 +11,9 @@ so a model built for another input is refused before it runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -190,3 +193,108 @@ def open_model(
     manifest = manifest or load_manifest()
     path = verified_model_path(name, models_dir, manifest)
     return OrtModel(path, manifest.model(name), providers, intra_op_threads)
+
+
+# ----------------------------------------------------------------------------- runtime choice
+
+RUNTIMES = ("onnxruntime", "litert")
+TRIAL_WARMUP = 10  # runs per runtime before timing (first runs allocate)
+TRIAL_ROUNDS = 5  # runtimes take turns, so that load from other processes hits each alike
+TRIAL_RUNS = 10  # timed runs per runtime per round
+# Another runtime must be this much faster than ONNX Runtime to be chosen: ORT stays the
+# default wherever the two are within the noise of a start-up measurement.
+CHOICE_MARGIN = 0.95
+
+
+@dataclass(frozen=True)
+class RuntimeTrial:
+    """The start-up measurement of ``[tracking] runtime = "auto"``: median ms per inference
+    of the landmark model under each runtime tried, on the same input, and the choice."""
+
+    chosen: str
+    median_ms: dict[str, float]
+    not_tried: dict[str, str] = field(default_factory=dict)  # runtime -> why
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"chosen": self.chosen, "median_ms": self.median_ms, "not_tried": self.not_tried}
+
+
+def time_runners(
+    runners: Mapping[str, ModelRunner],
+    x: np.ndarray,
+    rounds: int = TRIAL_ROUNDS,
+    runs: int = TRIAL_RUNS,
+    warmup: int = TRIAL_WARMUP,
+) -> dict[str, float]:
+    """Median ms per ``run(x)`` of each runner, the runners taking turns in ``rounds``."""
+    for runner in runners.values():
+        for _ in range(warmup):
+            runner.run(x)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            for _ in range(runs):
+                start = time.perf_counter()
+                runner.run(x)
+                times[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def choose_runtime(median_ms: Mapping[str, float]) -> str:
+    """The fastest runtime, but ONNX Runtime unless another beats it by :data:`CHOICE_MARGIN`."""
+    best = min(median_ms, key=lambda name: median_ms[name])
+    ort = median_ms.get("onnxruntime")
+    if ort is None or (best != "onnxruntime" and median_ms[best] < CHOICE_MARGIN * ort):
+        return best
+    return "onnxruntime"
+
+
+def open_landmark_runner(
+    runtime: str,
+    models_dir: str | Path,
+    providers: Sequence[str] = (CPU,),
+    threads: int = 1,
+    manifest: Manifest | None = None,
+    name: str = "face_landmarks",
+) -> tuple[ModelRunner, RuntimeTrial | None]:
+    """The landmark model under ``runtime`` (``[tracking] runtime``), and the trial when it
+    was ``"auto"``: every runtime available here timed on the same input, the fastest
+    kept (:func:`choose_runtime`), the choice and timings logged.
+
+    Raises ModelError for a model that is missing or fails its checks, or for
+    ``"litert"`` when LiteRT or the model's ``.tflite`` is unavailable (with ``"auto"``
+    such a runtime is left out and logged).
+    """
+    from edge.models.fetch import verified_source_path
+    from edge.tracking.litert import LiteRtModel, litert_available
+
+    manifest = manifest or load_manifest()
+    spec = manifest.model(name)
+    if runtime == "litert":
+        return LiteRtModel(verified_source_path(name, models_dir, manifest), spec, threads), None
+    ort = open_model(name, models_dir, providers, threads, manifest)
+    if runtime != "auto":
+        return ort, None
+    runners: dict[str, ModelRunner] = {"onnxruntime": ort}
+    not_tried: dict[str, str] = {}
+    if not litert_available():
+        not_tried["litert"] = "ai-edge-litert is not installed"
+    else:
+        try:
+            path = verified_source_path(name, models_dir, manifest)
+            runners["litert"] = LiteRtModel(path, spec, threads)
+        except ModelError as exc:
+            not_tried["litert"] = str(exc)
+    lo, hi = spec.input.value_range
+    x = np.random.default_rng(0).uniform(lo, hi, spec.input.shape).astype(np.float32)
+    median_ms = time_runners(runners, x)
+    trial = RuntimeTrial(choose_runtime(median_ms), median_ms, not_tried)
+    log.info(
+        "%s: runtime %s chosen (median ms per inference: %s)%s",
+        name,
+        trial.chosen,
+        ", ".join(f"{k} {v:.3f}" for k, v in median_ms.items()),
+        "".join(f"; {k} not tried: {why}" for k, why in not_tried.items()),
+        extra={"runtime_trial": trial.as_dict()},
+    )
+    return runners[trial.chosen], trial

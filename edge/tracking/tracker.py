@@ -39,6 +39,7 @@ from edge.tracking.landmarks import (
     roi_from_detection,
     roi_from_landmarks,
 )
+from edge.tracking.runtime import RuntimeTrial
 from edge.tracking.smoothing import OneEuroFilter
 from edge.tracking.types import Face, TrackingResult
 
@@ -145,6 +146,7 @@ class FaceTracker:
             config.smoothing_min_cutoff_hz, config.smoothing_beta_3d, config.smoothing_d_cutoff_hz
         )
         self.detector_runs = 0
+        self.runtime_trial: RuntimeTrial | None = None
         self.lost_reason = ""
         self._lifted: np.ndarray | None = None  # landmark rows lifted to 3-D; None: all
         self._state = TrackerState.SEARCHING
@@ -162,13 +164,17 @@ class FaceTracker:
         Raises :class:`edge.errors.ModelError` when a model is missing, tampered
         with or does not match the manifest.
         """
-        from edge.tracking.runtime import open_model
+        from edge.tracking.runtime import open_landmark_runner, open_model
 
         folder = Path(models_dir) if models_dir is not None else Path(config.models_dir)
         det = open_model(DETECTOR_MODEL, folder, config.providers, config.intra_op_threads)
-        lm = open_model(LANDMARK_MODEL, folder, config.providers, config.intra_op_threads)
+        lm, trial = open_landmark_runner(
+            config.runtime, folder, config.providers, config.intra_op_threads, name=LANDMARK_MODEL
+        )
         detector = FaceDetector(det, config.detector_score, config.detector_iou)
-        return cls(detector, LandmarkModel(lm), config)
+        tracker = cls(detector, LandmarkModel(lm), config)
+        tracker.runtime_trial = trial  # what runtime = "auto" measured, or None
+        return tracker
 
     @property
     def state(self) -> TrackerState:

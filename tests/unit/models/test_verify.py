@@ -19,7 +19,7 @@ from edge.models import (
     verified_model_path,
     verify_models,
 )
-from edge.models.fetch import obtain_wheel
+from edge.models.fetch import obtain_wheel, source_file, verified_source_path
 from edge.models.manifest import Manifest, repo_models_dir
 
 
@@ -133,8 +133,11 @@ def test_fetch_builds_missing_models_then_is_a_no_op(
     assert any("converting" in m for m in messages)
     verify_models(folder, manifest)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        s.file for s in manifest.models.values()
+        [s.file for s in manifest.models.values()]
+        + [source_file(s) for s in manifest.models.values()]
     ), "no temporary files are left behind"
+    for name in manifest.models:  # the sources LiteRT runs, checked
+        assert verified_source_path(name, folder, manifest).suffix == ".tflite"
     mtimes = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
     assert fetch_models(folder, manifest, cache) == []
     assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == mtimes
@@ -145,6 +148,21 @@ def test_fetch_repairs_a_tampered_model(manifest: Manifest, models_copy: Path) -
     path.write_bytes(b"tampered")
     assert fetch_models(models_copy, manifest, repo_models_dir() / "cache") == ["face_detector"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == manifest.model("face_detector").sha256
+
+
+def test_a_tampered_tflite_source_is_refused_then_repaired(
+    manifest: Manifest, models_copy: Path
+) -> None:
+    spec = manifest.model("face_landmarks")
+    fetch_models(models_copy, manifest, repo_models_dir() / "cache")
+    source = models_copy / source_file(spec)
+    data = bytearray(source.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    source.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"face_landmark.tflite has SHA-256.*edge models fetch"):
+        verified_source_path("face_landmarks", models_copy, manifest)
+    assert fetch_models(models_copy, manifest, repo_models_dir() / "cache") == []  # ONNX fine
+    assert verified_source_path("face_landmarks", models_copy, manifest) == source
 
 
 def test_fetch_quiet_no_op_prints_nothing(
