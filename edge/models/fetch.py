@@ -59,9 +59,8 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
-def checksum_problem(spec: ModelSpec, models_dir: Path) -> str | None:
-    """Why the model file fails its checksum (missing, unreadable, wrong bytes), or None."""
-    path = models_dir / spec.file
+def _digest_problem(path: Path, expected: str) -> str | None:
+    """Why ``path`` fails its SHA-256 ``expected`` (missing, unreadable, wrong bytes), or None."""
     problem = _file_problem(path)
     if problem is not None:
         return problem
@@ -69,9 +68,14 @@ def checksum_problem(spec: ModelSpec, models_dir: Path) -> str | None:
         digest = sha256_file(path)
     except OSError as exc:
         return f"model {path} is unreadable ({exc.strerror or exc})"
-    if digest != spec.sha256:
-        return f"model {path} has SHA-256 {digest[:12]}..., the manifest says {spec.sha256[:12]}..."
+    if digest != expected:
+        return f"model {path} has SHA-256 {digest[:12]}..., the manifest says {expected[:12]}..."
     return None
+
+
+def checksum_problem(spec: ModelSpec, models_dir: Path) -> str | None:
+    """Why the model file fails its checksum (missing, unreadable, wrong bytes), or None."""
+    return _digest_problem(models_dir / spec.file, spec.sha256)
 
 
 def source_file(spec: ModelSpec) -> str:
@@ -83,20 +87,7 @@ def source_file(spec: ModelSpec) -> str:
 def source_problem(spec: ModelSpec, models_dir: Path) -> str | None:
     """Why the kept source ``.tflite`` fails its ``source_sha256`` (missing, unreadable,
     wrong bytes), or None."""
-    path = models_dir / source_file(spec)
-    problem = _file_problem(path)
-    if problem is not None:
-        return problem
-    try:
-        digest = sha256_file(path)
-    except OSError as exc:
-        return f"model {path} is unreadable ({exc.strerror or exc})"
-    if digest != spec.source_sha256:
-        return (
-            f"model {path} has SHA-256 {digest[:12]}..., "
-            f"the manifest says {spec.source_sha256[:12]}..."
-        )
-    return None
+    return _digest_problem(models_dir / source_file(spec), spec.source_sha256)
 
 
 def verified_source_path(
