@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from edge.camera import Intrinsics
+from edge.overlay.project import DisplayProfile, project_points
 from edge.tools.types import Navigation, ToolPose, ToolsResult
 
 EXTENSION_M = 0.10  # the virtual extension drawn beyond the tip, along the axis
@@ -66,9 +67,17 @@ def _tool(t: ToolPose, nav: Navigation | None) -> dict[str, Any]:
 
 
 def tools_payload(
-    tools: ToolsResult, navigation: list[Navigation] | None, display: Intrinsics
+    tools: ToolsResult,
+    navigation: list[Navigation] | None,
+    profile: DisplayProfile,
+    camera: Intrinsics,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Payload map and arrays of the ``tools`` topic; pixels on ``display``."""
+    """Payload map and arrays of the ``tools`` topic.
+
+    Pixels are on the display of ``profile`` (its intrinsics and ``camera_to_display``,
+    as the plan overlay's, :func:`edge.overlay.project.project_points`); ``camera`` is
+    the frame's camera. An extension with an end behind the display has NaN pixels.
+    """
     navs = {n.tool: n for n in navigation or []}
     n = len(tools.tools)
     poses = np.full((n, 4, 4), np.nan)
@@ -82,8 +91,8 @@ def tools_payload(
         assert t.tip_camera_m is not None and t.axis_camera is not None
         poses[i], tips[i], axes[i] = t.tool_to_camera, t.tip_camera_m, t.axis_camera
         ends = np.stack([t.tip_camera_m, t.tip_camera_m + EXTENSION_M * t.axis_camera])
-        if (ends[:, 2] > 0.01).all():
-            px = display.project(ends)
+        px, _, _ = project_points(ends, profile, camera)
+        if np.isfinite(px).all():
             tips_px[i], extensions_px[i] = px[0], px
     payload = {"tools": [_tool(t, navs.get(t.name)) for t in tools.tools]}
     arrays = {

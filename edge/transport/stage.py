@@ -130,14 +130,15 @@ class PublishStage:
 
     def _send_tools(self, result: FrameResult, overlay: Any) -> None:
         """The ``tools`` topic: tracked instruments and their navigation figures."""
+        from edge.overlay.project import DisplayProfile
         from edge.tools.wire import tools_payload
 
         assert result.tools is not None
         frame = result.frame
-        display = overlay.display_intrinsics if overlay is not None else None
-        payload, arrays = tools_payload(
-            result.tools, result.navigation, display or frame.intrinsics
-        )
+        # The overlay's display profile (camera_to_display included), so that the tool and
+        # the plan are drawn on the same display; without an overlay (no plan), the camera.
+        profile = overlay.display_profile if overlay is not None else DisplayProfile()
+        payload, arrays = tools_payload(result.tools, result.navigation, profile, frame.intrinsics)
         self.publisher.send(
             TOPIC_TOOLS,
             payload,
