@@ -91,5 +91,6 @@ class Navigation:
     target_distance_mm: list[float] = field(default_factory=list)
     trajectories: list[TrajectoryFigures] = field(default_factory=list)
     nearest_structure: str = ""
-    structure_distance_mm: float = float("nan")
-    structure_warning: bool = False
+    structure_distance_mm: float = float("nan")  # to its surface; <= 0 inside it
+    structure_inside: bool = False  # the tip is inside the nearest structure
+    structure_warning: bool = False  # inside it, or closer than tools.structure_warning_mm

@@ -46,6 +46,7 @@ def _navigation(nav: Navigation | None) -> dict[str, Any]:
     out["structure"] = {
         "name": nav.nearest_structure,
         "distance_mm": _num(nav.structure_distance_mm),
+        "inside": nav.structure_inside,
         "warning": nav.structure_warning,
     }
     return out
