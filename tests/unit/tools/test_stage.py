@@ -122,7 +122,9 @@ def test_a_single_marker_gives_a_partial_pose(occluded_frames, repo_root) -> Non
 
 
 def test_the_flat_pointer_is_tracked_too(pointer_frames, repo_root) -> None:
-    """`pointer-touch`: three coplanar 20 mm markers; the tip within 1 mm (median)."""
+    """`pointer-touch`: three coplanar 20 mm markers; the tip within 1.5 mm (median). (The
+    phantom's depth has no bias; trusting it fully gave under 1 mm here, weighted against
+    a real camera's bias the flat pointer keeps most of its PnP range: docs/tools.md.)"""
     stage = _stage(repo_root, names=("pointer",))
     tip_mm = []
     for frame in pointer_frames:
@@ -132,7 +134,7 @@ def test_the_flat_pointer_is_tracked_too(pointer_frames, repo_root) -> None:
         assert pointer.current == frame.truth.tool_visible
         if pointer.current:
             tip_mm.append(np.linalg.norm(pointer.tip_camera_m - frame.truth.tool_tip_camera_m))
-    assert len(tip_mm) == 45 and np.median(tip_mm) * 1000.0 < 1.0
+    assert len(tip_mm) == 45 and np.median(tip_mm) * 1000.0 < 1.5
 
 
 def _moved(frame, dx_px: int):
