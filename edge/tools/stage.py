@@ -2,7 +2,7 @@
 
 Runs after tracking (it reads only the frame) and writes ``result.tools``
 (:class:`~edge.tools.types.ToolsResult`). A tool not seen this frame is OCCLUDED at
-once, LOST after ``tools.lost_after_frames``; the first frame it is seen again it is
+once, LOST after ``tools.lost_after_frames``; the first frame it is found again it is
 VISIBLE (or PARTIAL) with a fresh, unsmoothed pose. Smoothing is a One Euro filter
 (Casiez et al. 2012, as for the face landmarks, :mod:`edge.tracking.smoothing`) on the
 tip position and the rotation, restarted whenever the tool was not seen.
@@ -10,10 +10,12 @@ tip position and the rotation, restarted whenever the tool was not seen.
 A tool seen lately is looked for first around where it was (its markers' box, grown by
 half its size each way); a tool missed there (it jumped out of its box, or it is hidden)
 is looked for in the whole image in the same frame, so a tool in view is never reported
-unseen and is current again on the first frame it is back. A LOST tool is looked for in
+unseen, and one back from an occlusion shorter than ``tools.lost_after_frames`` is current
+on the first frame it is back. A LOST tool is looked for in
 its last box every frame and in the whole image every ``tools.search_every_frames``
-frames (1, the default: every frame; more trades up to that many frames minus one of
-return latency for less detection time while a tool is away).
+frames, counted from when it went LOST (default 3: current within 3 frames of its
+return; 1: on the first; the whole-image search costs as much again as the rest of the
+stage, so a configured tool left out of view costs a third of that at 3).
 """
 
 from __future__ import annotations
