@@ -135,9 +135,21 @@ class PublishStage:
 
         assert result.tools is not None
         frame = result.frame
-        # The overlay's display profile (camera_to_display included), so that the tool and
+        # The overlay's display (its intrinsics and camera_to_display), so that the tool and
         # the plan are drawn on the same display; without an overlay (no plan), the camera.
-        profile = overlay.display_profile if overlay is not None else DisplayProfile()
+        profile = DisplayProfile()
+        if overlay is not None and overlay.display_intrinsics is not None:
+            d = overlay.display_intrinsics
+            profile = DisplayProfile(
+                overlay.display_name,
+                width=d.width,
+                height=d.height,
+                fx=d.fx,
+                fy=d.fy,
+                ppx=d.ppx,
+                ppy=d.ppy,
+                camera_to_display=overlay.camera_to_display,
+            )
         payload, arrays = tools_payload(result.tools, result.navigation, profile, frame.intrinsics)
         self.publisher.send(
             TOPIC_TOOLS,
