@@ -20,6 +20,8 @@ stage, so a configured tool left out of view costs a third of that at 3).
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from edge.config import ToolsConfig
@@ -29,7 +31,10 @@ from edge.tools.pose import Detections, MarkerDetector, PoseEstimate, solve_tool
 from edge.tools.types import ToolPose, ToolsResult, ToolState
 from edge.tracking.smoothing import OneEuroFilter
 
+log = logging.getLogger(__name__)
+
 MARKERS_FOR_FULL_QUALITY = 3
+MAX_REASON_CHARS = 200
 BOX_MARGIN_PX = 24.0
 ROTATION_BETA_SCALE = 0.1  # a rotation entry moving 1/s ~ a point 0.1 m away at 0.1 m/s
 
@@ -71,6 +76,7 @@ class ToolStage:
         self.specs = specs
         self._detector = MarkerDetector({s.dictionary for s in specs})
         self._tracks = [_Track(s, self.config) for s in specs]
+        self._failure = ""  # the last failure's reason, logged once
 
     @classmethod
     def from_config(cls, config: ToolsConfig) -> ToolStage:
@@ -85,7 +91,38 @@ class ToolStage:
             t.frames_unseen = max(t.frames_unseen, self.config.lost_after_frames)
 
     def process(self, result: FrameResult) -> None:
-        frame = result.frame
+        """``result.tools`` for this frame. A failure here (a detector or solver error)
+        must not fail the frame: the plan overlay does not depend on the tools. The tools
+        are then LOST with the reason, logged once each time the reason changes."""
+        try:
+            poses = self._poses(result.frame)
+        except Exception as exc:  # a tool failure must not blank the plan overlay
+            reason = f"tool tracking failed: {type(exc).__name__}: {exc}"[:MAX_REASON_CHARS]
+            if reason != self._failure:
+                log.warning("%s; the tools are LOST until it works again", reason, exc_info=True)
+            self._failure = reason
+            poses = [self._lost(t, reason) for t in self._tracks]
+        else:
+            if self._failure:
+                log.info("tool tracking works again")
+            self._failure = ""
+        result.tools = ToolsResult(poses)
+
+    def _lost(self, track: _Track, reason: str) -> ToolPose:
+        """The tool as LOST after a failure: forgotten, looked for everywhere next time."""
+        track.forget()
+        track.box = None
+        track.frames_unseen = max(track.frames_unseen + 1, self.config.lost_after_frames)
+        return ToolPose(
+            track.spec.name,
+            ToolState.LOST,
+            markers_total=len(track.spec.markers),
+            frames_unseen=track.frames_unseen,
+            tip_rms_mm=track.spec.tip_rms_mm,
+            reason=reason,
+        )
+
+    def _poses(self, frame: Frame) -> list[ToolPose]:
         intr = frame.intrinsics
         whole = (0, 0, intr.width, intr.height)
         depth = frame.depth if self.config.depth_refine else None
@@ -126,11 +163,10 @@ class ToolStage:
                     before is None or len(again.markers_used) > len(before.markers_used)
                 ):
                     estimates[i] = again
-        poses = [
+        return [
             self._update(t, e, frame.capture_s, intr)
             for t, e in zip(self._tracks, estimates, strict=True)
         ]
-        result.tools = ToolsResult(poses)
 
     def _detect(self, frame: Frame, roi: Box) -> dict[str, Detections]:
         return {

@@ -43,6 +43,7 @@ class ToolPose:
     depth_offset_mm: float = float("nan")  # the depth image's correction along the view ray
     frames_unseen: int = 0
     tip_rms_mm: float = 0.0  # the tip's calibration RMS (tool file)
+    reason: str = ""  # why it is LOST when that is not "out of view" (the stage failed)
 
     @property
     def current(self) -> bool:

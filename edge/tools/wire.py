@@ -63,6 +63,7 @@ def _tool(t: ToolPose, nav: Navigation | None) -> dict[str, Any]:
         "reprojection_rms_px": _num(t.reprojection_rms_px),
         "frames_unseen": int(t.frames_unseen),
         "tip_rms_mm": float(t.tip_rms_mm),
+        "reason": t.reason,
         "navigation": _navigation(nav),
     }
 

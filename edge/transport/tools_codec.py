@@ -22,6 +22,7 @@ MISSING_INPUTS = ("registration", "tool")
 MAX_TOOLS = 16
 MAX_ITEMS = 64  # targets, trajectories, markers of one tool
 MAX_NAME_CHARS = 128
+MAX_REASON_CHARS = 200
 TOOL_ARRAYS = {
     "tools_to_camera": (4, 4),
     "tips_camera_m": (3,),
@@ -116,6 +117,9 @@ def _check_entry(t: Any, i: int) -> None:
             raise DecodeError(f"{where}: '{key}' must be an integer >= 0")
     if any(not isinstance(m, int) or isinstance(m, bool) for m in used):
         raise DecodeError(f"{where}: 'markers_used' must list marker ids")
+    reason = t.get("reason")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+        raise DecodeError(f"{where}: 'reason' must be a string of at most {MAX_REASON_CHARS}")
     _number_or_nil(t, "reprojection_rms_px", where)
     _number_or_nil(t, "tip_rms_mm", where)
     _check_navigation(t.get("navigation"), t["current"], where)

@@ -427,7 +427,8 @@ def tool_readout(tool: dict[str, Any]) -> str:
     ``tool`` is an entry the tools codec accepted (edge/transport/tools_codec.py)."""
     nav = tool["navigation"]
     if not tool["current"]:
-        return f"{tool['name']}: {tool['state']} - no navigation"
+        why = f" ({tool['reason']})" if tool["reason"] else ""
+        return f"{tool['name']}: {tool['state']}{why} - no navigation"
     if not nav["current"]:
         return f"{tool['name']}: no navigation, not current: {', '.join(nav['missing'])}"
     parts = [str(tool["name"]) + ":"]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import numpy as np
 import pytest
 
 from edge.config import ToolsConfig
 from edge.frames import FrameResult
+from edge.pipeline import Pipeline
 from edge.sources.phantom.tool import tool_faces
 from edge.sources.recording.truth import truth_from_json, truth_to_json
 from edge.tools.definition import load_tool, load_tools
@@ -222,3 +224,30 @@ def test_after_a_source_gap_the_tool_is_lost_and_looked_for_everywhere(
         assert _states(stage, [frame]) == [ToolState.VISIBLE]
         stage.source_gap("camera unplugged")
         assert _states(stage, [after_gap]) == [expected]
+
+
+def test_a_tool_stage_failure_reports_the_tools_lost_and_does_not_fail_the_frame(
+    occluded_frames, repo_root, caplog, monkeypatch
+) -> None:
+    """The overlay drops the registration of a failed frame: a tool failure must not do
+    that. The tools read LOST with the reason, logged once while it lasts."""
+    stage = _stage(repo_root, names=("needle-guide", "pointer"))
+    pipeline = Pipeline(source=None, stages=[stage])  # type: ignore[arg-type]
+    frame = occluded_frames[10]
+    assert pipeline.process(frame).tools.tools[0].state is ToolState.VISIBLE
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("detector out of memory")
+
+    monkeypatch.setattr(stage._detector, "detect", broken)
+    with caplog.at_level(logging.WARNING, logger="edge.tools.stage"):
+        results = [pipeline.process(frame) for _ in range(3)]
+    assert len([r for r in caplog.records if r.name == "edge.tools.stage"]) == 1
+    for r in results:
+        assert not r.failed and r.errors == []
+        assert [t.state for t in r.tools.tools] == [ToolState.LOST, ToolState.LOST]
+        assert all("RuntimeError: detector out of memory" in t.reason for t in r.tools.tools)
+        assert all(t.tip_camera_m is None for t in r.tools.tools)
+    monkeypatch.undo()
+    back = [pipeline.process(frame).tools.tools[0] for _ in range(3)]
+    assert back[-1].state is ToolState.VISIBLE and back[-1].reason == ""
