@@ -129,6 +129,7 @@ class Overlay:
                 }
                 for i, n in enumerate(self.target_names)
             ],
+            "tools": [],  # filled by the publish stage from the frame's tools (edge.tools.wire)
         }
 
 

@@ -23,9 +23,9 @@ def _num(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _navigation(nav: Navigation | None) -> dict[str, Any]:
-    if nav is None:
-        return {"current": False, "missing": ["registration"]}
+def _navigation(nav: Navigation | None, tool_current: bool) -> dict[str, Any]:
+    if nav is None:  # no navigation stage (no plan): nothing to register against
+        return {"current": False, "missing": ["registration"] + ([] if tool_current else ["tool"])}
     out: dict[str, Any] = {"current": nav.current, "missing": list(nav.missing)}
     if not nav.current:
         return out
@@ -64,8 +64,26 @@ def _tool(t: ToolPose, nav: Navigation | None) -> dict[str, Any]:
         "frames_unseen": int(t.frames_unseen),
         "tip_rms_mm": float(t.tip_rms_mm),
         "reason": t.reason,
-        "navigation": _navigation(nav),
+        "navigation": _navigation(nav, t.current),
     }
+
+
+def hud_tools(tools: ToolsResult | None, navigation: list[Navigation] | None) -> list[Any]:
+    """The ``hud`` topic's ``tools``: per tool what a text-only display says (its state,
+    the navigation figures, or which input is ``missing``), the tools topic's maps."""
+    if tools is None:
+        return []
+    navs = {n.tool: n for n in navigation or []}
+    return [
+        {
+            "name": t.name,
+            "state": t.state.value,
+            "current": t.current,
+            "reason": t.reason,
+            "navigation": _navigation(navs.get(t.name), t.current),
+        }
+        for t in tools.tools
+    ]
 
 
 def tools_payload(

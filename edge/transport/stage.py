@@ -118,9 +118,14 @@ class PublishStage:
             frame=overlay.frame_number,
             capture_unix_s=overlay.capture_unix_s,
         )
+        hud = overlay.hud_payload()
+        if result.tools is not None:
+            from edge.tools.wire import hud_tools
+
+            hud["tools"] = hud_tools(result.tools, result.navigation)
         self.publisher.send(
             TOPIC_HUD,
-            overlay.hud_payload(),
+            hud,
             frame=overlay.frame_number,
             capture_unix_s=overlay.capture_unix_s,
         )

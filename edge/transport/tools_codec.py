@@ -103,10 +103,7 @@ def _check_entry(t: Any, i: int) -> None:
     if not isinstance(t, dict) or not isinstance(t.get("name"), str):
         raise DecodeError(f"{where} must be a map with a name")
     _name(t["name"], where)
-    if t.get("state") not in TOOL_STATES:
-        raise DecodeError(f"{where} state {t.get('state')!r:.30} is not a tool state")
-    if t.get("current") is not (t["state"] in CURRENT_TOOL_STATES):
-        raise DecodeError(f"{where}: 'current' must say whether it was seen now")
+    _check_state(t, where)
     q = t.get("quality")
     if not (isinstance(q, int | float) and not isinstance(q, bool) and 0.0 <= q <= 1.0):
         raise DecodeError(f"{where}: 'quality' must be a number from 0 to 1")
@@ -117,12 +114,33 @@ def _check_entry(t: Any, i: int) -> None:
             raise DecodeError(f"{where}: '{key}' must be an integer >= 0")
     if any(not isinstance(m, int) or isinstance(m, bool) for m in used):
         raise DecodeError(f"{where}: 'markers_used' must list marker ids")
-    reason = t.get("reason")
-    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
-        raise DecodeError(f"{where}: 'reason' must be a string of at most {MAX_REASON_CHARS}")
     _number_or_nil(t, "reprojection_rms_px", where)
     _number_or_nil(t, "tip_rms_mm", where)
     _check_navigation(t.get("navigation"), t["current"], where)
+
+
+def check_hud_tools(tools: list[Any]) -> None:
+    """The ``hud`` topic's ``tools``: per tool its name, state, current, reason and the
+    same navigation map as the ``tools`` topic."""
+    if len(tools) > MAX_TOOLS:
+        raise DecodeError(f"hud lists {len(tools)} tools, at most {MAX_TOOLS}")
+    for i, t in enumerate(tools):
+        where = f"hud tool {i}"
+        if not isinstance(t, dict):
+            raise DecodeError(f"{where} must be a map")
+        _name(t.get("name"), where)
+        _check_state(t, where)
+        _check_navigation(t.get("navigation"), t["current"], where)
+
+
+def _check_state(t: dict[str, Any], where: str) -> None:
+    if t.get("state") not in TOOL_STATES:
+        raise DecodeError(f"{where} state {t.get('state')!r:.30} is not a tool state")
+    if t.get("current") is not (t["state"] in CURRENT_TOOL_STATES):
+        raise DecodeError(f"{where}: 'current' must say whether it was seen now")
+    reason = t.get("reason")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+        raise DecodeError(f"{where}: 'reason' must be a string of at most {MAX_REASON_CHARS}")
 
 
 def check_tools(payload: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:

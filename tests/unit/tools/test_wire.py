@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from edge.camera import Intrinsics
+from edge.errors import DecodeError
 from edge.frames import Frame, FrameResult, PixelFormat
 from edge.overlay.project import DisplayProfile
 from edge.overlay.types import Overlay
 from edge.registration.types import RegistrationState
-from edge.tools.types import ToolPose, ToolsResult, ToolState
+from edge.tools.types import Navigation, ToolPose, ToolsResult, ToolState, TrajectoryFigures
 from edge.tools.wire import EXTENSION_M, tools_payload
-from edge.transport.protocol import TOPIC_TOOLS
+from edge.transport.protocol import TOPIC_HUD, TOPIC_TOOLS, decode, encode, make_message
 from edge.transport.stage import PublishStage
 
 CAMERA = Intrinsics(640, 480, 615.0, 615.0, 319.5, 239.5)
@@ -89,3 +90,62 @@ def test_the_publish_stage_projects_tools_on_the_overlays_display(repo_root) -> 
     PublishStage(publisher).process(result)  # type: ignore[arg-type]
     (arrays,) = [a for topic, _, a in publisher.sent if topic == TOPIC_TOOLS]
     assert arrays["tips_px"][0] == pytest.approx(_expected_px(profile)[0], abs=1e-6)
+
+
+def _hud(tools: ToolsResult, navigation) -> dict[str, Any]:
+    frame = Frame(1, np.zeros((480, 640, 3), np.uint8), PixelFormat.RGB8, None, 0.0, CAMERA)
+    result = FrameResult(frame)
+    result.tools, result.navigation = tools, navigation
+    result.overlay = Overlay(
+        1, 0.0, RegistrationState.TRACKING, True, "TRACKING", [], "c", "d", np.eye(4)
+    )
+    publisher = _Publisher()
+    PublishStage(publisher).process(result)  # type: ignore[arg-type]
+    (payload,) = [p for topic, p, _ in publisher.sent if topic == TOPIC_HUD]
+    return decode(encode(make_message(TOPIC_HUD, payload))).payload
+
+
+def test_the_hud_says_each_tools_figures_or_what_is_missing() -> None:
+    seen = _seen().tools[0]
+    hidden = ToolPose("p", ToolState.LOST, markers_total=3, frames_unseen=40)
+    nav = Navigation(
+        "g",
+        True,
+        target_names=["t"],
+        target_distance_mm=[12.5],
+        trajectories=[TrajectoryFigures("tr", 1.5, 2.0, float("nan"), 4.0)],
+        nearest_structure="s",
+        structure_distance_mm=-1.0,
+        structure_inside=True,
+        structure_warning=True,
+    )
+    hud = _hud(ToolsResult([seen, hidden]), [nav, Navigation("p", False, ["tool"])])
+    g, p = hud["tools"]
+    assert (g["name"], g["state"], g["current"]) == ("g", "VISIBLE", True)
+    assert g["navigation"]["missing"] == [] and g["navigation"]["current"]
+    assert g["navigation"]["targets"] == [{"name": "t", "distance_mm": 12.5}]
+    traj = g["navigation"]["trajectories"][0]
+    assert traj["lateral_offset_mm"] == 1.5 and traj["remaining_depth_mm"] is None
+    assert g["navigation"]["structure"]["inside"] and g["navigation"]["structure"]["warning"]
+    assert (p["state"], p["current"], p["navigation"]) == (
+        "LOST",
+        False,
+        {"current": False, "missing": ["tool"]},
+    )
+    # Without navigation (no plan): the registration is missing, and the tool if unseen.
+    hud = _hud(ToolsResult([seen, hidden]), None)
+    assert [t["navigation"]["missing"] for t in hud["tools"]] == [
+        ["registration"],
+        ["registration", "tool"],
+    ]
+    assert _hud(None, None)["tools"] == []  # type: ignore[arg-type]
+
+
+def test_a_malformed_hud_tools_list_is_refused() -> None:
+    hud = _hud(_seen(), None)
+    hud["tools"][0]["navigation"]["missing"] = []  # not current, yet nothing missing
+    with pytest.raises(DecodeError, match="nothing is missing"):
+        decode(encode(make_message(TOPIC_HUD, hud)))
+    hud["tools"] = "g"
+    with pytest.raises(DecodeError, match="tools"):
+        decode(encode(make_message(TOPIC_HUD, hud)))
