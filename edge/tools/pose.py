@@ -6,7 +6,7 @@
    border and the white around it, a line is fitted to each side, and the corners are
    the lines' intersections (the AprilTag way; OpenCV's own AprilTag refinement is as
    accurate but took 7 ms a frame on the phantom, its corner-subpix 0.37 px median
-   error against 0.07 px).
+   error against 0.13 px: docs/tools.md).
 2. :func:`solve_tool_pose`: every visible marker gives two pose hypotheses (IPPE for a
    square, Collins & Bartoli 2014, ``SOLVEPNP_IPPE_SQUARE``), the previous frame's pose a
    third; each is scored over all visible markers, a marker whose worst corner is
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge import geometry
 from edge.camera import Intrinsics
 from edge.tools.definition import ToolSpec, aruco_dictionary
 
@@ -207,9 +208,11 @@ def _pose(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
 
 
 def _project(pose: np.ndarray, points_m: np.ndarray, intr: Intrinsics) -> np.ndarray:
-    p = points_m @ pose[:3, :3].T + pose[:3, 3]
-    z = np.where(p[:, 2] > 1e-6, p[:, 2], np.nan)
-    return np.stack([intr.fx * p[:, 0] / z + intr.ppx, intr.fy * p[:, 1] / z + intr.ppy], axis=1)
+    """Tool-frame points through ``pose`` onto the image; NaN behind the camera."""
+    p = geometry.apply(pose, points_m)
+    px = intr.project(p)
+    px[~(p[:, 2] > 1e-6)] = np.nan
+    return px
 
 
 def solve_tool_pose(

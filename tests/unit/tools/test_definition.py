@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 
 import numpy as np
 import pytest
@@ -108,9 +109,25 @@ def test_tools_print_is_true_to_scale(repo_root, tmp_path, monkeypatch, capsys) 
         # Detected corners lie on the outer edge of the black border, +-1 px.
         assert side_mm == pytest.approx(expected[marker_id], abs=2 * 25.4 / dpi), marker_id
     assert main(["tools", "print", "pointer", "--out", str(tmp_path / "p.pdf")]) == 0
-    box = re.search(rb"MediaBox \[ 0 0 ([\d.]+) ([\d.]+) \]", (tmp_path / "p.pdf").read_bytes())
+    pdf = (tmp_path / "p.pdf").read_bytes()
+    box = re.search(rb"MediaBox \[ 0 0 ([\d.]+) ([\d.]+) \]", pdf)
     assert box is not None
     assert float(box[1]) == pytest.approx(210 / 25.4 * 72, abs=0.01)
+    # Each marker is an image placed by a "w 0 0 h x y cm /In Do" in the page's content:
+    # its width and height on the page, in points, are the marker's side.
+    placed = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S):
+        try:
+            content = zlib.decompress(stream)
+        except zlib.error:
+            continue
+        placed += re.findall(rb"([\d.]+) 0 0 ([\d.]+) [\d.]+ [\d.]+ cm /I\d+ Do", content)
+    pointer = load_tools(("pointer",), "hardware/tools")[0]
+    assert len(placed) == len(pointer.markers)
+    for (w, h), m in zip(placed, pointer.markers, strict=True):
+        side_mm = m.size_m * 1000.0
+        assert float(w) / 72 * 25.4 == pytest.approx(side_mm, abs=0.25)
+        assert float(h) / 72 * 25.4 == pytest.approx(side_mm, abs=0.25)
 
 
 def test_tools_commands_refuse_bad_input_in_one_line(repo_root, tmp_path, monkeypatch, capsys):
