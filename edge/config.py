@@ -429,9 +429,11 @@ class ToolsConfig:
     max_rms_px: float = 1.5  # a pose whose inliers' RMS is above this is not shown
     depth_refine: bool = True  # correct the distance along the view ray with the depth image
     lost_after_frames: int = 10  # frames unseen (OCCLUDED) before LOST
-    # A tool seen lately is looked for around where it was; the whole image is searched
-    # for the others every this many frames (1: every frame).
-    search_every_frames: int = 5
+    # A tool seen lately is looked for around where it was, and in the whole image in the
+    # same frame when it is missed there; a LOST tool in its last box every frame and in
+    # the whole image every this many frames (1: every frame, back on its first frame;
+    # 3: back within 3 frames, and a tool left on the tray costs a third as much).
+    search_every_frames: int = 3
     smoothing: bool = True
     smoothing_min_cutoff_hz: float = 3.0
     smoothing_beta: float = 500.0  # per m/s of the tip: little smoothing once it moves

@@ -158,9 +158,16 @@ def read_toml(path: str | Path, *, max_bytes: int = MAX_TOML_BYTES) -> dict[str,
     if len(data) > max_bytes:
         raise ValueError(f"it is larger than {max_bytes} bytes, the limit")
     try:
-        return tomllib.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"it is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return parse_toml(text)
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """Parse TOML text; raises ValueError (not TOML, or nested too deep) as read_toml does."""
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"it is not valid TOML: {exc}") from None
     except RecursionError:

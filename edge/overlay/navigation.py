@@ -5,7 +5,8 @@ coordinates with the registration (``camera_to_patient = inv(patient_to_camera)`
 gives the distance from the tip to each target; for each trajectory (entry -> target)
 the lateral offset of the tip from the planned line, the angle between the tool's axis
 and the planned direction, and the depth remaining along it; and the distance to the
-nearest structure to avoid, with a warning under ``tools.structure_warning_mm``.
+nearest structure to avoid (signed: negative inside it), with a warning under
+``tools.structure_warning_mm`` and always inside.
 Figures exist only when both the registration and the tool are current this frame.
 """
 
@@ -38,7 +39,7 @@ def trajectory_figures(
 
 
 def mesh_distance_m(mesh: Mesh, point_m: np.ndarray) -> float:
-    """Distance from a point to a triangle mesh's surface (metres)."""
+    """Distance from a point to a triangle mesh's surface (metres, unsigned)."""
     from trimesh.triangles import closest_point
 
     v, f = mesh.vertices, mesh.faces
@@ -48,6 +49,41 @@ def mesh_distance_m(mesh: Mesh, point_m: np.ndarray) -> float:
     near = np.flatnonzero(vertex_d[f].min(axis=1) <= vertex_d.min() + longest)
     closest = closest_point(tri[near], np.repeat(point_m[None], near.size, axis=0))
     return float(np.linalg.norm(closest - point_m, axis=1).min())
+
+
+def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", x, y)
+
+
+def winding_number(mesh: Mesh, point_m: np.ndarray) -> float:
+    """The mesh's generalised winding number at a point: the solid angle its triangles
+    subtend there over 4 pi (Jacobson et al. 2013; each triangle's solid angle by
+    Van Oosterom & Strackee 1983). 1 inside a closed mesh (-1 when its faces point
+    inwards), 0 outside; for a mesh with holes it falls smoothly between the two."""
+    tri = mesh.vertices[mesh.faces] - point_m  # (F, 3, 3)
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    la, lb, lc = (np.linalg.norm(x, axis=1) for x in (a, b, c))
+    det = _dot(a, np.cross(b, c))
+    denominator = la * lb * lc + _dot(a, b) * lc + _dot(b, c) * la + _dot(c, a) * lb
+    return float(np.sum(2.0 * np.arctan2(det, denominator)) / (4.0 * math.pi))
+
+
+def signed_mesh_distance_m(mesh: Mesh, point_m: np.ndarray) -> float:
+    """Distance from a point to a structure's surface (metres): negative inside it, 0 on it.
+
+    Inside is where the winding number is at least 1/2 in size (its triangles' orientation
+    does not matter), looked at only within the mesh's bounding box, so the cost is one
+    pass over the triangles when the tip is near the structure and none otherwise. A mesh
+    with holes (not watertight) counts as inside where it mostly encloses the point: deep
+    inside it still does, near a hole the point may read as outside (its distance is then
+    still the distance to the surface, and the warning under ``structure_warning_mm``
+    still fires near it).
+    """
+    d = mesh_distance_m(mesh, point_m)
+    v = mesh.vertices
+    in_box = bool(((point_m >= v.min(axis=0)) & (point_m <= v.max(axis=0))).all())
+    inside = in_box and abs(winding_number(mesh, point_m)) >= 0.5
+    return -d if inside else d
 
 
 def navigation_figures(
@@ -62,10 +98,13 @@ def navigation_figures(
         for t in plan.trajectories
     ]
     for s in plan.structures:
-        d_mm = mesh_distance_m(s.mesh, tip_patient_m) * 1000.0
+        d_mm = signed_mesh_distance_m(s.mesh, tip_patient_m) * 1000.0
         if not d_mm >= nav.structure_distance_mm:  # also replaces the initial NaN
             nav.nearest_structure, nav.structure_distance_mm = s.name, d_mm
-    nav.structure_warning = bool(nav.structure_distance_mm < warn_mm)
+    # Inside a structure (distance <= 0) always warns, whatever the threshold.
+    d = nav.structure_distance_mm
+    nav.structure_inside = bool(d <= 0.0)
+    nav.structure_warning = bool(d <= 0.0 or d < warn_mm)
     return nav
 
 

@@ -44,6 +44,8 @@ class Overlay:
     structures: list[dict[str, Any]] = field(default_factory=list)
     display_name: str = "camera"
     display_intrinsics: Intrinsics | None = None
+    # The display profile's camera -> display transform (the tools topic projects with it).
+    camera_to_display: np.ndarray = field(default_factory=lambda: np.eye(4))
     targets_px: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     targets_visible: list[bool] = field(default_factory=list)
     trajectories_px: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 2)))
@@ -127,6 +129,7 @@ class Overlay:
                 }
                 for i, n in enumerate(self.target_names)
             ],
+            "tools": [],  # filled by the publish stage from the frame's tools (edge.tools.wire)
         }
 
 

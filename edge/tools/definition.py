@@ -19,7 +19,9 @@ is clockwise. Positions are millimetres in the file, metres once loaded.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ConfigError, ToolError
-from edge.files import read_toml, write_atomic
+from edge.files import parse_toml, read_toml, write_atomic
 from edge.typed_toml import build_dataclass
 
 # The ArUco dictionaries a tool may use, with the number of markers each holds.
@@ -44,6 +46,9 @@ MAX_MARKERS = 32
 MARKER_SIZE_MM = (5.0, 200.0)
 SQUARE_TOLERANCE_MM = 0.2  # sides and diagonals of a marker agree within this
 MAX_TIP_MM = 500.0
+# A tool's name goes on the HUD, the wire and file names: a safe, short word.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_TIP_SOURCE_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -121,17 +126,22 @@ class ToolSpec:
             return "[" + ", ".join(f"{float(x):.4f}" for x in v) + "]"
 
         lines = [
-            f'name = "{self.name}"',
-            f'dictionary = "{self.dictionary}"',
+            f"name = {_toml_string(self.name)}",
+            f"dictionary = {_toml_string(self.dictionary)}",
             f"axis = {vec(self.axis)}",
             f"tip_mm = {vec(self.tip_m * 1000.0)}",
             f"tip_rms_mm = {self.tip_rms_mm:.4f}",
-            f'tip_source = "{self.tip_source}"',
+            f"tip_source = {_toml_string(self.tip_source)}",
         ]
         for m in self.markers:
             corners = ", ".join(vec(c * 1000.0) for c in m.corners_m)
             lines += ["", "[[markers]]", f"id = {m.id}", f"corners_mm = [{corners}]"]
         return "\n".join(lines) + "\n"
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's: quotes, backslashes, controls)."""
+    return json.dumps(text, ensure_ascii=True)
 
 
 def aruco_dictionary(name: str) -> Any:
@@ -164,18 +174,34 @@ def load_tool(name_or_path: str, tools_dir: str | Path = "hardware/tools") -> To
             f"tools in {tools_dir}: {known}",
         ) from None
     except (OSError, ValueError) as exc:
-        raise ToolError(f"cannot read tool file {path}: {exc}", "fix the file") from None
+        raise ToolError(
+            f"cannot read tool file {path}: {exc}", f"fix the tool file {path}"
+        ) from None
+    return _parsed(data, str(path))
+
+
+def _parsed(data: dict[str, Any], where: str) -> ToolSpec:
     try:
-        raw = build_dataclass(_ToolFile, data, "", str(path), None, {})
+        raw = build_dataclass(_ToolFile, data, "", where, None, {})
     except ConfigError as exc:
-        raise ToolError(exc.problem, exc.fix or "fix the tool file") from None
-    return _validated(raw, str(path))
+        raise ToolError(exc.problem, f"fix the value in the tool file {where}") from None
+    return _validated(raw, where)
 
 
 def _validated(raw: _ToolFile, where: str) -> ToolSpec:
     def bad(problem: str, fix: str) -> ToolError:
         return ToolError(f"{where}: {problem}", fix)
 
+    if not NAME_PATTERN.fullmatch(raw.name):
+        raise bad(
+            f"name {raw.name!r:.40} is not a tool name",
+            "use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit",
+        )
+    if len(raw.tip_source) > MAX_TIP_SOURCE_CHARS or not raw.tip_source.isprintable():
+        raise bad(
+            "tip_source is not one line of printable text",
+            f"give at most {MAX_TIP_SOURCE_CHARS} printable characters",
+        )
     if raw.dictionary not in DICTIONARIES:
         raise bad(
             f"unknown marker dictionary {raw.dictionary!r}", "use one of " + ", ".join(DICTIONARIES)
@@ -247,20 +273,44 @@ def write_tip(path: str | Path, tip_m: np.ndarray, rms_mm: float, source: str) -
             : next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
         ]
     )
-    write_atomic(path, head + new.to_toml())
+    text = head + new.to_toml()
+    # What is written must read back as the same tool: checked before the file is replaced.
+    try:
+        _parsed(parse_toml(text), str(path))
+    except (ValueError, ToolError) as exc:
+        raise ToolError(
+            f"the calibrated tool file for {path} would not read back ({exc})",
+            "the file was left as it was; fix its values and calibrate again",
+        ) from None
+    write_atomic(path, text)
     return load_tool(str(path))
 
 
 def load_tools(names: tuple[str, ...], tools_dir: str | Path) -> tuple[ToolSpec, ...]:
-    """Several tools; their markers must not share a (dictionary, id)."""
+    """Several tools, each file once; their names differ and their markers must not share
+    a (dictionary, id)."""
     specs = tuple(load_tool(n, tools_dir) for n in names)
-    seen: dict[tuple[str, int], str] = {}
+    files: dict[str, ToolSpec] = {}
+    by_name: dict[str, ToolSpec] = {}
+    for s in specs:
+        key = str(Path(s.path).resolve())
+        if key in files:
+            raise ToolError(f"tool file {s.path} is listed twice", "list each tool once")
+        files[key] = s
+        other = by_name.setdefault(s.name, s)
+        if other is not s:
+            raise ToolError(
+                f"tool files {other.path} and {s.path} both name a tool {s.name!r}",
+                f"give each tool its own name (in the tool file {s.path})",
+            )
+    seen: dict[tuple[str, int], ToolSpec] = {}
     for s in specs:
         for i in s.marker_ids:
-            other = seen.setdefault((s.dictionary, i), s.name)
-            if other != s.name:
+            other = seen.setdefault((s.dictionary, i), s)
+            if other is not s:
                 raise ToolError(
-                    f"tools {other} and {s.name} both use marker {i} of {s.dictionary}",
-                    "give every tool its own marker ids",
+                    f"tools {other.name} ({other.path}) and {s.name} ({s.path}) both use "
+                    f"marker {i} of {s.dictionary}",
+                    f"give every tool its own marker ids (in the tool file {s.path})",
                 )
     return specs

@@ -6,25 +6,31 @@
    border and the white around it, a line is fitted to each side, and the corners are
    the lines' intersections (the AprilTag way; OpenCV's own AprilTag refinement is as
    accurate but took 7 ms a frame on the phantom, its corner-subpix 0.37 px median
-   error against 0.07 px).
+   error against 0.13 px: docs/tools.md).
 2. :func:`solve_tool_pose`: every visible marker gives two pose hypotheses (IPPE for a
    square, Collins & Bartoli 2014, ``SOLVEPNP_IPPE_SQUARE``), the previous frame's pose a
    third; each is scored over all visible markers, a marker whose worst corner is
    further than ``max_reprojection_px`` from the hypothesis is an outlier (RANSAC with
    one-marker samples), and the best one is refined over the inliers' corners together
    (Levenberg-Marquardt, ``solvePnPRefineLM``).
-3. With depth, the pose is moved along the view ray through the markers by the median
-   difference between the measured depth inside the markers and the depth the pose
-   predicts there (the markers are planes): the distance along the ray is what a
-   monocular pose knows least well.
+3. With depth, the median difference between the measured depth inside the markers and
+   the depth the pose predicts there (the markers are planes) says how far along the
+   view ray the pose may be off: the distance along the ray is what a monocular pose
+   knows least well. The depth camera has its own bias (a few millimetres at 0.5 m), so
+   the pose moves by that difference weighted by the two uncertainties (inverse
+   variance): the pose's along the ray, from its corners' spread and reprojection
+   error, against :data:`DEPTH_SIGMA_M`. Several markers on different faces pin the
+   distance down and keep the PnP pose; a single small marker moves towards the depth.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from edge import geometry
 from edge.camera import Intrinsics
 from edge.tools.definition import ToolSpec, aruco_dictionary
 
@@ -37,6 +43,13 @@ DEPTH_INSET = 0.6  # sample depth inside the marker, this share of its size (awa
 DEPTH_GRID = 8  # an 8 x 8 grid of depth samples on each marker
 MIN_DEPTH_SAMPLES = 20
 MAX_DEPTH_OFFSET_M = 0.03  # larger: something is in front of the markers; keep the PnP pose
+# The depth camera's error at the markers, bias included (D400: within 2 % of the range,
+# about 2-4 mm at 0.5 m once a few dozen samples are averaged; the bias does not average).
+DEPTH_SIGMA_M = 0.003
+MIN_CORNER_SIGMA_PX = 0.1  # the corners' error is never taken as below this
+# An error common to every corner (the edges found a little in or out: the marker's
+# apparent size) does not average out over corners; it sets the range's error floor.
+CORNER_BIAS_PX = 0.1
 
 
 @dataclass(frozen=True)
@@ -171,7 +184,7 @@ class PoseEstimate:
     tool_to_camera: np.ndarray
     markers_used: list[int]
     rms_px: float
-    depth_offset_mm: float  # NaN when the depth was not used
+    depth_offset_mm: float  # the correction applied along the view ray; NaN: depth not used
 
 
 def _marker_to_tool(corners_m: np.ndarray) -> np.ndarray:
@@ -195,9 +208,11 @@ def _pose(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
 
 
 def _project(pose: np.ndarray, points_m: np.ndarray, intr: Intrinsics) -> np.ndarray:
-    p = points_m @ pose[:3, :3].T + pose[:3, 3]
-    z = np.where(p[:, 2] > 1e-6, p[:, 2], np.nan)
-    return np.stack([intr.fx * p[:, 0] / z + intr.ppx, intr.fy * p[:, 1] / z + intr.ppy], axis=1)
+    """Tool-frame points through ``pose`` onto the image; NaN behind the camera."""
+    p = geometry.apply(pose, points_m)
+    px = intr.project(p)
+    px[~(p[:, 2] > 1e-6)] = np.nan
+    return px
 
 
 def solve_tool_pose(
@@ -269,9 +284,12 @@ def solve_tool_pose(
     offset_m = float("nan")
     if depth is not None:
         markers = [seen[i][0] for i in np.flatnonzero(inl)]
-        offset_m = _depth_offset_m(pose, markers, intr, depth, depth_scale_m)
-        if np.isfinite(offset_m):
-            centre = (obj[inl].reshape(-1, 3) @ pose[:3, :3].T + pose[:3, 3]).mean(axis=0)
+        measured_m = _depth_offset_m(pose, markers, intr, depth, depth_scale_m)
+        if np.isfinite(measured_m):
+            points = obj[inl].reshape(-1, 3) @ pose[:3, :3].T + pose[:3, 3]
+            centre = points.mean(axis=0)
+            sigma_pnp = pnp_range_sigma_m(points, rms, intr.fx)
+            offset_m = measured_m * sigma_pnp**2 / (sigma_pnp**2 + DEPTH_SIGMA_M**2)
             pose = pose.copy()
             pose[:3, 3] += offset_m * centre / centre[2]
     return PoseEstimate(
@@ -280,6 +298,21 @@ def solve_tool_pose(
         rms,
         offset_m * 1000.0 if np.isfinite(offset_m) else float("nan"),
     )
+
+
+def pnp_range_sigma_m(points_camera_m: np.ndarray, rms_px: float, focal_px: float) -> float:
+    """The PnP pose's standard error along the view ray (metres), from its corners.
+
+    The range comes from the corners' apparent spread: z = f S / s, so an error of
+    sigma px on each of N corners spread s px about their centre moves it by about
+    z sigma / (s sqrt(N)); sigma is the reprojection RMS (at least
+    :data:`MIN_CORNER_SIGMA_PX`), s the corners' RMS distance from their centre.
+    """
+    z = float(points_camera_m[:, 2].mean())
+    spread_m = float(np.sqrt(np.mean(np.sum((points_camera_m - points_camera_m.mean(0)) ** 2, 1))))
+    spread_px = focal_px * spread_m / z
+    random_px = max(float(rms_px), MIN_CORNER_SIGMA_PX) / math.sqrt(len(points_camera_m))
+    return z * math.hypot(random_px, CORNER_BIAS_PX) / max(spread_px, 1e-9)
 
 
 def _marker_hypotheses(seen: list, K: np.ndarray) -> list[np.ndarray]:

@@ -2,17 +2,25 @@
 
 Runs after tracking (it reads only the frame) and writes ``result.tools``
 (:class:`~edge.tools.types.ToolsResult`). A tool not seen this frame is OCCLUDED at
-once, LOST after ``tools.lost_after_frames``; the first frame it is seen again it is
+once, LOST after ``tools.lost_after_frames``; the first frame it is found again it is
 VISIBLE (or PARTIAL) with a fresh, unsmoothed pose. Smoothing is a One Euro filter
 (Casiez et al. 2012, as for the face landmarks, :mod:`edge.tracking.smoothing`) on the
 tip position and the rotation, restarted whenever the tool was not seen.
 
-A tool seen lately is looked for only around where it was (its markers' box, grown by
-half its size each way); the whole image is searched every ``tools.search_every_frames``
-frames while a tool is LOST.
+A tool seen lately is looked for first around where it was (its markers' box, grown by
+half its size each way); a tool missed there (it jumped out of its box, or it is hidden)
+is looked for in the whole image in the same frame, so a tool in view is never reported
+unseen, and one back from an occlusion shorter than ``tools.lost_after_frames`` is current
+on the first frame it is back. A LOST tool is looked for in
+its last box every frame and in the whole image every ``tools.search_every_frames``
+frames, counted from when it went LOST (default 3: current within 3 frames of its
+return; 1: on the first; the whole-image search costs as much again as the rest of the
+stage, so a configured tool left out of view costs a third of that at 3).
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
@@ -23,7 +31,10 @@ from edge.tools.pose import Detections, MarkerDetector, PoseEstimate, solve_tool
 from edge.tools.types import ToolPose, ToolsResult, ToolState
 from edge.tracking.smoothing import OneEuroFilter
 
+log = logging.getLogger(__name__)
+
 MARKERS_FOR_FULL_QUALITY = 3
+MAX_REASON_CHARS = 200
 BOX_MARGIN_PX = 24.0
 ROTATION_BETA_SCALE = 0.1  # a rotation entry moving 1/s ~ a point 0.1 m away at 0.1 m/s
 
@@ -38,7 +49,7 @@ class _Track:
         self.frames_unseen = config.lost_after_frames  # LOST until first seen
         self.previous: np.ndarray | None = None
         self.last_s = float("-inf")
-        self.box: Box | None = None  # where to look; None once LOST
+        self.box: Box | None = None  # where it was last seen; None: never (or before a gap)
         c = config
         self.tip_filter = OneEuroFilter(
             c.smoothing_min_cutoff_hz, c.smoothing_beta, c.smoothing_d_cutoff_hz
@@ -65,59 +76,123 @@ class ToolStage:
         self.specs = specs
         self._detector = MarkerDetector({s.dictionary for s in specs})
         self._tracks = [_Track(s, self.config) for s in specs]
-        self._frames = 0
+        self._failure = ""  # the last failure's reason, logged once
 
     @classmethod
     def from_config(cls, config: ToolsConfig) -> ToolStage:
         return cls(load_tools(config.names, config.dir), config)
 
     def source_gap(self, reason: str) -> None:
-        """No frame: every tool is unseen from now on (its smoothing restarts)."""
+        """No frame: every tool is LOST from now on, looked for in the whole image (its
+        smoothing restarts; where it was before the gap says nothing about after)."""
         for t in self._tracks:
             t.forget()
+            t.box = None
+            t.frames_unseen = max(t.frames_unseen, self.config.lost_after_frames)
 
     def process(self, result: FrameResult) -> None:
-        frame = result.frame
-        intr = frame.intrinsics
-        self._frames += 1
-        roi = self._search_region(intr.width, intr.height)
-        found = {}
-        if roi is not None:
-            found = {
-                k: _undistorted(v, intr)
-                for k, v in self._detector.detect(_gray(frame, roi), roi).items()
-            }
-        depth = frame.depth if self.config.depth_refine else None
-        poses = []
-        for track in self._tracks:
-            estimate = None
-            if track.spec.dictionary in found:
-                estimate = solve_tool_pose(
-                    track.spec,
-                    found[track.spec.dictionary],
-                    intr,
-                    max_reprojection_px=self.config.max_reprojection_px,
-                    previous=track.previous,
-                    depth=depth,
-                    depth_scale_m=frame.depth_scale_m,
-                )
-            if estimate is not None and estimate.rms_px > self.config.max_rms_px:
-                estimate = None
-            poses.append(self._update(track, estimate, frame.capture_s, intr))
+        """``result.tools`` for this frame. A failure here (a detector or solver error)
+        must not fail the frame: the plan overlay does not depend on the tools. The tools
+        are then LOST with the reason, logged once each time the reason changes."""
+        try:
+            poses = self._poses(result.frame)
+        except Exception as exc:  # a tool failure must not blank the plan overlay
+            reason = f"tool tracking failed: {type(exc).__name__}: {exc}"[:MAX_REASON_CHARS]
+            if reason != self._failure:
+                log.warning("%s; the tools are LOST until it works again", reason, exc_info=True)
+            self._failure = reason
+            poses = [self._lost(t, reason) for t in self._tracks]
+        else:
+            if self._failure:
+                log.info("tool tracking works again")
+            self._failure = ""
         result.tools = ToolsResult(poses)
 
-    def _search_region(self, width: int, height: int) -> Box | None:
-        """The whole image on a search frame while a tool is LOST, else the union of the
-        boxes of the tools seen lately; None: nowhere to look this frame."""
-        lost = any(t.box is None for t in self._tracks)
-        if lost and (self._frames - 1) % self.config.search_every_frames == 0:
-            return (0, 0, width, height)
+    def _lost(self, track: _Track, reason: str) -> ToolPose:
+        """The tool as LOST after a failure: forgotten, looked for everywhere next time."""
+        track.forget()
+        track.box = None
+        track.frames_unseen = max(track.frames_unseen + 1, self.config.lost_after_frames)
+        return ToolPose(
+            track.spec.name,
+            ToolState.LOST,
+            markers_total=len(track.spec.markers),
+            frames_unseen=track.frames_unseen,
+            tip_rms_mm=track.spec.tip_rms_mm,
+            reason=reason,
+        )
+
+    def _poses(self, frame: Frame) -> list[ToolPose]:
+        intr = frame.intrinsics
+        whole = (0, 0, intr.width, intr.height)
+        depth = frame.depth if self.config.depth_refine else None
+
+        def solve(track: _Track, found: dict[str, Detections]) -> PoseEstimate | None:
+            if track.spec.dictionary not in found:
+                return None
+            estimate = solve_tool_pose(
+                track.spec,
+                found[track.spec.dictionary],
+                intr,
+                max_reprojection_px=self.config.max_reprojection_px,
+                previous=track.previous,
+                depth=depth,
+                depth_scale_m=frame.depth_scale_m,
+            )
+            if estimate is not None and estimate.rms_px > self.config.max_rms_px:
+                return None
+            return estimate
+
+        roi = self._boxes_region(intr.width, intr.height)
+        found = self._detect(frame, roi) if roi is not None else {}
+        estimates = [solve(t, found) for t in self._tracks]
+        # Missed where it was, or only one of its markers there (the rest may have left
+        # the box): the whole image, in this same frame.
+        missed = [
+            i
+            for i, (t, e) in enumerate(zip(self._tracks, estimates, strict=True))
+            if (e is None and self._search_whole(t))
+            or (e is not None and len(e.markers_used) < min(2, len(t.spec.markers)))
+        ]
+        if roi != whole and missed:
+            found = self._detect(frame, whole)
+            for i in missed:
+                again = solve(self._tracks[i], found)
+                before = estimates[i]
+                if again is not None and (
+                    before is None or len(again.markers_used) > len(before.markers_used)
+                ):
+                    estimates[i] = again
+        return [
+            self._update(t, e, frame.capture_s, intr)
+            for t, e in zip(self._tracks, estimates, strict=True)
+        ]
+
+    def _detect(self, frame: Frame, roi: Box) -> dict[str, Detections]:
+        return {
+            k: _undistorted(v, frame.intrinsics)
+            for k, v in self._detector.detect(_gray(frame, roi), roi).items()
+        }
+
+    def _search_whole(self, track: _Track) -> bool:
+        """Whether a tool missed in its box is looked for in the whole image this frame:
+        always while it was seen lately, every ``search_every_frames`` frames once LOST
+        (counted from the frame it went LOST, so the search cycle is the same for every
+        occlusion)."""
+        since_lost = track.frames_unseen - self.config.lost_after_frames
+        return since_lost < 0 or since_lost % self.config.search_every_frames == 0
+
+    def _boxes_region(self, width: int, height: int) -> Box | None:
+        """The union of the tools' boxes (where each was last seen), clipped to the image;
+        None: no tool has one."""
         boxes = np.array([t.box for t in self._tracks if t.box is not None])
         if boxes.size == 0:
             return None
         x0, y0 = boxes[:, :2].min(axis=0)
         x1, y1 = boxes[:, 2:].max(axis=0)
-        return (max(int(x0), 0), max(int(y0), 0), min(int(x1), width), min(int(y1), height))
+        x0, y0 = max(int(x0), 0), max(int(y0), 0)
+        x1, y1 = min(int(x1), width), min(int(y1), height)
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
     def _update(
         self, track: _Track, estimate: PoseEstimate | None, t_s: float, intr: Intrinsics
@@ -127,8 +202,6 @@ class ToolStage:
             track.frames_unseen += 1
             track.forget()
             lost = track.frames_unseen >= self.config.lost_after_frames
-            if lost:
-                track.box = None
             return ToolPose(
                 spec.name,
                 ToolState.LOST if lost else ToolState.OCCLUDED,

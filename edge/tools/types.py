@@ -43,6 +43,7 @@ class ToolPose:
     depth_offset_mm: float = float("nan")  # the depth image's correction along the view ray
     frames_unseen: int = 0
     tip_rms_mm: float = 0.0  # the tip's calibration RMS (tool file)
+    reason: str = ""  # why it is LOST when that is not "out of view" (the stage failed)
 
     @property
     def current(self) -> bool:
@@ -91,5 +92,6 @@ class Navigation:
     target_distance_mm: list[float] = field(default_factory=list)
     trajectories: list[TrajectoryFigures] = field(default_factory=list)
     nearest_structure: str = ""
-    structure_distance_mm: float = float("nan")
-    structure_warning: bool = False
+    structure_distance_mm: float = float("nan")  # to its surface; <= 0 inside it
+    structure_inside: bool = False  # the tip is inside the nearest structure
+    structure_warning: bool = False  # inside it, or closer than tools.structure_warning_mm

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from edge.camera import Intrinsics
+from edge.overlay.project import DisplayProfile, project_points
 from edge.tools.types import Navigation, ToolPose, ToolsResult
 
 EXTENSION_M = 0.10  # the virtual extension drawn beyond the tip, along the axis
@@ -22,9 +23,9 @@ def _num(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _navigation(nav: Navigation | None) -> dict[str, Any]:
-    if nav is None:
-        return {"current": False, "missing": ["registration"]}
+def _navigation(nav: Navigation | None, tool_current: bool) -> dict[str, Any]:
+    if nav is None:  # no navigation stage (no plan): nothing to register against
+        return {"current": False, "missing": ["registration"] + ([] if tool_current else ["tool"])}
     out: dict[str, Any] = {"current": nav.current, "missing": list(nav.missing)}
     if not nav.current:
         return out
@@ -45,6 +46,7 @@ def _navigation(nav: Navigation | None) -> dict[str, Any]:
     out["structure"] = {
         "name": nav.nearest_structure,
         "distance_mm": _num(nav.structure_distance_mm),
+        "inside": nav.structure_inside,
         "warning": nav.structure_warning,
     }
     return out
@@ -61,14 +63,41 @@ def _tool(t: ToolPose, nav: Navigation | None) -> dict[str, Any]:
         "reprojection_rms_px": _num(t.reprojection_rms_px),
         "frames_unseen": int(t.frames_unseen),
         "tip_rms_mm": float(t.tip_rms_mm),
-        "navigation": _navigation(nav),
+        "reason": t.reason,
+        "navigation": _navigation(nav, t.current),
     }
 
 
+def hud_tools(tools: ToolsResult | None, navigation: list[Navigation] | None) -> list[Any]:
+    """The ``hud`` topic's ``tools``: per tool what a text-only display says (its state,
+    the navigation figures, or which input is ``missing``), the tools topic's maps."""
+    if tools is None:
+        return []
+    navs = {n.tool: n for n in navigation or []}
+    return [
+        {
+            "name": t.name,
+            "state": t.state.value,
+            "current": t.current,
+            "reason": t.reason,
+            "navigation": _navigation(navs.get(t.name), t.current),
+        }
+        for t in tools.tools
+    ]
+
+
 def tools_payload(
-    tools: ToolsResult, navigation: list[Navigation] | None, display: Intrinsics
+    tools: ToolsResult,
+    navigation: list[Navigation] | None,
+    profile: DisplayProfile,
+    camera: Intrinsics,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Payload map and arrays of the ``tools`` topic; pixels on ``display``."""
+    """Payload map and arrays of the ``tools`` topic.
+
+    Pixels are on the display of ``profile`` (its intrinsics and ``camera_to_display``,
+    as the plan overlay's, :func:`edge.overlay.project.project_points`); ``camera`` is
+    the frame's camera. An extension with an end behind the display has NaN pixels.
+    """
     navs = {n.tool: n for n in navigation or []}
     n = len(tools.tools)
     poses = np.full((n, 4, 4), np.nan)
@@ -82,8 +111,8 @@ def tools_payload(
         assert t.tip_camera_m is not None and t.axis_camera is not None
         poses[i], tips[i], axes[i] = t.tool_to_camera, t.tip_camera_m, t.axis_camera
         ends = np.stack([t.tip_camera_m, t.tip_camera_m + EXTENSION_M * t.axis_camera])
-        if (ends[:, 2] > 0.01).all():
-            px = display.project(ends)
+        px, _, _ = project_points(ends, profile, camera)
+        if np.isfinite(px).all():
             tips_px[i], extensions_px[i] = px[0], px
     payload = {"tools": [_tool(t, navs.get(t.name)) for t in tools.tools]}
     arrays = {

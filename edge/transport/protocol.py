@@ -326,6 +326,7 @@ PAYLOAD_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "fps": _NUM,
         "latency_ms": _NUM,
         "targets": (list,),
+        "tools": (list,),
     },
     TOPIC_STATUS: {
         "state": (str,),
@@ -378,6 +379,10 @@ def check_payload(topic: str, payload: dict[str, Any], arrays: dict[str, np.ndar
         from edge.transport.tools_codec import check_tools
 
         check_tools(payload, arrays)
+    if topic == TOPIC_HUD:
+        from edge.transport.tools_codec import check_hud_tools
+
+        check_hud_tools(payload["tools"])
 
 
 def _check_overlay_arrays(payload: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:

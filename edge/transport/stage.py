@@ -118,9 +118,14 @@ class PublishStage:
             frame=overlay.frame_number,
             capture_unix_s=overlay.capture_unix_s,
         )
+        hud = overlay.hud_payload()
+        if result.tools is not None:
+            from edge.tools.wire import hud_tools
+
+            hud["tools"] = hud_tools(result.tools, result.navigation)
         self.publisher.send(
             TOPIC_HUD,
-            overlay.hud_payload(),
+            hud,
             frame=overlay.frame_number,
             capture_unix_s=overlay.capture_unix_s,
         )
@@ -130,14 +135,27 @@ class PublishStage:
 
     def _send_tools(self, result: FrameResult, overlay: Any) -> None:
         """The ``tools`` topic: tracked instruments and their navigation figures."""
+        from edge.overlay.project import DisplayProfile
         from edge.tools.wire import tools_payload
 
         assert result.tools is not None
         frame = result.frame
-        display = overlay.display_intrinsics if overlay is not None else None
-        payload, arrays = tools_payload(
-            result.tools, result.navigation, display or frame.intrinsics
-        )
+        # The overlay's display (its intrinsics and camera_to_display), so that the tool and
+        # the plan are drawn on the same display; without an overlay (no plan), the camera.
+        profile = DisplayProfile()
+        if overlay is not None and overlay.display_intrinsics is not None:
+            d = overlay.display_intrinsics
+            profile = DisplayProfile(
+                overlay.display_name,
+                width=d.width,
+                height=d.height,
+                fx=d.fx,
+                fy=d.fy,
+                ppx=d.ppx,
+                ppy=d.ppy,
+                camera_to_display=overlay.camera_to_display,
+            )
+        payload, arrays = tools_payload(result.tools, result.navigation, profile, frame.intrinsics)
         self.publisher.send(
             TOPIC_TOOLS,
             payload,

@@ -416,25 +416,36 @@ def draw_overlay(
 CYAN = (230, 220, 60)  # BGR
 
 
+def _mm(x: Any) -> str:
+    """A figure as the readout shows it: one decimal, or "-" when the edge sent nil."""
+    return "-" if x is None else f"{float(x):.1f}"
+
+
 def tool_readout(tool: dict[str, Any]) -> str:
-    """One line per tool: tip to target, off the line, angle, depth left; or what is missing."""
-    nav = tool.get("navigation", {})
-    if not tool.get("current"):
-        return f"{tool['name']}: {tool['state']} - no navigation"
-    if not nav.get("current"):
-        return f"{tool['name']}: no navigation, not current: {', '.join(nav.get('missing', []))}"
+    """One line per tool: tip to target, off the line, angle, depth left; or what is missing.
+
+    ``tool`` is an entry the tools codec accepted (edge/transport/tools_codec.py)."""
+    nav = tool["navigation"]
+    if not tool["current"]:
+        why = f" ({tool['reason']})" if tool["reason"] else ""
+        return f"{tool['name']}: {tool['state']}{why} - no navigation"
+    if not nav["current"]:
+        return f"{tool['name']}: no navigation, not current: {', '.join(nav['missing'])}"
     parts = [str(tool["name"]) + ":"]
-    for t in nav.get("trajectories", [])[:1]:
+    for t in nav["trajectories"][:1]:
         parts.append(
-            f"{t['distance_to_target_mm']:.1f} mm to target, off line {t['lateral_offset_mm']:.1f}"
-            f" mm, {t['angle_deg']:.1f} deg, depth left {t['remaining_depth_mm']:.1f} mm"
+            f"{_mm(t['distance_to_target_mm'])} mm to target, off line "
+            f"{_mm(t['lateral_offset_mm'])} mm, {_mm(t['angle_deg'])} deg, depth left "
+            f"{_mm(t['remaining_depth_mm'])} mm"
         )
     if len(parts) == 1:
-        for t in nav.get("targets", [])[:1]:
-            parts.append(f"{t['distance_mm']:.1f} mm to {t['name']}")
-    s = nav.get("structure", {})
-    if s.get("warning") and s.get("distance_mm") is not None:
-        parts.append(f"NEAR {s['name']} {s['distance_mm']:.1f} mm")
+        for t in nav["targets"][:1]:
+            parts.append(f"{_mm(t['distance_mm'])} mm to {t['name']}")
+    s = nav["structure"]
+    if s["inside"]:
+        parts.append(f"INSIDE {s['name']} {_mm(s['distance_mm'])} mm")
+    elif s["warning"]:
+        parts.append(f"NEAR {s['name']} {_mm(s['distance_mm'])} mm")
     return " ".join(parts)
 
 
@@ -445,9 +456,10 @@ def draw_tools(canvas: np.ndarray, payload: dict[str, Any], arrays: dict[str, np
 
     h = canvas.shape[0]
     for i, tool in enumerate(payload["tools"]):
-        near = tool.get("navigation", {}).get("structure", {}).get("warning", False)
-        color = (RED if near else CYAN) if tool.get("current") else AMBER
-        if tool.get("current"):
+        nav = tool["navigation"]
+        near = nav["current"] and nav["structure"]["warning"]
+        color = (RED if near else CYAN) if tool["current"] else AMBER
+        if tool["current"]:
             ext = arrays["extensions_px"][i]
             if np.isfinite(ext).all() and (np.abs(ext) < 1e5).all():
                 a = (round(float(ext[0, 0])), round(float(ext[0, 1])))

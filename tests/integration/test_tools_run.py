@@ -13,6 +13,7 @@ from edge.camera import Intrinsics
 from edge.cli import main
 from edge.config import EdgeConfig, ToolsConfig, parse_config
 from edge.errors import ConfigError, DecodeError
+from edge.overlay.project import DisplayProfile
 from edge.registration.types import RegistrationState
 from edge.tools.types import ToolState
 from edge.tools.wire import tools_payload
@@ -62,7 +63,7 @@ def test_edge_run_tracks_the_tool_and_navigates_only_when_both_are_current(repo_
             traj = nav["needle-guide"].trajectories[0]
             assert traj.name == "frontal_approach" and 0 <= traj.angle_deg < 15
         # The topic's wire form survives the codec, and the viewer draws what it says.
-        payload, arrays = tools_payload(r.tools, r.navigation, intr)
+        payload, arrays = tools_payload(r.tools, r.navigation, DisplayProfile(), intr)
         msg = decode(encode(make_message(TOPIC_TOOLS, payload, arrays, frame=r.frame.number)))
         entry = msg.payload["tools"][0]
         assert entry["state"] == guide.state.value and entry["current"] == guide.current
@@ -84,7 +85,7 @@ def test_the_tools_codec_refuses_a_tool_shown_current_without_being_seen():
     seen = ToolPose(
         "g", ToolState.VISIBLE, pose, np.array([0, 0, 0.6]), np.array([0, 0, 1.0]), quality=1.0
     )
-    payload, arrays = tools_payload(ToolsResult([seen]), None, intr)
+    payload, arrays = tools_payload(ToolsResult([seen]), None, DisplayProfile(), intr)
     decode(encode(make_message(TOPIC_TOOLS, payload, arrays)))
     payload["tools"][0]["state"] = "OCCLUDED"  # current, yet not seen: refused
     with pytest.raises(DecodeError, match="'current' must say"):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge import geometry
 from edge.errors import ToolError
 from edge.frames import GroundTruth, Intrinsics
 from edge.sources.phantom.face import FaceModel
@@ -197,9 +198,7 @@ def _rotation_taking(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _axis_angle(axis: np.ndarray, angle_rad: float) -> np.ndarray:
-    a = axis / np.linalg.norm(axis)
-    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-    return np.eye(3) + np.sin(angle_rad) * k + (1 - np.cos(angle_rad)) * k @ k
+    return geometry.axis_angle_to_matrix(axis / np.linalg.norm(axis), angle_rad)
 
 
 def _smooth(x: float) -> float:

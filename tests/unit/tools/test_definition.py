@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import zlib
 
 import numpy as np
 import pytest
@@ -107,9 +109,25 @@ def test_tools_print_is_true_to_scale(repo_root, tmp_path, monkeypatch, capsys) 
         # Detected corners lie on the outer edge of the black border, +-1 px.
         assert side_mm == pytest.approx(expected[marker_id], abs=2 * 25.4 / dpi), marker_id
     assert main(["tools", "print", "pointer", "--out", str(tmp_path / "p.pdf")]) == 0
-    box = re.search(rb"MediaBox \[ 0 0 ([\d.]+) ([\d.]+) \]", (tmp_path / "p.pdf").read_bytes())
+    pdf = (tmp_path / "p.pdf").read_bytes()
+    box = re.search(rb"MediaBox \[ 0 0 ([\d.]+) ([\d.]+) \]", pdf)
     assert box is not None
     assert float(box[1]) == pytest.approx(210 / 25.4 * 72, abs=0.01)
+    # Each marker is an image placed by a "w 0 0 h x y cm /In Do" in the page's content:
+    # its width and height on the page, in points, are the marker's side.
+    placed = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S):
+        try:
+            content = zlib.decompress(stream)
+        except zlib.error:
+            continue
+        placed += re.findall(rb"([\d.]+) 0 0 ([\d.]+) [\d.]+ [\d.]+ cm /I\d+ Do", content)
+    pointer = load_tools(("pointer",), "hardware/tools")[0]
+    assert len(placed) == len(pointer.markers)
+    for (w, h), m in zip(placed, pointer.markers, strict=True):
+        side_mm = m.size_m * 1000.0
+        assert float(w) / 72 * 25.4 == pytest.approx(side_mm, abs=0.25)
+        assert float(h) / 72 * 25.4 == pytest.approx(side_mm, abs=0.25)
 
 
 def test_tools_commands_refuse_bad_input_in_one_line(repo_root, tmp_path, monkeypatch, capsys):
@@ -122,3 +140,45 @@ def test_tools_commands_refuse_bad_input_in_one_line(repo_root, tmp_path, monkey
     assert "use a .png or .pdf" in capsys.readouterr().err
     assert main(["tools", "list"]) == 0
     assert "needle-guide: 5 markers [0, 1, 2, 3, 4]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["", 'a\nb"c', "x" * 65, "-lead", "a b", "tool/../x"])
+def test_tool_names_are_restricted_to_a_safe_word(tmp_path, name) -> None:
+    text = GOOD.replace('name = "t"', f"name = {json.dumps(name)}")
+    with pytest.raises(ToolError, match="is not a tool name"):
+        load_tool(str(_write(tmp_path, text)))
+
+
+def test_two_files_with_the_same_name_or_ids_are_refused(tmp_path) -> None:
+    (tmp_path / "a.toml").write_text(GOOD)
+    (tmp_path / "b.toml").write_text(GOOD)  # the same name and the same marker ids
+    with pytest.raises(ToolError, match="both name a tool 't'") as err:
+        load_tools(("a", "b"), tmp_path)
+    assert str(tmp_path / "b.toml") in str(err.value)
+    (tmp_path / "b.toml").write_text(GOOD.replace('name = "t"', 'name = "u"'))
+    with pytest.raises(ToolError, match=r"both use marker 3 .*in the tool file .*b\.toml"):
+        load_tools(("a", "b"), tmp_path)
+    with pytest.raises(ToolError, match="listed twice"):
+        load_tools(("a", str(tmp_path / "a.toml")), tmp_path)
+
+
+def test_type_errors_name_the_tool_file(tmp_path) -> None:
+    p = _write(tmp_path, GOOD.replace("id = 3", "id = true"))
+    with pytest.raises(ToolError) as err:
+        load_tool(str(p))
+    assert err.value.fix == f"fix the value in the tool file {p}"
+    assert "configuration file" not in str(err.value)
+
+
+def test_write_tip_escapes_the_source_and_never_writes_an_unreadable_file(tmp_path) -> None:
+    p = _write(tmp_path, "# the tool's frame\n" + GOOD)
+    source = 'pivot "run 3"\\ C:\\cal.json'
+    spec = write_tip(p, np.array([0.0, 0.0, 0.1]), 0.2, source)
+    assert spec.tip_source == source and spec.name == "t"
+    assert p.read_text().startswith("# the tool's frame\n")
+    before = p.read_text()
+    with pytest.raises(ToolError, match="would not read back"):
+        write_tip(p, np.array([0.0, 0.0, 0.1]), 0.2, "two\nlines")
+    with pytest.raises(ToolError, match="would not read back"):
+        write_tip(p, np.array([0.0, 0.0, 0.9]), 0.2, "too far")  # tip over 500 mm
+    assert p.read_text() == before
