@@ -195,23 +195,38 @@ class Pipeline:
         count = 0
         with self.source:
             while (max_frames is None or count < max_frames) and not should_stop():
-                start = self._clock()
-                try:
-                    frame = self.source.read()
-                except FrameTimeout as exc:
-                    self.source_gap(exc.problem)
-                    if on_gap is not None and on_gap(exc.problem) is False:
-                        break
-                    continue
-                if frame is None:
+                got = self._next_frame(on_gap)
+                if isinstance(got, bool):
+                    if got:
+                        continue
                     break
-                if not self.in_order(frame):
-                    continue
-                result = self.process(frame, (self._clock() - start) * 1000.0)
+                result = self.process(*got)
                 count += 1
                 if on_result is not None and on_result(result) is False:
                     break
         return count
+
+    def _next_frame(
+        self,
+        on_gap: Callable[[str], bool | None] | None,
+        before_gap: Callable[[], None] | None = None,
+    ) -> tuple[Frame, float] | bool:
+        """One read of the source: the frame and how long it took (ms) when it is in order;
+        True to read on (a gap, told to the stages and ``on_gap`` after ``before_gap``, or a
+        frame not newer than the last); False to stop (the end, or ``on_gap`` said so)."""
+        start = self._clock()
+        try:
+            frame = self.source.read()
+        except FrameTimeout as exc:
+            if before_gap is not None:
+                before_gap()
+            self.source_gap(exc.problem)
+            return not (on_gap is not None and on_gap(exc.problem) is False)
+        if frame is None:
+            return False
+        if not self.in_order(frame):
+            return True
+        return frame, (self._clock() - start) * 1000.0
 
     def _run_split(
         self,
@@ -235,20 +250,12 @@ class Pipeline:
                     and not should_stop()
                     and not tail.stopped
                 ):
-                    start = self._clock()
-                    try:
-                        frame = self.source.read()
-                    except FrameTimeout as exc:
-                        tail.wait_idle()
-                        self.source_gap(exc.problem)
-                        if on_gap is not None and on_gap(exc.problem) is False:
-                            break
-                        continue
-                    if frame is None:
+                    got = self._next_frame(on_gap, before_gap=tail.wait_idle)
+                    if isinstance(got, bool):
+                        if got:
+                            continue
                         break
-                    if not self.in_order(frame):
-                        continue
-                    result = self._begin(frame, (self._clock() - start) * 1000.0)
+                    result = self._begin(*got)
                     self._run_stages(result, head)
                     tail.put(result)
                     handed += 1

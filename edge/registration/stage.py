@@ -447,18 +447,23 @@ class RegistrationStage:
             inliers = int(fits[k].fit.inliers.sum())
             fle_seen = fle_from_fre_mm(q.fre_mm, inliers)
             fle = max(c.fle_mm, fle_seen) if math.isfinite(fle_seen) else c.fle_mm
-            # The test's FLE is configured, not taken from this frame's FRE: landmarks
-            # that fit badly must not make the test loose.
-            test_fle = c.landmark_check_fle_mm
-            q.landmark_surface_chi2 = _landmark_excess_chi2(fits[k], pose, test_fle)
-            inl = fits[k].fit.inliers
-            q.landmark_blind_mm = landmark_blind_spot_mm(
-                fits[k].plan_m[inl],
-                fits[k].weights[inl],
-                self._targets_m if len(self._targets_m) else self._agreement_point[None],
-                test_fle,
-                LANDMARK_SURFACE_CHI2,
-            )
+            if (
+                q.landmark_surface_translation_mm > c.max_landmark_surface_mm
+                or q.landmark_surface_rotation_deg > c.max_landmark_surface_deg
+            ):
+                # Only then does the gate ask the likelihood-ratio test (quality.check_gates).
+                # Its FLE is configured, not taken from this frame's FRE: landmarks that fit
+                # badly must not make the test loose.
+                test_fle = c.landmark_check_fle_mm
+                q.landmark_surface_chi2 = _landmark_excess_chi2(fits[k], pose, test_fle)
+                inl = fits[k].fit.inliers
+                q.landmark_blind_mm = landmark_blind_spot_mm(
+                    fits[k].plan_m[inl],
+                    fits[k].weights[inl],
+                    self._targets_m if len(self._targets_m) else self._agreement_point[None],
+                    test_fle,
+                    LANDMARK_SURFACE_CHI2,
+                )
         else:
             used = list(self.plan.landmarks)
             fle = c.fle_mm

@@ -31,10 +31,10 @@ class RegistrationQuality:
     landmark_surface_translation_mm: float = float("nan")  # landmark pose vs surface pose
     landmark_surface_rotation_deg: float = float("nan")
     # How much worse the surface pose explains the paired landmarks than their own fit,
-    # in units of the landmark localisation error (chi-square, 6 degrees of freedom).
+    # in units of the landmark localisation error (chi-square, 6 degrees of freedom), and
+    # the largest displacement at a target that test cannot see with this frame's landmark
+    # layout (quality.landmark_blind_spot_mm): NaN when the two poses agree (not asked).
     landmark_surface_chi2: float = float("nan")
-    # The largest displacement at a target that test cannot see with this frame's
-    # landmark layout (quality.landmark_blind_spot_mm).
     landmark_blind_mm: float = float("nan")
     # Estimated TRE per plan target: the surface fit's error estimate, calibrated so that
     # the true TRE exceeds it in at most 5 % of target-frames (docs/registration.md).

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any
 
 from edge.frames import DistortionModel, Frame, FrameSource, Intrinsics
+from edge.sources.wrapped import WrappedSource
 
 
 def intrinsics_from_calibration(parameters: dict[str, Any]) -> Intrinsics:
@@ -30,27 +31,13 @@ def intrinsics_from_calibration(parameters: dict[str, Any]) -> Intrinsics:
     )
 
 
-class CalibratedSource(FrameSource):
+class CalibratedSource(WrappedSource):
     """Wraps a source; frames of the calibrated size get ``intrinsics``, others pass unchanged."""
 
     def __init__(self, inner: FrameSource, intrinsics: Intrinsics) -> None:
-        super().__init__()
-        self.inner = inner
+        super().__init__(inner)
         self.intrinsics = intrinsics
-        self.name = inner.name
         self.serial = getattr(inner, "serial", "")
-
-    @property
-    def frame_count(self) -> int | None:
-        return self.inner.frame_count
-
-    @property
-    def nominal_fps(self) -> float:
-        return self.inner.nominal_fps
-
-    def _open(self) -> None:
-        if self.inner.state.value == "created":
-            self.inner.open()
 
     def _read(self) -> Frame | None:
         frame = self.inner.read()
@@ -60,10 +47,3 @@ class CalibratedSource(FrameSource):
         if size != (self.intrinsics.width, self.intrinsics.height):
             return frame
         return dataclasses.replace(frame, intrinsics=self.intrinsics)
-
-    def _close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Everything else (face, serial, ...) is the inner source's.
-        return getattr(self.inner, name)

@@ -26,9 +26,9 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from edge.frames import Frame, FrameSource
+from edge.sources.wrapped import WrappedSource
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class _Item:
     read_ms: float
 
 
-class ReadAheadSource(FrameSource):
+class ReadAheadSource(WrappedSource):
     """Wraps ``inner`` (opened or not) and reads one frame ahead in a thread.
 
     ``last_read_ms`` is the reader thread's time for the frame ``read()`` returned
@@ -56,9 +56,7 @@ class ReadAheadSource(FrameSource):
     """
 
     def __init__(self, inner: FrameSource) -> None:
-        super().__init__()
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.last_read_ms = 0.0
         self.waited_ms = 0.0
         self._requests: queue.Queue[bool] = queue.Queue(maxsize=1)  # True: read one; False: stop
@@ -67,17 +65,8 @@ class ReadAheadSource(FrameSource):
         self._thread: threading.Thread | None = None
         self._finished = False  # the reader gave the end or an error: nothing more will come
 
-    @property
-    def frame_count(self) -> int | None:
-        return self.inner.frame_count
-
-    @property
-    def nominal_fps(self) -> float:
-        return self.inner.nominal_fps
-
     def _open(self) -> None:
-        if self.inner.state.value == "created":
-            self.inner.open()
+        super()._open()
         self._thread = threading.Thread(target=self._reader, name="read-ahead", daemon=True)
         self._thread.start()
         self._requests.put(True)
@@ -132,12 +121,7 @@ class ReadAheadSource(FrameSource):
                 thread.join(timeout=0.05)
             if thread.is_alive():
                 log.warning("the read-ahead thread did not stop within %.0f s", JOIN_TIMEOUT_S)
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+        super()._close()
 
 
 def with_read_ahead(source: FrameSource, enabled: bool) -> FrameSource:

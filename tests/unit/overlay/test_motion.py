@@ -13,6 +13,7 @@ from edge.frames import Frame, FrameResult, Intrinsics, PixelFormat
 from edge.overlay.demo import demo_plan, demo_registration
 from edge.overlay.motion import VelocityEstimator
 from edge.overlay.stage import OverlayStage
+from edge.overlay.types import Overlay
 from edge.registration.types import RegistrationState
 from edge.transport.prediction import (
     VELOCITY_ARRAYS,
@@ -94,23 +95,32 @@ def _frame(n: int) -> Frame:
     return frame
 
 
-def test_the_stage_publishes_a_velocity_with_current_overlays_only():
-    plan = demo_plan()
-    stage = OverlayStage(plan, mono_clock=lambda: 100.0, wall_clock=lambda: 5000.0)
-    centroid = np.mean(list(plan.targets.values()), axis=0)
-    sent = []
-    states = [RegistrationState.TRACKING] * 3 + [RegistrationState.DEGRADED]
-    states += [RegistrationState.TRACKING] * 2
+def _overlays(stage: OverlayStage, states: list[RegistrationState]) -> list[Overlay]:
+    """The stage's overlays of one frame per state, the pose moving 3 mm along x a frame
+    (9 cm/s at 30 fps)."""
+    overlays = []
     for n, state in enumerate(states):
         reg = demo_registration(state, registered_s=1.0)
         assert reg.patient_to_camera is not None
-        reg.patient_to_camera[0, 3] = 0.003 * n  # 9 cm/s along x
+        reg.patient_to_camera[0, 3] = 0.003 * n
         result = FrameResult(_frame(n))
         result.registration = reg
         stage.process(result)
         assert result.overlay is not None
-        payload, arrays = result.overlay.overlay_payload()
-        sent.append(decode(encode(make_message("overlay", payload, arrays))))
+        overlays.append(result.overlay)
+    return overlays
+
+
+def test_the_stage_publishes_a_velocity_with_current_overlays_only():
+    plan = demo_plan()
+    stage = OverlayStage(plan, mono_clock=lambda: 100.0, wall_clock=lambda: 5000.0)
+    centroid = np.mean(list(plan.targets.values()), axis=0)
+    states = [RegistrationState.TRACKING] * 3 + [RegistrationState.DEGRADED]
+    states += [RegistrationState.TRACKING] * 2
+    sent = [
+        decode(encode(make_message("overlay", *overlay.overlay_payload())))
+        for overlay in _overlays(stage, states)
+    ]
     with_velocity = [PoseVelocity.from_arrays(m.arrays) is not None for m in sent]
     assert with_velocity == [False, True, True, False, False, True]
     v = PoseVelocity.from_arrays(sent[2].arrays)
@@ -153,15 +163,8 @@ def _received_overlay(capture_unix_s: float, publish_unix_s: float, received_uni
     from edge.transport.client import Received
 
     stage = OverlayStage(demo_plan(), mono_clock=lambda: 100.0, wall_clock=lambda: 5000.0)
-    for n in range(2):
-        reg = demo_registration(RegistrationState.TRACKING, registered_s=1.0)
-        assert reg.patient_to_camera is not None
-        reg.patient_to_camera[0, 3] = 0.003 * n  # 9 cm/s along x
-        result = FrameResult(_frame(n))
-        result.registration = reg
-        stage.process(result)
-    assert result.overlay is not None
-    payload, arrays = result.overlay.overlay_payload()
+    overlay = _overlays(stage, [RegistrationState.TRACKING] * 2)[-1]
+    payload, arrays = overlay.overlay_payload()
     message = make_message("overlay", payload, arrays, capture_unix_s=capture_unix_s)
     message.header.publish_unix_s = publish_unix_s
     return Received(decode(encode(message)), received_unix_s), arrays
