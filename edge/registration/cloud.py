@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.frames import Frame, PixelFormat
+from edge.registration.kernels import nearest_centre
 from edge.registration.landmarks import (
     EYE_LEFT_CONTOUR,
     EYE_RIGHT_CONTOUR,
@@ -25,6 +26,8 @@ from edge.registration.landmarks import (
 )
 
 REGION_NAMES = tuple(RIGID_REGIONS)
+# The landmark row of each region's centre, in REGION_NAMES order.
+REGION_CENTRE_ROWS = [RIGID_REGIONS[n] for n in REGION_NAMES]
 
 # Enlargement of the eye and mouth contours about their centroids: lids and lips
 # move beyond the contour line itself.
@@ -152,9 +155,8 @@ class FaceCloud:
 def region_labels(landmarks_px: np.ndarray, pix: np.ndarray) -> np.ndarray:
     """(K,) index of the nearest region centre (:data:`RIGID_REGIONS`) per pixel."""
     lm = np.asarray(landmarks_px, dtype=np.float64)[:, :2]
-    centres = lm[[RIGID_REGIONS[n] for n in REGION_NAMES]]
-    d2 = ((pix[:, None, :].astype(np.float64) - centres[None, :, :]) ** 2).sum(axis=2)
-    return np.argmin(np.where(np.isfinite(d2), d2, np.inf), axis=1)
+    centres = np.ascontiguousarray(lm[REGION_CENTRE_ROWS])
+    return nearest_centre(np.ascontiguousarray(pix, dtype=np.int64), centres)
 
 
 def region_cloud(

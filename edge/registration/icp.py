@@ -11,6 +11,7 @@ fit converges. Points in front of the skin by more than the occlusion gate
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,14 @@ from scipy.spatial import cKDTree
 from edge import geometry
 from edge.errors import RegistrationError
 from edge.plan.model import Mesh
+from edge.registration.kernels import (
+    ICP_SINGULAR,
+    ICP_TOO_FEW,
+    grid_lookup,
+    icp_grid_loop,
+    inlier_rows,
+    surface_residuals,
+)
 
 
 @dataclass(frozen=True)
@@ -38,11 +47,9 @@ class NearestGrid:
 
     def lookup(self, points_m: np.ndarray) -> np.ndarray:
         """Sample index per point; -1 where the point is outside the band. A point outside
-        the grid is clipped onto its border, whose cells are all -1 (see _nearest_grid):
-        two numpy calls fewer per ICP iteration than testing the bounds."""
-        ijk = ((points_m - self.origin_m) / self.cell_m).astype(np.int64)
-        flat = np.ravel_multi_index(ijk.T, self.index.shape, mode="clip")
-        return self.index.ravel()[flat].astype(np.int64)
+        the grid is clipped onto its border, whose cells are all -1 (see _nearest_grid)."""
+        pts = np.ascontiguousarray(points_m, dtype=np.float64)
+        return grid_lookup(pts, self.index, self.origin_m, self.cell_m)
 
 
 @dataclass(frozen=True)
@@ -190,25 +197,155 @@ def icp_point_to_plane(
     gate = initial_gate_mm * 1e-3
     # The grid answers only within its band: use it when the gate fits inside.
     grid = model.grid if use_grid and model.grid and gate <= model.grid.band_m else None
+    if grid is not None:  # tracking: the compiled loop (registration/kernels.py)
+        camera_to_patient, iterations, converged = _grid_iterations(
+            model,
+            grid,
+            pts,
+            camera_to_patient,
+            max_iterations=max_iterations,
+            gate=gate,
+            min_gate_m=min_gate_mm * 1e-3,
+            occlusion_m=occlusion_mm * 1e-3,
+            tukey_floor_m=tukey_floor_mm * 1e-3,
+            tolerance_m=tolerance_mm * 1e-3,
+            tolerance_rad=math.radians(tolerance_deg),
+        )
+    else:
+        camera_to_patient, iterations, converged = _tree_iterations(
+            model,
+            pts,
+            camera_to_patient,
+            max_iterations=max_iterations,
+            gate=gate,
+            min_gate_mm=min_gate_mm,
+            occlusion_mm=occlusion_mm,
+            tukey_floor_mm=tukey_floor_mm,
+            tolerance_mm=tolerance_mm,
+            tolerance_deg=tolerance_deg,
+        )
+
+    # Final residuals at the final pose: the grid where it answers, the exact
+    # KD-tree for the rest (points far from the skin: drapes, background).
+    X = geometry.apply(camera_to_patient, pts)
+    if grid is not None:
+        idx = grid.lookup(X)
+        far = idx < 0
+        if far.any():
+            idx[far] = model.tree.query(X[far], workers=1)[1]
+    else:
+        idx = model.tree.query(X, workers=1)[1]
+    eye = np.ascontiguousarray(camera_to_patient[:3, 3])  # camera centre, patient frame
+    slack = 2 * model.spacing_m + (grid.cell_m if grid is not None else 0.0)
+    s, toward_camera, occluded, inlier = surface_residuals(
+        np.ascontiguousarray(X),
+        idx.astype(np.int64),
+        model.points_m,
+        model.normals,
+        eye,
+        occlusion_mm * 1e-3,
+        inlier_mm * 1e-3,
+        inlier_mm * 1e-3 + slack,
+    )
+    visible = int((~occluded).sum())
+    n_in = int(inlier.sum())
+    rms = float(np.sqrt(np.mean(s[inlier] ** 2))) * 1e3 if n_in else float("inf")
+    rows, centre, normal_matrix = (
+        inlier_rows(X, toward_camera, inlier) if n_in >= 6 else (None, None, None)
+    )
+    return IcpResult(
+        patient_to_camera=geometry.invert(camera_to_patient),
+        rms_mm=rms,
+        inlier_fraction=n_in / visible if visible else 0.0,
+        occluded_fraction=float(occluded.mean()),
+        iterations=iterations,
+        converged=converged,
+        points=len(pts),
+        residuals_mm=np.where(occluded, np.nan, s * 1e3),
+        normal_matrix=normal_matrix,
+        centre_m=centre,
+        inliers=inlier,
+        rows_mm=rows,
+    )
+
+
+def _too_few(found: int, gate_m: float) -> RegistrationError:
+    return RegistrationError(
+        f"ICP found {found} skin correspondences within {gate_m * 1e3:.0f} mm",
+        "the depth cloud is not near the skin; re-initialise from landmarks",
+    )
+
+
+def _grid_iterations(
+    model: SkinModel,
+    grid: NearestGrid,
+    pts: np.ndarray,
+    camera_to_patient: np.ndarray,
+    *,
+    max_iterations: int,
+    gate: float,
+    min_gate_m: float,
+    occlusion_m: float,
+    tukey_floor_m: float,
+    tolerance_m: float,
+    tolerance_rad: float,
+) -> tuple[np.ndarray, int, bool]:
+    """The ICP iterations with the grid's correspondences, compiled (kernels.icp_grid_loop):
+    the same steps as :func:`_tree_iterations`, one pass over the cloud each."""
+    pose = np.array(camera_to_patient, dtype=np.float64, order="C")  # updated in place
+    code, iterations, third, gate = icp_grid_loop(
+        np.ascontiguousarray(pts),
+        pose,
+        grid.index,
+        grid.origin_m,
+        grid.cell_m,
+        model.points_m,
+        model.normals,
+        max_iterations,
+        gate,
+        min_gate_m,
+        occlusion_m,
+        tukey_floor_m,
+        tolerance_m,
+        tolerance_rad,
+    )
+    if code == ICP_TOO_FEW:
+        raise _too_few(third, gate)
+    if code == ICP_SINGULAR:
+        raise _singular()
+    return pose, iterations, bool(third)
+
+
+def _singular() -> RegistrationError:
+    return RegistrationError(
+        "ICP normal equations are singular", "the cloud does not constrain the pose"
+    )
+
+
+def _tree_iterations(
+    model: SkinModel,
+    pts: np.ndarray,
+    camera_to_patient: np.ndarray,
+    *,
+    max_iterations: int,
+    gate: float,
+    min_gate_mm: float,
+    occlusion_mm: float,
+    tukey_floor_mm: float,
+    tolerance_mm: float,
+    tolerance_deg: float,
+) -> tuple[np.ndarray, int, bool]:
+    """The ICP iterations with the KD-tree's exact nearest samples (initialisation, whose
+    gate is wider than the grid's band). Returns (camera_to_patient, iterations, converged)."""
     converged = False
     iterations = 0
     for iterations in range(1, max_iterations + 1):  # noqa: B007 - reported below
         X = geometry.apply(camera_to_patient, pts)
-        if grid is not None:
-            idx = grid.lookup(X)
-            found = np.flatnonzero(idx >= 0)
-            dist = np.linalg.norm(X[found] - model.points_m[idx[found]], axis=1)
-            near = dist <= gate
-            keep, d_m = found[near], dist[near]
-        else:
-            d, idx = model.tree.query(X, distance_upper_bound=gate, workers=1)
-            keep = np.flatnonzero(np.isfinite(d))
-            d_m = d[keep]
+        d, idx = model.tree.query(X, distance_upper_bound=gate, workers=1)
+        keep = np.flatnonzero(np.isfinite(d))
+        d_m = d[keep]
         if len(keep) < 6:
-            raise RegistrationError(
-                f"ICP found {len(keep)} skin correspondences within {gate * 1e3:.0f} mm",
-                "the depth cloud is not near the skin; re-initialise from landmarks",
-            )
+            raise _too_few(len(keep), gate)
         Xm, sample = X[keep], idx[keep]
         q, n = model.points_m[sample], model.normals[sample]
         # Orient the normals towards the camera: then r > 0 means "in front of the skin".
@@ -231,9 +368,7 @@ def icp_point_to_plane(
         try:
             delta = -np.linalg.solve(A + 1e-12 * np.eye(6), g)
         except np.linalg.LinAlgError:
-            raise RegistrationError(
-                "ICP normal equations are singular", "the cloud does not constrain the pose"
-            ) from None
+            raise _singular() from None
         R = geometry.rotation_vector_to_matrix(delta[:3])
         inc = np.eye(4)
         inc[:3, :3] = R
@@ -245,49 +380,4 @@ def icp_point_to_plane(
         if step_mm < tolerance_mm and step_deg < tolerance_deg:
             converged = True
             break
-
-    # Final residuals at the final pose: the grid where it answers, the exact
-    # KD-tree for the rest (points far from the skin: drapes, background).
-    X = geometry.apply(camera_to_patient, pts)
-    if grid is not None:
-        idx = grid.lookup(X)
-        far = idx < 0
-        if far.any():
-            idx[far] = model.tree.query(X[far], workers=1)[1]
-    else:
-        idx = model.tree.query(X, workers=1)[1]
-    q, n = model.points_m[idx], model.normals[idx]
-    d = np.linalg.norm(X - q, axis=1)
-    eye = camera_to_patient[:3, 3]  # camera centre in the patient frame
-    slack = 2 * model.spacing_m + (grid.cell_m if grid is not None else 0.0)
-    toward_camera = np.sign(np.einsum("ij,ij->i", eye - q, n))[:, None] * n
-    s = np.einsum("ij,ij->i", X - q, toward_camera)  # > 0: in front of the skin
-    tangential = np.sqrt(np.maximum(d * d - s * s, 0.0))
-    occluded = s > occlusion_mm * 1e-3
-    inlier = (np.abs(s) < inlier_mm * 1e-3) & (tangential < inlier_mm * 1e-3 + slack) & ~occluded
-    visible = int((~occluded).sum())
-    n_in = int(inlier.sum())
-    rms = float(np.sqrt(np.mean(s[inlier] ** 2))) * 1e3 if n_in else float("inf")
-    rows, centre = _rows(X[inlier], toward_camera[inlier]) if n_in >= 6 else (None, None)
-    return IcpResult(
-        patient_to_camera=geometry.invert(camera_to_patient),
-        rms_mm=rms,
-        inlier_fraction=n_in / visible if visible else 0.0,
-        occluded_fraction=float(occluded.mean()),
-        iterations=iterations,
-        converged=converged,
-        points=len(pts),
-        residuals_mm=np.where(occluded, np.nan, s * 1e3),
-        normal_matrix=rows.T @ rows if rows is not None else None,
-        centre_m=centre,
-        inliers=inlier,
-        rows_mm=rows,
-    )
-
-
-def _rows(points_m: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows A (K, 6) in mm units, centre in metres) of the linearised point-to-plane
-    problem: [(a x n)^T, n^T] with a = point - centre (Low 2004, eq. 8-10)."""
-    centre = points_m.mean(axis=0)
-    a_mm = (points_m - centre) * 1e3
-    return np.concatenate([np.cross(a_mm, normals), normals], axis=1), centre
+    return camera_to_patient, iterations, converged

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge import geometry
+from edge.registration.kernels import cell_mean_rms, region_jackknife
 from edge.registration.types import RegistrationQuality
 
 
@@ -114,29 +115,14 @@ def region_jackknife_tre_mm(
     than ``min_points`` inliers are never left out; with fewer than 3 regions to leave
     out, NaN (the layout cannot say).
     """
-    R = np.asarray(rows_mm, dtype=np.float64)
-    r = np.asarray(residuals_mm, dtype=np.float64)
-    labels = np.asarray(region)
-    counts = np.bincount(labels, minlength=1) if len(labels) else np.zeros(0, int)
-    blocks = [k for k in range(len(counts)) if counts[k] >= min_points]
-    J = _target_jacobians(targets_m, centre_m)
-    if len(blocks) < 3:
-        return np.full(len(J), math.nan)
-    A = R.T @ R
-    g = R.T @ r
-    moves = []
-    for k in blocks:
-        part = labels == k
-        Rk = R[part]
-        try:
-            moves.append(-np.linalg.solve(A - Rk.T @ Rk, g - Rk.T @ r[part]))
-        except np.linalg.LinAlgError:
-            return np.full(len(J), math.inf)
-    D = np.stack(moves)
-    D -= D.mean(axis=0)
-    shifts = np.einsum("tij,kj->tki", J, D)  # (T, K, 3) target displacement per left-out k
-    K = len(blocks)
-    return np.sqrt((K - 1) / K * (shifts**2).sum(axis=(1, 2)))
+    return region_jackknife(
+        np.ascontiguousarray(rows_mm, dtype=np.float64),
+        np.ascontiguousarray(residuals_mm, dtype=np.float64),
+        np.ascontiguousarray(region, dtype=np.int64),
+        np.ascontiguousarray(centre_m, dtype=np.float64),
+        np.ascontiguousarray(np.reshape(targets_m, (-1, 3)), dtype=np.float64),
+        min_points,
+    )
 
 
 def landmark_blind_spot_mm(
@@ -192,8 +178,10 @@ def relief_mm(points_m: np.ndarray) -> float:
     P = np.asarray(points_m, dtype=np.float64)
     if len(P) < 3:
         return 0.0
-    s = np.linalg.svd(P - P.mean(axis=0), compute_uv=False)
-    return float(s[2] / math.sqrt(len(P))) * 1000.0
+    # The smallest singular value of the centred cloud, from its 3x3 scatter matrix.
+    centred = P - P.mean(axis=0)
+    smallest = max(float(np.linalg.eigvalsh(centred.T @ centred)[0]), 0.0)
+    return math.sqrt(smallest / len(P)) * 1000.0
 
 
 def systematic_residual_mm(
@@ -215,29 +203,19 @@ def systematic_residual_mm(
     +/- ``clip_mm`` so a few stray points cannot dominate.
     Returns NaN when fewer than 5 cells have ``min_count`` points.
     """
-    P = np.asarray(points_camera_m, dtype=np.float64)
-    r = np.asarray(residuals_mm, dtype=np.float64)
-    # Points far off the skin are background or hair seen past the face's edge
-    # (the inlier gate counts them), not a surface of another shape.
-    ok = np.isfinite(r) & (np.abs(r) <= ignore_beyond_mm)
-    if ok.sum() < min_count * 5:
-        return math.nan
-    xy = P[ok, :2]
-    area = float(np.prod(np.ptp(xy, axis=0)))
-    cell_m = float(np.clip(np.sqrt(area * points_per_cell / ok.sum()), 0.01, 0.03))
-    cells = np.floor(xy / cell_m).astype(np.int64)
-    # One integer per cell, ordered as the rows of np.unique(cells, axis=0) would be (x, then
-    # y) so the result is the same to the bit; a 1-D unique is ~10x cheaper than axis=0.
-    cells -= cells.min(axis=0)
-    key = cells[:, 0] * (int(cells[:, 1].max()) + 1) + cells[:, 1]
-    _, label = np.unique(key, return_inverse=True)
-    count = np.bincount(label)
-    total = np.bincount(label, weights=np.clip(r[ok], -clip_mm, clip_mm))
-    full = count >= min_count
-    if full.sum() < 5:
-        return math.nan
-    means = total[full] / count[full]
-    return float(np.sqrt(np.mean(means**2)))
+    # Points far off the skin are background or hair seen past the face's edge (the
+    # inlier gate counts them), not a surface of another shape. Cells are summed x, then
+    # y (compiled: registration/kernels.py).
+    return float(
+        cell_mean_rms(
+            np.ascontiguousarray(points_camera_m, dtype=np.float64),
+            np.ascontiguousarray(residuals_mm, dtype=np.float64),
+            points_per_cell,
+            min_count,
+            clip_mm,
+            ignore_beyond_mm,
+        )
+    )
 
 
 # Every gate by the name RegistrationQuality.failed_gates uses (docs/registration.md):

@@ -1,0 +1,429 @@
+"""Compiled kernels of the registration stage (edge/jit.py).
+
+The tracking ICP loop is the one in :func:`edge.registration.icp.icp_point_to_plane`
+(its docstring has the method): here each iteration is one pass over the cloud
+instead of some forty numpy calls, with the interpreter lock released. The others
+are the per-frame checks of :mod:`edge.registration.quality` and
+:mod:`edge.registration.cloud`, each one pass where numpy took a dozen calls; their
+docstrings there say what they compute.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edge.jit import kernel
+
+# Outcome codes of icp_grid_loop.
+ICP_OK = 0
+ICP_TOO_FEW = 1  # fewer than 6 correspondences within the gate
+ICP_SINGULAR = 2  # the normal equations have no unique solution
+
+
+@kernel("boolean(float64[:, ::1], float64[::1])")
+def solve6(a: np.ndarray, b: np.ndarray) -> bool:
+    """Solve ``a x = b`` in place (x in ``b``) by Gaussian elimination with partial
+    pivoting; False when ``a`` is singular (a zero pivot). ``a`` is overwritten."""
+    n = b.shape[0]
+    for col in range(n):
+        pivot = col
+        for row in range(col + 1, n):
+            if abs(a[row, col]) > abs(a[pivot, col]):
+                pivot = row
+        if a[pivot, col] == 0.0:
+            return False
+        if pivot != col:
+            for k in range(n):
+                a[col, k], a[pivot, k] = a[pivot, k], a[col, k]
+            b[col], b[pivot] = b[pivot], b[col]
+        for row in range(col + 1, n):
+            f = a[row, col] / a[col, col]
+            for k in range(col, n):
+                a[row, k] -= f * a[col, k]
+            b[row] -= f * b[col]
+    for col in range(n - 1, -1, -1):
+        s = b[col]
+        for k in range(col + 1, n):
+            s -= a[col, k] * b[k]
+        b[col] = s / a[col, col]
+    return True
+
+
+@kernel("void(float64, float64, float64, float64, float64[:, ::1])")
+def _rotation(w0: float, w1: float, w2: float, angle: float, out: np.ndarray) -> None:
+    """Rodrigues' rotation of the vector (w0, w1, w2) of length ``angle`` into out[:3, :3];
+    the identity below 1e-12 rad (geometry.rotation_vector_to_matrix)."""
+    if angle < 1e-12:
+        for i in range(3):
+            for j in range(3):
+                out[i, j] = 1.0 if i == j else 0.0
+        return
+    x, y, z = w0 / angle, w1 / angle, w2 / angle
+    c, s = math.cos(angle), math.sin(angle)
+    v = 1.0 - c
+    out[0, 0], out[0, 1], out[0, 2] = c + x * x * v, x * y * v - z * s, x * z * v + y * s
+    out[1, 0], out[1, 1], out[1, 2] = y * x * v + z * s, c + y * y * v, y * z * v - x * s
+    out[2, 0], out[2, 1], out[2, 2] = z * x * v - y * s, z * y * v + x * s, c + z * z * v
+
+
+@kernel("int64[::1](float64[:, ::1], int32[:, :, ::1], float64[::1], float64)")
+def grid_lookup(
+    points: np.ndarray, grid: np.ndarray, origin: np.ndarray, cell: float
+) -> np.ndarray:
+    """Nearest-sample index per point from the grid (NearestGrid.lookup); -1 outside."""
+    nx, ny, nz = grid.shape
+    out = np.empty(points.shape[0], np.int64)
+    for i in range(points.shape[0]):
+        gi = min(max(int((points[i, 0] - origin[0]) / cell), 0), nx - 1)
+        gj = min(max(int((points[i, 1] - origin[1]) / cell), 0), ny - 1)
+        gk = min(max(int((points[i, 2] - origin[2]) / cell), 0), nz - 1)
+        out[i] = grid[gi, gj, gk]
+    return out
+
+
+@kernel(
+    "Tuple((float64[::1], float64[:, ::1], boolean[::1], boolean[::1]))(float64[:, ::1],"
+    " int64[::1], float64[:, ::1], float64[:, ::1], float64[::1], float64, float64, float64)"
+)
+def surface_residuals(
+    points: np.ndarray,
+    sample: np.ndarray,
+    samples: np.ndarray,
+    normals: np.ndarray,
+    eye: np.ndarray,
+    occlusion: float,
+    inlier: float,
+    tangential_limit: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each point's signed distance from the plane of its skin sample (+ in front, towards
+    ``eye``), that normal turned towards the eye, and the occluded (in front by more than
+    ``occlusion``) and inlier (within ``inlier`` of the plane and ``tangential_limit`` of
+    the sample along it, not occluded) masks. Metres; the points in the patient frame."""
+    n_pts = points.shape[0]
+    signed = np.empty(n_pts)
+    toward = np.empty((n_pts, 3))
+    occluded = np.empty(n_pts, np.bool_)
+    inliers = np.empty(n_pts, np.bool_)
+    for i in range(n_pts):
+        s = sample[i]
+        d0 = points[i, 0] - samples[s, 0]
+        d1 = points[i, 1] - samples[s, 1]
+        d2 = points[i, 2] - samples[s, 2]
+        m0, m1, m2 = normals[s, 0], normals[s, 1], normals[s, 2]
+        t = (eye[0] - samples[s, 0]) * m0 + (eye[1] - samples[s, 1]) * m1
+        t += (eye[2] - samples[s, 2]) * m2
+        sign = 1.0 if t > 0 else (-1.0 if t < 0 else 0.0)
+        toward[i, 0], toward[i, 1], toward[i, 2] = sign * m0, sign * m1, sign * m2
+        r = d0 * toward[i, 0] + d1 * toward[i, 1] + d2 * toward[i, 2]
+        signed[i] = r
+        tangential = math.sqrt(max(d0 * d0 + d1 * d1 + d2 * d2 - r * r, 0.0))
+        occluded[i] = r > occlusion
+        inliers[i] = abs(r) < inlier and tangential < tangential_limit and not occluded[i]
+    return signed, toward, occluded, inliers
+
+
+@kernel(
+    "Tuple((float64[:, ::1], float64[::1], float64[:, ::1]))(float64[:, ::1], float64[:, ::1],"
+    " boolean[::1])"
+)
+def inlier_rows(
+    points: np.ndarray, normals: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The linearised point-to-plane problem of the points where ``mask``: rows (K, 6)
+    [(a x n)^T, n^T] in mm with a = point - centre (Low 2004, eq. 8-10), the centre
+    (metres) and the normal matrix rows^T rows (Gelfand et al. 2003)."""
+    k = 0
+    centre = np.zeros(3)
+    for i in range(points.shape[0]):
+        if mask[i]:
+            for j in range(3):
+                centre[j] += points[i, j]
+            k += 1
+    centre /= max(k, 1)
+    rows = np.empty((k, 6))
+    normal_matrix = np.zeros((6, 6))
+    k = 0
+    for i in range(points.shape[0]):
+        if not mask[i]:
+            continue
+        a0 = (points[i, 0] - centre[0]) * 1e3
+        a1 = (points[i, 1] - centre[1]) * 1e3
+        a2 = (points[i, 2] - centre[2]) * 1e3
+        n0, n1, n2 = normals[i, 0], normals[i, 1], normals[i, 2]
+        rows[k, 0] = a1 * n2 - a2 * n1
+        rows[k, 1] = a2 * n0 - a0 * n2
+        rows[k, 2] = a0 * n1 - a1 * n0
+        rows[k, 3], rows[k, 4], rows[k, 5] = n0, n1, n2
+        for p in range(6):
+            for q in range(p, 6):
+                normal_matrix[p, q] += rows[k, p] * rows[k, q]
+        k += 1
+    for p in range(6):
+        for q in range(p):
+            normal_matrix[p, q] = normal_matrix[q, p]
+    return rows, centre, normal_matrix
+
+
+@kernel(
+    "Tuple((int64, int64, int64, float64))(float64[:, ::1], float64[:, ::1],"
+    " int32[:, :, ::1], float64[::1], float64, float64[:, ::1], float64[:, ::1], int64,"
+    " float64, float64, float64, float64, float64, float64)"
+)
+def icp_grid_loop(
+    pts: np.ndarray,
+    camera_to_patient: np.ndarray,
+    grid: np.ndarray,
+    origin: np.ndarray,
+    cell: float,
+    samples: np.ndarray,
+    normals: np.ndarray,
+    max_iterations: int,
+    gate: float,
+    min_gate: float,
+    occlusion: float,
+    tukey_floor: float,
+    tolerance_m: float,
+    tolerance_rad: float,
+) -> tuple[int, int, int, float]:
+    """Point-to-plane ICP iterations with correspondences from the nearest-sample grid.
+
+    ``camera_to_patient`` (4x4) is updated in place. Lengths in metres, angles in
+    radians. Returns (outcome code, iterations, third, gate): ``third`` is 1 when the
+    last step was below the tolerances (converged) and 0 when not, or, with
+    ICP_TOO_FEW, the number of correspondences found; ``gate`` is the distance gate
+    of the last iteration.
+    """
+    n_pts = pts.shape[0]
+    nx, ny, nz = grid.shape
+    Xm = np.empty((n_pts, 3))
+    qs = np.empty((n_pts, 3))
+    ns = np.empty((n_pts, 3))
+    dist = np.empty(n_pts)
+    res = np.empty(n_pts)
+    absr = np.empty(n_pts)
+    A = np.empty((6, 6))
+    g = np.empty(6)
+    row = np.empty(6)
+    inc = np.empty((4, 4))
+    for it in range(1, max_iterations + 1):
+        T = camera_to_patient
+        eye0, eye1, eye2 = T[0, 3], T[1, 3], T[2, 3]
+        k = 0
+        c0 = c1 = c2 = 0.0
+        for i in range(n_pts):
+            p0, p1, p2 = pts[i, 0], pts[i, 1], pts[i, 2]
+            x0 = T[0, 0] * p0 + T[0, 1] * p1 + T[0, 2] * p2 + T[0, 3]
+            x1 = T[1, 0] * p0 + T[1, 1] * p1 + T[1, 2] * p2 + T[1, 3]
+            x2 = T[2, 0] * p0 + T[2, 1] * p1 + T[2, 2] * p2 + T[2, 3]
+            # Cell by truncation, clipped onto the grid's border of -1 (grid_lookup).
+            gi = min(max(int((x0 - origin[0]) / cell), 0), nx - 1)
+            gj = min(max(int((x1 - origin[1]) / cell), 0), ny - 1)
+            gk = min(max(int((x2 - origin[2]) / cell), 0), nz - 1)
+            s = grid[gi, gj, gk]
+            if s < 0:
+                continue
+            q0, q1, q2 = samples[s, 0], samples[s, 1], samples[s, 2]
+            d = math.sqrt((x0 - q0) ** 2 + (x1 - q1) ** 2 + (x2 - q2) ** 2)
+            if d > gate:
+                continue
+            m0, m1, m2 = normals[s, 0], normals[s, 1], normals[s, 2]
+            # Normal towards the camera: then r > 0 means "in front of the skin".
+            toward = (eye0 - q0) * m0 + (eye1 - q1) * m1 + (eye2 - q2) * m2
+            sign = 1.0 if toward > 0 else (-1.0 if toward < 0 else 0.0)
+            Xm[k, 0], Xm[k, 1], Xm[k, 2] = x0, x1, x2
+            qs[k, 0], qs[k, 1], qs[k, 2] = q0, q1, q2
+            ns[k, 0], ns[k, 1], ns[k, 2] = sign * m0, sign * m1, sign * m2
+            r = (x0 - q0) * ns[k, 0] + (x1 - q1) * ns[k, 1] + (x2 - q2) * ns[k, 2]
+            res[k] = r
+            absr[k] = abs(r)
+            dist[k] = d
+            c0 += x0
+            c1 += x1
+            c2 += x2
+            k += 1
+        if k < 6:
+            return ICP_TOO_FEW, it, k, gate
+        c0 /= k
+        c1 /= k
+        c2 /= k
+        front_at = max(occlusion, 0.5 * gate)
+        sigma = 1.4826 * np.median(absr[:k])
+        c = max(4.685 * sigma, tukey_floor)
+        A[:, :] = 0.0
+        g[:] = 0.0
+        for i in range(k):
+            r = res[i]
+            u = r / c
+            if not (abs(u) < 1.0) or r > front_at:
+                continue
+            w = (1.0 - u * u) ** 2
+            a0, a1, a2 = Xm[i, 0] - c0, Xm[i, 1] - c1, Xm[i, 2] - c2
+            n0, n1, n2 = ns[i, 0], ns[i, 1], ns[i, 2]
+            row[0] = a1 * n2 - a2 * n1
+            row[1] = a2 * n0 - a0 * n2
+            row[2] = a0 * n1 - a1 * n0
+            row[3], row[4], row[5] = n0, n1, n2
+            for p in range(6):
+                wp = w * row[p]
+                g[p] += wp * r
+                for q in range(p, 6):
+                    A[p, q] += wp * row[q]
+        for p in range(6):
+            A[p, p] += 1e-12
+            for q in range(p):
+                A[p, q] = A[q, p]
+        if not solve6(A, g):
+            return ICP_SINGULAR, it, k, gate
+        w0, w1, w2 = -g[0], -g[1], -g[2]
+        t0, t1, t2 = -g[3], -g[4], -g[5]
+        angle = math.sqrt(w0 * w0 + w1 * w1 + w2 * w2)
+        _rotation(w0, w1, w2, angle, inc)
+        inc[0, 3] = c0 - (inc[0, 0] * c0 + inc[0, 1] * c1 + inc[0, 2] * c2) + t0
+        inc[1, 3] = c1 - (inc[1, 0] * c0 + inc[1, 1] * c1 + inc[1, 2] * c2) + t1
+        inc[2, 3] = c2 - (inc[2, 0] * c0 + inc[2, 1] * c1 + inc[2, 2] * c2) + t2
+        inc[3, 0] = inc[3, 1] = inc[3, 2] = 0.0
+        inc[3, 3] = 1.0
+        camera_to_patient[:, :] = inc @ camera_to_patient
+        step = math.sqrt(t0 * t0 + t1 * t1 + t2 * t2)
+        gate = max(min_gate, min(gate, 3.0 * np.median(dist[:k])))
+        if step < tolerance_m and angle < tolerance_rad:
+            return ICP_OK, it, 1, gate
+    return ICP_OK, max_iterations, 0, gate
+
+
+@kernel("int64[::1](int64[:, ::1], float64[:, ::1])")
+def nearest_centre(pix: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Index of the nearest finite centre per pixel (0 when none is finite)."""
+    out = np.zeros(pix.shape[0], np.int64)
+    for i in range(pix.shape[0]):
+        best = np.inf
+        for c in range(centres.shape[0]):
+            d = (pix[i, 0] - centres[c, 0]) ** 2 + (pix[i, 1] - centres[c, 1]) ** 2
+            if d < best:  # NaN centres never win
+                best = d
+                out[i] = c
+    return out
+
+
+@kernel("float64(float64[:, ::1], float64[::1], int64, int64, float64, float64)")
+def cell_mean_rms(
+    points: np.ndarray,
+    residuals: np.ndarray,
+    points_per_cell: int,
+    min_count: int,
+    clip: float,
+    ignore_beyond: float,
+) -> float:
+    """quality.systematic_residual_mm (same units and rules)."""
+    n = points.shape[0]
+    ok = np.zeros(n, np.bool_)
+    count_ok = 0
+    x0 = y0 = np.inf
+    x1 = y1 = -np.inf
+    for i in range(n):
+        r = residuals[i]
+        if np.isfinite(r) and abs(r) <= ignore_beyond:
+            ok[i] = True
+            count_ok += 1
+            x0, x1 = min(x0, points[i, 0]), max(x1, points[i, 0])
+            y0, y1 = min(y0, points[i, 1]), max(y1, points[i, 1])
+    if count_ok < min_count * 5:
+        return np.nan
+    area = (x1 - x0) * (y1 - y0)
+    cell = min(max(math.sqrt(area * points_per_cell / count_ok), 0.01), 0.03)
+    cx0 = math.floor(x0 / cell)
+    cy0 = math.floor(y0 / cell)
+    nx = int(math.floor(x1 / cell) - cx0) + 1
+    ny = int(math.floor(y1 / cell) - cy0) + 1
+    count = np.zeros((nx, ny), np.int64)
+    total = np.zeros((nx, ny))
+    for i in range(n):
+        if ok[i]:
+            cx = int(math.floor(points[i, 0] / cell) - cx0)
+            cy = int(math.floor(points[i, 1] / cell) - cy0)
+            count[cx, cy] += 1
+            total[cx, cy] += min(max(residuals[i], -clip), clip)
+    full = 0
+    sum_sq = 0.0
+    for cx in range(nx):  # x, then y: the order of np.unique over the cells
+        for cy in range(ny):
+            if count[cx, cy] >= min_count:
+                mean = total[cx, cy] / count[cx, cy]
+                sum_sq += mean * mean
+                full += 1
+    if full < 5:
+        return np.nan
+    return math.sqrt(sum_sq / full)
+
+
+@kernel(
+    "float64[::1](float64[:, ::1], float64[::1], int64[::1], float64[::1], float64[:, ::1], int64)"
+)
+def region_jackknife(
+    rows: np.ndarray,
+    residuals: np.ndarray,
+    region: np.ndarray,
+    centre: np.ndarray,
+    targets: np.ndarray,
+    min_points: int,
+) -> np.ndarray:
+    """quality.region_jackknife_tre_mm (rows and residuals in mm, centre and targets in
+    metres): NaN per target with fewer than 3 regions to leave out, inf when leaving
+    one out leaves the pose unconstrained."""
+    n_targets = targets.shape[0]
+    n_regions = 0
+    for i in range(region.shape[0]):
+        n_regions = max(n_regions, region[i] + 1)
+    A_k = np.zeros((n_regions, 6, 6))
+    g_k = np.zeros((n_regions, 6))
+    counts = np.zeros(n_regions, np.int64)
+    for i in range(rows.shape[0]):
+        k = region[i]
+        counts[k] += 1
+        for p in range(6):
+            g_k[k, p] += rows[i, p] * residuals[i]
+            for q in range(p, 6):
+                A_k[k, p, q] += rows[i, p] * rows[i, q]
+    blocks = np.flatnonzero(counts >= min_points)
+    out = np.empty(n_targets)
+    if len(blocks) < 3:
+        out[:] = np.nan
+        return out
+    A = A_k.sum(axis=0)
+    g = g_k.sum(axis=0)
+    moves = np.empty((len(blocks), 6))
+    a = np.empty((6, 6))
+    b = np.empty(6)
+    for j in range(len(blocks)):
+        k = blocks[j]
+        for p in range(6):
+            b[p] = g[p] - g_k[k, p]
+            for q in range(p, 6):
+                a[p, q] = A[p, q] - A_k[k, p, q]
+                a[q, p] = a[p, q]
+        if not solve6(a, b):
+            out[:] = np.inf
+            return out
+        moves[j, :] = -b
+    mean = np.zeros(6)
+    for j in range(len(blocks)):
+        mean += moves[j]
+    mean /= len(blocks)
+    scale = (len(blocks) - 1) / len(blocks)
+    for t in range(n_targets):
+        p0 = (targets[t, 0] - centre[0]) * 1e3
+        p1 = (targets[t, 1] - centre[1]) * 1e3
+        p2 = (targets[t, 2] - centre[2]) * 1e3
+        total = 0.0
+        for j in range(len(blocks)):
+            w0, w1, w2 = moves[j, 0] - mean[0], moves[j, 1] - mean[1], moves[j, 2] - mean[2]
+            v0, v1, v2 = moves[j, 3] - mean[3], moves[j, 4] - mean[4], moves[j, 5] - mean[5]
+            # The target's displacement under the small motion: omega x p + v.
+            s0 = w1 * p2 - w2 * p1 + v0
+            s1 = w2 * p0 - w0 * p2 + v1
+            s2 = w0 * p1 - w1 * p0 + v2
+            total += s0 * s0 + s1 * s1 + s2 * s2
+        out[t] = math.sqrt(scale * total)
+    return out
