@@ -427,3 +427,93 @@ def region_jackknife(
             total += s0 * s0 + s1 * s1 + s2 * s2
         out[t] = math.sqrt(scale * total)
     return out
+
+
+@kernel(
+    "Tuple((float64[:, ::1], float64[::1], boolean))(float64[:, ::1], float64[:, ::1],"
+    " float64[::1])"
+)
+def weighted_rigid_fit(
+    source: np.ndarray, target: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """paired_point.rigid_transform's fit: (source_to_target 4x4, per-pair distances in
+    mm after the fit, False when the source points are collinear)."""
+    n = source.shape[0]
+    centre = np.zeros(3)
+    for i in range(n):
+        centre += source[i]
+    centre /= n
+    scatter = np.zeros((3, 3))
+    for i in range(n):
+        d = source[i] - centre
+        scatter += np.outer(d, d)
+    # Singular values of the centred source are the square roots of its scatter's
+    # eigenvalues (ascending here).
+    ev = np.linalg.eigvalsh(scatter)
+    sv0 = math.sqrt(max(ev[2], 0.0))
+    sv1 = math.sqrt(max(ev[1], 0.0))
+    T = np.eye(4)
+    residuals = np.zeros(n)
+    if sv1 < 1e-6 * max(sv0, 1e-12) or sv1 < 1e-9:
+        return T, residuals, False
+    # Umeyama 1991, eqs. 38-41, no scale.
+    w = weights / weights.sum()
+    cs = np.zeros(3)
+    ct = np.zeros(3)
+    for i in range(n):
+        cs += w[i] * source[i]
+        ct += w[i] * target[i]
+    H = np.zeros((3, 3))
+    for i in range(n):
+        H += np.outer(source[i] - cs, (target[i] - ct) * w[i])
+    U, _, Vt = np.linalg.svd(H)
+    D = np.eye(3)
+    det = np.linalg.det(Vt.T @ U.T)
+    D[2, 2] = 1.0 if det >= 0 else -1.0  # no reflections
+    R = Vt.T @ D @ U.T
+    T[:3, :3] = R
+    T[:3, 3] = ct - R @ cs
+    for i in range(n):
+        e = R @ source[i] + T[:3, 3] - target[i]
+        residuals[i] = math.sqrt(e[0] * e[0] + e[1] * e[1] + e[2] * e[2]) * 1000.0
+    return T, residuals, True
+
+
+@kernel("float64[::1](float64[:, ::1], float64[::1], float64, float64[:, ::1])")
+def covariance_rms(
+    normal_matrix: np.ndarray, centre: np.ndarray, sigma: float, targets: np.ndarray
+) -> np.ndarray:
+    """quality.surface_tre_mm: sqrt(tr(J Cov J^T)) per target, Cov = sigma^2 A^-1 (inf
+    for every target when A is singular)."""
+    n_targets = targets.shape[0]
+    out = np.empty(n_targets)
+    cov = np.empty((6, 6))
+    a = np.empty((6, 6))
+    col = np.empty(6)
+    for j in range(6):  # A^-1 column by column
+        a[:, :] = normal_matrix
+        col[:] = 0.0
+        col[j] = 1.0
+        if not solve6(a, col):
+            out[:] = np.inf
+            return out
+        cov[:, j] = col * sigma * sigma
+    for t in range(n_targets):
+        p0 = (targets[t, 0] - centre[0]) * 1e3
+        p1 = (targets[t, 1] - centre[1]) * 1e3
+        p2 = (targets[t, 2] - centre[2]) * 1e3
+        # J = [-[p]x, I]: rows of a target's displacement under (omega, v).
+        J = np.array(
+            [
+                [0.0, p2, -p1, 1.0, 0.0, 0.0],
+                [-p2, 0.0, p0, 0.0, 1.0, 0.0],
+                [p1, -p0, 0.0, 0.0, 0.0, 1.0],
+            ]
+        )
+        variance = 0.0
+        for r in range(3):
+            for i in range(6):
+                for k in range(6):
+                    variance += J[r, i] * cov[i, k] * J[r, k]
+        out[t] = math.sqrt(max(variance, 0.0))
+    return out

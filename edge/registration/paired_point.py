@@ -9,6 +9,7 @@ import numpy as np
 
 from edge import geometry
 from edge.errors import RegistrationError
+from edge.registration.kernels import weighted_rigid_fit
 from edge.registration.landmarks import LANDMARK_INDEX, MOBILE_LANDMARKS
 
 
@@ -45,22 +46,6 @@ def _validate(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.nd
     return s, t
 
 
-def _kabsch(s: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted least-squares rotation + translation (Umeyama 1991, eqs. 38-41, no scale)."""
-    w = w / w.sum()
-    cs = w @ s
-    ct = w @ t
-    H = (s - cs).T @ ((t - ct) * w[:, None])
-    U, _, Vt = np.linalg.svd(H)
-    D = np.eye(3)
-    D[2, 2] = np.sign(np.linalg.det(Vt.T @ U.T)) or 1.0  # no reflections
-    R = Vt.T @ D @ U.T
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = ct - R @ cs
-    return T
-
-
 def _residuals_mm(T: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.linalg.norm(geometry.apply(T, s) - t, axis=1) * 1000.0
 
@@ -76,11 +61,11 @@ def rigid_transform(
     w = np.ones(len(s)) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (len(s),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise RegistrationError("weights must be N finite non-negative numbers, not all zero")
-    sv = np.linalg.svd(s - s.mean(axis=0), compute_uv=False)
-    if sv[1] < 1e-6 * max(sv[0], 1e-12) or sv[1] < 1e-9:
+    T, res, spread = weighted_rigid_fit(
+        np.ascontiguousarray(s), np.ascontiguousarray(t), np.ascontiguousarray(w)
+    )
+    if not spread:
         raise RegistrationError("the source points are collinear", "use points spread in 2-D")
-    T = _kabsch(s, t, w)
-    res = _residuals_mm(T, s, t)
     inl = w > 0
     return PairedPointResult(T, float(np.sqrt(np.mean(res[inl] ** 2))), res, inl)
 

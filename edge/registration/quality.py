@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge import geometry
-from edge.registration.kernels import cell_mean_rms, region_jackknife
+from edge.registration.kernels import cell_mean_rms, covariance_rms, region_jackknife
 from edge.registration.types import RegistrationQuality
 
 
@@ -73,14 +73,12 @@ def surface_tre_mm(
     optimistic: the stage scales it by a factor calibrated against truth.
     ``targets_m`` (M, 3) and ``centre_m`` in the frame of the fit (the plan's).
     """
-    A = np.asarray(normal_matrix, dtype=np.float64)
-    J = _target_jacobians(targets_m, centre_m)
-    try:
-        cov = sigma_mm**2 * np.linalg.inv(A)
-    except np.linalg.LinAlgError:
-        return np.full(len(J), math.inf)
-    variance = np.einsum("tij,jk,tik->t", J, cov, J)  # tr(J Cov J^T) per target
-    return np.sqrt(np.maximum(variance, 0.0))
+    return covariance_rms(
+        np.ascontiguousarray(normal_matrix, dtype=np.float64),
+        np.ascontiguousarray(centre_m, dtype=np.float64),
+        float(sigma_mm),
+        np.ascontiguousarray(np.reshape(targets_m, (-1, 3)), dtype=np.float64),
+    )
 
 
 def _target_jacobians(targets_m: np.ndarray, centre_m: np.ndarray) -> np.ndarray:

@@ -1,0 +1,275 @@
+"""The registration's compiled kernels against the numpy code they replaced (kept here as
+the reference), on the synthetic face and on random input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edge import geometry
+from edge.registration import kernels
+from edge.registration.cloud import region_labels
+from edge.registration.icp import SkinModel, icp_point_to_plane
+from edge.registration.landmarks import RIGID_REGIONS
+from edge.registration.paired_point import rigid_transform
+from edge.registration.quality import (
+    region_jackknife_tre_mm,
+    surface_tre_mm,
+    systematic_residual_mm,
+)
+from support import synthetic_face as syn
+
+RNG = np.random.default_rng(7)
+
+
+@pytest.fixture(scope="module")
+def skin() -> SkinModel:
+    return SkinModel.from_mesh(syn.face_mesh())
+
+
+@pytest.fixture(scope="module")
+def cloud_and_truth(skin):
+    """Skin samples seen by a camera at the true pose, with 0.5 mm noise along z."""
+    truth = syn.pose_from(np.array([5.0, 10.0, 0.0]), np.array([0.01, 0.0, 0.0]), syn.facing_pose())
+    pick = RNG.choice(len(skin.points_m), 600, replace=False)
+    cloud = geometry.apply(truth, skin.points_m[pick])
+    cloud[:, 2] += RNG.normal(0.0, 0.0005, len(cloud))
+    return np.ascontiguousarray(cloud), truth
+
+
+def reference_grid_iterations(model, pts, camera_to_patient, gate, max_iterations=6):
+    """The numpy ICP loop with the grid's correspondences, as it was before the kernel."""
+    grid = model.grid
+    for iterations in range(1, max_iterations + 1):
+        X = geometry.apply(camera_to_patient, pts)
+        ijk = ((X - grid.origin_m) / grid.cell_m).astype(np.int64)
+        flat = np.ravel_multi_index(ijk.T, grid.index.shape, mode="clip")
+        idx = grid.index.ravel()[flat].astype(np.int64)
+        found = np.flatnonzero(idx >= 0)
+        dist = np.linalg.norm(X[found] - model.points_m[idx[found]], axis=1)
+        near = dist <= gate
+        keep, d_m = found[near], dist[near]
+        Xm, sample = X[keep], idx[keep]
+        q, n = model.points_m[sample], model.normals[sample]
+        n *= np.sign(np.einsum("ij,ij->i", camera_to_patient[:3, 3] - q, n))[:, None]
+        r = np.einsum("ij,ij->i", Xm - q, n)
+        front = r > max(4e-3, 0.5 * gate)
+        sigma = 1.4826 * float(np.median(np.abs(r)))
+        c = max(4.685 * sigma, 1.5e-3)
+        u = r / c
+        w = np.where((np.abs(u) < 1.0) & ~front, (1.0 - u * u) ** 2, 0.0)
+        centre = Xm.mean(axis=0)
+        J = np.concatenate([np.cross(Xm - centre, n), n], axis=1)
+        Jw = J * w[:, None]
+        delta = -np.linalg.solve(Jw.T @ J + 1e-12 * np.eye(6), Jw.T @ r)
+        R = geometry.rotation_vector_to_matrix(delta[:3])
+        inc = np.eye(4)
+        inc[:3, :3] = R
+        inc[:3, 3] = centre - R @ centre + delta[3:]
+        camera_to_patient = inc @ camera_to_patient
+        gate = max(4e-3, min(gate, 3.0 * float(np.median(d_m))))
+        if np.linalg.norm(delta[3:]) < 1e-5 and np.linalg.norm(delta[:3]) < math.radians(0.01):
+            return camera_to_patient, iterations
+    return camera_to_patient, max_iterations
+
+
+def test_icp_loop_moves_as_the_numpy_loop_did(skin, cloud_and_truth):
+    cloud, truth = cloud_and_truth
+    start = syn.pose_from(np.array([2.0, -3.0, 1.0]), np.array([0.002, -0.001, 0.001]), truth)
+    want, want_iterations = reference_grid_iterations(skin, cloud, geometry.invert(start), 10e-3)
+    got = np.array(geometry.invert(start), order="C")
+    code, iterations, converged, _ = kernels.icp_grid_loop(
+        cloud,
+        got,
+        skin.grid.index,
+        skin.grid.origin_m,
+        skin.grid.cell_m,
+        skin.points_m,
+        skin.normals,
+        6,
+        10e-3,
+        4e-3,
+        4e-3,
+        1.5e-3,
+        1e-5,
+        math.radians(0.01),
+    )
+    assert code == kernels.ICP_OK and iterations == want_iterations and converged == 1
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    # And the whole fit lands on the truth.
+    fit = icp_point_to_plane(skin, cloud, start, initial_gate_mm=10.0)
+    assert np.linalg.norm(fit.patient_to_camera[:3, 3] - truth[:3, 3]) < 0.3e-3
+
+
+def test_icp_loop_reports_too_few_correspondences(skin, cloud_and_truth):
+    cloud, truth = cloud_and_truth
+    far = np.array(geometry.invert(truth), order="C")
+    far[:3, 3] += 1.0  # a metre off: no grid cell answers
+    code, _, found, _ = kernels.icp_grid_loop(
+        cloud, far, skin.grid.index, skin.grid.origin_m, skin.grid.cell_m, skin.points_m,
+        skin.normals, 6, 10e-3, 4e-3, 4e-3, 1.5e-3, 1e-5, 1e-4,
+    )  # fmt: skip
+    assert code == kernels.ICP_TOO_FEW and found == 0
+
+
+def test_grid_lookup_and_final_residuals_match_numpy(skin, cloud_and_truth):
+    cloud, truth = cloud_and_truth
+    X = np.ascontiguousarray(geometry.apply(geometry.invert(truth), cloud))
+    X[:5] += 0.2  # outside the grid: clipped onto its -1 border
+    grid = skin.grid
+    ijk = ((X - grid.origin_m) / grid.cell_m).astype(np.int64)
+    want_idx = grid.index.ravel()[np.ravel_multi_index(ijk.T, grid.index.shape, mode="clip")]
+    idx = grid.lookup(X)
+    np.testing.assert_array_equal(idx, want_idx)
+    assert (idx[:5] == -1).all()
+    idx[idx < 0] = skin.tree.query(X[idx < 0])[1]
+    eye = np.ascontiguousarray(geometry.invert(truth)[:3, 3])
+    s, toward, occluded, inlier = kernels.surface_residuals(
+        X, idx, skin.points_m, skin.normals, eye, 4e-3, 2.5e-3, 2.5e-3 + 0.004
+    )
+    q, n = skin.points_m[idx], skin.normals[idx]
+    want_toward = np.sign(np.einsum("ij,ij->i", eye - q, n))[:, None] * n
+    want_s = np.einsum("ij,ij->i", X - q, want_toward)
+    d = np.linalg.norm(X - q, axis=1)
+    tangential = np.sqrt(np.maximum(d * d - want_s * want_s, 0.0))
+    want_occ = want_s > 4e-3
+    want_in = (np.abs(want_s) < 2.5e-3) & (tangential < 2.5e-3 + 0.004) & ~want_occ
+    np.testing.assert_allclose(s, want_s, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(toward, want_toward)
+    np.testing.assert_array_equal(occluded, want_occ)
+    np.testing.assert_array_equal(inlier, want_in)
+    assert want_in.sum() > 500 and want_occ[:5].any()
+    rows, centre, normal_matrix = kernels.inlier_rows(X, toward, inlier)
+    want_centre = X[inlier].mean(axis=0)
+    a_mm = (X[inlier] - want_centre) * 1e3
+    want_rows = np.concatenate([np.cross(a_mm, toward[inlier]), toward[inlier]], axis=1)
+    np.testing.assert_allclose(centre, want_centre, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(rows, want_rows, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(normal_matrix, want_rows.T @ want_rows, rtol=1e-12, atol=1e-9)
+
+
+def test_solve6_solves_and_refuses_a_singular_matrix():
+    a = RNG.normal(size=(6, 6))
+    b = RNG.normal(size=6)
+    x = b.copy()
+    assert kernels.solve6(a.copy(), x)
+    np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-10, atol=1e-12)
+    singular = a.copy()
+    singular[5] = 0.0
+    assert not kernels.solve6(singular, b.copy())
+
+
+def reference_systematic(P, r, points_per_cell=8, min_count=4, clip=5.0, beyond=8.0):
+    ok = np.isfinite(r) & (np.abs(r) <= beyond)
+    if ok.sum() < min_count * 5:
+        return math.nan
+    xy = P[ok, :2]
+    cell = float(
+        np.clip(np.sqrt(np.prod(np.ptp(xy, axis=0)) * points_per_cell / ok.sum()), 0.01, 0.03)
+    )
+    cells = np.floor(xy / cell).astype(np.int64)
+    _, label = np.unique(cells, axis=0, return_inverse=True)
+    count = np.bincount(label)
+    total = np.bincount(label, weights=np.clip(r[ok], -clip, clip))
+    full = count >= min_count
+    if full.sum() < 5:
+        return math.nan
+    return float(np.sqrt(np.mean((total[full] / count[full]) ** 2)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_surface_shape_cells_match_numpy(seed):
+    rng = np.random.default_rng(seed)
+    P = np.column_stack(
+        [
+            rng.uniform(-0.08, 0.07, 500),
+            rng.uniform(-0.1, 0.09, 500),
+            0.5 + rng.normal(0, 0.01, 500),
+        ]
+    )
+    r = rng.normal(0.0, 1.5, 500) + 0.8 * np.sin(P[:, 0] * 60)
+    r[rng.choice(500, 40, replace=False)] = np.nan
+    r[:10] = 20.0  # beyond: ignored
+    want = reference_systematic(P, r)
+    assert math.isfinite(want)
+    assert systematic_residual_mm(P, r) == pytest.approx(want, rel=1e-12)
+    assert math.isnan(systematic_residual_mm(P[:15], r[:15]))  # too few points
+
+
+def reference_jackknife(R, r, labels, centre, targets, min_points=20):
+    counts = np.bincount(labels)
+    blocks = [k for k in range(len(counts)) if counts[k] >= min_points]
+    if len(blocks) < 3:
+        return np.full(len(targets), math.nan)
+    A, g = R.T @ R, R.T @ r
+    D = np.stack(
+        [
+            -np.linalg.solve(
+                A - R[labels == k].T @ R[labels == k], g - R[labels == k].T @ r[labels == k]
+            )
+            for k in blocks
+        ]
+    )
+    D -= D.mean(axis=0)
+    P = (targets - centre) * 1e3
+    shifts = np.cross(D[None, :, :3], P[:, None, :]) + D[None, :, 3:]  # omega x p + v
+    return np.sqrt((len(blocks) - 1) / len(blocks) * (shifts**2).sum(axis=(1, 2)))
+
+
+def test_region_jackknife_and_covariance_match_numpy():
+    n = 400
+    a = RNG.normal(0, 30, (n, 3))
+    normals = RNG.normal(size=(n, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    R = np.concatenate([np.cross(a, normals), normals], axis=1)
+    r = RNG.normal(0, 0.4, n)
+    labels = RNG.integers(0, 6, n)
+    labels[labels == 5] = 4  # region 5 empty
+    labels[:300][labels[:300] == 0] = 1
+    centre = np.array([0.01, -0.02, 0.5])
+    targets = centre + RNG.normal(0, 0.05, (3, 3))
+    got = region_jackknife_tre_mm(R, r, labels, centre, targets, 20)
+    np.testing.assert_allclose(got, reference_jackknife(R, r, labels, centre, targets), rtol=1e-9)
+    assert np.isnan(region_jackknife_tre_mm(R, r, np.minimum(labels, 1), centre, targets)).all()
+
+    A = R.T @ R
+    cov = 0.3**2 * np.linalg.inv(A)
+    P = (targets - centre) * 1e3
+    want = []
+    for p in P:
+        J = np.hstack([-geometry.skew(p), np.eye(3)])
+        want.append(math.sqrt(np.trace(J @ cov @ J.T)))
+    np.testing.assert_allclose(surface_tre_mm(A, centre, 0.3, targets), want, rtol=1e-9)
+    singular = A.copy()
+    singular[:, 0] = singular[0, :] = 0.0
+    assert np.isinf(surface_tre_mm(singular, centre, 0.3, targets)).all()
+
+
+def test_region_labels_pick_the_nearest_finite_centre():
+    lm = RNG.uniform(0, 640, (468, 2))
+    pix = RNG.integers(0, 640, (300, 2))
+    centres = lm[[RIGID_REGIONS[name] for name in RIGID_REGIONS]]
+    want = np.argmin(((pix[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
+    np.testing.assert_array_equal(region_labels(lm, pix), want)
+    lm[RIGID_REGIONS["forehead"]] = np.nan  # a centre not tracked never wins
+    assert (region_labels(lm, pix) != list(RIGID_REGIONS).index("forehead")).all()
+
+
+def test_weighted_rigid_fit_matches_the_svd_solution():
+    source = RNG.normal(0, 0.05, (10, 3))
+    truth = syn.pose_from(np.array([3.0, -2.0, 500.0]), np.array([0.2, -0.1, 0.3]), np.eye(4))
+    target = geometry.apply(truth, source) + RNG.normal(0, 0.001, (10, 3))
+    w = RNG.uniform(0.5, 1.0, 10)
+    fit = rigid_transform(source, target, w)
+    # Umeyama with weights, by numpy.
+    wn = w / w.sum()
+    cs, ct = wn @ source, wn @ target
+    U, _, Vt = np.linalg.svd((source - cs).T @ ((target - ct) * wn[:, None]))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
+    R = Vt.T @ D @ U.T
+    np.testing.assert_allclose(fit.source_to_target[:3, :3], R, atol=1e-12)
+    np.testing.assert_allclose(fit.source_to_target[:3, 3], ct - R @ cs, atol=1e-12)
+    want_res = np.linalg.norm(source @ R.T + (ct - R @ cs) - target, axis=1) * 1e3
+    np.testing.assert_allclose(fit.residuals_mm, want_res, atol=1e-9)
