@@ -98,6 +98,10 @@ def test_unit_has_the_required_settings(unit_text: str):
     assert int(d["StartLimitBurst"][0]) >= 1 and int(d["StartLimitIntervalSec"][0]) > 0
     assert d["ReadWritePaths"] == ["/var/lib/edge"]
     assert "EDGE_CONFIG=/etc/edge/edge.toml" in d["Environment"][0]
+    # The compiled kernels' disk cache (edge/jit.py) lies in the service's own cache
+    # directory, the one place under /var/cache that ProtectSystem=strict leaves writable.
+    assert d["CacheDirectory"] == ["edge"]
+    assert "NUMBA_CACHE_DIR=/var/cache/edge/numba" in d["Environment"]
     # systemd kills only after the process's own bounded stop has had its chance.
     assert float(d["TimeoutStopSec"][0]) > ServiceConfig().stop_timeout_s
     assert 1 <= float(d["WatchdogSec"][0]) <= 60
