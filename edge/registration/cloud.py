@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.frames import Frame, PixelFormat
+from edge.jit import c_array
 from edge.registration.kernels import nearest_centre
 from edge.registration.landmarks import (
     EYE_LEFT_CONTOUR,
@@ -155,8 +156,11 @@ class FaceCloud:
 def region_labels(landmarks_px: np.ndarray, pix: np.ndarray) -> np.ndarray:
     """(K,) index of the nearest region centre (:data:`RIGID_REGIONS`) per pixel."""
     lm = np.asarray(landmarks_px, dtype=np.float64)[:, :2]
-    centres = np.ascontiguousarray(lm[REGION_CENTRE_ROWS])
-    return nearest_centre(np.ascontiguousarray(pix, dtype=np.int64), centres)
+    centres = c_array(lm[REGION_CENTRE_ROWS])
+    pixels = c_array(pix, np.int64)
+    if pixels.ndim != 2 or pixels.shape[1] != 2:
+        raise ValueError(f"pixels must be (K, 2), got {pixels.shape}")
+    return nearest_centre(pixels, centres)
 
 
 def region_cloud(

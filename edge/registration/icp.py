@@ -19,6 +19,7 @@ from scipy.spatial import cKDTree
 
 from edge import geometry
 from edge.errors import RegistrationError
+from edge.jit import c_array
 from edge.plan.model import Mesh
 from edge.registration.kernels import (
     ICP_SINGULAR,
@@ -48,7 +49,7 @@ class NearestGrid:
     def lookup(self, points_m: np.ndarray) -> np.ndarray:
         """Sample index per point; -1 where the point is outside the band. A point outside
         the grid is clipped onto its border, whose cells are all -1 (see _nearest_grid)."""
-        pts = np.ascontiguousarray(points_m, dtype=np.float64)
+        pts = c_array(points_m)
         return grid_lookup(pts, self.index, self.origin_m, self.cell_m)
 
 
@@ -235,10 +236,10 @@ def icp_point_to_plane(
             idx[far] = model.tree.query(X[far], workers=1)[1]
     else:
         idx = model.tree.query(X, workers=1)[1]
-    eye = np.ascontiguousarray(camera_to_patient[:3, 3])  # camera centre, patient frame
+    eye = c_array(camera_to_patient[:3, 3])  # camera centre, patient frame
     slack = 2 * model.spacing_m + (grid.cell_m if grid is not None else 0.0)
     s, toward_camera, occluded, inlier = surface_residuals(
-        np.ascontiguousarray(X),
+        c_array(X),
         idx.astype(np.int64),
         model.points_m,
         model.normals,
@@ -294,7 +295,7 @@ def _grid_iterations(
     the same steps as :func:`_tree_iterations`, one pass over the cloud each."""
     pose = np.array(camera_to_patient, dtype=np.float64, order="C")  # updated in place
     code, iterations, third, gate = icp_grid_loop(
-        np.ascontiguousarray(pts),
+        c_array(pts),
         pose,
         grid.index,
         grid.origin_m,

@@ -437,18 +437,22 @@ def weighted_rigid_fit(
     source: np.ndarray, target: np.ndarray, weights: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """paired_point.rigid_transform's fit: (source_to_target 4x4, per-pair distances in
-    mm after the fit, False when the source points are collinear)."""
+    mm after the fit, False when the source points of positive weight are collinear)."""
     n = source.shape[0]
+    # The spread of the pairs that count (positive weight): the square roots of their
+    # centred scatter's eigenvalues (ascending) are its singular values.
     centre = np.zeros(3)
+    counted = 0
     for i in range(n):
-        centre += source[i]
-    centre /= n
+        if weights[i] > 0:
+            centre += source[i]
+            counted += 1
+    centre /= max(counted, 1)
     scatter = np.zeros((3, 3))
     for i in range(n):
-        d = source[i] - centre
-        scatter += np.outer(d, d)
-    # Singular values of the centred source are the square roots of its scatter's
-    # eigenvalues (ascending here).
+        if weights[i] > 0:
+            d = source[i] - centre
+            scatter += np.outer(d, d)
     ev = np.linalg.eigvalsh(scatter)
     sv0 = math.sqrt(max(ev[2], 0.0))
     sv1 = math.sqrt(max(ev[1], 0.0))

@@ -9,6 +9,7 @@ import numpy as np
 
 from edge import geometry
 from edge.errors import RegistrationError
+from edge.jit import c_array
 from edge.registration.kernels import weighted_rigid_fit
 from edge.registration.landmarks import LANDMARK_INDEX, MOBILE_LANDMARKS
 
@@ -61,9 +62,7 @@ def rigid_transform(
     w = np.ones(len(s)) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (len(s),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise RegistrationError("weights must be N finite non-negative numbers, not all zero")
-    T, res, spread = weighted_rigid_fit(
-        np.ascontiguousarray(s), np.ascontiguousarray(t), np.ascontiguousarray(w)
-    )
+    T, res, spread = weighted_rigid_fit(c_array(s), c_array(t), c_array(w))
     if not spread:
         raise RegistrationError("the source points are collinear", "use points spread in 2-D")
     inl = w > 0

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge import geometry
+from edge.jit import c_array
 from edge.registration.kernels import cell_mean_rms, covariance_rms, region_jackknife
 from edge.registration.types import RegistrationQuality
 
@@ -74,10 +75,10 @@ def surface_tre_mm(
     ``targets_m`` (M, 3) and ``centre_m`` in the frame of the fit (the plan's).
     """
     return covariance_rms(
-        np.ascontiguousarray(normal_matrix, dtype=np.float64),
-        np.ascontiguousarray(centre_m, dtype=np.float64),
+        c_array(normal_matrix),
+        c_array(centre_m),
         float(sigma_mm),
-        np.ascontiguousarray(np.reshape(targets_m, (-1, 3)), dtype=np.float64),
+        c_array(np.reshape(targets_m, (-1, 3))),
     )
 
 
@@ -113,12 +114,20 @@ def region_jackknife_tre_mm(
     than ``min_points`` inliers are never left out; with fewer than 3 regions to leave
     out, NaN (the layout cannot say).
     """
+    rows, residuals, labels = c_array(rows_mm), c_array(residuals_mm), c_array(region, np.int64)
+    if rows.ndim != 2 or rows.shape[1] != 6 or {residuals.shape, labels.shape} != {(len(rows),)}:
+        raise ValueError(
+            f"jackknife rows {rows.shape}, residuals {residuals.shape} and regions "
+            f"{labels.shape} must be (K, 6), (K,) and (K,)"
+        )
+    if len(labels) and labels.min() < 0:
+        raise ValueError("region labels must not be negative")
     return region_jackknife(
-        np.ascontiguousarray(rows_mm, dtype=np.float64),
-        np.ascontiguousarray(residuals_mm, dtype=np.float64),
-        np.ascontiguousarray(region, dtype=np.int64),
-        np.ascontiguousarray(centre_m, dtype=np.float64),
-        np.ascontiguousarray(np.reshape(targets_m, (-1, 3)), dtype=np.float64),
+        rows,
+        residuals,
+        labels,
+        c_array(centre_m),
+        c_array(np.reshape(targets_m, (-1, 3))),
         min_points,
     )
 
@@ -204,10 +213,13 @@ def systematic_residual_mm(
     # Points far off the skin are background or hair seen past the face's edge (the
     # inlier gate counts them), not a surface of another shape. Cells are summed x, then
     # y (compiled: registration/kernels.py).
+    points, residuals = c_array(points_camera_m), c_array(residuals_mm)
+    if points.ndim != 2 or points.shape[1] != 3 or residuals.shape != (len(points),):
+        raise ValueError(f"points {points.shape} and residuals {residuals.shape} do not pair")
     return float(
         cell_mean_rms(
-            np.ascontiguousarray(points_camera_m, dtype=np.float64),
-            np.ascontiguousarray(residuals_mm, dtype=np.float64),
+            points,
+            residuals,
             points_per_cell,
             min_count,
             clip_mm,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edge import geometry
+from edge.errors import RegistrationError
 from edge.registration import kernels
 from edge.registration.cloud import region_labels
 from edge.registration.icp import SkinModel, icp_point_to_plane
@@ -196,6 +197,8 @@ def test_surface_shape_cells_match_numpy(seed):
     assert math.isfinite(want)
     assert systematic_residual_mm(P, r) == pytest.approx(want, rel=1e-12)
     assert math.isnan(systematic_residual_mm(P[:15], r[:15]))  # too few points
+    with pytest.raises(ValueError, match="do not pair"):
+        systematic_residual_mm(P, r[:200])
 
 
 def reference_jackknife(R, r, labels, centre, targets, min_points=20):
@@ -226,13 +229,22 @@ def test_region_jackknife_and_covariance_match_numpy():
     R = np.concatenate([np.cross(a, normals), normals], axis=1)
     r = RNG.normal(0, 0.4, n)
     labels = RNG.integers(0, 6, n)
-    labels[labels == 5] = 4  # region 5 empty
-    labels[:300][labels[:300] == 0] = 1
+    labels[labels == 3] = 4  # a gap in the labels: region 3 empty
+    labels[:300][labels[:300] == 0] = 1  # region 0 below min_points: never left out
     centre = np.array([0.01, -0.02, 0.5])
     targets = centre + RNG.normal(0, 0.05, (3, 3))
     got = region_jackknife_tre_mm(R, r, labels, centre, targets, 20)
     np.testing.assert_allclose(got, reference_jackknife(R, r, labels, centre, targets), rtol=1e-9)
     assert np.isnan(region_jackknife_tre_mm(R, r, np.minimum(labels, 1), centre, targets)).all()
+    # Leaving out the only region with normals along z leaves the pose unconstrained: inf.
+    flat = R.copy()
+    flat[labels != 4, 5] = 0.0  # no other region constrains z
+    flat[labels != 4, 0:2] = 0.0  # nor the tilts that move points along z
+    assert np.isinf(region_jackknife_tre_mm(flat, r, labels, centre, targets, 20)).all()
+    with pytest.raises(ValueError, match="must be"):
+        region_jackknife_tre_mm(R, r[:-1], labels, centre, targets)
+    with pytest.raises(ValueError, match="negative"):
+        region_jackknife_tre_mm(R, r, labels - 1, centre, targets)
 
     A = R.T @ R
     cov = 0.3**2 * np.linalg.inv(A)
@@ -273,3 +285,41 @@ def test_weighted_rigid_fit_matches_the_svd_solution():
     np.testing.assert_allclose(fit.source_to_target[:3, 3], ct - R @ cs, atol=1e-12)
     want_res = np.linalg.norm(source @ R.T + (ct - R @ cs) - target, axis=1) * 1e3
     np.testing.assert_allclose(fit.residuals_mm, want_res, atol=1e-9)
+
+
+def test_weighted_rigid_fit_never_reflects_and_refuses_collinear_counted_pairs():
+    # Nearly flat pairs whose least-squares orthogonal map is a reflection (det < 0).
+    source = np.array([[0, 0, 0], [0.05, 0, 0], [0, 0.05, 0], [0.05, 0.05, 0.0001]], float)
+    target = source * [1.0, 1.0, -1.0]
+    fit = rigid_transform(source, target)
+    assert np.linalg.det(fit.source_to_target[:3, :3]) == pytest.approx(1.0)
+    # Three collinear pairs count; a fourth, off the line, has weight 0.
+    line = np.array([[0, 0, 0], [0.01, 0, 0], [0.02, 0, 0], [0, 0.03, 0.01]], float)
+    with pytest.raises(RegistrationError, match="collinear"):
+        rigid_transform(line, line, np.array([1.0, 1.0, 1.0, 0.0]))
+
+
+def test_the_grid_path_converts_degrees_and_names_too_few_correspondences(skin, cloud_and_truth):
+    cloud, truth = cloud_and_truth
+    start = syn.pose_from(np.array([2.0, -3.0, 1.0]), np.array([0.002, -0.001, 0.001]), truth)
+    # tolerance_deg 0.01 (1.7e-4 rad): the kernel must stop where the numpy loop did.
+    want, want_iterations = reference_grid_iterations(skin, cloud, geometry.invert(start), 10e-3)
+    fit = icp_point_to_plane(skin, cloud, start, initial_gate_mm=10.0, max_iterations=6,
+                             tolerance_mm=0.01, tolerance_deg=0.01)  # fmt: skip
+    assert fit.iterations == want_iterations
+    np.testing.assert_allclose(fit.patient_to_camera, geometry.invert(want), atol=1e-12)
+    far = truth.copy()
+    far[:3, 3] += 1.0
+    with pytest.raises(RegistrationError, match="found 0 skin correspondences within 10 mm"):
+        icp_point_to_plane(skin, cloud, far, initial_gate_mm=10.0)
+
+
+def test_kernel_inputs_may_be_read_only(skin, cloud_and_truth):
+    cloud, truth = cloud_and_truth
+    frozen = cloud.copy()
+    frozen.flags.writeable = False
+    fit = icp_point_to_plane(skin, frozen, truth, initial_gate_mm=10.0)
+    assert fit.inlier_fraction > 0.9
+    pix = np.zeros((3, 2), np.int64)
+    pix.flags.writeable = False
+    assert len(region_labels(np.zeros((468, 2)), pix)) == 3
