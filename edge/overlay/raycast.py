@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge.jit import kernel
+
 # Triangles per leaf of the culling hierarchy: a ray tests every leaf's sphere, then
 # every triangle of the few leaves it passes near (32-64 balance the two on 70k-300k
 # triangle skins).
@@ -24,21 +26,59 @@ def _morton_order(points: np.ndarray, bits: int = 10) -> np.ndarray:
     return np.argsort(code, kind="stable")
 
 
-def _near_line(
-    rel: np.ndarray, rel_sq: np.ndarray, direction: np.ndarray, radii_sq: np.ndarray, eps: float
-) -> np.ndarray:
-    """Which spheres (centres at ``rel`` from the origin) the line along unit ``direction``
-    passes within their radius of (with a relative margin, so culling never loses a hit)."""
-    along = rel @ direction
-    return rel_sq - along * along <= radii_sq * (1 + 1e-9) + eps
-
-
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cross product of (N, 3) arrays (or one (3,) with (N, 3)): ``np.cross``'s
-    arithmetic without its per-call overhead, which dominated a cast of a few rays."""
-    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
-    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
-    return np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
+@kernel(
+    "float64[::1](Array(float64, 2, 'C', readonly=True), Array(float64, 2, 'C', readonly=True),"
+    " float64[:, ::1], float64[::1],"
+    " float64[:, ::1], float64[::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], float64)"
+)
+def _first_hits(o, d, leaf_centres, leaf_radii_sq, centres, radii_sq, p0, e1, e2, eps):
+    """Each ray's nearest hit ``t`` (NaN where none): leaf spheres, then triangle spheres,
+    then Möller-Trumbore on the triangles the ray passes near (see :class:`MeshRaycaster`)."""
+    count = p0.shape[0]
+    out = np.full(o.shape[0], np.nan)
+    for i in range(o.shape[0]):
+        ox, oy, oz = o[i, 0], o[i, 1], o[i, 2]
+        dx, dy, dz = d[i, 0], d[i, 1], d[i, 2]
+        norm = np.sqrt(dx * dx + dy * dy + dz * dz)
+        if not np.isfinite(norm) or norm <= eps:
+            continue
+        if not (np.isfinite(ox) and np.isfinite(oy) and np.isfinite(oz)):
+            continue
+        ux, uy, uz = dx / norm, dy / norm, dz / norm
+        best = np.inf
+        for leaf in range(leaf_centres.shape[0]):
+            rx = leaf_centres[leaf, 0] - ox
+            ry = leaf_centres[leaf, 1] - oy
+            rz = leaf_centres[leaf, 2] - oz
+            along = rx * ux + ry * uy + rz * uz
+            # The line's distance from the sphere's centre, with a relative margin: culling
+            # must never lose a hit.
+            if rx * rx + ry * ry + rz * rz - along * along > leaf_radii_sq[leaf] * (1 + 1e-9) + eps:
+                continue
+            for k in range(leaf * LEAF_TRIANGLES, min((leaf + 1) * LEAF_TRIANGLES, count)):
+                rx = centres[k, 0] - ox
+                ry = centres[k, 1] - oy
+                rz = centres[k, 2] - oz
+                along = rx * ux + ry * uy + rz * uz
+                if rx * rx + ry * ry + rz * rz - along * along > radii_sq[k] * (1 + 1e-9) + eps:
+                    continue
+                ax, ay, az = e1[k, 0], e1[k, 1], e1[k, 2]
+                bx, by, bz = e2[k, 0], e2[k, 1], e2[k, 2]
+                px, py, pz = dy * bz - dz * by, dz * bx - dx * bz, dx * by - dy * bx
+                det = ax * px + ay * py + az * pz
+                if not abs(det) > eps:
+                    continue
+                inv = 1.0 / det
+                tx, ty, tz = ox - p0[k, 0], oy - p0[k, 1], oz - p0[k, 2]
+                u = (tx * px + ty * py + tz * pz) * inv
+                qx, qy, qz = ty * az - tz * ay, tz * ax - tx * az, tx * ay - ty * ax
+                w = (qx * dx + qy * dy + qz * dz) * inv
+                t = (bx * qx + by * qy + bz * qz) * inv
+                if u >= 0 and w >= 0 and u + w <= 1 and t > eps and t < best:
+                    best = t
+        if best < np.inf:
+            out[i] = best
+    return out
 
 
 class MeshRaycaster:
@@ -64,18 +104,18 @@ class MeshRaycaster:
             raise ValueError("face indices out of range of the vertices")
         tri = v[f] if f.size else np.zeros((0, 3, 3))
         tri = tri[_morton_order(tri.mean(axis=1))]
-        self.p0 = tri[:, 0]
+        self.p0 = np.ascontiguousarray(tri[:, 0])
         self.e1 = tri[:, 1] - self.p0
         self.e2 = tri[:, 2] - self.p0
-        self.centres = tri.mean(axis=1)
+        self.centres = np.ascontiguousarray(tri.mean(axis=1))
         self.radii_sq = ((tri - self.centres[:, None, :]) ** 2).sum(axis=2).max(axis=1)
         # Leaves: consecutive runs of the Z-ordered triangles (the last may be short).
         count = len(tri)
-        self._leaf_start = np.arange(0, count, LEAF_TRIANGLES)
+        leaf_start = np.arange(0, count, LEAF_TRIANGLES)
         leaf_of = np.arange(count) // LEAF_TRIANGLES
-        sizes = np.bincount(leaf_of, minlength=len(self._leaf_start)) if count else np.zeros(0)
+        sizes = np.bincount(leaf_of, minlength=len(leaf_start)) if count else np.zeros(0)
         self.leaf_centres = (
-            np.add.reduceat(self.centres, self._leaf_start, axis=0) / sizes[:, None]
+            np.add.reduceat(self.centres, leaf_start, axis=0) / sizes[:, None]
             if count
             else np.zeros((0, 3))
         )
@@ -84,15 +124,10 @@ class MeshRaycaster:
         )
         # Inflated by a part per million and a nanometre: rounding must never cull a hit.
         self.leaf_radii_sq = (
-            (np.maximum.reduceat(reach, self._leaf_start) * (1 + 1e-6) + 1e-9) ** 2
+            (np.maximum.reduceat(reach, leaf_start) * (1 + 1e-6) + 1e-9) ** 2
             if count
             else np.zeros(0)
         )
-
-    def _candidates(self, leaves: np.ndarray) -> np.ndarray:
-        """The triangle indices of the given leaves."""
-        idx = (self._leaf_start[leaves][:, None] + np.arange(LEAF_TRIANGLES)).ravel()
-        return idx[idx < len(self.p0)]
 
     def first_hit(
         self, origins: np.ndarray, directions: np.ndarray, eps: float = 1e-12
@@ -109,44 +144,18 @@ class MeshRaycaster:
             raise ValueError(
                 f"origins and directions must both be (R, 3), got {o.shape}, {d.shape}"
             )
-        result = np.full(len(o), np.nan)
-        last_origin: np.ndarray | None = None
-        leaf_rel = leaf_rel_sq = np.zeros(0)
-        for i in range(len(o)):  # rays are few (one per target); triangles are many
-            norm = np.linalg.norm(d[i])
-            if not np.isfinite(norm) or norm <= eps or not np.all(np.isfinite(o[i])):
-                continue
-            unit = d[i] / norm
-            if last_origin is None or not np.array_equal(o[i], last_origin):
-                # Rays usually share one origin (the camera centre): do this once.
-                last_origin = o[i]
-                leaf_rel = self.leaf_centres - o[i]
-                leaf_rel_sq = np.einsum("ij,ij->i", leaf_rel, leaf_rel)
-            near = _near_line(leaf_rel, leaf_rel_sq, unit, self.leaf_radii_sq, eps)
-            leaves = np.flatnonzero(near)
-            if leaves.size == 0:
-                continue
-            idx = self._candidates(leaves)
-            rel = self.centres[idx] - o[i]
-            rel_sq = np.einsum("ij,ij->i", rel, rel)
-            idx = idx[_near_line(rel, rel_sq, unit, self.radii_sq[idx], eps)]
-            if idx.size == 0:
-                continue
-            p0, e1, e2 = self.p0[idx], self.e1[idx], self.e2[idx]
-            pvec = _cross(d[i], e2)
-            det = np.einsum("ij,ij->i", e1, pvec)
-            ok = np.abs(det) > eps
-            inv = np.zeros_like(det)
-            inv[ok] = 1.0 / det[ok]
-            tvec = o[i] - p0
-            u = np.einsum("ij,ij->i", tvec, pvec) * inv
-            qvec = _cross(tvec, e1)
-            w = (qvec @ d[i]) * inv
-            t = np.einsum("ij,ij->i", e2, qvec) * inv
-            hit = ok & (u >= 0) & (w >= 0) & (u + w <= 1) & (t > eps)
-            if hit.any():
-                result[i] = t[hit].min()
-        return result
+        return _first_hits(
+            np.ascontiguousarray(o),
+            np.ascontiguousarray(d),
+            self.leaf_centres,
+            self.leaf_radii_sq,
+            self.centres,
+            self.radii_sq,
+            self.p0,
+            self.e1,
+            self.e2,
+            float(eps),
+        )
 
 
 def ray_mesh_first_hit(

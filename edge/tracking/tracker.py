@@ -36,6 +36,7 @@ from edge.tracking.landmarks import (
     LandmarkModel,
     LandmarkOutput,
     check_crop,
+    landmark_box,
     roi_from_detection,
     roi_from_landmarks,
 )
@@ -111,11 +112,6 @@ def keypoints_from_landmarks(landmarks_px: np.ndarray) -> np.ndarray:
     idx = np.array(KEYPOINT_LANDMARKS)
     xy = np.asarray(landmarks_px)[:, :2]
     return (xy[idx[:, 0]] + xy[idx[:, 1]]) / 2
-
-
-def landmark_box(landmarks_px: np.ndarray) -> np.ndarray:
-    xy = np.asarray(landmarks_px)[:, :2]
-    return np.concatenate([xy.min(axis=0), xy.max(axis=0)])
 
 
 class FaceTracker:
