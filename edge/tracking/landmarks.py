@@ -54,10 +54,16 @@ def _bounds(xy, divisor):
 @kernel("void(uint8[:, :, ::1], boolean, float32, float32, float32[:, :, ::1])")
 def _normalise(patch, bgr, scale, offset, out):
     """``out = patch * scale + offset`` in float32, RGB (channels reversed when ``bgr``)."""
-    for y in range(patch.shape[0]):
-        for x in range(patch.shape[1]):
-            for c in range(3):
-                out[y, x, c] = np.float32(patch[y, x, 2 - c if bgr else c]) * scale + offset
+    src, dst = patch.reshape(-1), out.reshape(-1)
+    if bgr:
+        for pixel in range(src.shape[0] // 3):
+            i = 3 * pixel
+            dst[i] = np.float32(src[i + 2]) * scale + offset
+            dst[i + 1] = np.float32(src[i + 1]) * scale + offset
+            dst[i + 2] = np.float32(src[i]) * scale + offset
+    else:
+        for i in range(src.shape[0]):  # one flat loop: the compiler vectorises it
+            dst[i] = np.float32(src[i]) * scale + offset
 
 
 @kernel(
