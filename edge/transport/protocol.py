@@ -115,6 +115,8 @@ class Message:
 
 def _wire_dtype(a: np.ndarray) -> tuple[np.ndarray, str]:
     """The array in a wire dtype, little-endian and C-contiguous."""
+    if a.dtype.str in WIRE_DTYPES and a.flags.c_contiguous:
+        return a, a.dtype.str  # already on the wire's terms (most arrays): as it is
     kind_map = {"f": ("<f8", "<f4"), "i": ("<i8", "<i4"), "u": ("<u4", "<u2", "|u1")}
     dt = a.dtype.newbyteorder("<") if a.dtype.itemsize > 1 else a.dtype
     name = dt.str
