@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from edge.jit import kernel
@@ -26,58 +28,91 @@ def _morton_order(points: np.ndarray, bits: int = 10) -> np.ndarray:
     return np.argsort(code, kind="stable")
 
 
-@kernel(
-    "float64[::1](Array(float64, 2, 'C', readonly=True), Array(float64, 2, 'C', readonly=True),"
-    " float64[:, ::1], float64[::1],"
-    " float64[:, ::1], float64[::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], float64)"
+_MESH = (
+    "float64[:, ::1], float64[::1], float64[:, ::1], float64[::1], float64[:, ::1],"
+    " float64[:, ::1], float64[:, ::1], float64"
 )
-def _first_hits(o, d, leaf_centres, leaf_radii_sq, centres, radii_sq, p0, e1, e2, eps):
-    """Each ray's nearest hit ``t`` (NaN where none): leaf spheres, then triangle spheres,
+
+
+@kernel(f"float64(float64, float64, float64, float64, float64, float64, {_MESH})")
+def _first_hit(
+    ox, oy, oz, dx, dy, dz, leaf_centres, leaf_radii_sq, centres, radii_sq, p0, e1, e2, eps
+):
+    """The ray's nearest hit ``t`` (NaN where none): leaf spheres, then triangle spheres,
     then Möller-Trumbore on the triangles the ray passes near (see :class:`MeshRaycaster`)."""
+    norm = np.sqrt(dx * dx + dy * dy + dz * dz)
+    if not np.isfinite(norm) or norm <= eps:
+        return np.nan
+    if not (np.isfinite(ox) and np.isfinite(oy) and np.isfinite(oz)):
+        return np.nan
     count = p0.shape[0]
-    out = np.full(o.shape[0], np.nan)
-    for i in range(o.shape[0]):
-        ox, oy, oz = o[i, 0], o[i, 1], o[i, 2]
-        dx, dy, dz = d[i, 0], d[i, 1], d[i, 2]
-        norm = np.sqrt(dx * dx + dy * dy + dz * dz)
-        if not np.isfinite(norm) or norm <= eps:
+    ux, uy, uz = dx / norm, dy / norm, dz / norm
+    best = np.inf
+    for leaf in range(leaf_centres.shape[0]):
+        rx = leaf_centres[leaf, 0] - ox
+        ry = leaf_centres[leaf, 1] - oy
+        rz = leaf_centres[leaf, 2] - oz
+        along = rx * ux + ry * uy + rz * uz
+        # The line's distance from the sphere's centre, with a relative margin: culling
+        # must never lose a hit.
+        if rx * rx + ry * ry + rz * rz - along * along > leaf_radii_sq[leaf] * (1 + 1e-9) + eps:
             continue
-        if not (np.isfinite(ox) and np.isfinite(oy) and np.isfinite(oz)):
-            continue
-        ux, uy, uz = dx / norm, dy / norm, dz / norm
-        best = np.inf
-        for leaf in range(leaf_centres.shape[0]):
-            rx = leaf_centres[leaf, 0] - ox
-            ry = leaf_centres[leaf, 1] - oy
-            rz = leaf_centres[leaf, 2] - oz
+        for k in range(leaf * LEAF_TRIANGLES, min((leaf + 1) * LEAF_TRIANGLES, count)):
+            rx = centres[k, 0] - ox
+            ry = centres[k, 1] - oy
+            rz = centres[k, 2] - oz
             along = rx * ux + ry * uy + rz * uz
-            # The line's distance from the sphere's centre, with a relative margin: culling
-            # must never lose a hit.
-            if rx * rx + ry * ry + rz * rz - along * along > leaf_radii_sq[leaf] * (1 + 1e-9) + eps:
+            if rx * rx + ry * ry + rz * rz - along * along > radii_sq[k] * (1 + 1e-9) + eps:
                 continue
-            for k in range(leaf * LEAF_TRIANGLES, min((leaf + 1) * LEAF_TRIANGLES, count)):
-                rx = centres[k, 0] - ox
-                ry = centres[k, 1] - oy
-                rz = centres[k, 2] - oz
-                along = rx * ux + ry * uy + rz * uz
-                if rx * rx + ry * ry + rz * rz - along * along > radii_sq[k] * (1 + 1e-9) + eps:
-                    continue
-                ax, ay, az = e1[k, 0], e1[k, 1], e1[k, 2]
-                bx, by, bz = e2[k, 0], e2[k, 1], e2[k, 2]
-                px, py, pz = dy * bz - dz * by, dz * bx - dx * bz, dx * by - dy * bx
-                det = ax * px + ay * py + az * pz
-                if not abs(det) > eps:
-                    continue
-                inv = 1.0 / det
-                tx, ty, tz = ox - p0[k, 0], oy - p0[k, 1], oz - p0[k, 2]
-                u = (tx * px + ty * py + tz * pz) * inv
-                qx, qy, qz = ty * az - tz * ay, tz * ax - tx * az, tx * ay - ty * ax
-                w = (qx * dx + qy * dy + qz * dz) * inv
-                t = (bx * qx + by * qy + bz * qz) * inv
-                if u >= 0 and w >= 0 and u + w <= 1 and t > eps and t < best:
-                    best = t
-        if best < np.inf:
-            out[i] = best
+            ax, ay, az = e1[k, 0], e1[k, 1], e1[k, 2]
+            bx, by, bz = e2[k, 0], e2[k, 1], e2[k, 2]
+            px, py, pz = dy * bz - dz * by, dz * bx - dx * bz, dx * by - dy * bx
+            det = ax * px + ay * py + az * pz
+            if not abs(det) > eps:
+                continue
+            inv = 1.0 / det
+            tx, ty, tz = ox - p0[k, 0], oy - p0[k, 1], oz - p0[k, 2]
+            u = (tx * px + ty * py + tz * pz) * inv
+            qx, qy, qz = ty * az - tz * ay, tz * ax - tx * az, tx * ay - ty * ax
+            w = (qx * dx + qy * dy + qz * dz) * inv
+            t = (bx * qx + by * qy + bz * qz) * inv
+            if u >= 0 and w >= 0 and u + w <= 1 and t > eps and t < best:
+                best = t
+    return best if best < np.inf else np.nan
+
+
+_READONLY_ROWS = "Array(float64, 2, 'C', readonly=True)"
+
+
+@kernel(f"float64[::1]({_READONLY_ROWS}, {_READONLY_ROWS}, {_MESH})")
+def _first_hits(o, d, leaf_centres, leaf_radii_sq, centres, radii_sq, p0, e1, e2, eps):
+    """:func:`_first_hit` of each ray (origins ``o``, directions ``d``)."""
+    out = np.empty(o.shape[0])
+    for i in range(o.shape[0]):
+        out[i] = _first_hit(
+            o[i, 0], o[i, 1], o[i, 2], d[i, 0], d[i, 1], d[i, 2],
+            leaf_centres, leaf_radii_sq, centres, radii_sq, p0, e1, e2, eps,
+        )  # fmt: skip
+    return out
+
+
+@kernel(f"float64[::1]({_READONLY_ROWS}, {_READONLY_ROWS}, {_MESH})")
+def _depths_mm(pose, points, leaf_centres, leaf_radii_sq, centres, radii_sq, p0, e1, e2, eps):
+    """For each point, how far (mm) it lies beyond the first hit on the ray to it from the
+    camera centre (``pose``: rigid mesh-to-camera); NaN on a miss or a hit beyond it."""
+    # The camera centre in the mesh's frame: -R^T t.
+    eye = np.empty(3)
+    for j in range(3):
+        eye[j] = -(pose[0, j] * pose[0, 3] + pose[1, j] * pose[1, 3] + pose[2, j] * pose[2, 3])
+    out = np.full(points.shape[0], np.nan)
+    for i in range(points.shape[0]):
+        dx, dy, dz = points[i, 0] - eye[0], points[i, 1] - eye[1], points[i, 2] - eye[2]
+        t = _first_hit(
+            eye[0], eye[1], eye[2], dx, dy, dz,
+            leaf_centres, leaf_radii_sq, centres, radii_sq, p0, e1, e2, eps,
+        )  # fmt: skip
+        if t <= 1.0:  # t = 1 at the point
+            out[i] = (1.0 - t) * np.sqrt(dx * dx + dy * dy + dz * dz) * 1000.0
     return out
 
 
@@ -144,9 +179,23 @@ class MeshRaycaster:
             raise ValueError(
                 f"origins and directions must both be (R, 3), got {o.shape}, {d.shape}"
             )
-        return _first_hits(
-            np.ascontiguousarray(o),
-            np.ascontiguousarray(d),
+        return _first_hits(np.ascontiguousarray(o), np.ascontiguousarray(d), *self._mesh(eps))
+
+    def depths_below_first_hit_mm(
+        self, mesh_to_camera: np.ndarray, points: np.ndarray, eps: float = 1e-12
+    ) -> np.ndarray:
+        """How far (mm) each of the (N, 3) ``points`` (mesh frame) lies beyond the first
+        hit on the ray to it from the camera centre; NaN where the ray misses or the first
+        hit is beyond the point. ``mesh_to_camera`` is a rigid 4x4 transform (its camera
+        centre in the mesh frame is ``-R^T t``)."""
+        pose = np.ascontiguousarray(mesh_to_camera, dtype=np.float64)
+        pts = np.ascontiguousarray(points, dtype=np.float64)
+        if pose.shape != (4, 4) or pts.ndim != 2 or pts.shape[1] != 3:
+            raise ValueError(f"need a 4x4 pose and (N, 3) points, got {pose.shape}, {pts.shape}")
+        return _depths_mm(pose, pts, *self._mesh(eps))
+
+    def _mesh(self, eps: float) -> tuple[Any, ...]:
+        return (
             self.leaf_centres,
             self.leaf_radii_sq,
             self.centres,
