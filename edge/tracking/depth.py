@@ -41,10 +41,26 @@ class DepthSampling:
             raise ValueError("need max_spread_m > 0 and 0 <= min_m < max_m")
 
 
-def _lift(px, depth, scale, window, min_count, max_spread, min_m, max_m, camera, z, valid, points):
+def _lift(
+    px,
+    depth,
+    scale,
+    window,
+    min_count,
+    max_spread,
+    min_m,
+    max_m,
+    ppx,
+    ppy,
+    fx,
+    fy,
+    z,
+    valid,
+    points,
+):
     """Each landmark's window: valid depths (in the float32 metres of ``depth * scale``,
     within ``(min_m, max_m)``, inside the image), their median and 10th-90th percentile
-    spread; then the deprojection with ``camera`` = (ppx, ppy, fx, fy). Writes ``z``
+    spread; then the pinhole deprojection with ``ppx, ppy, fx, fy``. Writes ``z``
     (NaN where invalid), ``valid`` and ``points`` (the pinhole deprojection of valid rows,
     NaN elsewhere)."""
     h, w = depth.shape
@@ -85,8 +101,8 @@ def _lift(px, depth, scale, window, min_count, max_spread, min_m, max_m, camera,
         if not spread <= max_spread:
             continue
         zz = np.float64(median)
-        px_x = (x - camera[0]) / camera[2] * zz
-        px_y = (y - camera[1]) / camera[3] * zz
+        px_x = (x - ppx) / fx * zz
+        px_y = (y - ppy) / fy * zz
         z[i] = median
         valid[i] = True
         if np.isfinite(px_x) and np.isfinite(px_y):  # else the lift is invalid (fx or fy 0)
@@ -95,7 +111,8 @@ def _lift(px, depth, scale, window, min_count, max_spread, min_m, max_m, camera,
 
 _SIGNATURE = (
     "void(float64[:, ::1], Array({}, 2, 'A', readonly=True), float32, int64, float64, float32,"
-    " float32, float32, float64[::1], float32[::1], boolean[::1], float64[:, ::1])"
+    " float32, float32, float64, float64, float64, float64, float32[::1], boolean[::1],"
+    " float64[:, ::1])"
 )
 _lift_u16 = kernel(_SIGNATURE.format("uint16"))(_lift)
 _lift_f32 = kernel(_SIGNATURE.format("float32"))(_lift)
@@ -125,7 +142,7 @@ def _run_lift(
         np.float32(sampling.max_spread_m),
         np.float32(sampling.min_m),
         np.float32(sampling.max_m),
-        np.array(camera, dtype=np.float64),
+        *camera,
         z,
         valid,
         points,

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 # Landmarks standing in for BlazeFace's 6 keypoints when the face is tracked, not detected:
 # eye centres (mean of the two corners), nose tip, mouth centre (lip midpoints), ear tragions.
 KEYPOINT_LANDMARKS = ((33, 133), (362, 263), (1, 1), (13, 14), (234, 234), (454, 454))
+_KEYPOINT_ROWS = np.array(KEYPOINT_LANDMARKS)
 LANDMARK_COUNT = 468  # rows of the face mesh the landmark model outputs
 DETECTOR_MODEL = "face_detector"
 LANDMARK_MODEL = "face_landmarks"
@@ -109,9 +110,8 @@ def cross_check(detections: list[Detection], tracked_box: np.ndarray) -> str:
 
 def keypoints_from_landmarks(landmarks_px: np.ndarray) -> np.ndarray:
     """BlazeFace-style (6, 2) keypoints computed from 468 landmarks."""
-    idx = np.array(KEYPOINT_LANDMARKS)
     xy = np.asarray(landmarks_px)[:, :2]
-    return (xy[idx[:, 0]] + xy[idx[:, 1]]) / 2
+    return (xy[_KEYPOINT_ROWS[:, 0]] + xy[_KEYPOINT_ROWS[:, 1]]) / 2
 
 
 class FaceTracker:
