@@ -136,7 +136,7 @@ def encode(message: Message) -> list[bytes]:
     described: list[tuple[str, str, tuple[int, ...]]] = []
     for name, array in message.arrays.items():
         a, dtype = _wire_dtype(np.asarray(array))
-        described.append((name, dtype, tuple(int(n) for n in a.shape)))
+        described.append((name, dtype, a.shape))  # a tuple of Python ints
         parts.append(a.tobytes())
     message.header.arrays = described
     header = msgpack.packb(message.header.to_map(), use_bin_type=True)
