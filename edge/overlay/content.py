@@ -67,22 +67,14 @@ def skin_distances_mm(
     The ray runs from the camera centre through the target; the skin hit
     nearest the camera is the entry point seen by the surgeon. NaN when the
     ray misses the skin or the first hit is beyond the target. Rays are cast
-    in the plan frame (camera centre transformed there), which avoids moving
-    the whole mesh each frame. Pass ``raycaster`` (built once from
-    ``plan.skin``) when calling per frame.
+    in the plan frame (camera centre transformed there with the rigid pose's
+    inverse, ``-R^T t``), which avoids moving the whole mesh each frame. Pass
+    ``raycaster`` (built once from ``plan.skin``) when calling per frame.
     """
     if len(targets_patient_m) == 0:
         return np.zeros(0)
-    camera_to_patient = np.linalg.inv(patient_to_camera)
-    eye = camera_to_patient[:3, 3]
-    directions = targets_patient_m - eye  # t = 1 at the target
     caster = raycaster or MeshRaycaster(plan.skin.vertices, plan.skin.faces)
-    t = caster.first_hit(np.repeat(eye[None, :], len(targets_patient_m), axis=0), directions)
-    lengths = np.linalg.norm(directions, axis=1)
-    with np.errstate(invalid="ignore"):
-        d = (1.0 - t) * lengths * 1000.0
-        d[~(t <= 1.0)] = np.nan
-    return d
+    return caster.depths_below_first_hit_mm(patient_to_camera, targets_patient_m)
 
 
 def build_overlay(

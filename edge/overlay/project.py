@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from edge import geometry
 from edge.errors import ConfigError
 from edge.files import read_toml
 from edge.frames import Intrinsics
+from edge.jit import kernel
 
 DISPLAY_KINDS = ("video_see_through", "optical_see_through", "hud")
 _KEYS = {"name", "kind", "width", "height", "fx", "fy", "ppx", "ppy", "camera_to_display"}
@@ -107,6 +107,38 @@ class DisplayProfile:
             raise ConfigError(f"{p}: invalid display profile: {exc}", "fix the value") from None
 
 
+@kernel(
+    "void(Array(float64, 2, 'C', readonly=True), float64[:, ::1], float64[::1], float64[:, ::1],"
+    " boolean[::1])"
+)
+def _project(points, camera_to_display, display, px, visible):
+    """Each point into the display's frame, then through its pinhole ``display`` =
+    (fx, fy, ppx, ppy, width, height): NaN pixels behind it (z <= 0), ``visible``
+    where in front and inside the image."""
+    m = camera_to_display
+    fx, fy, ppx, ppy, width, height = (
+        display[0],
+        display[1],
+        display[2],
+        display[3],
+        display[4],
+        display[5],
+    )
+    for i in range(points.shape[0]):
+        p0, p1, p2 = points[i, 0], points[i, 1], points[i, 2]
+        x = p0 * m[0, 0] + p1 * m[0, 1] + p2 * m[0, 2] + m[0, 3]
+        y = p0 * m[1, 0] + p1 * m[1, 1] + p2 * m[1, 2] + m[1, 3]
+        z = p0 * m[2, 0] + p1 * m[2, 1] + p2 * m[2, 2] + m[2, 3]
+        if not z > 0:
+            px[i, 0] = px[i, 1] = np.nan
+            visible[i] = False
+            continue
+        u = fx * x / z + ppx
+        v = fy * y / z + ppy
+        px[i, 0], px[i, 1] = u, v
+        visible[i] = u >= -0.5 and u <= width - 0.5 and v >= -0.5 and v <= height - 0.5
+
+
 def project_points(
     points_camera_m: np.ndarray, profile: DisplayProfile, camera: Intrinsics
 ) -> tuple[np.ndarray, np.ndarray, Intrinsics]:
@@ -120,18 +152,10 @@ def project_points(
     if pts.shape[-1:] != (3,):
         raise ValueError(f"points must have 3 coordinates in the last axis, got {pts.shape}")
     intr = profile.intrinsics_for(camera)
-    flat = pts.reshape(-1, 3)
-    m = np.asarray(profile.camera_to_display, dtype=np.float64)
-    in_display = geometry.apply(m, flat)
-    px = intr.project(in_display)
-    behind = ~(in_display[:, 2] > 0)
-    px[behind] = np.nan
-    with np.errstate(invalid="ignore"):
-        visible = (
-            ~behind
-            & (px[:, 0] >= -0.5)
-            & (px[:, 0] <= intr.width - 0.5)
-            & (px[:, 1] >= -0.5)
-            & (px[:, 1] <= intr.height - 0.5)
-        )
+    flat = np.ascontiguousarray(pts.reshape(-1, 3))
+    display = np.array([intr.fx, intr.fy, intr.ppx, intr.ppy, intr.width, intr.height], float)
+    px = np.empty((len(flat), 2))
+    visible = np.empty(len(flat), dtype=np.bool_)
+    m = np.ascontiguousarray(profile.camera_to_display, dtype=np.float64)
+    _project(flat, m, display, px, visible)
     return px.reshape(*pts.shape[:-1], 2), visible.reshape(pts.shape[:-1]), intr

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.frames import Intrinsics
+from edge.jit import kernel
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,115 @@ class DepthSampling:
             raise ValueError("need max_spread_m > 0 and 0 <= min_m < max_m")
 
 
+def _lift(
+    px,
+    depth,
+    scale,
+    window,
+    min_count,
+    max_spread,
+    min_m,
+    max_m,
+    ppx,
+    ppy,
+    fx,
+    fy,
+    z,
+    valid,
+    points,
+):
+    """Each landmark's window: valid depths (in the float32 metres of ``depth * scale``,
+    within ``(min_m, max_m)``, inside the image), their median and 10th-90th percentile
+    spread; then the pinhole deprojection with ``ppx, ppy, fx, fy``. Writes ``z``
+    (NaN where invalid), ``valid`` and ``points`` (the pinhole deprojection of valid rows,
+    NaN elsewhere)."""
+    h, w = depth.shape
+    r = window // 2
+    buf = np.empty(window * window, dtype=np.float32)
+    for i in range(px.shape[0]):
+        x, y = px[i, 0], px[i, 1]
+        z[i] = np.nan
+        valid[i] = False
+        points[i, 0] = points[i, 1] = points[i, 2] = np.nan
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        rx, ry = np.rint(x), np.rint(y)
+        if not (0 <= rx < w and 0 <= ry < h):
+            continue
+        cx, cy = np.int64(rx), np.int64(ry)
+        count = 0
+        for yy in range(cy - r, cy + r + 1):
+            for xx in range(cx - r, cx + r + 1):
+                if not (0 <= xx < w and 0 <= yy < h):
+                    continue  # beyond the border: a hole
+                v = np.float32(depth[yy, xx]) * scale
+                if v > min_m and v < max_m and np.isfinite(v):
+                    # Insertion sort: the window's valid depths in ascending order.
+                    k = count
+                    while k > 0 and buf[k - 1] > v:
+                        buf[k] = buf[k - 1]
+                        k -= 1
+                    buf[k] = v
+                    count += 1
+        if count == 0 or not count >= min_count:
+            continue
+        lo_mid = buf[np.int64(np.floor(0.5 * (count - 1)))]
+        median = lo_mid if count % 2 == 1 else (lo_mid + buf[count // 2]) / np.float32(2)
+        spread = (
+            buf[np.int64(np.floor(0.9 * (count - 1)))] - buf[np.int64(np.floor(0.1 * (count - 1)))]
+        )
+        if not spread <= max_spread:
+            continue
+        zz = np.float64(median)
+        px_x = (x - ppx) / fx * zz
+        px_y = (y - ppy) / fy * zz
+        z[i] = median
+        valid[i] = True
+        if np.isfinite(px_x) and np.isfinite(px_y):  # else the lift is invalid (fx or fy 0)
+            points[i, 0], points[i, 1], points[i, 2] = px_x, px_y, zz
+
+
+_SIGNATURE = (
+    "void(float64[:, ::1], Array({}, 2, 'A', readonly=True), float32, int64, float64, float32,"
+    " float32, float32, float64, float64, float64, float64, float32[::1], boolean[::1],"
+    " float64[:, ::1])"
+)
+_lift_u16 = kernel(_SIGNATURE.format("uint16"))(_lift)
+_lift_f32 = kernel(_SIGNATURE.format("float32"))(_lift)
+
+
+def _run_lift(
+    px: np.ndarray,
+    depth: np.ndarray,
+    sampling: DepthSampling,
+    depth_scale_m: float,
+    camera: tuple[float, float, float, float],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be HxW, got {depth.shape}")
+    n = px.shape[0]
+    z = np.empty(n, dtype=np.float32)
+    valid = np.empty(n, dtype=np.bool_)
+    points = np.empty((n, 3))
+    run = _lift_u16 if depth.dtype == np.uint16 else _lift_f32
+    run(
+        np.ascontiguousarray(px, dtype=np.float64),
+        depth if depth.dtype == np.uint16 else np.asarray(depth, dtype=np.float32),
+        np.float32(depth_scale_m),
+        sampling.window_px,
+        sampling.min_valid_fraction * sampling.window_px**2,
+        np.float32(sampling.max_spread_m),
+        np.float32(sampling.min_m),
+        np.float32(sampling.max_m),
+        *camera,
+        z,
+        valid,
+        points,
+    )
+    return z, valid, points
+
+
 def landmark_depths_m(
     pixels: np.ndarray,
     depth: np.ndarray,
@@ -51,47 +161,17 @@ def landmark_depths_m(
     ``pixels``: (N, 2) x, y in the depth image (aligned to color; pixel centres
     at integers). ``depth``: (H, W), ``depth * depth_scale_m`` in metres (raw
     camera units with the frame's scale, or metres with 1.0), 0 where there is
-    no measurement; only the sampled windows are converted. Returns (N,)
+    no measurement; only the sampled windows are converted (to float32). The
+    depth is the median of the window's valid depths (float32); valid means
+    inside the image, at least ``min_valid_fraction`` of the window valid and
+    their 10th-90th percentile spread (the entries at ``floor(q (count - 1))``
+    of the sorted valid depths) at most ``max_spread_m``. Returns (N,) float32
     depths (NaN where invalid) and (N,) bool validity. A position outside the
     image, or not finite, is invalid.
     """
     px = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
-    depth = np.asarray(depth)
-    if depth.ndim != 2:
-        raise ValueError(f"depth must be HxW, got {depth.shape}")
-    h, w = depth.shape
-    n = px.shape[0]
-    finite = np.isfinite(px).all(axis=1)
-    centre = np.zeros((n, 2), dtype=np.int64)
-    centre[finite] = np.rint(px[finite]).astype(np.int64)
-    inside = finite & (centre[:, 0] >= 0) & (centre[:, 0] < w) & (centre[:, 1] >= 0)
-    inside &= centre[:, 1] < h
-    r = sampling.window_px // 2
-    oy, ox = np.mgrid[-r : r + 1, -r : r + 1]
-    xs = centre[:, 0:1] + ox.reshape(1, -1)  # (N, window^2)
-    ys = centre[:, 1:2] + oy.reshape(1, -1)
-    in_image = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
-    # Window pixels beyond the border are clipped onto it; they count as holes below.
-    flat = np.clip(ys, 0, h - 1) * w + np.clip(xs, 0, w - 1)
-    values = np.take(depth.ravel(), flat).astype(np.float32) * np.float32(depth_scale_m)
-    ok = in_image & (values > sampling.min_m) & (values < sampling.max_m) & np.isfinite(values)
-    count = ok.sum(axis=1)
-    # Sort with holes pushed to the end, then read percentiles among the valid entries only.
-    ordered = np.sort(np.where(ok, values, np.inf), axis=1)
-    rows = np.arange(n)
-
-    def pick(q: float) -> np.ndarray:
-        idx = np.clip(np.floor(q * (count - 1)).astype(np.int64), 0, values.shape[1] - 1)
-        return ordered[rows, idx]
-
-    with np.errstate(invalid="ignore"):  # rows with no valid depth give inf - inf
-        lo_mid = pick(0.5)
-        hi_mid = ordered[rows, np.clip(count // 2, 0, values.shape[1] - 1)]
-        median = np.where(count % 2 == 1, lo_mid, (lo_mid + hi_mid) / 2)
-        spread = pick(0.9) - pick(0.1)
-    valid = inside & (count >= sampling.min_valid_fraction * values.shape[1])
-    valid &= spread <= sampling.max_spread_m
-    return np.where(valid, median, np.nan), valid
+    z, valid, _ = _run_lift(px, depth, sampling, depth_scale_m, (0.0, 0.0, 1.0, 1.0))
+    return z, valid
 
 
 def lift_landmarks(
@@ -108,7 +188,9 @@ def lift_landmarks(
     converting the whole image). With no depth image every landmark is
     invalid. Invalid rows are NaN; a valid row is always finite. Lens
     distortion is not undone (the aligned color stream of the supported
-    cameras is close to distortion-free).
+    cameras is close to distortion-free). One compiled pass per landmark
+    (:func:`landmark_depths_m`, then the pinhole deprojection of
+    :meth:`Intrinsics.deproject`).
     """
     px = np.asarray(landmarks_px, dtype=np.float64)[:, :2]
     n = px.shape[0]
@@ -119,8 +201,7 @@ def lift_landmarks(
             f"depth {depth.shape} does not match the intrinsics "
             f"{intrinsics.width}x{intrinsics.height}"
         )
-    z, valid = landmark_depths_m(px, depth, sampling, depth_scale_m)
-    points = intrinsics.deproject(np.where(valid[:, None], px, 0.0), np.where(valid, z, 0.0))
-    valid &= np.isfinite(points).all(axis=1)
-    points[~valid] = np.nan
+    camera = (intrinsics.ppx, intrinsics.ppy, intrinsics.fx, intrinsics.fy)
+    _, valid, points = _run_lift(px, depth, sampling, depth_scale_m, camera)
+    valid &= np.isfinite(points[:, 0])
     return points, valid

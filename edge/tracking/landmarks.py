@@ -19,12 +19,67 @@ import cv2
 import numpy as np
 
 from edge.frames import LANDMARK_COUNT
+from edge.jit import kernel
 from edge.tracking.detector import Detection, sigmoid
 from edge.tracking.runtime import ModelRunner
 
 RIGHT_EYE_OUTER = 33  # subject's right eye, on the image's left
 LEFT_EYE_OUTER = 263
 ROI_SCALE = 1.5
+
+
+@kernel(
+    "Tuple((float64, float64, float64, float64, int64, boolean))"
+    "(Array(float64, 2, 'A', readonly=True), float64)"
+)
+def _bounds(xy, divisor):
+    """Box of ``xy[:, :2] / divisor``: x and y minima, maxima (NaN propagates, as numpy's
+    min and max), the rows with a coordinate outside [0, 1], whether all are finite."""
+    lo0 = lo1 = np.inf
+    hi0 = hi1 = -np.inf
+    outside = 0
+    finite = True
+    for i in range(xy.shape[0]):
+        x, y = xy[i, 0] / divisor, xy[i, 1] / divisor
+        finite = finite and np.isfinite(x) and np.isfinite(y)
+        lo0 = x if x < lo0 or np.isnan(x) else lo0
+        hi0 = x if x > hi0 or np.isnan(x) else hi0
+        lo1 = y if y < lo1 or np.isnan(y) else lo1
+        hi1 = y if y > hi1 or np.isnan(y) else hi1
+        if x < 0 or x > 1 or y < 0 or y > 1:
+            outside += 1
+    return lo0, lo1, hi0, hi1, outside, finite
+
+
+@kernel("void(uint8[:, :, ::1], boolean, float32, float32, float32[:, :, ::1])")
+def _normalise(patch, bgr, scale, offset, out):
+    """``out = patch * scale + offset`` in float32, RGB (channels reversed when ``bgr``)."""
+    src, dst = patch.reshape(-1), out.reshape(-1)
+    if bgr:
+        for pixel in range(src.shape[0] // 3):
+            i = 3 * pixel
+            dst[i] = np.float32(src[i + 2]) * scale + offset
+            dst[i + 1] = np.float32(src[i + 1]) * scale + offset
+            dst[i + 2] = np.float32(src[i]) * scale + offset
+    else:
+        for i in range(src.shape[0]):  # one flat loop: the compiler vectorises it
+            dst[i] = np.float32(src[i]) * scale + offset
+
+
+@kernel(
+    "void(Array(float32, 1, 'C', readonly=True), float64[:, ::1], float64, float64[:, ::1],"
+    " float64[:, ::1])"
+)
+def _decode(raw, m, z_scale, landmarks, crop_xy):
+    """The model's (468 x 3) crop-pixel output to image pixels through the crop's affine
+    ``m`` (continuous crop coordinates are crop pixels + 0.5); z scaled to image pixels."""
+    for i in range(crop_xy.shape[0]):
+        cx, cy = np.float64(raw[3 * i]), np.float64(raw[3 * i + 1])
+        crop_xy[i, 0], crop_xy[i, 1] = cx, cy
+        u, v = cx - 0.5, cy - 0.5
+        landmarks[i, 0] = u * m[0, 0] + v * m[0, 1] + m[0, 2]
+        landmarks[i, 1] = u * m[1, 0] + v * m[1, 1] + m[1, 2]
+        landmarks[i, 2] = np.float64(raw[3 * i + 2]) * z_scale
 
 
 @dataclass(frozen=True)
@@ -64,16 +119,20 @@ def roi_from_detection(det: Detection, scale: float = ROI_SCALE) -> Roi:
 
 def roi_from_landmarks(landmarks_px: np.ndarray, scale: float = ROI_SCALE) -> Roi:
     """The landmark crop for the next frame from this frame's (468, 2+) landmarks."""
-    xy = np.asarray(landmarks_px, dtype=np.float64)[:, :2]
-    lo, hi = xy.min(axis=0), xy.max(axis=0)
-    centre = (lo + hi) / 2
-    size = float(max(hi - lo)) * scale
+    xy = np.asarray(landmarks_px, dtype=np.float64)
+    lo0, lo1, hi0, hi1, _, _ = _bounds(xy, 1.0)
     return Roi(
-        float(centre[0]),
-        float(centre[1]),
-        size,
-        _angle(xy[RIGHT_EYE_OUTER], xy[LEFT_EYE_OUTER]),
+        (lo0 + hi0) / 2,
+        (lo1 + hi1) / 2,
+        max(hi0 - lo0, hi1 - lo1) * scale,
+        _angle(xy[RIGHT_EYE_OUTER, :2], xy[LEFT_EYE_OUTER, :2]),
     )
+
+
+def landmark_box(landmarks_px: np.ndarray) -> np.ndarray:
+    """The axis-aligned box (x0, y0, x1, y1) of (N, 2+) landmarks."""
+    lo0, lo1, hi0, hi1, _, _ = _bounds(np.asarray(landmarks_px, dtype=np.float64), 1.0)
+    return np.array([lo0, lo1, hi0, hi1])
 
 
 @dataclass
@@ -122,13 +181,13 @@ def check_crop(
     its side. A face that left the crop gives landmarks piled against a
     border, squeezed or off-centre, even when the presence score stays high.
     """
-    xy = np.asarray(crop_xy, dtype=np.float64) / crop_size
-    if not np.isfinite(xy).all():
+    xy = np.asarray(crop_xy, dtype=np.float64)
+    lo0, lo1, hi0, hi1, outside_rows, finite = _bounds(xy, float(crop_size))
+    if not finite:
         return CropCheck(np.inf, 0.0, 1.0, False, "landmarks are not finite")
-    lo, hi = xy.min(axis=0), xy.max(axis=0)
-    drift = float(np.hypot(*((lo + hi) / 2 - 0.5)))
-    extent = float(max(hi - lo))
-    outside = float(np.mean(((xy < 0) | (xy > 1)).any(axis=1)))
+    drift = float(np.hypot((lo0 + hi0) / 2 - 0.5, (lo1 + hi1) / 2 - 0.5))
+    extent = max(hi0 - lo0, hi1 - lo1)
+    outside = outside_rows / len(xy)
     reason = ""
     if outside > 0.0:
         reason = f"{outside:.0%} of landmarks outside the crop"
@@ -147,42 +206,49 @@ class LandmarkModel:
             raise ValueError(f"landmark input must be square, got {model.spec.shape}")
         self.model = model
         self.size = model.spec.width
+        # Reused by every crop: the warped patch and the model's input tensor.
+        self._patch = np.empty((self.size, self.size, 3), dtype=np.uint8)
+        self._input = np.empty((1, self.size, self.size, 3), dtype=np.float32)
 
     def crop(self, image: np.ndarray, roi: Roi, bgr: bool = False) -> np.ndarray:
-        """The (1, size, size, 3) float32 RGB input tensor for ``roi`` (borders replicate)."""
+        """The (1, size, size, 3) float32 RGB input tensor for ``roi`` (borders replicate).
+
+        The tensor is this model's buffer, overwritten by the next crop.
+        """
+        return self._crop(image, roi.crop_to_image(self.size), bgr)
+
+    def _crop(self, image: np.ndarray, crop_to_image: np.ndarray, bgr: bool) -> np.ndarray:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be HxWx3 uint8, got {image.shape} {image.dtype}")
         patch = cv2.warpAffine(
             image,
-            roi.crop_to_image(self.size),
+            crop_to_image,
             (self.size, self.size),
+            dst=self._patch,
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_REPLICATE,
         )
-        if bgr:
-            patch = cv2.cvtColor(patch, cv2.COLOR_BGR2RGB)  # a reversed view is 10x slower below
         lo, hi = self.model.spec.value_range
-        return (patch.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo))[None]
+        _normalise(patch, bgr, np.float32((hi - lo) / 255.0), np.float32(lo), self._input[0])
+        return self._input
 
     def run(self, image: np.ndarray, roi: Roi, bgr: bool = False) -> LandmarkOutput:
         """Landmarks and face presence for the crop ``roi`` of an HxWx3 uint8 image."""
-        x = self.crop(image, roi, bgr=bgr)
+        m = roi.crop_to_image(self.size)
+        x = self._crop(image, m, bgr)
         start = time.perf_counter()
         outputs = self.model.run(x)
         inference_ms = (time.perf_counter() - start) * 1000.0
         raw = flag = None
         for out in outputs:
             if out.size == LANDMARK_COUNT * 3:
-                raw = out.reshape(LANDMARK_COUNT, 3).astype(np.float64)
+                raw = np.ascontiguousarray(out, dtype=np.float32).reshape(-1)
             elif out.size == 1:
                 flag = float(out.reshape(()))
         if raw is None or flag is None:
             raise ValueError(f"landmark outputs {[o.shape for o in outputs]} are not 468x3 + 1")
-        crop_xy = raw[:, :2]
-        m = roi.crop_to_image(self.size)
-        # Continuous crop coordinates are crop pixels + 0.5; undo that before the affine map.
-        image_xy = (crop_xy - 0.5) @ m[:, :2].T + m[:, 2]
-        z = raw[:, 2:3] * (roi.size_px / self.size)
-        landmarks = np.hstack([image_xy, z])
+        landmarks = np.empty((LANDMARK_COUNT, 3))
+        crop_xy = np.empty((LANDMARK_COUNT, 2))
+        _decode(raw, m, roi.size_px / self.size, landmarks, crop_xy)
         presence = float(sigmoid(np.array(flag)))
         return LandmarkOutput(landmarks, crop_xy, presence, roi, inference_ms)

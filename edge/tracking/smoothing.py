@@ -6,7 +6,7 @@ factor of each step is ``alpha = 1 / (1 + tau / dt)`` with
 ``tau = 1 / (2 pi fc)`` (eq. 3), and the speed itself is low-passed at
 ``d_cutoff``. Slow movement is smoothed hard (less jitter), fast movement
 lightly (less lag). ``beta`` is in units of 1 / (value unit): pixels for 2-D
-landmarks, metres for 3-D ones.
+landmarks, metres for 3-D ones. Each step is one compiled loop over the entries.
 """
 
 from __future__ import annotations
@@ -14,11 +14,26 @@ from __future__ import annotations
 import numpy as np
 
 from edge.errors import StateError
+from edge.jit import kernel
 
 
-def _alpha(cutoff_hz: np.ndarray | float, dt_s: float) -> np.ndarray:
-    tau = 1.0 / (2.0 * np.pi * np.asarray(cutoff_hz, dtype=np.float64))
-    return 1.0 / (1.0 + tau / dt_s)
+@kernel(
+    "void(Array(float64, 1, 'C', readonly=True), float64[::1], float64[::1], float64, float64,"
+    " float64, float64)"
+)
+def _step(x, x_prev, dx_prev, dt_s, min_cutoff_hz, beta, d_cutoff_hz):
+    """One filter step per entry, in place on the state ``x_prev`` and ``dx_prev``."""
+    alpha_d = 1.0 / (1.0 + (1.0 / (2.0 * np.pi * d_cutoff_hz)) / dt_s)
+    for i in range(x.shape[0]):
+        fresh = np.isnan(x_prev[i]) and not np.isnan(x[i])
+        prev = x[i] if fresh else x_prev[i]
+        dx = (x[i] - prev) / dt_s
+        dx_hat = 0.0 if fresh else dx_prev[i] + alpha_d * (dx - dx_prev[i])
+        cutoff = min_cutoff_hz + beta * abs(dx_hat)
+        alpha = 1.0 / (1.0 + (1.0 / (2.0 * np.pi * cutoff)) / dt_s)
+        x_hat = prev + alpha * (x[i] - prev)
+        x_prev[i] = x_hat
+        dx_prev[i] = 0.0 if np.isnan(x_hat) else dx_hat
 
 
 class OneEuroFilter:
@@ -54,7 +69,7 @@ class OneEuroFilter:
         """
         x = np.asarray(x, dtype=np.float64)
         if self._x is None or self._t_s is None or self._dx is None:
-            self._x, self._dx, self._t_s = x.copy(), np.zeros_like(x), t_s
+            self._x, self._dx, self._t_s = x.copy(), np.zeros(x.shape), t_s
             return x.copy()
         if x.shape != self._x.shape:
             raise ValueError(f"sample shape {x.shape} differs from earlier {self._x.shape}")
@@ -66,14 +81,14 @@ class OneEuroFilter:
             )
         if dt == 0:  # the same instant again: nothing new to integrate
             return np.where(np.isnan(x), np.nan, self._x)
-        fresh = np.isnan(self._x) & ~np.isnan(x)
-        prev = np.where(fresh, x, self._x)
-        dx = (x - prev) / dt
-        dx_hat = self._dx + _alpha(self.d_cutoff_hz, dt) * (dx - self._dx)
-        dx_hat = np.where(fresh, 0.0, dx_hat)
-        cutoff = self.min_cutoff_hz + self.beta * np.abs(dx_hat)
-        x_hat = prev + _alpha(cutoff, dt) * (x - prev)
-        self._x = x_hat
-        self._dx = np.where(np.isnan(x_hat), 0.0, dx_hat)
+        _step(
+            np.ascontiguousarray(x).reshape(-1),
+            self._x.reshape(-1),
+            self._dx.reshape(-1),
+            dt,
+            self.min_cutoff_hz,
+            self.beta,
+            self.d_cutoff_hz,
+        )
         self._t_s = t_s
-        return x_hat.copy()
+        return self._x.copy()

@@ -36,6 +36,7 @@ from edge.tracking.landmarks import (
     LandmarkModel,
     LandmarkOutput,
     check_crop,
+    landmark_box,
     roi_from_detection,
     roi_from_landmarks,
 )
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 # Landmarks standing in for BlazeFace's 6 keypoints when the face is tracked, not detected:
 # eye centres (mean of the two corners), nose tip, mouth centre (lip midpoints), ear tragions.
 KEYPOINT_LANDMARKS = ((33, 133), (362, 263), (1, 1), (13, 14), (234, 234), (454, 454))
+_KEYPOINT_ROWS = np.array(KEYPOINT_LANDMARKS)
 LANDMARK_COUNT = 468  # rows of the face mesh the landmark model outputs
 DETECTOR_MODEL = "face_detector"
 LANDMARK_MODEL = "face_landmarks"
@@ -108,14 +110,8 @@ def cross_check(detections: list[Detection], tracked_box: np.ndarray) -> str:
 
 def keypoints_from_landmarks(landmarks_px: np.ndarray) -> np.ndarray:
     """BlazeFace-style (6, 2) keypoints computed from 468 landmarks."""
-    idx = np.array(KEYPOINT_LANDMARKS)
     xy = np.asarray(landmarks_px)[:, :2]
-    return (xy[idx[:, 0]] + xy[idx[:, 1]]) / 2
-
-
-def landmark_box(landmarks_px: np.ndarray) -> np.ndarray:
-    xy = np.asarray(landmarks_px)[:, :2]
-    return np.concatenate([xy.min(axis=0), xy.max(axis=0)])
+    return (xy[_KEYPOINT_ROWS[:, 0]] + xy[_KEYPOINT_ROWS[:, 1]]) / 2
 
 
 class FaceTracker:

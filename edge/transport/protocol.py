@@ -115,6 +115,8 @@ class Message:
 
 def _wire_dtype(a: np.ndarray) -> tuple[np.ndarray, str]:
     """The array in a wire dtype, little-endian and C-contiguous."""
+    if a.dtype.str in WIRE_DTYPES and a.flags.c_contiguous:
+        return a, a.dtype.str  # already on the wire's terms (most arrays): as it is
     kind_map = {"f": ("<f8", "<f4"), "i": ("<i8", "<i4"), "u": ("<u4", "<u2", "|u1")}
     dt = a.dtype.newbyteorder("<") if a.dtype.itemsize > 1 else a.dtype
     name = dt.str
@@ -134,7 +136,7 @@ def encode(message: Message) -> list[bytes]:
     described: list[tuple[str, str, tuple[int, ...]]] = []
     for name, array in message.arrays.items():
         a, dtype = _wire_dtype(np.asarray(array))
-        described.append((name, dtype, tuple(int(n) for n in a.shape)))
+        described.append((name, dtype, a.shape))  # a tuple of Python ints
         parts.append(a.tobytes())
     message.header.arrays = described
     header = msgpack.packb(message.header.to_map(), use_bin_type=True)

@@ -47,6 +47,8 @@ SUBSCRIPTIONS_PER_SEND = 512
 MAX_UNKNOWN_TOPICS = 16
 MAX_GATE_PEERS = 256  # peers whose unknown topics are remembered (oldest forgotten)
 BIND_RETRY_S = 2.0  # a rebind waits this long for libzmq to release the old listener
+# Messages from this size on (video frames) are handed to libzmq without a copy.
+ZERO_COPY_BYTES = 65536
 HEARTBEAT_IVL_MS = 1000  # ZMTP heartbeats: a vanished headset is dropped within seconds
 HEARTBEAT_TIMEOUT_MS = 3000
 _BINDS = itertools.count(1)  # numbers each bind's monitor address (unique per process)
@@ -282,6 +284,8 @@ class Publisher:
         """Read the waiting subscriptions (bounded) and apply the allowed ones (lock held)."""
         zmq = _zmq()
         for _ in range(SUBSCRIPTIONS_PER_SEND):
+            if not self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return  # nothing waiting: cheaper to ask than to catch zmq.Again
             try:
                 frame = self._socket.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -342,9 +346,12 @@ class Publisher:
             )
             parts = encode(msg)
             # XPUB never blocks: at the high-water mark the message is dropped per subscriber.
-            self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+            # Small messages are copied into libzmq (cheaper than tracking zero-copy frames).
+            size = sum(len(p) for p in parts)
+            copy = size < ZERO_COPY_BYTES
+            self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=copy)
             self.sent[topic] = self.sent.get(topic, 0) + 1
-            self.bytes_sent += sum(len(p) for p in parts)
+            self.bytes_sent += size
             return seq
 
     def close(self) -> None:

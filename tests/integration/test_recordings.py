@@ -109,6 +109,24 @@ def test_playback_is_pixel_exact_with_intrinsics_scale_and_timestamps(recording,
         np.testing.assert_allclose(got.depth_to_color.matrix, np.eye(4))
 
 
+def test_playback_by_select_and_by_blob_reads_give_the_same_frames(tmp_path, frames, monkeypatch):
+    """Python 3.10 has no ``Connection.blobopen``: the ``SELECT`` path gives the same pixels.
+    Uncompressed images are read-only views of the message's bytes (issue 15: no copy)."""
+    import edge.sources.recording.db3 as db3
+
+    with Recorder(tmp_path / "plain.db3", fps=30.0, compress=False) as rec:
+        for f in frames:
+            rec.write(f)
+    by_blob = read_all(tmp_path / "plain.db3")
+    monkeypatch.setattr(db3, "_BLOBOPEN", False)
+    by_select = read_all(tmp_path / "plain.db3")
+    for want, a, b in zip(frames, by_blob, by_select, strict=True):
+        np.testing.assert_array_equal(a.color, want.color)
+        np.testing.assert_array_equal(b.color, want.color)
+        np.testing.assert_array_equal(a.depth, b.depth)
+        assert not a.color.flags.writeable and not a.depth.flags.writeable
+
+
 def test_ground_truth_comes_back_from_the_sidecar(recording, frames):
     assert truth_path(recording).is_file()
     out = read_all(recording)

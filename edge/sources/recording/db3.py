@@ -21,6 +21,7 @@ Every length in a message is checked against the message before it is used.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 import struct
@@ -38,14 +39,20 @@ _IMAGE_TOPIC = re.compile(
 _MAX_SIDE = 16384  # pixels; larger images are not camera frames
 _CDR_LE = b"\x00\x01"
 _COMPRESSED_DEPTH_HEADER = 12  # image_transport's ConfigHeader: int32 format, 2 x float32
+# Python 3.11+ reads a blob straight from SQLite's pages into one bytes object.
+_BLOBOPEN = hasattr(sqlite3.Connection, "blobopen")
 
 
 @dataclass(frozen=True)
 class ImageRef:
-    """One image message: where it is and when it was taken (device clock)."""
+    """One image message: where it is and when it was taken (device clock).
+
+    ``row`` is the message's SQLite rowid (its ``id`` in the bags librealsense writes).
+    """
 
     message_id: int
     device_ms: float
+    row: int
 
 
 class Db3Images:
@@ -99,36 +106,47 @@ class Db3Images:
                 stamps[int(bag_ns)] = device_ms
         refs = []
         rows = self._con.execute(
-            "SELECT id, timestamp FROM messages WHERE topic_id = ? ORDER BY timestamp, id", (tid,)
+            "SELECT id, rowid, timestamp FROM messages WHERE topic_id = ? ORDER BY timestamp, id",
+            (tid,),
         )
-        for message_id, bag_ns in rows:
+        for message_id, row, bag_ns in rows:
+            ref = ImageRef(int(message_id), 0.0, int(row))
             device_ms = stamps.get(int(bag_ns))
             if device_ms is None:  # no metadata: the image header's stamp
-                device_ms = _header_stamp_ms(self._blob(message_id))
-            refs.append(ImageRef(int(message_id), device_ms))
+                device_ms = _header_stamp_ms(self._blob(ref))
+            refs.append(dataclasses.replace(ref, device_ms=device_ms))
         return refs, compressed
 
-    def _blob(self, message_id: int) -> bytes:
+    def _blob(self, ref: ImageRef) -> bytes:
+        """The message's bytes. Where Python has ``Connection.blobopen`` (3.11+) they are
+        read from the file's pages into one ``bytes``; a ``SELECT`` copies them twice
+        (into SQLite's buffer, then into Python's)."""
         try:
-            row = self._con.execute(
-                "SELECT data FROM messages WHERE id = ?", (message_id,)
+            if _BLOBOPEN:
+                with self._con.blobopen("messages", "data", ref.row, readonly=True) as blob:
+                    return bytes(blob.read())
+            found = self._con.execute(
+                "SELECT data FROM messages WHERE rowid = ?", (ref.row,)
             ).fetchone()
-        except sqlite3.DatabaseError as exc:  # a damaged page that quick_check did not reach
+        except sqlite3.DatabaseError as exc:  # a damaged page, or a missing row
             raise SourceError(
-                f"recording {self.path}: message {message_id} is unreadable ({exc!s:.200})",
+                f"recording {self.path}: message {ref.message_id} is unreadable ({exc!s:.200})",
                 "record it again; a damaged recording cannot be repaired",
             ) from None
-        if row is None:
-            raise SourceError(f"{self.path}: message {message_id} is missing", "record it again")
-        return bytes(row[0])
+        if found is None:
+            raise SourceError(
+                f"{self.path}: message {ref.message_id} is missing", "record it again"
+            )
+        return bytes(found[0])
 
     def decode(self, ref: ImageRef, kind: str, expect: tuple[int, int, int]) -> np.ndarray:
         """The pixels of ``ref`` as (height, width[, channels]) uint8 or uint16.
 
         ``expect`` is (height, width, bytes per pixel) from the stream's profile.
-        Colour comes back in the recorded channel order (rgb8 or bgr8).
+        Colour comes back in the recorded channel order (rgb8 or bgr8). An uncompressed
+        image is a read-only view of the message's bytes (no copy unless rows are padded).
         """
-        data = self._blob(ref.message_id)
+        data = self._blob(ref)
         compressed = self._color_compressed if kind == "color" else self._depth_compressed
         try:
             if compressed:
@@ -237,10 +255,10 @@ def _decode_raw(data: bytes, expect: tuple[int, int, int]) -> np.ndarray:
     if step < width * bpp or len(pixels) < step * height:
         raise ValueError(f"{len(pixels)} bytes of pixels for {width}x{height} at step {step}")
     rows = np.frombuffer(pixels, np.uint8, count=step * height).reshape(height, step)
-    rows = rows[:, : width * bpp]
+    rows = np.ascontiguousarray(rows[:, : width * bpp])
     if bpp == 2:
-        return np.ascontiguousarray(rows).view("<u2").reshape(height, width)
-    return np.array(rows.reshape(height, width, bpp))
+        return rows.view("<u2").reshape(height, width)
+    return rows.reshape(height, width, bpp)
 
 
 def _decode_compressed(data: bytes, kind: str, expect: tuple[int, int, int]) -> np.ndarray:

@@ -140,6 +140,30 @@ def test_projection_behind_camera_is_nan_and_invisible():
     assert np.isnan(px[1]).all()
 
 
+def test_projection_kernel_equals_the_numpy_projection(repo_root: Path):
+    """Issue 15: the compiled projection against the numpy code it replaced, through every
+    display profile in the repository (1e-12: numpy's matrix product rounds differently)."""
+    from edge import geometry
+
+    rng = np.random.default_rng(4)
+    pts = rng.normal([0, 0, 0.4], [0.3, 0.3, 0.3], (2, 200, 3))  # some behind, some outside
+    pts[0, 0] = [0.0, 0.0, np.nan]
+    for f in sorted((repo_root / "hardware" / "displays").glob("*.toml")):
+        prof = DisplayProfile.from_file(f)
+        px, vis, intr = project_points(pts, prof, INTR)
+        in_display = geometry.apply(np.asarray(prof.camera_to_display, np.float64), pts)
+        ref = intr.project(in_display)
+        behind = ~(in_display[:, 2] > 0)
+        ref[behind] = np.nan
+        with np.errstate(invalid="ignore"):
+            ref_vis = ~behind & (ref[:, 0] >= -0.5) & (ref[:, 0] <= intr.width - 0.5)
+            ref_vis &= (ref[:, 1] >= -0.5) & (ref[:, 1] <= intr.height - 0.5)
+        assert px.shape == (2, 200, 2) and vis.shape == (2, 200)
+        np.testing.assert_allclose(px.reshape(-1, 2), ref, rtol=1e-12, atol=1e-9)
+        np.testing.assert_array_equal(vis.reshape(-1), ref_vis)
+        assert 0 < vis.sum() < vis.size and behind.any()
+
+
 def test_display_profiles_in_repo_load(repo_root: Path):
     files = sorted((repo_root / "hardware" / "displays").glob("*.toml"))
     assert len(files) >= 3

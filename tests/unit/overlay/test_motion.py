@@ -199,3 +199,45 @@ def test_the_reference_viewer_moves_the_drawn_targets_by_the_prediction():
     np.testing.assert_allclose(shift[:, 0], 600.0 * 0.0027 / z, atol=1e-9)
     np.testing.assert_allclose(shift[:, 1], 0.0, atol=1e-9)
     assert not np.array_equal(moved["trajectories_px"], arrays["trajectories_px"])
+
+
+def _fit_numpy(history):
+    """The numpy velocity fit before its kernel: (capture_s, pose, point) per pose."""
+    t_last, last, _ = history[-1]
+    tau = np.array([t for t, _, _ in history]) - t_last
+    points = np.stack([x for _, _, x in history])
+    turns = np.zeros((len(tau), 3))
+    for i, (_, pose, _) in enumerate(history[:-1]):
+        axis, angle = geometry.matrix_to_axis_angle(pose[:3, :3] @ last[:3, :3].T)
+        turns[i] = axis * angle
+    centred = tau - tau.mean()
+    spread = float(centred @ centred)
+    linear = centred @ (points - points.mean(axis=0)) / spread
+    angular = centred @ (turns - turns.mean(axis=0)) / spread
+    return points[-1], linear, angular
+
+
+@pytest.mark.parametrize("frames", [2, 4, 12])
+def test_velocity_kernel_equals_the_numpy_fit(frames):
+    """Issue 15: the compiled fit against the numpy one it replaced, on noisy poses with
+    uneven frame times (1e-12: numpy's matrix products round differently)."""
+    rng = np.random.default_rng(frames)
+    estimator = VelocityEstimator(frames, CENTRE_PATIENT_M)
+    history = []
+    t = 2.0
+    for step in range(30):
+        t += rng.uniform(0.02, 0.05)
+        pose = true_pose(t)
+        pose[:3, :3] = geometry.rotation_vector_to_matrix(rng.normal(0, 2e-3, 3)) @ pose[:3, :3]
+        pose[:3, 3] += rng.normal(0, 2e-4, 3)
+        if step == 20:
+            pose[:3, :3] = history[-1][1][:3, :3]  # no turn from the last pose: angle 0
+        history = [*history, (t, pose, pose[:3, :3] @ CENTRE_PATIENT_M + pose[:3, 3])][-frames:]
+        got = estimator.update(t, pose)
+        if len(history) < 2:
+            assert got is None
+            continue
+        point, linear, angular = _fit_numpy(history)
+        np.testing.assert_array_equal(got.point_camera_m, point)
+        np.testing.assert_allclose(got.linear_m_s, linear, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(got.angular_rad_s, angular, rtol=1e-12, atol=1e-15)

@@ -138,3 +138,28 @@ def test_meshes_smaller_than_a_leaf_and_empty():
     _assert_same_hits(caster.first_hit(o, d), _uncull(caster, o, d))
     empty = MeshRaycaster(np.zeros((0, 3)), np.zeros((0, 3), dtype=int))
     assert np.isnan(empty.first_hit(o, d)).all()
+
+
+def test_depths_below_the_first_hit_equal_the_numpy_formula():
+    """Issue 15: the compiled skin distance (camera centre ``-R^T t``, cast, distance behind
+    the hit) against the numpy code it replaced (``inv(pose)``, first_hit, norms)."""
+    from edge import geometry
+
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.1)
+    caster = MeshRaycaster(sphere.vertices, sphere.faces)
+    rng = np.random.default_rng(9)
+    points = np.vstack([rng.normal(0, 0.04, (30, 3)), rng.normal(0, 0.3, (10, 3))])
+    for _ in range(10):
+        pose = np.eye(4)
+        pose[:3, :3] = geometry.rotation_vector_to_matrix(rng.normal(0, 1, 3))
+        pose[:3, 3] = rng.normal([0, 0, 0.5], 0.05)
+        eye = np.linalg.inv(pose)[:3, 3]
+        directions = points - eye
+        t = caster.first_hit(np.repeat(eye[None], len(points), axis=0), directions)
+        with np.errstate(invalid="ignore"):
+            ref = (1.0 - t) * np.linalg.norm(directions, axis=1) * 1000.0
+            ref[~(t <= 1.0)] = np.nan
+        got = caster.depths_below_first_hit_mm(pose, points)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_allclose(got[~np.isnan(got)], ref[~np.isnan(ref)], rtol=1e-9, atol=1e-9)
+        assert 10 < np.isfinite(got).sum() < len(points)  # inside (a hit before) and outside

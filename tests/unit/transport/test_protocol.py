@@ -215,3 +215,34 @@ def test_fuzz_command_payloads_never_crash(payload):
         validate_command(msg.payload)
     except DecodeError:
         pass
+
+
+def test_arrays_reach_the_wire_in_its_dtypes_whatever_their_layout():
+    """Arrays already little-endian, C-ordered and of a wire dtype go out as they are
+    (issue 15); the others are converted: byte order, layout, bool, wider integers."""
+    base = np.arange(12, dtype=np.float64).reshape(3, 4)
+    arrays = {
+        "plain": base,
+        "transposed": base.T,
+        "strided": base[:, ::2],
+        "big_endian": base.astype(">f8"),
+        "float32": base.astype(np.float32),
+        "flags": base > 5,
+        "small_ints": base.astype(np.int16),
+        "u16": base.astype(np.uint16),
+    }
+    msg = make_message("overlay", {}, arrays)
+    parts = encode(msg)
+    wire = {name: dtype for name, dtype, _ in msg.header.arrays}
+    assert wire == {
+        "plain": "<f8",
+        "transposed": "<f8",
+        "strided": "<f8",
+        "big_endian": "<f8",
+        "float32": "<f4",
+        "flags": "|u1",
+        "small_ints": "<i8",
+        "u16": "<u2",
+    }
+    for (name, dtype, shape), data in zip(msg.header.arrays, parts[3:], strict=True):
+        np.testing.assert_array_equal(np.frombuffer(data, dtype).reshape(shape), arrays[name])
