@@ -1,6 +1,6 @@
 """ToolStage: every configured tool's pose, tip, axis and state on each FrameResult.
 
-Runs after tracking (it reads only the frame) and writes ``result.tools``
+Runs beside tracking (it reads only the frame: edge/tools/beside.py) and writes ``result.tools``
 (:class:`~edge.tools.types.ToolsResult`). A tool not seen this frame is OCCLUDED at
 once, LOST after ``tools.lost_after_frames``; the first frame it is found again it is
 VISIBLE (or PARTIAL) with a fresh, unsmoothed pose. Smoothing is a One Euro filter
@@ -97,16 +97,21 @@ class ToolStage:
         try:
             poses = self._poses(result.frame)
         except Exception as exc:  # a tool failure must not blank the plan overlay
-            reason = f"tool tracking failed: {type(exc).__name__}: {exc}"[:MAX_REASON_CHARS]
-            if reason != self._failure:
-                log.warning("%s; the tools are LOST until it works again", reason, exc_info=True)
-            self._failure = reason
-            poses = [self._lost(t, reason) for t in self._tracks]
-        else:
-            if self._failure:
-                log.info("tool tracking works again")
-            self._failure = ""
+            self.fail(result, exc)
+            return
+        if self._failure:
+            log.info("tool tracking works again")
+        self._failure = ""
         result.tools = ToolsResult(poses)
+
+    def fail(self, result: FrameResult, exc: BaseException) -> None:
+        """This frame's tools after the stage failed with ``exc``: every tool LOST with the
+        reason (logged once while it lasts); the frame goes on."""
+        reason = f"tool tracking failed: {type(exc).__name__}: {exc}"[:MAX_REASON_CHARS]
+        if reason != self._failure:
+            log.warning("%s; the tools are LOST until it works again", reason, exc_info=exc)
+        self._failure = reason
+        result.tools = ToolsResult([self._lost(t, reason) for t in self._tracks])
 
     def _lost(self, track: _Track, reason: str) -> ToolPose:
         """The tool as LOST after a failure: forgotten, looked for everywhere next time."""
