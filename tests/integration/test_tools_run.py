@@ -131,6 +131,11 @@ def test_edge_bench_reports_tool_figures(repo_root, capsys, monkeypatch):
     model = report["model_ms"]
     assert report["tool_added_to_model"] == pytest.approx(report["tool_added_ms"] / model)
     assert report["tool_added_to_model_p99"] == pytest.approx(report["tool_added_ms_p99"] / model)
+    doc = (repo_root / "docs" / "benchmark.md").read_text()
+    tool_keys = [k for k in report if k.startswith(("tool_", "navigation_")) or "without" in k]
+    assert len(tool_keys) >= 20
+    for key in tool_keys:
+        assert f"`{key}`" in doc, f"docs/benchmark.md does not document {key}"
 
 
 def test_edge_bench_reports_the_tip_error_per_distance_from_the_camera(
