@@ -109,6 +109,11 @@ class ToolSpec:
     tip_source: str = "design"
     path: str = ""
 
+    @cached_property
+    def all_corners_m(self) -> np.ndarray:
+        """Every marker's corners, (4 x markers, 3), tool frame, in the file's order."""
+        return np.concatenate([m.corners_m for m in self.markers])
+
     @property
     def marker_ids(self) -> list[int]:
         return [m.id for m in self.markers]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -52,8 +53,13 @@ class Detections:
     corners_px: np.ndarray
 
     def of(self, marker_id: int) -> np.ndarray | None:
-        hit = np.flatnonzero(self.ids == marker_id)
-        return self.corners_px[hit[0]] if hit.size == 1 else None  # twice: ambiguous
+        """The marker's corners (4, 2), or None: not found, or found twice (ambiguous)."""
+        return self._by_id.get(marker_id)
+
+    @cached_property
+    def _by_id(self) -> dict[int, np.ndarray]:
+        ids = self.ids.tolist()
+        return {i: self.corners_px[k] for k, i in enumerate(ids) if ids.count(i) == 1}
 
 
 class MarkerDetector:
@@ -83,8 +89,14 @@ class MarkerDetector:
     ) -> dict[str, Detections]:
         """Markers in ``gray`` (uint8), or only in ``roi`` = (x0, y0, x1, y1) of it; corners
         are in the whole image's pixels either way."""
-        x0, y0 = (0, 0) if roi is None else roi[:2]
-        crop = gray if roi is None else gray[roi[1] : roi[3], roi[0] : roi[2]]
+        if roi is None:
+            return self.detect_crop(gray, (0, 0))
+        return self.detect_crop(gray[roi[1] : roi[3], roi[0] : roi[2]], roi[:2])
+
+    def detect_crop(self, crop: np.ndarray, origin: tuple[int, int]) -> dict[str, Detections]:
+        """Markers in ``crop`` (uint8), a part of the image whose top-left pixel is ``origin``
+        (x, y) in it; corners in the whole image's pixels."""
+        x0, y0 = origin
         out = {}
         for name, det in self._detectors.items():
             corners, ids, _ = det.detectMarkers(crop)

@@ -176,7 +176,7 @@ class ToolStage:
     def _detect(self, frame: Frame, roi: Box) -> dict[str, Detections]:
         return {
             k: _undistorted(v, frame.intrinsics)
-            for k, v in self._detector.detect(_gray(frame, roi), roi).items()
+            for k, v in self._detector.detect_crop(_gray(frame, roi), roi[:2]).items()
         }
 
     def _search_whole(self, track: _Track) -> bool:
@@ -251,7 +251,7 @@ class ToolStage:
 
 def _box(spec: ToolSpec, tool_to_camera: np.ndarray, intr: Intrinsics) -> Box:
     """The tool's markers' bounding box in the image, grown by half its size each way."""
-    corners = np.concatenate([m.corners_m for m in spec.markers])
+    corners = spec.all_corners_m
     px = intr.project(corners @ tool_to_camera[:3, :3].T + tool_to_camera[:3, 3])
     lo, hi = px.min(axis=0), px.max(axis=0)
     grow = np.maximum(0.5 * (hi - lo), BOX_MARGIN_PX)
@@ -261,16 +261,14 @@ def _box(spec: ToolSpec, tool_to_camera: np.ndarray, intr: Intrinsics) -> Box:
 
 
 def _gray(frame: Frame, roi: Box) -> np.ndarray:
-    """The frame's grey image at full size; only ``roi`` is converted (the rest is 0)."""
+    """The grey image of the frame's ``roi`` (only that part is converted)."""
     import cv2
 
     x0, y0, x1, y1 = roi
     code = cv2.COLOR_RGB2GRAY if frame.color_format is PixelFormat.RGB8 else cv2.COLOR_BGR2GRAY
     if (x0, y0, x1, y1) == (0, 0, frame.intrinsics.width, frame.intrinsics.height):
         return np.asarray(cv2.cvtColor(frame.color, code))
-    gray = np.zeros(frame.color.shape[:2], np.uint8)
-    gray[y0:y1, x0:x1] = cv2.cvtColor(np.ascontiguousarray(frame.color[y0:y1, x0:x1]), code)
-    return gray
+    return np.asarray(cv2.cvtColor(np.ascontiguousarray(frame.color[y0:y1, x0:x1]), code))
 
 
 def _undistorted(found: Detections, intr: Intrinsics) -> Detections:
