@@ -131,30 +131,6 @@ class PoseEstimate:
     depth_offset_mm: float  # the correction applied along the view ray; NaN: depth not used
 
 
-_TOOL_TO_MARKER: dict[int, tuple[Marker, np.ndarray]] = {}
-
-
-def _tool_to_marker(marker: Marker) -> np.ndarray:
-    """``inv(_marker_to_tool)`` of the marker, computed once per marker object."""
-    key = id(marker)
-    hit = _TOOL_TO_MARKER.get(key)
-    if hit is None or hit[0] is not marker:  # held by the entry, so its id is not reused
-        hit = (marker, np.linalg.inv(_marker_to_tool(marker.corners_m)))
-        _TOOL_TO_MARKER[key] = hit
-    return hit[1]
-
-
-def _marker_to_tool(corners_m: np.ndarray) -> np.ndarray:
-    """The marker's own frame (OpenCV's square: centre, x right, y up, z out) in the tool."""
-    c = corners_m
-    x = (c[1] - c[0]) / np.linalg.norm(c[1] - c[0])
-    y = (c[0] - c[3]) / np.linalg.norm(c[0] - c[3])
-    m = np.eye(4)
-    m[:3, :3] = np.column_stack([x, y, np.cross(x, y)])
-    m[:3, 3] = c.mean(axis=0)
-    return m
-
-
 def _pose(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -276,7 +252,7 @@ def _marker_hypotheses(seen: list, K: np.ndarray) -> list[np.ndarray]:
         h = m.size_m / 2.0
         square = np.array([[-h, h, 0.0], [h, h, 0.0], [h, -h, 0.0], [-h, -h, 0.0]])
         n, rvecs, tvecs, _ = cv2.solvePnPGeneric(square, c, K, None, flags=cv2.SOLVEPNP_IPPE_SQUARE)
-        tool_to_marker = _tool_to_marker(m)
+        tool_to_marker = m.tool_to_marker
         out += [_pose(rvecs[i], tvecs[i]) @ tool_to_marker for i in range(n)]
     return out
 
