@@ -126,6 +126,8 @@ def test_edge_bench_reports_tool_figures(repo_root, capsys, monkeypatch):
     assert report["tool_ms"] == report["stages"]["tools"]["p50_ms"]
     added = report["pipeline_ms"] - report["pipeline_ms_without_tools"]
     assert report["tool_added_ms"] == pytest.approx(added)
+    without = report["stages_without_tools"]
+    assert "tracking" in without and "tools" not in without and "navigation" not in without
     added_p99 = report["pipeline_ms_p99"] - report["pipeline_ms_p99_without_tools"]
     assert report["tool_added_ms_p99"] == pytest.approx(added_p99)
     model = report["model_ms"]
