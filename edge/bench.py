@@ -170,7 +170,7 @@ def run_bench(
         report = execute(options, on_result=lambda r: overlays.append(r.overlay)).summary
         # What the tools add: the same recording once more with them off (docs/benchmark.md).
         without_tools = (
-            execute(replay_options(without_tool(config), made, folder)).summary["frame_ms"]
+            execute(replay_options(without_tool(config), made, folder)).summary
             if "tool_tip_error_mm" in report
             else None
         )
@@ -223,7 +223,10 @@ def run_bench(
             ordered[key] = report[key]
     if without_tools is not None:
         ordered.update(tool_ratios(report["stages"], report["landmark_model_ms"]))
-        ordered.update(tool_added(report["frame_ms"], without_tools, report["landmark_model_ms"]))
+        ordered.update(
+            tool_added(report["frame_ms"], without_tools["frame_ms"], report["landmark_model_ms"])
+        )
+        ordered["stages_without_tools"] = without_tools["stages"]
     return ordered
 
 
