@@ -94,8 +94,8 @@ def compose(
     warnings: tuple[str, ...] = (),
     sinks: tuple[Sink, ...] = (),
 ) -> Pipeline:
-    """The edge process's pipeline: source -> tracking (+ tools) -> registration -> overlay ->
-    publish.
+    """The edge process's pipeline: source -> tracking (+ tools beside it) -> registration ->
+    overlay -> publish.
 
     Without a plan there is nothing to register or draw: only tracking runs,
     and the publish stage sends no overlay (its heartbeat says why).
@@ -113,12 +113,15 @@ def compose(
 
         named = plan.landmarks if plan is not None else {}
         lift = [i for name, i in LANDMARK_INDEX.items() if name in named]
-    tracking = TrackingStage(tracker or FaceTracker.from_config(config.tracking), lift)
-    stages: list[Stage] = [tracking]
+    tracking: Stage = TrackingStage(tracker or FaceTracker.from_config(config.tracking), lift)
     if config.tools.enabled:  # tracked instruments ([tools], docs/tools.md)
+        from edge.tools.beside import SideBySide
         from edge.tools.stage import ToolStage
 
-        stages.append(ToolStage.from_config(config.tools))
+        # Tracking and tools run side by side on each frame (neither reads the other's
+        # result): one stage, "tracking+tools", whose parts are timed on their own.
+        tracking = SideBySide(tracking, ToolStage.from_config(config.tools))
+    stages: list[Stage] = [tracking]
     if plan is not None:
         from edge.overlay.project import DisplayProfile
         from edge.overlay.stage import OverlayStage

@@ -168,6 +168,12 @@ def run_bench(
         config = with_scenario_tool(config, scenario)
         options = replay_options(config, made, folder)
         report = execute(options, on_result=lambda r: overlays.append(r.overlay)).summary
+        # What the tools add: the same recording once more with them off (docs/benchmark.md).
+        without_tools = (
+            execute(replay_options(without_tool(config), made, folder)).summary
+            if "tool_tip_error_mm" in report
+            else None
+        )
         cores = (
             second_core_figures(config, made, folder, report, overlays, replay_options)
             if compare
@@ -215,14 +221,20 @@ def run_bench(
     ):
         if key in report:
             ordered[key] = report[key]
-    if "tool_tip_error_mm" in report:
+    if without_tools is not None:
         ordered.update(tool_ratios(report["stages"], report["landmark_model_ms"]))
+        ordered.update(
+            tool_added(report["frame_ms"], without_tools["frame_ms"], report["landmark_model_ms"])
+        )
+        ordered["stages_without_tools"] = without_tools["stages"]
     return ordered
 
 
 # What the tool figures of a tool scenario are reported as (docs/benchmark.md).
 TOOL_KEYS = (
     "tool_tip_error_mm",
+    "tool_tip_error_mm_by_range",
+    "tool_distance_m",
     "tool_axis_error_deg",
     "tool_frames_to_unseen",
     "tool_frames_to_current_after_return",
@@ -248,12 +260,39 @@ def with_scenario_tool(config: EdgeConfig, scenario: str) -> EdgeConfig:
     return dataclasses.replace(config, tools=tools)
 
 
+def without_tool(config: EdgeConfig) -> EdgeConfig:
+    """The configuration with no tool tracked (the replay that :func:`tool_added` compares)."""
+    return dataclasses.replace(config, tools=dataclasses.replace(config.tools, enabled=False))
+
+
 def tool_ratios(stages: dict[str, Any], model_ms: dict[str, float]) -> dict[str, float]:
-    """The tool stage's median time per frame, and in units of the landmark model's."""
+    """The tool stage's own median time per frame (beside tracking, in its own thread), and
+    in units of the landmark model's."""
     tool = float(stages.get("tools", {}).get("p50_ms", float("nan")))
     model = model_ms["p50"]
     usable = math.isfinite(model) and model > 0
     return {"tool_ms": tool, "tool_to_model": tool / model if usable else float("nan")}
+
+
+def tool_added(
+    with_tools_ms: dict[str, float], without_tools_ms: dict[str, float], model_ms: dict[str, float]
+) -> dict[str, float]:
+    """What tracking the tools adds to the frame: the per-frame time (sum of stage times;
+    p50 and p99) of the run with them less that of the same recording replayed without
+    them (the tool stage, its navigation and its publishing, less whatever ran beside
+    tracking), also in units of the landmark model's median (of the run with them)."""
+    model = model_ms["p50"]
+    usable = math.isfinite(model) and model > 0
+    added = with_tools_ms["p50"] - without_tools_ms["p50"]
+    added_p99 = with_tools_ms["p99"] - without_tools_ms["p99"]
+    return {
+        "pipeline_ms_without_tools": without_tools_ms["p50"],
+        "pipeline_ms_p99_without_tools": without_tools_ms["p99"],
+        "tool_added_ms": added,
+        "tool_added_ms_p99": added_p99,
+        "tool_added_to_model": added / model if usable else float("nan"),
+        "tool_added_to_model_p99": added_p99 / model if usable else float("nan"),
+    }
 
 
 # The phantom scenarios the TRE estimate is calibrated on (photo-spoof: never a pose), the
@@ -538,4 +577,14 @@ def format_report(r: dict[str, Any]) -> str:
             f"  tool: tip median {tip['median']:.2f} mm, p95 {tip['p95']:.2f} mm; axis median"
             f" {axis['median']:.2f} deg; {r['tool_ms']:.2f} ms, tool/model {r['tool_to_model']:.2f}"
         )
+        lines.append(
+            f"  tools add {r['tool_added_ms']:.2f} ms a frame (p99 {r['tool_added_ms_p99']:.2f}),"
+            f" added/model {r['tool_added_to_model']:.2f} (p99 {r['tool_added_to_model_p99']:.2f})"
+        )
+        for band, b in r["tool_tip_error_mm_by_range"].items():
+            if b["frames"]:
+                lines.append(
+                    f"    tool at {band} m: tip median {b['median']:.2f} mm,"
+                    f" p95 {b['p95']:.2f} mm ({b['frames']} frames)"
+                )
     return "\n".join(lines)

@@ -260,8 +260,11 @@ class RunStats:
         end_to_end_ms: float,
         state: str | None,
         landmark_model_ms: Iterable[float] = (),
+        part_ms: dict[str, float] | None = None,
     ) -> None:
-        for name, ms in stage_ms.items():
+        # A part of a stage run side by side (FrameResult.part_ms) is listed under its own
+        # name too, but only the stage holding it counts towards the frame's time.
+        for name, ms in [*stage_ms.items(), *(part_ms or {}).items()]:
             self.stage_ms.setdefault(name, deque(maxlen=self.window)).append(ms)
         self.end_to_end_ms.append(end_to_end_ms)
         self.frame_ms.append(sum(stage_ms.values()))
@@ -320,7 +323,7 @@ class Evaluator:
         state = reg.state if reg is not None else None
         state_name = state.value if state is not None else None
         model_ms = result.tracking.landmark_model_ms if result.tracking is not None else ()
-        self.stats.add(result.stage_ms, result.end_to_end_ms, state_name, model_ms)
+        self.stats.add(result.stage_ms, result.end_to_end_ms, state_name, model_ms, result.part_ms)
         if result.failed:
             self.stats.failed_frames += 1
         truth = result.frame.truth

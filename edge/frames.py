@@ -335,6 +335,9 @@ class FrameResult:
     published: bool = False
     errors: list[StageFailure] = field(default_factory=list)
     stage_ms: dict[str, float] = field(default_factory=dict)
+    # Own times of stages run side by side inside one stage (edge/tools/beside.py), by
+    # name; the frame's time for them together is that stage's entry in stage_ms.
+    part_ms: dict[str, float] = field(default_factory=dict)
     received_s: float = 0.0
     done_s: float = 0.0
     late: bool = False  # older than the pipeline's late_after_s when it arrived

@@ -292,7 +292,7 @@ class PipelineMetrics:
             self.frames_failed.inc()
             for error in result.errors:
                 self.stage_errors.inc(stage=error.stage)
-        for stage, ms in result.stage_ms.items():
+        for stage, ms in [*result.stage_ms.items(), *result.part_ms.items()]:
             self.stage_seconds.observe(ms / 1000.0, stage=stage)
         if result.done_s and result.frame.host_timestamp_s:
             self.end_to_end.observe(result.end_to_end_ms / 1000.0)

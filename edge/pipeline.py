@@ -26,7 +26,10 @@ With ``split_before`` (``[pipeline] overlap_stages``) the stages from that one o
 sinks and ``on_result`` run in a second thread, one frame at a time in order, while
 this one runs the earlier stages on the next frame; at most one frame waits between
 the two, and a gap waits until the second thread is idle. An earlier stage must not
-read what a later one sets.
+read what a later one sets. Within one frame, two stages that do not read each other's
+results can run side by side as one stage (edge/tools/beside.py: tracking and tools);
+a stage with a worker thread of its own (:class:`ThreadedStage`) has it joined when the
+loop ends.
 """
 
 from __future__ import annotations
@@ -65,6 +68,14 @@ class GapAware(Protocol):
     """A stage or sink that must know when the source had no frame."""
 
     def source_gap(self, reason: str) -> None: ...
+
+
+@runtime_checkable
+class ThreadedStage(Protocol):
+    """A stage with a worker thread of its own (edge/tools/beside.py): joined when the
+    loop ends (:meth:`Pipeline.run`); it starts one again on its next frame."""
+
+    def stop_threads(self) -> None: ...
 
 
 @runtime_checkable
@@ -188,10 +199,25 @@ class Pipeline:
 
         ``on_result`` sees each result after the sinks, ``on_gap(reason)`` each gap
         (callers that need no sink object, such as tests). Returns the number of frames
-        processed. The source is opened and closed here.
+        processed. The source is opened and closed here, and stages' own threads
+        (:class:`ThreadedStage`) are joined when the loop ends.
         """
-        if self.split_before is not None:
-            return self._run_split(max_frames, on_result, on_gap, should_stop)
+        try:
+            if self.split_before is not None:
+                return self._run_split(max_frames, on_result, on_gap, should_stop)
+            return self._run_plain(max_frames, on_result, on_gap, should_stop)
+        finally:
+            for stage in self.stages:
+                if isinstance(stage, ThreadedStage):
+                    stage.stop_threads()
+
+    def _run_plain(
+        self,
+        max_frames: int | None,
+        on_result: Callable[[FrameResult], bool | None] | None,
+        on_gap: Callable[[str], bool | None] | None,
+        should_stop: Callable[[], bool],
+    ) -> int:
         count = 0
         with self.source:
             while (max_frames is None or count < max_frames) and not should_stop():

@@ -95,6 +95,18 @@ class Marker:
     def centre_m(self) -> np.ndarray:
         return np.asarray(self.corners_m.mean(axis=0))
 
+    @cached_property
+    def tool_to_marker(self) -> np.ndarray:
+        """4x4 from the tool frame to the marker's own (OpenCV's square: centre, x right,
+        y up, z out of the printed face), as the marker's IPPE poses are given."""
+        c = self.corners_m
+        x = (c[1] - c[0]) / np.linalg.norm(c[1] - c[0])
+        y = (c[0] - c[3]) / np.linalg.norm(c[0] - c[3])
+        marker_to_tool = np.eye(4)
+        marker_to_tool[:3, :3] = np.column_stack([x, y, np.cross(x, y)])
+        marker_to_tool[:3, 3] = c.mean(axis=0)
+        return np.asarray(np.linalg.inv(marker_to_tool))
+
 
 @dataclass(frozen=True)
 class ToolSpec:
@@ -108,6 +120,11 @@ class ToolSpec:
     tip_rms_mm: float = 0.0
     tip_source: str = "design"
     path: str = ""
+
+    @cached_property
+    def all_corners_m(self) -> np.ndarray:
+        """Every marker's corners, (4 x markers, 3), tool frame, in the file's order."""
+        return np.concatenate([m.corners_m for m in self.markers])
 
     @property
     def marker_ids(self) -> list[int]:

@@ -25,9 +25,23 @@ from edge.tools.types import Navigation
 NAV_KEYS = ("distance_to_target_mm", "lateral_offset_mm", "angle_deg", "remaining_depth_mm")
 
 
+# Distance bands (m) of the tool from the camera for the tip error (issue 16: 0.4-0.7 m).
+RANGE_BANDS_M = ((0.4, 0.5), (0.5, 0.6), (0.6, 0.7))
+
+
 def _median_p95(values: list[float]) -> dict[str, float]:
     p = percentiles(values, 50, 95)
     return {"median": p["p50"], "p95": p["p95"]}
+
+
+def tip_error_by_range(tip_mm: list[float], range_m: list[float]) -> dict[str, dict[str, float]]:
+    """Median and p95 tip error and frame count per :data:`RANGE_BANDS_M` band of the tool's
+    distance from the camera (a band's lower bound is in it, its upper one is not)."""
+    out: dict[str, dict[str, float]] = {}
+    for lo, hi in RANGE_BANDS_M:
+        errors = [e for e, r in zip(tip_mm, range_m, strict=True) if lo <= r < hi]
+        out[f"{lo:.1f}-{hi:.1f}"] = {**_median_p95(errors), "frames": len(errors)}
+    return out
 
 
 @dataclass
@@ -36,6 +50,8 @@ class ToolEvaluator:
 
     plan: Plan | None = None
     tip_mm: list[float] = field(default_factory=list)
+    # The true distance from the camera to the tool's origin (its marker body), per tip_mm.
+    range_m: list[float] = field(default_factory=list)
     axis_deg: list[float] = field(default_factory=list)
     visible: list[bool] = field(default_factory=list)
     current: list[bool] = field(default_factory=list)
@@ -66,6 +82,7 @@ class ToolEvaluator:
             cos = float(np.clip(tool.axis_camera @ truth.tool_axis_camera, -1.0, 1.0))
             self.axis_deg.append(math.degrees(math.acos(cos)))
             self.tip_mm[-1] *= 1000.0
+            self.range_m.append(float(np.linalg.norm(truth.tool_to_camera[:3, 3])))
         nav = next((n for n in result.navigation or [] if n.tool == tool.name), None)
         if nav is not None and nav.current:
             self.nav_current += 1
@@ -114,6 +131,11 @@ class ToolEvaluator:
         total = len(self.visible)
         out: dict[str, Any] = {
             "tool_tip_error_mm": _median_p95(self.tip_mm),
+            "tool_tip_error_mm_by_range": tip_error_by_range(self.tip_mm, self.range_m),
+            "tool_distance_m": {
+                "min": min(self.range_m, default=float("nan")),
+                "max": max(self.range_m, default=float("nan")),
+            },
             "tool_axis_error_deg": _median_p95(self.axis_deg),
             "tool_frames": total,
             "tool_visible_fraction": sum(self.visible) / total,

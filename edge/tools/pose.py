@@ -27,22 +27,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from edge import geometry
 from edge.camera import Intrinsics
-from edge.tools.definition import ToolSpec, aruco_dictionary
+from edge.tools import kernels
+from edge.tools.definition import Marker, ToolSpec, aruco_dictionary
 
 THRESHOLD_WINDOW_PX = 13
-EDGE_SAMPLES = 12  # points along each side of a marker
-EDGE_SEARCH_PX = 2.5  # at most this far across the side the edge is looked for, each way
-EDGE_STEP_PX = 0.25
-MIN_EDGE_CONTRAST = 20.0  # grey levels between the black border and the white around it
-DEPTH_INSET = 0.6  # sample depth inside the marker, this share of its size (away from edges)
-DEPTH_GRID = 8  # an 8 x 8 grid of depth samples on each marker
-MIN_DEPTH_SAMPLES = 20
-MAX_DEPTH_OFFSET_M = 0.03  # larger: something is in front of the markers; keep the PnP pose
 # The depth camera's error at the markers, bias included (D400: within 2 % of the range,
 # about 2-4 mm at 0.5 m once a few dozen samples are averaged; the bias does not average).
 DEPTH_SIGMA_M = 0.003
@@ -60,8 +53,13 @@ class Detections:
     corners_px: np.ndarray
 
     def of(self, marker_id: int) -> np.ndarray | None:
-        hit = np.flatnonzero(self.ids == marker_id)
-        return self.corners_px[hit[0]] if hit.size == 1 else None  # twice: ambiguous
+        """The marker's corners (4, 2), or None: not found, or found twice (ambiguous)."""
+        return self._by_id.get(marker_id)
+
+    @cached_property
+    def _by_id(self) -> dict[int, np.ndarray]:
+        ids = self.ids.tolist()
+        return {i: self.corners_px[k] for k, i in enumerate(ids) if ids.count(i) == 1}
 
 
 class MarkerDetector:
@@ -91,8 +89,14 @@ class MarkerDetector:
     ) -> dict[str, Detections]:
         """Markers in ``gray`` (uint8), or only in ``roi`` = (x0, y0, x1, y1) of it; corners
         are in the whole image's pixels either way."""
-        x0, y0 = (0, 0) if roi is None else roi[:2]
-        crop = gray if roi is None else gray[roi[1] : roi[3], roi[0] : roi[2]]
+        if roi is None:
+            return self.detect_crop(gray, (0, 0))
+        return self.detect_crop(gray[roi[1] : roi[3], roi[0] : roi[2]], roi[:2])
+
+    def detect_crop(self, crop: np.ndarray, origin: tuple[int, int]) -> dict[str, Detections]:
+        """Markers in ``crop`` (uint8), a part of the image whose top-left pixel is ``origin``
+        (x, y) in it; corners in the whole image's pixels."""
+        x0, y0 = origin
         out = {}
         for name, det in self._detectors.items():
             corners, ids, _ = det.detectMarkers(crop)
@@ -112,71 +116,11 @@ def refine_corners(gray: np.ndarray, corners: np.ndarray, modules: int = 6) -> n
     within half a module (``modules`` across the marker) each way, so the samples stay
     on the black border inside and on the white quiet zone outside; it is where the
     intensity crosses half-way between the two. A side whose edge cannot be found (too
-    little contrast) leaves its corners as they were.
+    little contrast) leaves its corners as they were. Compiled:
+    :func:`edge.tools.kernels.refine_corners`.
     """
-    import cv2
-
-    c = np.asarray(corners, np.float64).reshape(-1, 4, 2)
-    n_markers = c.shape[0]
-    a = c  # side i runs from corner i to corner i + 1
-    b = np.roll(c, -1, axis=1)
-    length = np.linalg.norm(b - a, axis=2)  # (N, 4)
-    d = (b - a) / np.maximum(length, 1e-9)[..., None]
-    normal = np.stack([d[..., 1], -d[..., 0]], axis=-1)
-    outward = np.sign(np.sum(normal * (a - c.mean(axis=1, keepdims=True)), axis=-1))
-    normal *= np.where(outward == 0, 1.0, outward)[..., None]
-    reach = np.clip(0.5 * length.min(axis=1) / modules, 1.0, EDGE_SEARCH_PX)  # (N,)
-    steps = 2 * round(EDGE_SEARCH_PX / EDGE_STEP_PX) + 1
-    unit = np.linspace(-1.0, 1.0, steps)
-    s = reach[:, None] * unit[None, :]  # (N, S) offsets across the side, px
-    t = np.linspace(0.15, 0.85, EDGE_SAMPLES)
-    p = a[:, :, None, :] + t[None, None, :, None] * (b - a)[:, :, None, :]  # (N, 4, T, 2)
-    q = p[:, :, :, None, :] + s[:, None, None, :, None] * normal[:, :, None, None, :]
-    # Sampled from float pixels (a uint8 remap would round the interpolated values), of
-    # only the part of the image the markers cover.
-    height, width = gray.shape
-    x0, y0 = np.clip(np.floor(q.reshape(-1, 2).min(axis=0)).astype(int) - 1, 0, None)
-    x1, y1 = np.ceil(q.reshape(-1, 2).max(axis=0)).astype(int) + 2
-    x1, y1 = min(int(x1), width), min(int(y1), height)
-    patch = gray[y0:y1, x0:x1].astype(np.float32)
-    maps = (q.reshape(-1, steps, 2) - (x0, y0)).astype(np.float32)
-    prof = cv2.remap(
-        patch, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    ).astype(np.float64)
-    prof = prof.reshape(n_markers, 4, EDGE_SAMPLES, steps)
-    dark = prof[..., :3].mean(axis=-1)
-    bright = prof[..., -3:].mean(axis=-1)
-    level = (dark + bright) / 2.0
-    above = prof >= level[..., None]
-    first = np.argmax(above, axis=-1)  # first sample at or above half-way
-    ok = (bright - dark > MIN_EDGE_CONTRAST) & (first > 0)
-    k = np.maximum(first, 1)
-    lo = np.take_along_axis(prof, (k - 1)[..., None], axis=-1)[..., 0]
-    hi = np.take_along_axis(prof, k[..., None], axis=-1)[..., 0]
-    frac = np.clip((level - lo) / np.maximum(hi - lo, 1e-9), 0.0, 1.0)
-    step = (s[:, 1] - s[:, 0])[:, None, None]
-    offset = s[:, 0][:, None, None] + (k - 1 + frac) * step  # (N, 4, T)
-    pts = p + offset[..., None] * normal[:, :, None, :]  # (N, 4, T, 2)
-    w = ok.astype(np.float64)
-    count = w.sum(axis=-1)  # (N, 4)
-    mean = (pts * w[..., None]).sum(axis=2) / np.maximum(count, 1.0)[..., None]
-    r = (pts - mean[:, :, None, :]) * w[..., None]
-    cxx = (r[..., 0] ** 2).sum(-1)
-    cyy = (r[..., 1] ** 2).sum(-1)
-    cxy = (r[..., 0] * r[..., 1]).sum(-1)
-    angle = 0.5 * np.arctan2(2.0 * cxy, cxx - cyy)
-    direction = np.stack([np.cos(angle), np.sin(angle)], axis=-1)  # (N, 4, 2)
-    good = count >= 4
-    # Corner i joins side i - 1 and side i: solve m1 + u d1 = m2 + v d2.
-    m1, d1, g1 = np.roll(mean, 1, axis=1), np.roll(direction, 1, axis=1), np.roll(good, 1, axis=1)
-    det = d1[..., 0] * -direction[..., 1] - d1[..., 1] * -direction[..., 0]
-    rhs = mean - m1
-    u = (rhs[..., 0] * -direction[..., 1] - rhs[..., 1] * -direction[..., 0]) / np.where(
-        np.abs(det) < 1e-6, 1.0, det
-    )
-    corner = m1 + u[..., None] * d1
-    use = g1 & good & (np.abs(det) >= 1e-6) & (np.linalg.norm(corner - c, axis=-1) < 3.0)
-    return np.where(use[..., None], corner, c)
+    c = np.ascontiguousarray(np.asarray(corners, np.float64).reshape(-1, 4, 2))
+    return np.asarray(kernels.refine_corners(np.asarray(gray, np.uint8), c, int(modules)))
 
 
 @dataclass(frozen=True)
@@ -187,17 +131,6 @@ class PoseEstimate:
     depth_offset_mm: float  # the correction applied along the view ray; NaN: depth not used
 
 
-def _marker_to_tool(corners_m: np.ndarray) -> np.ndarray:
-    """The marker's own frame (OpenCV's square: centre, x right, y up, z out) in the tool."""
-    c = corners_m
-    x = (c[1] - c[0]) / np.linalg.norm(c[1] - c[0])
-    y = (c[0] - c[3]) / np.linalg.norm(c[0] - c[3])
-    m = np.eye(4)
-    m[:3, :3] = np.column_stack([x, y, np.cross(x, y)])
-    m[:3, 3] = c.mean(axis=0)
-    return m
-
-
 def _pose(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -205,14 +138,6 @@ def _pose(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
     m[:3, :3] = cv2.Rodrigues(np.asarray(rvec, np.float64))[0]
     m[:3, 3] = np.asarray(tvec, np.float64).ravel()
     return m
-
-
-def _project(pose: np.ndarray, points_m: np.ndarray, intr: Intrinsics) -> np.ndarray:
-    """Tool-frame points through ``pose`` onto the image; NaN behind the camera."""
-    p = geometry.apply(pose, points_m)
-    px = intr.project(p)
-    px[~(p[:, 2] > 1e-6)] = np.nan
-    return px
 
 
 def solve_tool_pose(
@@ -236,23 +161,27 @@ def solve_tool_pose(
     if not seen:
         return None
     K = intr.matrix
-    obj = np.stack([m.corners_m for m, _ in seen])  # (n, 4, 3)
-    img = np.stack([c for _, c in seen])  # (n, 4, 2)
+    obj = np.ascontiguousarray(np.stack([m.corners_m for m, _ in seen]), np.float64)  # (n, 4, 3)
+    img = np.ascontiguousarray(np.stack([c for _, c in seen]), np.float64)  # (n, 4, 2)
+    camera = (float(intr.fx), float(intr.fy), float(intr.ppx), float(intr.ppy))
 
-    def marker_errors(pose: np.ndarray) -> np.ndarray:
-        proj = _project(pose, obj.reshape(-1, 3), intr).reshape(-1, 4, 2)
-        err = np.linalg.norm(proj - img, axis=2).max(axis=1)
-        return np.where(np.isfinite(err), err, np.inf)
+    def errors(pose: np.ndarray) -> np.ndarray:
+        """Per marker: its worst corner's distance (px; inf behind the camera), and the
+        sum of its corners' squared distances."""
+        return np.asarray(kernels.corner_errors(np.ascontiguousarray(pose), obj, img, *camera))
 
     hypotheses = [] if previous is None else [previous]
+    scored: list[np.ndarray] = []
     # The previous frame's pose explaining every marker (within twice the threshold: the
     # tool moved) is the hypothesis; otherwise every marker proposes its two.
-    if previous is None or not (marker_errors(previous) < 2 * max_reprojection_px).all():
+    if previous is not None:
+        scored.append(errors(previous)[:, 0])
+    if previous is None or not (scored[0] < 2 * max_reprojection_px).all():
         hypotheses += _marker_hypotheses(seen, K)
 
     best, best_key = None, (-1, 0.0)
-    for pose in hypotheses:
-        err = marker_errors(pose)
+    for i, pose in enumerate(hypotheses):
+        err = scored[i] if i < len(scored) else errors(pose)[:, 0]
         inl = err < (2 if pose is previous else 1) * max_reprojection_px
         key = (int(inl.sum()), -float(np.minimum(err, max_reprojection_px).sum()))
         if key > best_key:
@@ -263,7 +192,7 @@ def solve_tool_pose(
     used = None
     for step in range(3):  # refine over the inliers until they stop changing
         tolerance = 2 if step == 0 and best is previous else 1
-        inl = marker_errors(pose) < tolerance * max_reprojection_px
+        inl = errors(pose)[:, 0] < tolerance * max_reprojection_px
         if not inl.any():
             return None
         if used is not None and (inl == used).all():
@@ -275,12 +204,11 @@ def solve_tool_pose(
             obj[inl].reshape(-1, 3), img[inl].reshape(-1, 2), K, None, rvec, tvec
         )
         pose = _pose(rvec, tvec)
-    err = marker_errors(pose)
-    inl = err < max_reprojection_px
+    err = errors(pose)
+    inl = err[:, 0] < max_reprojection_px
     if not inl.any():
         return None
-    proj = _project(pose, obj[inl].reshape(-1, 3), intr)
-    rms = float(np.sqrt(np.mean(np.sum((proj - img[inl].reshape(-1, 2)) ** 2, axis=1))))
+    rms = float(np.sqrt(err[inl, 1].sum() / (4 * int(inl.sum()))))
     offset_m = float("nan")
     if depth is not None:
         markers = [seen[i][0] for i in np.flatnonzero(inl)]
@@ -324,49 +252,31 @@ def _marker_hypotheses(seen: list, K: np.ndarray) -> list[np.ndarray]:
         h = m.size_m / 2.0
         square = np.array([[-h, h, 0.0], [h, h, 0.0], [h, -h, 0.0], [-h, -h, 0.0]])
         n, rvecs, tvecs, _ = cv2.solvePnPGeneric(square, c, K, None, flags=cv2.SOLVEPNP_IPPE_SQUARE)
-        tool_to_marker = np.linalg.inv(_marker_to_tool(m.corners_m))
+        tool_to_marker = m.tool_to_marker
         out += [_pose(rvecs[i], tvecs[i]) @ tool_to_marker for i in range(n)]
     return out
 
 
 def _depth_offset_m(
     pose: np.ndarray,
-    markers: list,
+    markers: list[Marker],
     intr: Intrinsics,
     depth: np.ndarray,
     depth_scale_m: float,
 ) -> float:
-    """Median (measured - predicted) depth at a grid of points inside the markers, or NaN.
-
-    Each point is looked up at its nearest pixel; the predicted depth there is where that
-    pixel's ray meets the marker's plane (the pose's).
-    """
-    h, w = depth.shape
-    g = (np.arange(DEPTH_GRID) + 0.5) / DEPTH_GRID * 2.0 - 1.0  # -1..1 across the marker
-    gu, gv = np.meshgrid(g * DEPTH_INSET / 2.0, g * DEPTH_INSET / 2.0)
-    R, t = pose[:3, :3], pose[:3, 3]
-    points, normals, anchors = [], [], []
-    for m in markers:
-        c = m.corners_m
-        u, v = c[1] - c[0], c[3] - c[0]
-        grid = m.centre_m + gu.reshape(-1, 1) * u + gv.reshape(-1, 1) * v
-        points.append(grid)
-        n = R @ m.normal
-        normals.append(np.repeat(n[None], len(grid), axis=0))
-        anchors.append(np.full(len(grid), float(n @ (R @ m.centre_m + t))))
-    px = _project(pose, np.concatenate(points), intr)
-    n = np.concatenate(normals)
-    d = np.concatenate(anchors)
-    ok = np.isfinite(px).all(axis=1)
-    ui = np.floor(np.where(ok, px[:, 0], -1) + 0.5).astype(int)
-    vi = np.floor(np.where(ok, px[:, 1], -1) + 0.5).astype(int)
-    ok &= (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
-    ui, vi, n, d = ui[ok], vi[ok], n[ok], d[ok]
-    z = depth[vi, ui].astype(np.float64) * depth_scale_m
-    rays = np.stack([(ui - intr.ppx) / intr.fx, (vi - intr.ppy) / intr.fy, np.ones(ui.size)], 1)
-    predicted = d / np.sum(rays * n, axis=1)
-    r = (z - predicted)[z > 0]
-    if r.size < MIN_DEPTH_SAMPLES:
-        return float("nan")
-    offset = float(np.median(r))
-    return offset if abs(offset) < MAX_DEPTH_OFFSET_M else float("nan")
+    """Median (measured - predicted) depth at a grid of points inside the markers, or NaN
+    (:func:`edge.tools.kernels.depth_offset_m`)."""
+    return float(
+        kernels.depth_offset_m(
+            np.ascontiguousarray(pose, np.float64),
+            np.ascontiguousarray(np.stack([m.corners_m for m in markers]), np.float64),
+            np.ascontiguousarray(np.stack([m.centre_m for m in markers]), np.float64),
+            np.ascontiguousarray(np.stack([m.normal for m in markers]), np.float64),
+            np.asarray(depth, np.uint16),
+            float(depth_scale_m),
+            float(intr.fx),
+            float(intr.fy),
+            float(intr.ppx),
+            float(intr.ppy),
+        )
+    )

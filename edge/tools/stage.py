@@ -1,6 +1,6 @@
 """ToolStage: every configured tool's pose, tip, axis and state on each FrameResult.
 
-Runs after tracking (it reads only the frame) and writes ``result.tools``
+Runs beside tracking (it reads only the frame: edge/tools/beside.py) and writes ``result.tools``
 (:class:`~edge.tools.types.ToolsResult`). A tool not seen this frame is OCCLUDED at
 once, LOST after ``tools.lost_after_frames``; the first frame it is found again it is
 VISIBLE (or PARTIAL) with a fresh, unsmoothed pose. Smoothing is a One Euro filter
@@ -97,16 +97,21 @@ class ToolStage:
         try:
             poses = self._poses(result.frame)
         except Exception as exc:  # a tool failure must not blank the plan overlay
-            reason = f"tool tracking failed: {type(exc).__name__}: {exc}"[:MAX_REASON_CHARS]
-            if reason != self._failure:
-                log.warning("%s; the tools are LOST until it works again", reason, exc_info=True)
-            self._failure = reason
-            poses = [self._lost(t, reason) for t in self._tracks]
-        else:
-            if self._failure:
-                log.info("tool tracking works again")
-            self._failure = ""
+            self.fail(result, exc)
+            return
+        if self._failure:
+            log.info("tool tracking works again")
+        self._failure = ""
         result.tools = ToolsResult(poses)
+
+    def fail(self, result: FrameResult, exc: BaseException) -> None:
+        """This frame's tools after the stage failed with ``exc``: every tool LOST with the
+        reason (logged once while it lasts); the frame goes on."""
+        reason = f"tool tracking failed: {type(exc).__name__}: {exc}"[:MAX_REASON_CHARS]
+        if reason != self._failure:
+            log.warning("%s; the tools are LOST until it works again", reason, exc_info=exc)
+        self._failure = reason
+        result.tools = ToolsResult([self._lost(t, reason) for t in self._tracks])
 
     def _lost(self, track: _Track, reason: str) -> ToolPose:
         """The tool as LOST after a failure: forgotten, looked for everywhere next time."""
@@ -171,7 +176,7 @@ class ToolStage:
     def _detect(self, frame: Frame, roi: Box) -> dict[str, Detections]:
         return {
             k: _undistorted(v, frame.intrinsics)
-            for k, v in self._detector.detect(_gray(frame, roi), roi).items()
+            for k, v in self._detector.detect_crop(_gray(frame, roi), roi[:2]).items()
         }
 
     def _search_whole(self, track: _Track) -> bool:
@@ -246,7 +251,7 @@ class ToolStage:
 
 def _box(spec: ToolSpec, tool_to_camera: np.ndarray, intr: Intrinsics) -> Box:
     """The tool's markers' bounding box in the image, grown by half its size each way."""
-    corners = np.concatenate([m.corners_m for m in spec.markers])
+    corners = spec.all_corners_m
     px = intr.project(corners @ tool_to_camera[:3, :3].T + tool_to_camera[:3, 3])
     lo, hi = px.min(axis=0), px.max(axis=0)
     grow = np.maximum(0.5 * (hi - lo), BOX_MARGIN_PX)
@@ -256,16 +261,14 @@ def _box(spec: ToolSpec, tool_to_camera: np.ndarray, intr: Intrinsics) -> Box:
 
 
 def _gray(frame: Frame, roi: Box) -> np.ndarray:
-    """The frame's grey image at full size; only ``roi`` is converted (the rest is 0)."""
+    """The grey image of the frame's ``roi`` (only that part is converted)."""
     import cv2
 
     x0, y0, x1, y1 = roi
     code = cv2.COLOR_RGB2GRAY if frame.color_format is PixelFormat.RGB8 else cv2.COLOR_BGR2GRAY
     if (x0, y0, x1, y1) == (0, 0, frame.intrinsics.width, frame.intrinsics.height):
         return np.asarray(cv2.cvtColor(frame.color, code))
-    gray = np.zeros(frame.color.shape[:2], np.uint8)
-    gray[y0:y1, x0:x1] = cv2.cvtColor(np.ascontiguousarray(frame.color[y0:y1, x0:x1]), code)
-    return gray
+    return np.asarray(cv2.cvtColor(np.ascontiguousarray(frame.color[y0:y1, x0:x1]), code))
 
 
 def _undistorted(found: Detections, intr: Intrinsics) -> Detections:

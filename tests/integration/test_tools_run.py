@@ -120,3 +120,40 @@ def test_edge_bench_reports_tool_figures(repo_root, capsys, monkeypatch):
     assert report["tool_to_model"] == pytest.approx(report["tool_ms"] / report["model_ms"])
     for key in ("distance_to_target_mm", "lateral_offset_mm", "angle_deg"):
         assert report["navigation_error"][key]["median"] < 1.0
+    # Tracking and tools side by side, each part timed; what the tools add, from a second
+    # replay of the same recording without them.
+    assert {"tracking+tools", "tracking", "tools"} <= set(report["stages"])
+    assert report["tool_ms"] == report["stages"]["tools"]["p50_ms"]
+    added = report["pipeline_ms"] - report["pipeline_ms_without_tools"]
+    assert report["tool_added_ms"] == pytest.approx(added)
+    without = report["stages_without_tools"]
+    assert "tracking" in without and "tools" not in without and "navigation" not in without
+    added_p99 = report["pipeline_ms_p99"] - report["pipeline_ms_p99_without_tools"]
+    assert report["tool_added_ms_p99"] == pytest.approx(added_p99)
+    model = report["model_ms"]
+    assert report["tool_added_to_model"] == pytest.approx(report["tool_added_ms"] / model)
+    assert report["tool_added_to_model_p99"] == pytest.approx(report["tool_added_ms_p99"] / model)
+    doc = (repo_root / "docs" / "benchmark.md").read_text()
+    tool_keys = [k for k in report if k.startswith(("tool_", "navigation_")) or "without" in k]
+    assert len(tool_keys) >= 20
+    for key in tool_keys:
+        assert f"`{key}`" in doc, f"docs/benchmark.md does not document {key}"
+
+
+def test_edge_bench_reports_the_tip_error_per_distance_from_the_camera(
+    repo_root, capsys, monkeypatch
+):
+    monkeypatch.chdir(repo_root)
+    assert main(["bench", "--scenario", "tool-range", "--frames", "45", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tool_distance_m"]["min"] == pytest.approx(0.4)
+    assert report["tool_distance_m"]["max"] == pytest.approx(0.7)
+    bands = report["tool_tip_error_mm_by_range"]
+    assert list(bands) == ["0.4-0.5", "0.5-0.6", "0.6-0.7"]
+    assert sum(b["frames"] for b in bands.values()) == 44  # 0.7 m itself is in no band
+    for band in bands.values():
+        assert band["frames"] >= 14
+        # 0.3 m in 1.5 s here (docs/tools.md: 150 frames, 5 s, for the figures), so the
+        # smoothing's lag adds to the error; the bound only catches a broken band.
+        assert band["median"] < 1.5 and band["p95"] < 3.0
+    assert report["tool_shown_not_visible"] == 0 and "tool_added_to_model" in report

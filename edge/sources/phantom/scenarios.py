@@ -34,7 +34,7 @@ class Scenario:
     tool: str = ""  # a tracked tool (hardware/tools/NAME.toml) approaching the trajectory
     tool_occluded: bool = False  # a hand hides the tool for some frames (phantom/tool.py)
     # "approach" (the frontal trajectory), "pivot" (about its tip at the entry, for the
-    # calibration) or "touch" (landmarks in turn)
+    # calibration), "touch" (landmarks in turn) or "range" (0.7 m to 0.4 m from the camera)
     tool_motion: str = "approach"
 
 
@@ -98,6 +98,12 @@ SCENARIOS: dict[str, Scenario] = {
             "the needle guide pivots about its tip at the frontal entry (pivot calibration)",
             tool="needle-guide",
             tool_motion="pivot",
+        ),
+        Scenario(
+            "tool-range",
+            "the needle guide comes from 0.7 m to 0.4 m from the camera, beside the head",
+            tool="needle-guide",
+            tool_motion="range",
         ),
         Scenario(
             "pointer-touch",
@@ -180,6 +186,18 @@ def get_scenario(name: str) -> Scenario:
         ) from None
 
 
+TOOL_SCENARIOS = ("needle-approach", "tool-occluded", "tool-pivot", "tool-range", "pointer-touch")
+
+
+def tool_head_pose(distance_m: float) -> np.ndarray:
+    """``face_to_camera`` of the tool scenarios: turned and tilted back (TOOL_HEAD_DEG), so
+    that the frontal trajectory runs obliquely away from the camera and the guide's body
+    stays clear of the face."""
+    return pose_matrix(
+        (0.0, 0.0, distance_m + NASION_TO_HEAD_CENTRE_M), (TOOL_HEAD_DEG[1], TOOL_HEAD_DEG[0], 0.0)
+    )
+
+
 def _smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
@@ -205,10 +223,8 @@ def scenario_poses(name: str, frames: int, distance_m: float, fps: float) -> np.
         f = n / max(frames - 1, 1)
         out = _smoothstep((f - 0.2) / 0.2) - _smoothstep((f - 0.6) / 0.2)
         x = LEAVE_OFFSET_M * out
-    elif name in ("needle-approach", "tool-occluded", "tool-pivot", "pointer-touch"):
-        # Turned and tilted back, so that the frontal trajectory runs obliquely away from
-        # the camera and the guide's body stays clear of the face.
-        yaw, pitch = np.full(frames, TOOL_HEAD_DEG[0]), np.full(frames, TOOL_HEAD_DEG[1])
+    elif name in TOOL_SCENARIOS:
+        return np.repeat(tool_head_pose(distance_m)[None], frames, axis=0)
     elif name in ("drape", "drape-half", "drape-side", "jaw", "theatre"):
         yaw = 8.0 * np.sin(2 * np.pi * t_s / 5.0)  # a little motion under the drape
     return np.stack(

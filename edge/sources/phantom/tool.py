@@ -8,7 +8,8 @@ cylinder (:class:`Surface`). Both go through the same depth noise as the head.
 The tool scenarios (`needle-approach`, `tool-occluded`) move the tip towards the plan's
 trajectory's entry and target: first along the planned line, then off it (lateral offset
 and tilt), with a slow roll about the axis. `tool-occluded` hides it behind a gloved hand
-for some frames.
+for some frames. `tool-range` brings the guide from 0.7 m to 0.4 m from the camera beside
+the head (:func:`range_poses`), so that its accuracy is measured over that range.
 """
 
 from __future__ import annotations
@@ -266,6 +267,14 @@ class ToolScene:
         elif self.motion == "touch":
             points = [face.landmarks_m[i] for i in TOUCHED_LANDMARKS]
             self._tool_to_face = touch_poses(self.spec, points, frames)
+        elif self.motion == "range":
+            from edge.config import PhantomConfig
+            from edge.sources.phantom.scenarios import tool_head_pose
+
+            # Planned in the camera frame for the head where the tool scenarios hold it at
+            # the phantom's default distance (another distance moves the tool with it).
+            camera_to_face = geometry.invert(tool_head_pose(PhantomConfig().distance_m))
+            self._tool_to_face = camera_to_face @ range_poses(self.spec, frames)
         else:
             self._tool_to_face = approach_poses(self.spec, entry, target, frames)
         self._frames = frames
@@ -324,6 +333,36 @@ def pivot_poses(
         out[i] = np.eye(4)
         out[i, :3, :3] = R
         out[i, :3, 3] = tip_face_m - R @ spec.tip_m
+    return out
+
+
+RANGE_M = (0.70, 0.40)  # the tool's origin from the camera, first and last frame
+RANGE_RAY = (0.30, 0.05, 1.0)  # the line of sight it comes along: right of the head
+RANGE_TILT_DEG = 25.0  # its axis off that line (two faces seen), turning round it
+RANGE_ROLL_DEG = 30.0
+
+
+def range_poses(spec: ToolSpec, frames: int) -> np.ndarray:
+    """(frames, 4, 4) ``tool_to_camera``: the tool's origin (the guide's back face) comes at a
+    steady speed along one line of sight, from RANGE_M[0] to RANGE_M[1] from the camera
+    (as many frames in each 0.1 m band), beside the head; its axis points away from the
+    camera, tilted RANGE_TILT_DEG off the line of sight in a direction that turns once
+    round it, and it rolls +/- RANGE_ROLL_DEG about its axis."""
+    ray = np.asarray(RANGE_RAY, float) / np.linalg.norm(RANGE_RAY)
+    across = np.cross(ray, [0.0, 1.0, 0.0])
+    across /= np.linalg.norm(across)
+    up = np.cross(ray, across)
+    f = np.arange(frames) / max(frames - 1, 1)
+    out = np.empty((frames, 4, 4))
+    for i, fi in enumerate(f):
+        turn = 2.0 * np.pi * fi
+        tilt_axis = np.cos(turn) * across + np.sin(turn) * up
+        direction = _axis_angle(tilt_axis, float(np.radians(RANGE_TILT_DEG))) @ ray
+        roll = float(np.radians(RANGE_ROLL_DEG) * np.sin(3.0 * np.pi * fi))
+        R = _axis_angle(direction, roll) @ _rotation_taking(spec.axis, direction)
+        out[i] = np.eye(4)
+        out[i, :3, :3] = R
+        out[i, :3, 3] = (RANGE_M[0] + (RANGE_M[1] - RANGE_M[0]) * fi) * ray
     return out
 
 

@@ -239,7 +239,7 @@ def test_a_tool_stage_failure_reports_the_tools_lost_and_does_not_fail_the_frame
     def broken(*args, **kwargs):
         raise RuntimeError("detector out of memory")
 
-    monkeypatch.setattr(stage._detector, "detect", broken)
+    monkeypatch.setattr(stage._detector, "detect_crop", broken)
     with caplog.at_level(logging.WARNING, logger="edge.tools.stage"):
         results = [pipeline.process(frame) for _ in range(3)]
     assert len([r for r in caplog.records if r.name == "edge.tools.stage"]) == 1

@@ -1,0 +1,129 @@
+"""Two stages side by side on the same frame: one in the loop's thread, one in a worker.
+
+The tool stage reads only the frame (its colour and depth), and the face tracking stage
+reads nothing the tool stage writes, so the two need not wait for each other. Most of
+either one's time holds no interpreter lock (ONNX Runtime's inference; OpenCV's marker
+detection and the tool stage's compiled kernels, edge/tools/kernels.py), so with a
+second core free the frame waits for the longer of the two instead of both in turn.
+
+:class:`SideBySide` is one stage to the pipeline (named ``main+beside``, e.g.
+``tracking+tools``; the pipeline times it as one). Each part's own time goes in
+``result.part_ms`` under its own name. The frame leaves the stage only when both parts
+are done with it, so nothing downstream can see the frame half-processed, and the
+result is the same as running ``main`` then ``beside`` (tests/unit/tools/test_beside.py
+checks it to the bit).
+
+Failures: an exception from ``main`` is the main stage's failure on that frame (a
+:class:`~edge.frames.StageFailure` under its name, as the pipeline records it); one from
+``beside`` is handed to its ``fail(result, exc)`` when it has one (the tool stage marks
+every tool LOST with the reason), else recorded as its stage failure. Either way the
+other part's result stands, and the worker is ready for the next frame: it never stalls
+the loop. :meth:`SideBySide.stop_threads` (called by the pipeline when its loop ends)
+joins the worker; the next frame starts it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from edge.frames import FrameResult, StageFailure
+from edge.pipeline import CommandHandler, GapAware, Stage
+
+log = logging.getLogger(__name__)
+
+JOIN_TIMEOUT_S = 5.0
+
+
+class SideBySide:
+    """``main`` in the calling thread and ``beside`` in a worker thread, on each frame."""
+
+    def __init__(
+        self, main: Stage, beside: Stage, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.main = main
+        self.beside = beside
+        self.name = f"{main.name}+{beside.name}"
+        self._clock = clock
+        self._jobs: queue.Queue[FrameResult | None] = queue.Queue(maxsize=1)
+        self._done: queue.Queue[tuple[float, BaseException | None]] = queue.Queue(maxsize=1)
+        self._thread: threading.Thread | None = None
+        # Headset commands of either part (the router looks for ``commands`` on stages).
+        self.commands: Mapping[str, Callable[[dict[str, Any]], None]] = {
+            **(main.commands if isinstance(main, CommandHandler) else {}),
+            **(beside.commands if isinstance(beside, CommandHandler) else {}),
+        }
+
+    def process(self, result: FrameResult) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+            self._thread.start()
+        self._jobs.put(result)
+        start = self._clock()
+        try:
+            self.main.process(result)
+        except Exception as exc:  # the main stage's failure, recorded as the pipeline would
+            log.exception(
+                "stage %s failed on frame %d",
+                self.main.name,
+                result.frame.number,
+                extra={"stage": self.main.name, "frame": result.frame.number},
+            )
+            result.errors.append(StageFailure(self.main.name, type(exc).__name__, str(exc)))
+        finally:
+            result.part_ms[self.main.name] = (self._clock() - start) * 1000.0
+            beside_ms, error = self._done.get()  # the frame never leaves with ``beside`` on it
+            result.part_ms[self.beside.name] = beside_ms
+        if error is not None:
+            self._beside_failed(result, error)
+
+    def _beside_failed(self, result: FrameResult, error: BaseException) -> None:
+        fail = getattr(self.beside, "fail", None)
+        if callable(fail):
+            fail(result, error)
+            return
+        log.error(
+            "stage %s failed on frame %d",
+            self.beside.name,
+            result.frame.number,
+            exc_info=error,
+            extra={"stage": self.beside.name, "frame": result.frame.number},
+        )
+        result.errors.append(StageFailure(self.beside.name, type(error).__name__, str(error)))
+
+    def _work(self) -> None:
+        while True:
+            result = self._jobs.get()
+            if result is None:
+                return
+            start = self._clock()
+            error: BaseException | None = None
+            try:
+                self.beside.process(result)
+            except BaseException as exc:  # handed to the loop's thread; the worker goes on
+                error = exc
+            self._done.put(((self._clock() - start) * 1000.0, error))
+
+    def source_gap(self, reason: str) -> None:
+        """Both parts hear of the gap (no frame is in the worker between frames)."""
+        for part in (self.main, self.beside):
+            if not isinstance(part, GapAware):
+                continue
+            try:
+                part.source_gap(reason)
+            except Exception:  # as the pipeline does: one part's handler must not stop the other
+                log.exception("%s failed handling a source gap", part.name)
+
+    def stop_threads(self) -> None:
+        """Join the worker (idle between frames); the next frame starts a new one."""
+        thread, self._thread = self._thread, None
+        if thread is None or not thread.is_alive():
+            return
+        self._jobs.put(None)
+        thread.join(JOIN_TIMEOUT_S)
+        if thread.is_alive():  # only if a part hangs outside any frame: never seen
+            log.error("stage %s: its worker did not stop within %.0f s", self.name, JOIN_TIMEOUT_S)
