@@ -19,6 +19,7 @@ import numpy as np
 from edge import geometry
 from edge.config import ToolsConfig
 from edge.frames import FrameResult
+from edge.jit import c_array, kernel
 from edge.plan.model import Mesh, Plan
 from edge.registration.types import RegistrationState
 from edge.tools.types import Navigation, TrajectoryFigures
@@ -38,34 +39,82 @@ def trajectory_figures(
     )
 
 
-def mesh_distance_m(mesh: Mesh, point_m: np.ndarray) -> float:
-    """Distance from a point to a triangle mesh's surface (metres, unsigned)."""
-    from trimesh.triangles import closest_point
+@kernel("float64(float64[:, ::1], int64[:, ::1], float64[::1])")
+def mesh_distance_m(vertices: np.ndarray, faces: np.ndarray, p: np.ndarray) -> float:
+    """Distance from ``p`` to a triangle mesh's surface (metres, unsigned): the nearest of
+    the closest points on each triangle (Ericson 2005, Real-Time Collision Detection,
+    5.1.5, by the point's Voronoi region of the triangle)."""
+    best = np.inf
+    for f in range(faces.shape[0]):
+        i, j, k = faces[f, 0], faces[f, 1], faces[f, 2]
+        ax, ay, az = vertices[i, 0], vertices[i, 1], vertices[i, 2]
+        abx, aby, abz = vertices[j, 0] - ax, vertices[j, 1] - ay, vertices[j, 2] - az
+        acx, acy, acz = vertices[k, 0] - ax, vertices[k, 1] - ay, vertices[k, 2] - az
+        apx, apy, apz = p[0] - ax, p[1] - ay, p[2] - az
+        d1 = abx * apx + aby * apy + abz * apz
+        d2 = acx * apx + acy * apy + acz * apz
+        # p - b and p - c, from p - a.
+        d3 = d1 - (abx * abx + aby * aby + abz * abz)
+        d4 = d2 - (acx * abx + acy * aby + acz * abz)
+        d5 = d1 - (abx * acx + aby * acy + abz * acz)
+        d6 = d2 - (acx * acx + acy * acy + acz * acz)
+        vc = d1 * d4 - d3 * d2
+        vb = d5 * d2 - d1 * d6
+        va = d3 * d6 - d5 * d4
+        # The closest point as a + s ab + t ac.
+        if d1 <= 0.0 and d2 <= 0.0:
+            s, t = 0.0, 0.0  # vertex a
+        elif d3 >= 0.0 and d4 <= d3:
+            s, t = 1.0, 0.0  # vertex b
+        elif vc <= 0.0 and d1 >= 0.0 and d3 <= 0.0:
+            s, t = d1 / (d1 - d3), 0.0  # edge ab
+        elif d6 >= 0.0 and d5 <= d6:
+            s, t = 0.0, 1.0  # vertex c
+        elif vb <= 0.0 and d2 >= 0.0 and d6 <= 0.0:
+            s, t = 0.0, d2 / (d2 - d6)  # edge ac
+        elif va <= 0.0 and d4 - d3 >= 0.0 and d5 - d6 >= 0.0:
+            u = (d4 - d3) / ((d4 - d3) + (d5 - d6))  # edge bc
+            s, t = 1.0 - u, u
+        else:
+            denom = va + vb + vc  # inside the face; 0 only for a degenerate triangle
+            s, t = (vb / denom, vc / denom) if denom != 0.0 else (0.0, 0.0)
+        ex = apx - s * abx - t * acx
+        ey = apy - s * aby - t * acy
+        ez = apz - s * abz - t * acz
+        best = min(best, math.sqrt(ex * ex + ey * ey + ez * ez))
+    return best
 
-    v, f = mesh.vertices, mesh.faces
-    vertex_d = np.linalg.norm(v - point_m, axis=1)
-    tri = v[f]
-    longest = float(np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=2).max())
-    near = np.flatnonzero(vertex_d[f].min(axis=1) <= vertex_d.min() + longest)
-    closest = closest_point(tri[near], np.repeat(point_m[None], near.size, axis=0))
-    return float(np.linalg.norm(closest - point_m, axis=1).min())
 
-
-def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", x, y)
-
-
-def winding_number(mesh: Mesh, point_m: np.ndarray) -> float:
-    """The mesh's generalised winding number at a point: the solid angle its triangles
+@kernel("float64(float64[:, ::1], int64[:, ::1], float64[::1])")
+def winding_number_at(vertices: np.ndarray, faces: np.ndarray, p: np.ndarray) -> float:
+    """The mesh's generalised winding number at ``p``: the solid angle its triangles
     subtend there over 4 pi (Jacobson et al. 2013; each triangle's solid angle by
     Van Oosterom & Strackee 1983). 1 inside a closed mesh (-1 when its faces point
     inwards), 0 outside; for a mesh with holes it falls smoothly between the two."""
-    tri = mesh.vertices[mesh.faces] - point_m  # (F, 3, 3)
-    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
-    la, lb, lc = (np.linalg.norm(x, axis=1) for x in (a, b, c))
-    det = _dot(a, np.cross(b, c))
-    denominator = la * lb * lc + _dot(a, b) * lc + _dot(b, c) * la + _dot(c, a) * lb
-    return float(np.sum(2.0 * np.arctan2(det, denominator)) / (4.0 * math.pi))
+    total = 0.0
+    for f in range(faces.shape[0]):
+        i, j, k = faces[f, 0], faces[f, 1], faces[f, 2]
+        ax, ay, az = vertices[i, 0] - p[0], vertices[i, 1] - p[1], vertices[i, 2] - p[2]
+        bx, by, bz = vertices[j, 0] - p[0], vertices[j, 1] - p[1], vertices[j, 2] - p[2]
+        cx, cy, cz = vertices[k, 0] - p[0], vertices[k, 1] - p[1], vertices[k, 2] - p[2]
+        la = math.sqrt(ax * ax + ay * ay + az * az)
+        lb = math.sqrt(bx * bx + by * by + bz * bz)
+        lc = math.sqrt(cx * cx + cy * cy + cz * cz)
+        det = ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
+        ab = ax * bx + ay * by + az * bz
+        bc = bx * cx + by * cy + bz * cz
+        ca = cx * ax + cy * ay + cz * az
+        total += 2.0 * math.atan2(det, la * lb * lc + ab * lc + bc * la + ca * lb)
+    return total / (4.0 * math.pi)
+
+
+def _arrays(mesh: Mesh, point_m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return c_array(mesh.vertices), c_array(mesh.faces, np.int64), c_array(point_m)
+
+
+def winding_number(mesh: Mesh, point_m: np.ndarray) -> float:
+    """:func:`winding_number_at` for a plan mesh."""
+    return float(winding_number_at(*_arrays(mesh, point_m)))
 
 
 def signed_mesh_distance_m(mesh: Mesh, point_m: np.ndarray) -> float:
@@ -79,10 +128,10 @@ def signed_mesh_distance_m(mesh: Mesh, point_m: np.ndarray) -> float:
     still the distance to the surface, and the warning under ``structure_warning_mm``
     still fires near it).
     """
-    d = mesh_distance_m(mesh, point_m)
-    v = mesh.vertices
-    in_box = bool(((point_m >= v.min(axis=0)) & (point_m <= v.max(axis=0))).all())
-    inside = in_box and abs(winding_number(mesh, point_m)) >= 0.5
+    v, f, p = _arrays(mesh, point_m)
+    d = float(mesh_distance_m(v, f, p))
+    in_box = bool(((p >= v.min(axis=0)) & (p <= v.max(axis=0))).all())
+    inside = in_box and abs(winding_number_at(v, f, p)) >= 0.5
     return -d if inside else d
 
 
