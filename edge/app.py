@@ -118,8 +118,7 @@ def compose(
         from edge.tools.beside import SideBySide
         from edge.tools.stage import ToolStage
 
-        # Tracking and tools run side by side on each frame (neither reads the other's
-        # result): one stage, "tracking+tools", whose parts are timed on their own.
+        # Side by side on each frame (neither reads the other's result): "tracking+tools".
         tracking = SideBySide(tracking, ToolStage.from_config(config.tools))
     stages: list[Stage] = [tracking]
     if plan is not None:

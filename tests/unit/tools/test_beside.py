@@ -15,6 +15,7 @@ from edge.config import EdgeConfig, ToolsConfig, TrackingConfig
 from edge.evaluation import RunStats
 from edge.frames import FrameResult
 from edge.pipeline import Pipeline
+from edge.tools import beside as beside_module
 from edge.tools.beside import SideBySide
 from edge.tools.stage import ToolStage
 from edge.tools.types import ToolState
@@ -189,3 +190,45 @@ def test_compose_runs_tracking_and_tools_side_by_side_only_with_tools(repo_root)
     with_tools = compose(EdgeConfig(tools=tools), CountingSource(1))
     assert [s.name for s in with_tools.stages] == ["tracking+tools"]
     assert [s.name for s in compose(EdgeConfig(), CountingSource(1)).stages] == ["tracking"]
+
+
+class _Hangs:
+    """A ``beside`` part that hangs on frame 2 until released, then writes its frame."""
+
+    name = "beside"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def process(self, result: FrameResult) -> None:
+        if result.frame.number == 2:
+            self.release.wait(30)
+        result.tools = result.frame.number  # type: ignore[assignment]
+
+
+def test_a_hung_part_is_left_out_and_its_late_answer_reaches_no_frame(monkeypatch) -> None:
+    monkeypatch.setattr(beside_module, "BESIDE_TIMEOUT_S", 0.2)
+    hangs = _Hangs()
+    side = SideBySide(_Note("main"), hangs)
+    seen: list[FrameResult] = []
+    assert Pipeline(CountingSource(5), [side]).run(on_result=seen.append) == 5
+    hangs.release.set()  # the hung call now returns and writes into its own copy only
+    side.stop_threads()
+    assert [r.tracking for r in seen] == [1, 2, 3, 4, 5]  # the face part never waited long
+    assert [r.tools for r in seen] == [1, None, None, None, None]
+    for r in seen[1:]:
+        (error,) = r.errors
+        assert error.stage == "beside" and "stopped answering" in error.message
+
+
+def test_an_answer_left_from_an_interrupted_frame_is_not_taken_for_the_next() -> None:
+    side = SideBySide(_Note("main"), _Note("beside"))
+    with CountingSource(2) as source:
+        first, second = FrameResult(source.read()), FrameResult(source.read())  # type: ignore[arg-type]
+    side.process(first)
+    # As if a frame had been interrupted while waiting: its answer is still queued.
+    stale = dataclasses.replace(first, errors=[], stage_ms={}, part_ms={})
+    side._done.put((stale, 1.0, ValueError("stale")))
+    side.process(second)
+    side.stop_threads()
+    assert second.tools == 2 and second.errors == []
