@@ -17,8 +17,9 @@ writable place) costs a compilation in memory with a warning, never a start.
 
 Kernels use numpy's error model (a division by zero gives inf or NaN, as numpy
 would), no fast-math and no bounds checks: the Python function that calls a
-kernel checks shapes, and passes C-contiguous, writable arrays of the signature's
-types (:func:`c_array`).
+kernel checks shapes, and passes C-contiguous arrays of the signature's types
+(:func:`c_array`; a signature that declares an array read-only, as for a frame's
+images, takes a read-only one as it is).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ CACHE_ROOT = os.environ.get("NUMBA_CACHE_DIR", "")
 
 def c_array(a: Any, dtype: Any = np.float64) -> np.ndarray:
     """``a`` as a C-contiguous, writable array of ``dtype`` (a copy only when needed:
-    a kernel's explicit signature refuses read-only and strided arrays)."""
+    an explicit signature refuses strided arrays, and read-only ones unless it says
+    ``readonly``)."""
     out = np.ascontiguousarray(a, dtype=dtype)
     return out if out.flags.writeable else out.copy()
 
