@@ -276,9 +276,7 @@ def tool_ratios(stages: dict[str, Any], model_ms: dict[str, float]) -> dict[str,
     return {"tool_ms": tool, "tool_to_model": tool / model if usable else float("nan")}
 
 
-# Replays with and without tools, in turns, for tool_added (each pair's difference carries
-# the other jobs' noise of two replays; the median of three is steadier than one).
-TOOL_PAIRS = 3
+TOOL_PAIRS = 3  # replays with and without tools, in turns: the median of three pairs
 
 
 def tool_added(
