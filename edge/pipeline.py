@@ -72,8 +72,9 @@ class GapAware(Protocol):
 
 @runtime_checkable
 class ThreadedStage(Protocol):
-    """A stage with a worker thread of its own (edge/tools/beside.py): joined when the
-    loop ends (:meth:`Pipeline.run`); it starts one again on its next frame."""
+    """A stage with a worker thread of its own (edge/tools/beside.py, the tracker's
+    detector thread): joined when the loop ends (:meth:`Pipeline.run`); it starts one
+    again on its next frame."""
 
     def stop_threads(self) -> None: ...
 

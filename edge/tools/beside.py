@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from edge.frames import FrameResult, StageFailure
-from edge.pipeline import CommandHandler, GapAware, Stage
+from edge.pipeline import CommandHandler, GapAware, Stage, ThreadedStage
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,11 @@ class SideBySide:
                 log.exception("%s failed handling a source gap", part.name)
 
     def stop_threads(self) -> None:
-        """Join the worker (idle between frames); the next frame starts a new one."""
+        """Join the worker (idle between frames; the next frame starts a new one) and the
+        parts' own threads."""
+        for part in (self.main, self.beside):
+            if isinstance(part, ThreadedStage):
+                part.stop_threads()
         thread, self._thread = self._thread, None
         if thread is None or not thread.is_alive():
             return

@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Sequence
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +151,7 @@ class FaceTracker:
         self._patient: _Patient | None = None
         self._since_detect = 0
         self._last_t_s: float | None = None
+        self._beside: futures.ThreadPoolExecutor | None = None  # the detector's thread
 
     @classmethod
     def from_config(
@@ -211,6 +213,14 @@ class FaceTracker:
         """Release the tracker; later calls to :meth:`track` raise StateError."""
         self._state = TrackerState.CLOSED
         self._last = None
+        self.stop_threads()
+
+    def stop_threads(self) -> None:
+        """Join the detector's thread (idle between frames); the next cross-check starts
+        it again."""
+        beside, self._beside = self._beside, None
+        if beside is not None:
+            beside.shutdown(wait=True)
 
     def reset(self) -> None:
         """Forget the tracked face (e.g. when the source restarts)."""
@@ -255,6 +265,13 @@ class FaceTracker:
         self.detector_runs += 1
         return self.detector.detect(image, bgr=bgr)
 
+    def _detect_beside(self, image: np.ndarray, bgr: bool) -> futures.Future[list[Detection]]:
+        """:meth:`_detect` in the tracker's detector thread (ONNX Runtime releases the
+        interpreter lock while it infers); the caller waits for it on the same frame."""
+        if self._beside is None:
+            self._beside = futures.ThreadPoolExecutor(1, thread_name_prefix="face-detector")
+        return self._beside.submit(self._detect, image, bgr)
+
     # ------------------------------------------------------------------ video
 
     def track(self, frame: Frame) -> TrackingResult:
@@ -275,16 +292,29 @@ class FaceTracker:
         model_ms: list[float] = []
         if self._state is TrackerState.FOLLOWING and self._last is not None:
             roi = roi_from_landmarks(self._last.landmarks_px, self.config.roi_scale)
-            out = self.landmarks.run(image, roi, bgr=bgr)
+            interval = self.config.redetect_interval_frames
+            # On a cross-check frame the detector runs on the second core while the
+            # landmark model runs here; both decide on this frame, as in turn.
+            pending = (
+                self._detect_beside(image, bgr)
+                if interval > 0 and self._since_detect >= interval
+                else None
+            )
+            try:
+                out = self.landmarks.run(image, roi, bgr=bgr)
+            except BaseException:
+                if pending is not None:
+                    futures.wait([pending])
+                raise
             model_ms.append(out.inference_ms)
             reason = self._loss_reason(out)
-            interval = self.config.redetect_interval_frames
-            if not reason and interval > 0 and self._since_detect >= interval:
-                mode = "detect"
-                self._since_detect = 0
-                detections = self._detect(image, bgr)
-                reason = cross_check(detections, landmark_box(out.landmarks_px))
-                continuous = not reason  # a re-anchored crop jumps: restart the filters
+            if pending is not None:
+                detections = pending.result()
+                if not reason:
+                    mode = "detect"
+                    self._since_detect = 0
+                    reason = cross_check(detections, landmark_box(out.landmarks_px))
+                    continuous = not reason  # a re-anchored crop jumps: restart the filters
             if reason:
                 log.debug("frame %d: face lost (%s); detecting again", frame.number, reason)
                 self.lost_reason = reason
@@ -393,3 +423,7 @@ class TrackingStage:
     def source_gap(self, reason: str) -> None:
         """Frames stopped (camera away): the face must be found again, filters restart."""
         self.tracker.reset()
+
+    def stop_threads(self) -> None:
+        """The loop ended: join the tracker's detector thread."""
+        self.tracker.stop_threads()

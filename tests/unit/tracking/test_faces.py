@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -187,6 +188,37 @@ def test_cross_check_reanchors_a_crop_that_slipped(shared, portrait):
     assert errors[4] > 20  # the slipped crop: confident but wrong
     assert "detector sees the face" in tracker.lost_reason
     assert max(errors[5:]) < 4  # re-anchored on the cross-check frame and after
+
+
+def test_the_cross_check_detects_beside_the_landmark_model_on_the_same_frame(
+    shared, portrait, monkeypatch
+):
+    """The cross-check's detector runs in the tracker's detector thread while the landmark
+    model runs in the caller's, on the same frame; its failure is that frame's, and the
+    tracker goes on after it."""
+    tracker = tracker_with(shared, redetect_interval_frames=3, smoothing=False)
+    threads: list[str] = []
+    real = shared.detector.detect
+
+    def detect(image: np.ndarray, bgr: bool = False):
+        threads.append(threading.current_thread().name)
+        if len(threads) == 3:
+            raise RuntimeError("detector exploded")
+        return real(image, bgr=bgr)
+
+    monkeypatch.setattr(tracker.detector, "detect", detect)
+    frames = list(moving_portrait_frames(portrait, 8))
+    modes = [tracker.track(f).mode for f in frames[:6]]
+    assert modes == ["detect", "track", "track", "detect", "track", "track"]
+    assert threads[0] == threading.current_thread().name  # the first detection: in turn
+    assert threads[1].startswith("face-detector")  # frame 3's cross-check: beside
+    with pytest.raises(RuntimeError, match="detector exploded"):
+        tracker.track(frames[6])  # the next cross-check
+    assert tracker.track(frames[7]).patient is not None
+    workers = list(tracker._beside._threads)  # type: ignore[union-attr]
+    TrackingStage(tracker).stop_threads()  # as the pipeline does when its loop ends
+    assert workers and not any(t.is_alive() for t in workers)
+    tracker.close()
 
 
 def test_3d_landmarks_from_depth_and_without(shared, portrait):
