@@ -308,6 +308,9 @@ class NanLandmarks:
     def lift_only(self, indices: Any) -> None:
         self.inner.lift_only(indices)
 
+    def stop_threads(self) -> None:
+        self.inner.stop_threads()
+
     def track(self, frame: Frame) -> Any:
         result = self.inner.track(frame)
         if frame.number in self.frames and result.patient is not None:
@@ -376,6 +379,9 @@ class FailOn:
 
     def lift_only(self, indices: Any) -> None:
         self.inner.lift_only(indices)
+
+    def stop_threads(self) -> None:
+        self.inner.stop_threads()
 
     def track(self, frame: Frame) -> Any:
         if frame.number in self.frames:
