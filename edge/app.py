@@ -95,7 +95,7 @@ def compose(
     sinks: tuple[Sink, ...] = (),
 ) -> Pipeline:
     """The edge process's pipeline: source -> tracking (+ tools beside it) -> registration ->
-    overlay -> publish.
+    overlay (-> navigation) -> publish; ``overlap_stages``: registration on in a 2nd thread.
 
     Without a plan there is nothing to register or draw: only tracking runs,
     and the publish stage sends no overlay (its heartbeat says why).

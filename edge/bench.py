@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 # Re-exported: the unplug figure lived here first (moved to keep this module small).
+from edge.bench_cores import per_model
 from edge.bench_unplug import measure_unplug_recovery as measure_unplug_recovery
 from edge.config import EdgeConfig
 from edge.errors import EdgeError
@@ -123,14 +124,13 @@ def model_ratios(frame_ms: dict[str, float], model_ms: dict[str, float]) -> dict
     inferences. NaN when no inference ran (no face).
     """
     model = model_ms["p50"]
-    usable = math.isfinite(model) and model > 0
     return {
         "pipeline_ms": frame_ms["p50"],
         "pipeline_ms_p99": frame_ms["p99"],
         "model_ms": model,
         "model_ms_p99": model_ms["p99"],
-        "pipeline_to_model": frame_ms["p50"] / model if usable else float("nan"),
-        "pipeline_to_model_p99": frame_ms["p99"] / model if usable else float("nan"),
+        "pipeline_to_model": per_model(frame_ms["p50"], model),
+        "pipeline_to_model_p99": per_model(frame_ms["p99"], model),
     }
 
 
@@ -271,9 +271,7 @@ def tool_ratios(stages: dict[str, Any], model_ms: dict[str, float]) -> dict[str,
     """The tool stage's own median time per frame (beside tracking, in its own thread), and
     in units of the landmark model's."""
     tool = float(stages.get("tools", {}).get("p50_ms", float("nan")))
-    model = model_ms["p50"]
-    usable = math.isfinite(model) and model > 0
-    return {"tool_ms": tool, "tool_to_model": tool / model if usable else float("nan")}
+    return {"tool_ms": tool, "tool_to_model": per_model(tool, model_ms["p50"])}
 
 
 TOOL_PAIRS = 3  # replays with and without tools, in turns: the median of three pairs
@@ -288,8 +286,6 @@ def tool_added(
     its navigation and its publishing, less whatever ran beside tracking); the figures
     are the median over the pairs (each pair's are listed), also in units of the
     landmark model's median (of the bench's own run)."""
-    model = model_ms["p50"]
-    usable = math.isfinite(model) and model > 0
     p50 = [w["frame_ms"]["p50"] - o["frame_ms"]["p50"] for w, o in pairs]
     p99 = [w["frame_ms"]["p99"] - o["frame_ms"]["p99"] for w, o in pairs]
     added, added_p99 = float(np.median(p50)), float(np.median(p99))
@@ -299,8 +295,8 @@ def tool_added(
         "tool_added_ms": added,
         "tool_added_ms_p99": added_p99,
         "tool_added_ms_pairs": p50,
-        "tool_added_to_model": added / model if usable else float("nan"),
-        "tool_added_to_model_p99": added_p99 / model if usable else float("nan"),
+        "tool_added_to_model": per_model(added, model_ms["p50"]),
+        "tool_added_to_model_p99": per_model(added_p99, model_ms["p50"]),
     }
 
 

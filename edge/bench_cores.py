@@ -35,6 +35,11 @@ REALTIME_FRAMES = 150  # frames of each camera-rate replay (5 s at 30 fps)
 READY_TIMEOUT_S = 30.0  # spawn start-up, CURVE handshakes and subscriptions, loaded machine
 
 
+def per_model(ms: float, model_ms: float) -> float:
+    """``ms`` in units of the landmark model's median time (NaN when no inference ran)."""
+    return ms / model_ms if math.isfinite(model_ms) and model_ms > 0 else float("nan")
+
+
 def finer_skin(face: Any, plan_dir: Path, min_triangles: int, max_triangles: int) -> int:
     """Rewrite the phantom plan in ``plan_dir`` (before it is signed) with its skin split
     until it has at least ``min_triangles``; returns the skin's triangle count (unchanged
@@ -284,11 +289,10 @@ def publish_per_headset(
     per = {n: _publish_to(n, chosen, folder) for n in HEADSET_COUNTS}
     first, last = HEADSET_COUNTS[0], HEADSET_COUNTS[-1]
     extra_ms = (per[last]["cpu_ms_per_frame"] - per[first]["cpu_ms_per_frame"]) / (last - first)
-    usable = math.isfinite(model_ms) and model_ms > 0
     return {
         "publish_headsets": {str(n): f for n, f in per.items()},
         "publish_per_headset_ms": extra_ms,
-        "publish_per_headset_to_model": extra_ms / model_ms if usable else float("nan"),
+        "publish_per_headset_to_model": per_model(extra_ms, model_ms),
     }
 
 

@@ -24,6 +24,7 @@ images, takes a read-only one as it is).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import logging
@@ -49,9 +50,10 @@ def c_array(a: Any, dtype: Any = np.float64) -> np.ndarray:
     return out if out.flags.writeable else out.copy()
 
 
-def _cache_tag(fn: Callable[..., Any]) -> str:
+@functools.cache
+def _cache_tag(source: str | None) -> str:
+    """The cache folder of a kernel source: a hash of it and of this file."""
     digest = hashlib.sha256(Path(__file__).read_bytes())
-    source = inspect.getsourcefile(fn)
     if source is not None:
         digest.update(Path(source).read_bytes())
     return digest.hexdigest()[:16]
@@ -63,7 +65,8 @@ def kernel(signature: str) -> Callable[[Callable[..., Any]], Any]:
     def compile_(fn: Callable[..., Any]) -> Any:
         try:
             if CACHE_ROOT:  # read when numba picks the cache location, per kernel
-                numba.config.CACHE_DIR = os.path.join(CACHE_ROOT, _cache_tag(fn))  # type: ignore[attr-defined]
+                tag = _cache_tag(inspect.getsourcefile(fn))
+                numba.config.CACHE_DIR = os.path.join(CACHE_ROOT, tag)  # type: ignore[attr-defined]
             return numba.njit(signature, cache=True, nogil=True, error_model="numpy")(fn)
         except Exception as exc:  # no cache location, or one that cannot be read or written
             log.warning(

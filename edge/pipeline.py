@@ -86,6 +86,20 @@ class CommandHandler(Protocol):
     commands: Mapping[str, Callable[[dict[str, Any]], None]]
 
 
+def record_failure(result: FrameResult, stage: str, exc: BaseException) -> None:
+    """``stage`` failed on this frame: logged with its traceback, and listed on the result
+    (the frame goes on; later stages see ``result.failed``)."""
+    frame = result.frame.number
+    log.error(
+        "stage %s failed on frame %d",
+        stage,
+        frame,
+        exc_info=exc,
+        extra={"stage": stage, "frame": frame},
+    )
+    result.errors.append(StageFailure(stage, type(exc).__name__, str(exc)))
+
+
 class Pipeline:
     """Runs frames from one source through a fixed list of stages, then the sinks.
 
@@ -136,19 +150,12 @@ class Pipeline:
         return result
 
     def _run_stages(self, result: FrameResult, stages: list[Stage]) -> None:
-        frame = result.frame
         for stage in stages:
             start = self._clock()
             try:
                 stage.process(result)
             except Exception as exc:  # one bad frame must not stop the edge process
-                log.exception(
-                    "stage %s failed on frame %d",
-                    stage.name,
-                    frame.number,
-                    extra={"stage": stage.name, "frame": frame.number},
-                )
-                result.errors.append(StageFailure(stage.name, type(exc).__name__, str(exc)))
+                record_failure(result, stage.name, exc)
             finally:
                 result.stage_ms[stage.name] = (self._clock() - start) * 1000.0
 

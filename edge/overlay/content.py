@@ -119,7 +119,7 @@ def build_overlay(
         patient_to_camera=None,
         display_name=profile.name,
         display_intrinsics=profile.intrinsics_for(camera),
-        camera_to_display=np.asarray(profile.camera_to_display, np.float64),
+        display=profile,
         registration_age_ms=age_ms,
         fps=fps,
         latency_ms=latency_ms,

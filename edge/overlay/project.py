@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from edge.camera import Intrinsics
 from edge.errors import ConfigError
 from edge.files import read_toml
-from edge.frames import Intrinsics
 from edge.jit import kernel
 
 DISPLAY_KINDS = ("video_see_through", "optical_see_through", "hud")

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge.camera import Intrinsics
+from edge.overlay.project import DisplayProfile
 from edge.registration.types import RegistrationState
 from edge.transport.prediction import PoseVelocity
 
@@ -44,8 +45,8 @@ class Overlay:
     structures: list[dict[str, Any]] = field(default_factory=list)
     display_name: str = "camera"
     display_intrinsics: Intrinsics | None = None
-    # The display profile's camera -> display transform (the tools topic projects with it).
-    camera_to_display: np.ndarray = field(default_factory=lambda: np.eye(4))
+    # The display profile it is drawn for (not on the wire: the tools topic projects with it).
+    display: DisplayProfile | None = None
     targets_px: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     targets_visible: list[bool] = field(default_factory=list)
     trajectories_px: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 2)))

@@ -182,14 +182,14 @@ def region_cloud(
         return FaceCloud.empty()
     region = region_labels(landmarks_px, pix)
     per_region = np.bincount(region, minlength=len(REGION_NAMES))
-    ok = frame.depth[pix[:, 1], pix[:, 0]] > 0
+    depth = frame.depth[pix[:, 1], pix[:, 0]]
+    ok = depth > 0
     drape = 0
     if drape_chroma is not None:
         covered = drape_coloured(frame.color, frame.color_format, pix, drape_chroma)
         drape = int(covered.sum())
         ok &= ~covered
-    raw = frame.depth[pix[ok, 1], pix[ok, 0]]
-    z = raw.astype(np.float64) * frame.depth_scale_m - skin_depth_bias_m
+    z = depth[ok].astype(np.float64) * frame.depth_scale_m - skin_depth_bias_m
     points = intr.deproject(pix[ok].astype(np.float64), z)
     return FaceCloud(points, region[ok], len(pix), per_region, drape)
 

@@ -12,6 +12,10 @@ from edge.jit import c_array
 from edge.registration.kernels import cell_mean_rms, covariance_rms, region_jackknife
 from edge.registration.types import RegistrationQuality
 
+# Fewest skin inliers a region of the rigid face needs to count (the region jackknife
+# leaves it out, the regions gate counts it as used).
+REGION_MIN_POINTS = 20
+
 
 def fitzpatrick_tre_mm(fiducials_m: np.ndarray, targets_m: np.ndarray, fle_mm: float) -> np.ndarray:
     """Expected RMS target registration error at each target, mm.
@@ -100,7 +104,7 @@ def region_jackknife_tre_mm(
     region: np.ndarray,
     centre_m: np.ndarray,
     targets_m: np.ndarray,
-    min_points: int = 20,
+    min_points: int = REGION_MIN_POINTS,
 ) -> np.ndarray:
     """RMS error at each target (mm) by the delete-one-region jackknife of the surface fit.
 

@@ -34,6 +34,7 @@ from edge.registration.landmarks import LANDMARK_INDEX, MOBILE_LANDMARKS, RIGID_
 from edge.registration.paired_point import PairedPointResult, landmark_pairs, robust_rigid_transform
 from edge.registration.quality import (
     LANDMARK_SURFACE_CHI2,
+    REGION_MIN_POINTS,
     Gates,
     check_gates,
     fitzpatrick_from_geometry,
@@ -57,7 +58,6 @@ LOWER_FACE_LANDMARKS = MOBILE_LANDMARKS | {"subnasale"}
 # A region of the rigid face counts as used when this share of its sampled pixels are
 # skin inliers of the surface fit (and at least REGION_MIN_POINTS of them).
 REGION_USED_FRACTION = 0.5
-REGION_MIN_POINTS = 20
 
 # ICP stops when an update moves less than this (mm, deg). Tracking frames stop
 # earlier: depth noise moves the optimum more than that from frame to frame.

@@ -30,7 +30,11 @@ import numpy as np
 from edge import geometry
 from edge.camera import depth_sigma_m
 from edge.registration.icp import IcpResult
-from edge.registration.quality import region_jackknife_tre_mm, surface_tre_mm
+from edge.registration.quality import (
+    REGION_MIN_POINTS,
+    region_jackknife_tre_mm,
+    surface_tre_mm,
+)
 
 WINDOW_FRAMES = 15  # frames of between-frame disagreement kept (half a second at 30 fps)
 PREDICTION_POINTS = 3  # earlier positions the between-frame prediction extrapolates
@@ -82,7 +86,7 @@ class TreEstimator:
         now_s: float,
         tracking: bool = True,
         region: np.ndarray | None = None,
-        min_region_points: int = 20,
+        min_region_points: int = REGION_MIN_POINTS,
     ) -> np.ndarray:
         """(T,) uncalibrated RMS error estimate at each target for this frame's fit, mm
         (inf when the fit does not constrain the pose). ``tracking`` False: a new
@@ -128,7 +132,7 @@ class TreEstimator:
         now_s: float,
         tracking: bool = True,
         region: np.ndarray | None = None,
-        min_region_points: int = 20,
+        min_region_points: int = REGION_MIN_POINTS,
     ) -> np.ndarray:
         """(T,) displayed estimate: the calibrated confidence factor times :meth:`rms_mm`."""
         rms = self.rms_mm(icp, cloud_camera_m, focal_px, now_s, tracking, region, min_region_points)

@@ -39,8 +39,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from edge.frames import FrameResult, StageFailure
-from edge.pipeline import CommandHandler, GapAware, Stage, ThreadedStage
+from edge.frames import FrameResult
+from edge.pipeline import CommandHandler, GapAware, Stage, ThreadedStage, record_failure
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +89,7 @@ class SideBySide:
         try:
             self.main.process(result)
         except Exception as exc:  # the main stage's failure, recorded as the pipeline would
-            log.exception(
-                "stage %s failed on frame %d",
-                self.main.name,
-                result.frame.number,
-                extra={"stage": self.main.name, "frame": result.frame.number},
-            )
-            result.errors.append(StageFailure(self.main.name, type(exc).__name__, str(exc)))
+            record_failure(result, self.main.name, exc)
         finally:
             result.part_ms[self.main.name] = (self._clock() - start) * 1000.0
         error = self._stuck if copy is None else self._take(result, copy, given)
@@ -135,14 +129,7 @@ class SideBySide:
         if callable(fail):
             fail(result, error)
             return
-        log.error(
-            "stage %s failed on frame %d",
-            self.beside.name,
-            result.frame.number,
-            exc_info=error,
-            extra={"stage": self.beside.name, "frame": result.frame.number},
-        )
-        result.errors.append(StageFailure(self.beside.name, type(error).__name__, str(error)))
+        record_failure(result, self.beside.name, error)
 
     def _work(self) -> None:
         while True:

@@ -78,10 +78,10 @@ class ToolEvaluator:
         if tool.current and truth.tool_visible:
             assert tool.tip_camera_m is not None and tool.axis_camera is not None
             assert truth.tool_tip_camera_m is not None and truth.tool_axis_camera is not None
-            self.tip_mm.append(float(np.linalg.norm(tool.tip_camera_m - truth.tool_tip_camera_m)))
+            tip_m = float(np.linalg.norm(tool.tip_camera_m - truth.tool_tip_camera_m))
+            self.tip_mm.append(tip_m * 1000.0)
             cos = float(np.clip(tool.axis_camera @ truth.tool_axis_camera, -1.0, 1.0))
             self.axis_deg.append(math.degrees(math.acos(cos)))
-            self.tip_mm[-1] *= 1000.0
             self.range_m.append(float(np.linalg.norm(truth.tool_to_camera[:3, 3])))
         nav = next((n for n in result.navigation or [] if n.tool == tool.name), None)
         if nav is not None and nav.current:

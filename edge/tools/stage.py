@@ -30,11 +30,11 @@ from edge.tools.definition import ToolSpec, load_tools
 from edge.tools.pose import Detections, MarkerDetector, PoseEstimate, solve_tool_pose
 from edge.tools.types import ToolPose, ToolsResult, ToolState
 from edge.tracking.smoothing import OneEuroFilter
+from edge.transport.tools_codec import MAX_REASON_CHARS
 
 log = logging.getLogger(__name__)
 
 MARKERS_FOR_FULL_QUALITY = 3
-MAX_REASON_CHARS = 200
 BOX_MARGIN_PX = 24.0
 ROTATION_BETA_SCALE = 0.1  # a rotation entry moving 1/s ~ a point 0.1 m away at 0.1 m/s
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from edge.config import TrackingConfig
 from edge.errors import StateError
-from edge.frames import Frame, FrameResult, PixelFormat
+from edge.frames import LANDMARK_COUNT, Frame, FrameResult, PixelFormat
 from edge.tracking.depth import DepthSampling, lift_landmarks
 from edge.tracking.detector import Detection, FaceDetector
 from edge.tracking.landmarks import (
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 # eye centres (mean of the two corners), nose tip, mouth centre (lip midpoints), ear tragions.
 KEYPOINT_LANDMARKS = ((33, 133), (362, 263), (1, 1), (13, 14), (234, 234), (454, 454))
 _KEYPOINT_ROWS = np.array(KEYPOINT_LANDMARKS)
-LANDMARK_COUNT = 468  # rows of the face mesh the landmark model outputs
 DETECTOR_MODEL = "face_detector"
 LANDMARK_MODEL = "face_landmarks"
 

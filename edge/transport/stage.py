@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from edge.config import TransportConfig
 from edge.errors import StateError
 from edge.frames import FrameResult
@@ -67,7 +65,7 @@ class PublishStage:
         self._last_frame_s: float | None = None
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
-        self._tools_profile: tuple[Any, Any] | None = None  # (display key, DisplayProfile)
+        self._camera_display: Any = None  # the tools topic's display without an overlay
         self._closed = False
 
     @classmethod
@@ -143,32 +141,12 @@ class PublishStage:
 
         assert result.tools is not None
         frame = result.frame
-        # The overlay's display (its intrinsics and camera_to_display), so that the tool and
-        # the plan are drawn on the same display; without an overlay (no plan), the camera.
-        # Built (and checked) once per display: it changes only with a new profile.
-        key = None
-        if overlay is not None and overlay.display_intrinsics is not None:
-            key = (
-                overlay.display_name,
-                overlay.display_intrinsics,
-                np.asarray(overlay.camera_to_display, dtype=np.float64).tobytes(),
-            )
-        if self._tools_profile is None or self._tools_profile[0] != key:
-            profile = DisplayProfile()
-            if overlay is not None and overlay.display_intrinsics is not None:
-                d = overlay.display_intrinsics
-                profile = DisplayProfile(
-                    overlay.display_name,
-                    width=d.width,
-                    height=d.height,
-                    fx=d.fx,
-                    fy=d.fy,
-                    ppx=d.ppx,
-                    ppy=d.ppy,
-                    camera_to_display=overlay.camera_to_display,
-                )
-            self._tools_profile = (key, profile)
-        profile = self._tools_profile[1]
+        # The overlay's display, so that the tool and the plan are drawn on the same one;
+        # without an overlay (no plan), the camera's (its profile built once).
+        profile = overlay.display if overlay is not None else None
+        if profile is None:
+            self._camera_display = self._camera_display or DisplayProfile()
+            profile = self._camera_display
         payload, arrays = tools_payload(result.tools, result.navigation, profile, frame.intrinsics)
         self.publisher.send(
             TOPIC_TOOLS,

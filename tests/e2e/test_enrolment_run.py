@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,12 +19,7 @@ from edge.keys import generate_device_key, load_device_verify_key
 from edge.transport.client import ServiceClient, Subscriber
 from edge.transport.protocol import TOPIC_STATUS
 from edge.transport.security import ClientSecurity, generate_keys, key_fingerprint
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support.net import free_endpoint
 
 
 def _entries(path: Path) -> list[dict]:
@@ -60,7 +54,7 @@ def test_enrolment_changes_while_running_are_enforced_and_audited(
     device = generate_device_key(tmp_path / "device")
     log = tmp_path / "audit" / "audit.jsonl"
     log.parent.mkdir(mode=0o700)
-    pub, svc = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
+    pub, svc = free_endpoint(), free_endpoint()
     cfg = tmp_path / "edge.toml"
     cfg.write_text(
         f'[transport]\npublish_endpoint = "{pub}"\nservice_endpoint = "{svc}"\n'

@@ -4,7 +4,6 @@ time with the client library, and lands on the phantom's truth at that time."""
 from __future__ import annotations
 
 import dataclasses
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +15,9 @@ from edge.plan.load import read_plan
 from edge.transport.client import Subscriber
 from edge.transport.protocol import TOPIC_OVERLAY
 from edge.transport.security import ClientSecurity, generate_keys
+from support.net import free_endpoint
 
 HORIZON_S = 0.030
-
-
-def _free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_a_headset_extrapolating_to_its_display_time_lands_on_the_truth(tmp_path: Path):
@@ -33,7 +27,7 @@ def test_a_headset_extrapolating_to_its_display_time_lands_on_the_truth(tmp_path
     config = dataclasses.replace(
         config, transport=dataclasses.replace(config.transport, keys_dir=str(keys))
     )
-    publish = _free_endpoint()
+    publish = free_endpoint()
     sub = Subscriber(publish, ClientSecurity.from_keys_dir(keys), topics=(TOPIC_OVERLAY,))
     truth: dict[int, tuple[float, np.ndarray]] = {}  # frame -> (camera time, patient_to_camera)
     received = []
@@ -53,7 +47,7 @@ def test_a_headset_extrapolating_to_its_display_time_lands_on_the_truth(tmp_path
             source="phantom:nod-shake",
             frames=60,
             publish=publish,
-            service=_free_endpoint(),
+            service=free_endpoint(),
             workdir=tmp_path,
         )
         execute(options, on_result)

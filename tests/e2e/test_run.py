@@ -18,6 +18,7 @@ from edge.app import RunOptions, execute
 from edge.bench import format_report
 from edge.cli import main
 from edge.config import EdgeConfig
+from support.net import free_endpoint
 
 
 @pytest.fixture(scope="module")
@@ -231,15 +232,11 @@ def test_bench_tre_estimate_covers_the_truth_on_nod_shake(capsys):
 
 def test_refused_plan_still_sends_a_heartbeat_saying_why(tmp_path):
     """No overlay without a plan, but a headset hears the edge and why it draws nothing."""
-    import socket
-
     from edge.transport.client import Subscriber
     from edge.transport.protocol import TOPIC_STATUS
     from edge.transport.security import ClientSecurity
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    endpoint = free_endpoint()
     bad_plan = tmp_path / "plan"
     bad_plan.mkdir()
     (bad_plan / "plan.json").write_text("{not json")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,17 +16,12 @@ from edge import geometry
 from edge.app import RunOptions, execute
 from edge.config import EdgeConfig
 from edge.plan.load import read_plan
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support.net import free_endpoint
 
 
 def _start_edge(repo: Path, frames: int, log_path: Path) -> tuple[subprocess.Popen, str]:
-    pub = f"tcp://127.0.0.1:{_free_port()}"
-    svc = f"tcp://127.0.0.1:{_free_port()}"
+    pub = free_endpoint()
+    svc = free_endpoint()
     log = log_path.open("w")
     proc = subprocess.Popen(
         [

@@ -299,8 +299,8 @@ def test_nan_or_inf_in_camera_numbers_never_reach_a_current_overlay(world, fault
     assert tracking_frames(r, range(15, FRAMES))
 
 
-class NanLandmarks:
-    """A tracker whose model returns NaN landmarks (and claims them valid) on some frames."""
+class _WrappedTracker:
+    """A real tracker with some frames changed (the subclass's ``track``)."""
 
     def __init__(self, inner: Any, frames: set[int]) -> None:
         self.inner, self.frames = inner, frames
@@ -310,6 +310,10 @@ class NanLandmarks:
 
     def stop_threads(self) -> None:
         self.inner.stop_threads()
+
+
+class NanLandmarks(_WrappedTracker):
+    """A tracker whose model returns NaN landmarks (and claims them valid) on some frames."""
 
     def track(self, frame: Frame) -> Any:
         result = self.inner.track(frame)
@@ -371,17 +375,8 @@ def test_a_non_finite_pose_is_never_published(world):
 # --------------------------------------------------------------------------- model runtime error
 
 
-class FailOn:
+class FailOn(_WrappedTracker):
     """A tracker whose model raises on some frames (an ONNX Runtime error, say)."""
-
-    def __init__(self, inner: Any, frames: set[int]) -> None:
-        self.inner, self.frames = inner, frames
-
-    def lift_only(self, indices: Any) -> None:
-        self.inner.lift_only(indices)
-
-    def stop_threads(self) -> None:
-        self.inner.stop_threads()
 
     def track(self, frame: Frame) -> Any:
         if frame.number in self.frames:

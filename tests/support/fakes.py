@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from edge.frames import Frame, FrameSource, Intrinsics, PixelFormat
@@ -30,3 +32,18 @@ class CountingSource(FrameSource):
 
     def _close(self) -> None:
         pass
+
+
+def overlay_payload(state: str, current: bool) -> dict[str, Any]:
+    """An ``overlay`` topic's payload with nothing to draw (docs/protocol.md)."""
+    return {
+        "state": state,
+        "current": current,
+        "reasons": [],
+        "plan": {},
+        "targets": [],
+        "trajectories": [],
+        "cut_planes": [],
+        "structures": [],
+        "display": {},
+    }

@@ -31,7 +31,7 @@ class Scenario:
     drape_randomised: bool = False
     jaw: bool = False  # the jaw opens and closes (up to JAW_OPENING_M at the chin)
     smile: bool = False  # the mouth corners and cheeks move (up to SMILE_M)
-    tool: str = ""  # a tracked tool (hardware/tools/NAME.toml) approaching the trajectory
+    tool: str = ""  # a tracked tool (hardware/tools/NAME.toml), moving as tool_motion says
     tool_occluded: bool = False  # a hand hides the tool for some frames (phantom/tool.py)
     # "approach" (the frontal trajectory), "pivot" (about its tip at the entry, for the
     # calibration), "touch" (landmarks in turn) or "range" (0.7 m to 0.4 m from the camera)

@@ -194,8 +194,15 @@ def _rotation_taking(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         p = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0])
         p /= np.linalg.norm(p)
         return 2.0 * np.outer(p, p) - np.eye(3)
-    k = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    k = geometry.skew(v)
     return np.eye(3) + k + k @ k / (1.0 + c)
+
+
+def _sideways(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors across the unit vector ``d``: level (d x y), and d x that."""
+    side = np.cross(d, [0.0, 1.0, 0.0])
+    side /= np.linalg.norm(side)
+    return side, np.cross(d, side)
 
 
 def _axis_angle(axis: np.ndarray, angle_rad: float) -> np.ndarray:
@@ -215,8 +222,7 @@ def approach_poses(
     8 mm aside and tilting 8 deg, and in again to 5 mm past it (second half), rolling
     slowly about the axis. The motion is continuous (no jumps between frames)."""
     d = (target_face_m - entry_face_m) / np.linalg.norm(target_face_m - entry_face_m)
-    side = np.cross(d, [0.0, 1.0, 0.0])
-    side /= np.linalg.norm(side)
+    side, up = _sideways(d)
     f = np.arange(frames) / max(frames - 1, 1)
     out = np.empty((frames, 4, 4))
     for i, fi in enumerate(f):
@@ -228,7 +234,7 @@ def approach_poses(
             depth_m = 0.010 - 0.050 * _smooth(g / 0.35) + 0.045 * _smooth((g - 0.45) / 0.5)
             lateral_m = 0.008 * _smooth(g / 0.35)
             tilt_rad = float(np.radians(8.0)) * _smooth(g / 0.35)
-        direction = _axis_angle(np.cross(d, side), tilt_rad) @ d
+        direction = _axis_angle(up, tilt_rad) @ d
         roll = float(np.radians(35.0) * np.sin(2 * np.pi * fi))
         R = _axis_angle(direction, roll) @ _rotation_taking(spec.axis, direction)
         tip = entry_face_m + depth_m * d + lateral_m * side
@@ -319,9 +325,7 @@ def pivot_poses(
     tool swings in a cone about ``axis_face`` (15 to 25 deg off it, twice round), as in a
     pivot calibration."""
     d = axis_face / np.linalg.norm(axis_face)
-    side = np.cross(d, [0.0, 1.0, 0.0])
-    side /= np.linalg.norm(side)
-    up = np.cross(d, side)
+    side, up = _sideways(d)
     f = np.arange(frames) / max(frames - 1, 1)
     out = np.empty((frames, 4, 4))
     for i, fi in enumerate(f):
@@ -349,9 +353,7 @@ def range_poses(spec: ToolSpec, frames: int) -> np.ndarray:
     camera, tilted RANGE_TILT_DEG off the line of sight in a direction that turns once
     round it, and it rolls +/- RANGE_ROLL_DEG about its axis."""
     ray = np.asarray(RANGE_RAY, float) / np.linalg.norm(RANGE_RAY)
-    across = np.cross(ray, [0.0, 1.0, 0.0])
-    across /= np.linalg.norm(across)
-    up = np.cross(ray, across)
+    across, up = _sideways(ray)
     f = np.arange(frames) / max(frames - 1, 1)
     out = np.empty((frames, 4, 4))
     for i, fi in enumerate(f):

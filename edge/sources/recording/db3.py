@@ -21,7 +21,6 @@ Every length in a message is checked against the message before it is used.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import sqlite3
 import struct
@@ -110,33 +109,30 @@ class Db3Images:
             (tid,),
         )
         for message_id, row, bag_ns in rows:
-            ref = ImageRef(int(message_id), 0.0, int(row))
             device_ms = stamps.get(int(bag_ns))
             if device_ms is None:  # no metadata: the image header's stamp
-                device_ms = _header_stamp_ms(self._blob(ref))
-            refs.append(dataclasses.replace(ref, device_ms=device_ms))
+                device_ms = _header_stamp_ms(self._blob(int(message_id), int(row)))
+            refs.append(ImageRef(int(message_id), device_ms, int(row)))
         return refs, compressed
 
-    def _blob(self, ref: ImageRef) -> bytes:
+    def _blob(self, message_id: int, row: int) -> bytes:
         """The message's bytes. Where Python has ``Connection.blobopen`` (3.11+) they are
         read from the file's pages into one ``bytes``; a ``SELECT`` copies them twice
         (into SQLite's buffer, then into Python's)."""
         try:
             if _BLOBOPEN:
-                with self._con.blobopen("messages", "data", ref.row, readonly=True) as blob:
+                with self._con.blobopen("messages", "data", row, readonly=True) as blob:
                     return bytes(blob.read())
             found = self._con.execute(
-                "SELECT data FROM messages WHERE rowid = ?", (ref.row,)
+                "SELECT data FROM messages WHERE rowid = ?", (row,)
             ).fetchone()
         except sqlite3.DatabaseError as exc:  # a damaged page, or a missing row
             raise SourceError(
-                f"recording {self.path}: message {ref.message_id} is unreadable ({exc!s:.200})",
+                f"recording {self.path}: message {message_id} is unreadable ({exc!s:.200})",
                 "record it again; a damaged recording cannot be repaired",
             ) from None
         if found is None:
-            raise SourceError(
-                f"{self.path}: message {ref.message_id} is missing", "record it again"
-            )
+            raise SourceError(f"{self.path}: message {message_id} is missing", "record it again")
         return bytes(found[0])
 
     def decode(self, ref: ImageRef, kind: str, expect: tuple[int, int, int]) -> np.ndarray:
@@ -146,7 +142,7 @@ class Db3Images:
         Colour comes back in the recorded channel order (rgb8 or bgr8). An uncompressed
         image is a read-only view of the message's bytes (no copy unless rows are padded).
         """
-        data = self._blob(ref)
+        data = self._blob(ref.message_id, ref.row)
         compressed = self._color_compressed if kind == "color" else self._depth_compressed
         try:
             if compressed:

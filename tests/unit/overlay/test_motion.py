@@ -22,6 +22,7 @@ from edge.transport.prediction import (
     predict_pose,
 )
 from edge.transport.protocol import decode, encode, make_message
+from support.fakes import overlay_payload
 
 INTR = Intrinsics(640, 480, 600.0, 600.0, 319.5, 239.5)
 CENTRE_PATIENT_M = np.array([0.01, -0.02, 0.03])
@@ -131,17 +132,7 @@ def test_the_stage_publishes_a_velocity_with_current_overlays_only():
 
 
 def test_the_decoder_refuses_partial_stale_or_non_finite_velocities():
-    payload = {
-        "state": "TRACKING",
-        "current": True,
-        "reasons": [],
-        "plan": {},
-        "targets": [],
-        "trajectories": [],
-        "cut_planes": [],
-        "structures": [],
-        "display": {},
-    }
+    payload = overlay_payload("TRACKING", True)
     velocity = PoseVelocity(np.zeros(3), np.ones(3), np.ones(3)).to_arrays()
     ok = {"patient_to_camera": np.eye(4), **velocity}
     assert set(VELOCITY_ARRAYS) <= set(decode(encode(make_message("overlay", payload, ok))).arrays)

@@ -84,7 +84,7 @@ def test_the_publish_stage_projects_tools_on_the_overlays_display(repo_root) -> 
     result.overlay = Overlay(
         1, 0.0, RegistrationState.SEARCHING, False, "SEARCHING", [], "c", "d", None,
         display_intrinsics=profile.intrinsics_for(CAMERA),
-        camera_to_display=profile.camera_to_display,
+        display=profile,
     )  # fmt: skip
     publisher = _Publisher()
     PublishStage(publisher).process(result)  # type: ignore[arg-type]

@@ -21,8 +21,7 @@ from edge.cli import main
 from edge.config import TrackingConfig
 from edge.errors import ModelError, StateError
 from edge.frames import Frame, FrameResult, PixelFormat
-from edge.models import ensure_models, load_manifest
-from edge.models.manifest import repo_models_dir
+from edge.models import load_manifest
 from edge.tracking.bench import BENCH_INTRINSICS, moving_portrait_frames, portrait_rgb
 from edge.tracking.tracker import FaceTracker, TrackerState, TrackingStage
 
@@ -40,12 +39,6 @@ HAND_CHECKED_PX = {
 }
 TOLERANCE_PX = 6.0  # 3 % of the 200 px face; the blurred eye corners are not sharper than that
 NOSE_TIP = 1
-
-
-@pytest.fixture(scope="module")
-def models_dir() -> Path:
-    ensure_models(repo_models_dir() / "build")
-    return repo_models_dir() / "build"
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge.config import TrackingConfig, parse_config
 from edge.errors import ConfigError, ModelError
-from edge.models import ensure_models, load_manifest
+from edge.models import load_manifest
 from edge.models.fetch import source_file
-from edge.models.manifest import repo_models_dir
 from edge.tracking.bench import moving_portrait_frames, portrait_rgb
 from edge.tracking.landmarks import LandmarkModel, roi_from_landmarks
 from edge.tracking.litert import PROVIDER, LiteRtModel
@@ -22,12 +20,6 @@ from edge.tracking.runtime import choose_runtime, open_landmark_runner, time_run
 from edge.tracking.tracker import FaceTracker
 
 AGREEMENT_PX = 0.05
-
-
-@pytest.fixture(scope="module")
-def models_dir() -> Path:
-    ensure_models(repo_models_dir() / "build")
-    return repo_models_dir() / "build"
 
 
 def test_onnx_runtime_stays_unless_another_is_clearly_faster():

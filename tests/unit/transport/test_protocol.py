@@ -14,6 +14,7 @@ from edge.errors import DecodeError
 from edge.registration.types import RegistrationState
 from edge.transport.protocol import SCHEMA_VERSION, STATES, Limits, decode, encode, make_message
 from edge.transport.service import validate_command
+from support.fakes import overlay_payload
 
 STATUS = {"state": "SEARCHING", "uptime_s": 1.5, "frames": 0, "plan": {}}
 
@@ -90,17 +91,7 @@ def test_wire_states_are_the_registration_states():
 
 
 def test_overlay_cannot_claim_current_unless_tracking():
-    payload = {
-        "state": "DEGRADED",
-        "current": True,
-        "reasons": [],
-        "plan": {},
-        "targets": [],
-        "trajectories": [],
-        "cut_planes": [],
-        "structures": [],
-        "display": {},
-    }
+    payload = overlay_payload("DEGRADED", True)
     with pytest.raises(DecodeError, match="only be current in state TRACKING"):
         decode(encode(make_message("overlay", payload, {"patient_to_camera": np.eye(4)})))
     payload["targets"] = [{"name": "t"}]
