@@ -11,14 +11,14 @@ anatomical region it lies in (:data:`~edge.registration.landmarks.RIGID_REGIONS`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from edge.frames import Frame, PixelFormat
-from edge.jit import c_array
-from edge.registration.kernels import nearest_centre
+from edge.jit import c_array, kernel
 from edge.registration.landmarks import (
     EYE_LEFT_CONTOUR,
     EYE_RIGHT_CONTOUR,
@@ -89,11 +89,29 @@ def face_pixels(
             poly = full[list(contour)]
             if np.isfinite(poly).all():
                 cv2.fillPoly(mask, [cells(_grown(poly, factor))], 0)
-    r, c = np.nonzero(mask)
-    u = u0 + c * stride
-    v = v0 + r * stride
-    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    return np.stack([u[inside], v[inside]], axis=1).astype(np.int64)
+    return _mask_pixels(mask, int(u0), int(v0), stride, width, height)
+
+
+@kernel("int64[:, ::1](uint8[:, ::1], int64, int64, int64, int64, int64)")
+def _mask_pixels(
+    mask: np.ndarray, u0: int, v0: int, stride: int, width: int, height: int
+) -> np.ndarray:
+    """The image pixels (u, v) of the mask's set cells, row by row; those off the image
+    left out."""
+    rows, cols = mask.shape
+    out = np.empty((rows * cols, 2), np.int64)
+    k = 0
+    for r in range(rows):
+        v = v0 + r * stride
+        if v < 0 or v >= height:
+            continue
+        for c in range(cols):
+            u = u0 + c * stride
+            if mask[r, c] and 0 <= u < width:
+                out[k, 0] = u
+                out[k, 1] = v
+                k += 1
+    return out[:k].copy()
 
 
 def correct_skin_depth(points_camera_m: np.ndarray, skin_depth_bias_m: float) -> np.ndarray:
@@ -153,14 +171,71 @@ class FaceCloud:
         return cls(np.zeros((0, 3)), np.zeros(0, np.int64), 0, zero)
 
 
-def region_labels(landmarks_px: np.ndarray, pix: np.ndarray) -> np.ndarray:
-    """(K,) index of the nearest region centre (:data:`RIGID_REGIONS`) per pixel."""
-    lm = np.asarray(landmarks_px, dtype=np.float64)[:, :2]
-    centres = c_array(lm[REGION_CENTRE_ROWS])
-    pixels = c_array(pix, np.int64)
-    if pixels.ndim != 2 or pixels.shape[1] != 2:
-        raise ValueError(f"pixels must be (K, 2), got {pixels.shape}")
-    return nearest_centre(pixels, centres)
+def region_centres(landmarks_px: np.ndarray) -> np.ndarray:
+    """(R, 2) pixel centre of each region (:data:`RIGID_REGIONS`), in REGION_NAMES order."""
+    return c_array(np.asarray(landmarks_px, dtype=np.float64)[REGION_CENTRE_ROWS, :2])
+
+
+@kernel(
+    "Tuple((float64[:, ::1], int64[::1], int64[::1], int64))(int64[:, ::1],"
+    " Array(uint16, 2, 'A', readonly=True), Array(uint8, 3, 'A', readonly=True), boolean,"
+    " float64, float64, float64, float64, float64, float64, float64, float64[:, ::1])"
+)
+def _lift_face(
+    pix: np.ndarray,
+    depth: np.ndarray,
+    color: np.ndarray,
+    bgr: bool,
+    chroma: float,
+    depth_scale_m: float,
+    bias_m: float,
+    fx: float,
+    fy: float,
+    ppx: float,
+    ppy: float,
+    centres: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """:func:`region_cloud` after sampling, one pass: (points (N, 3), region (N,) of the
+    points, pixels per region (R,), drape-coloured pixels). ``chroma`` NaN: no drape test.
+
+    Each pixel's region is its nearest finite centre (0 when none is finite); the drape
+    test is :func:`drape_coloured`'s, in the same float32 arithmetic."""
+    n = pix.shape[0]
+    points = np.empty((n, 3))
+    region = np.empty(n, np.int64)
+    per_region = np.zeros(centres.shape[0], np.int64)
+    test_drape = not math.isnan(chroma)
+    limit = np.float32(chroma)
+    drape = 0
+    k = 0
+    for i in range(n):
+        u, v = pix[i, 0], pix[i, 1]
+        best = np.inf
+        label = 0
+        for c in range(centres.shape[0]):
+            d = (u - centres[c, 0]) ** 2 + (v - centres[c, 1]) ** 2
+            if d < best:  # NaN centres never win
+                best = d
+                label = c
+        per_region[label] += 1
+        raw = depth[v, u]
+        if test_drape:
+            red = np.float32(color[v, u, 2 if bgr else 0])
+            green = np.float32(color[v, u, 1])
+            blue = np.float32(color[v, u, 0 if bgr else 2])
+            y = np.float32(0.299) * red + np.float32(0.587) * green + np.float32(0.114) * blue
+            if np.float32(0.564) * (blue - y) - np.float32(0.713) * (red - y) > limit:
+                drape += 1
+                continue
+        if raw == 0:
+            continue
+        z = raw * depth_scale_m - bias_m
+        points[k, 0] = (u - ppx) / fx * z
+        points[k, 1] = (v - ppy) / fy * z
+        points[k, 2] = z
+        region[k] = label
+        k += 1
+    return points[:k].copy(), region[:k].copy(), per_region, drape
 
 
 def region_cloud(
@@ -180,18 +255,21 @@ def region_cloud(
     pix = face_pixels(landmarks_px, intr.width, intr.height, max_points, hull_indices)
     if len(pix) == 0:
         return FaceCloud.empty()
-    region = region_labels(landmarks_px, pix)
-    per_region = np.bincount(region, minlength=len(REGION_NAMES))
-    depth = frame.depth[pix[:, 1], pix[:, 0]]
-    ok = depth > 0
-    drape = 0
-    if drape_chroma is not None:
-        covered = drape_coloured(frame.color, frame.color_format, pix, drape_chroma)
-        drape = int(covered.sum())
-        ok &= ~covered
-    z = depth[ok].astype(np.float64) * frame.depth_scale_m - skin_depth_bias_m
-    points = intr.deproject(pix[ok].astype(np.float64), z)
-    return FaceCloud(points, region[ok], len(pix), per_region, drape)
+    points, region, per_region, drape = _lift_face(
+        pix,
+        frame.depth,
+        frame.color,
+        frame.color_format is PixelFormat.BGR8,
+        math.nan if drape_chroma is None else drape_chroma,
+        frame.depth_scale_m,
+        skin_depth_bias_m,
+        intr.fx,
+        intr.fy,
+        intr.ppx,
+        intr.ppy,
+        region_centres(landmarks_px),
+    )
+    return FaceCloud(points, region, len(pix), per_region, int(drape))
 
 
 def face_cloud(

@@ -293,20 +293,6 @@ def icp_grid_loop(
     return ICP_OK, max_iterations, 0, gate
 
 
-@kernel("int64[::1](int64[:, ::1], float64[:, ::1])")
-def nearest_centre(pix: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Index of the nearest finite centre per pixel (0 when none is finite)."""
-    out = np.zeros(pix.shape[0], np.int64)
-    for i in range(pix.shape[0]):
-        best = np.inf
-        for c in range(centres.shape[0]):
-            d = (pix[i, 0] - centres[c, 0]) ** 2 + (pix[i, 1] - centres[c, 1]) ** 2
-            if d < best:  # NaN centres never win
-                best = d
-                out[i] = c
-    return out
-
-
 @kernel("float64(float64[:, ::1], float64[::1], int64, int64, float64, float64)")
 def cell_mean_rms(
     points: np.ndarray,
@@ -521,3 +507,41 @@ def covariance_rms(
                     variance += J[r, i] * cov[i, k] * J[r, k]
         out[t] = math.sqrt(max(variance, 0.0))
     return out
+
+
+@kernel("UniTuple(float64, 2)(float64[:, ::1], float64[:, ::1], float64[::1])")
+def pose_difference(a_to_b: np.ndarray, c_to_b: np.ndarray, at: np.ndarray) -> tuple[float, float]:
+    """quality.pose_difference: (translation mm at ``at``, rotation deg)."""
+    d2 = 0.0
+    trace = 0.0
+    for i in range(3):
+        d = a_to_b[i, 3] - c_to_b[i, 3]
+        for j in range(3):
+            d += (a_to_b[i, j] - c_to_b[i, j]) * at[j]
+            trace += a_to_b[i, j] * c_to_b[i, j]  # the trace of a^T c
+        d2 += d * d
+    cos = min(max((trace - 1.0) / 2.0, -1.0), 1.0)
+    return math.sqrt(d2) * 1000.0, math.degrees(math.acos(cos))
+
+
+@kernel("float64(float64[:, ::1])")
+def plane_rms(points: np.ndarray) -> float:
+    """quality.relief_mm in metres: the RMS distance from the best-fit plane, from the
+    smallest eigenvalue of the centred cloud's 3x3 scatter matrix."""
+    n = points.shape[0]
+    mean = np.zeros(3)
+    for i in range(n):
+        for j in range(3):
+            mean[j] += points[i, j]
+    mean /= n
+    scatter = np.zeros((3, 3))
+    for i in range(n):
+        for j in range(3):
+            dj = points[i, j] - mean[j]
+            for k in range(j, 3):
+                scatter[j, k] += dj * (points[i, k] - mean[k])
+    for j in range(3):
+        for k in range(j):
+            scatter[j, k] = scatter[k, j]
+    smallest = max(np.linalg.eigvalsh(scatter)[0], 0.0)
+    return math.sqrt(smallest / n)

@@ -173,37 +173,48 @@ def _trimmed(
     return fit
 
 
+class LandmarkPairs:
+    """Pairs plan landmarks (patient frame) with tracked ones (camera frame) by name.
+
+    Built once per plan: the plan's landmarks that the face model tracks
+    (:data:`LANDMARK_INDEX`), in that order, with ``include_mobile`` False leaving the
+    mobile ones (:data:`MOBILE_LANDMARKS`) out.
+    """
+
+    def __init__(self, plan_landmarks_m: dict[str, np.ndarray], include_mobile: bool = True):
+        wanted = [
+            (name, index)
+            for name, index in LANDMARK_INDEX.items()
+            if name in plan_landmarks_m and (include_mobile or name not in MOBILE_LANDMARKS)
+        ]
+        self._names = [n for n, _ in wanted]
+        self._index = np.array([i for _, i in wanted], dtype=np.int64)
+        self._plan_m = np.array(
+            [np.asarray(plan_landmarks_m[n], dtype=np.float64) for n in self._names]
+        ).reshape(-1, 3)
+
+    def __call__(
+        self, camera_landmarks_m: np.ndarray | None, valid: np.ndarray | None
+    ) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Names, plan points (N, 3) and camera points (N, 3), metres, of the pairs whose
+        tracked point (a row of the tracker's (468, 3) array) is valid and finite."""
+        if camera_landmarks_m is None or not self._names:
+            return [], np.zeros((0, 3)), np.zeros((0, 3))
+        cam = np.asarray(camera_landmarks_m, dtype=np.float64)
+        inside = self._index < len(cam)
+        idx = np.where(inside, self._index, 0)
+        ok = inside & np.isfinite(cam[idx]).all(axis=1)
+        if valid is not None:
+            ok &= np.asarray(valid, dtype=bool)[idx]
+        names = [n for n, keep in zip(self._names, ok, strict=True) if keep]
+        return names, self._plan_m[ok], cam[idx[ok]]
+
+
 def landmark_pairs(
     plan_landmarks_m: dict[str, np.ndarray],
     camera_landmarks_m: np.ndarray | None,
     valid: np.ndarray | None,
     include_mobile: bool = True,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Pair plan landmarks (patient frame) with tracked ones (camera frame) by name.
-
-    ``camera_landmarks_m`` is the tracker's (468, 3) array; a pair is kept when
-    the plan has the name, the tracked point is valid and finite. Returns
-    names, plan points (N, 3) and camera points (N, 3), metres.
-    """
-    empty: tuple[list[str], np.ndarray, np.ndarray] = ([], np.zeros((0, 3)), np.zeros((0, 3)))
-    if camera_landmarks_m is None:
-        return empty
-    cam = np.asarray(camera_landmarks_m, dtype=np.float64)
-    wanted = [
-        (name, index)
-        for name, index in LANDMARK_INDEX.items()
-        if name in plan_landmarks_m
-        and index < len(cam)
-        and (include_mobile or name not in MOBILE_LANDMARKS)
-    ]
-    if not wanted:
-        return empty
-    idx = np.array([i for _, i in wanted])
-    ok = np.isfinite(cam[idx]).all(axis=1)
-    if valid is not None:
-        ok &= np.asarray(valid, dtype=bool)[idx]
-    names = [n for (n, _), keep in zip(wanted, ok, strict=True) if keep]
-    if not names:
-        return empty
-    plan_pts = np.stack([np.asarray(plan_landmarks_m[n], dtype=np.float64) for n in names])
-    return names, plan_pts, cam[idx[ok]]
+    """:class:`LandmarkPairs` of this plan, for one frame."""
+    return LandmarkPairs(plan_landmarks_m, include_mobile)(camera_landmarks_m, valid)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from edge import geometry
 from edge.jit import c_array
+from edge.registration import kernels
 from edge.registration.kernels import cell_mean_rms, covariance_rms, region_jackknife
 from edge.registration.types import RegistrationQuality
 
@@ -176,23 +177,17 @@ def pose_difference(
     a_to_b: np.ndarray, c_to_b: np.ndarray, at_point_m: np.ndarray
 ) -> tuple[float, float]:
     """(translation mm at a point, rotation deg) between two poses of the same frame."""
-    p = np.asarray(at_point_m, dtype=np.float64)
-    d_mm = float(
-        np.linalg.norm((a_to_b[:3, :3] - c_to_b[:3, :3]) @ p + a_to_b[:3, 3] - c_to_b[:3, 3])
-    )
-    angle_deg = geometry.rotation_angle_deg(a_to_b[:3, :3].T @ c_to_b[:3, :3])
-    return d_mm * 1000.0, angle_deg
+    return kernels.pose_difference(c_array(a_to_b), c_array(c_to_b), c_array(at_point_m))
 
 
 def relief_mm(points_m: np.ndarray) -> float:
     """RMS distance (mm) of a cloud from its best-fit plane: ~0 for a photograph or a screen."""
-    P = np.asarray(points_m, dtype=np.float64)
+    P = c_array(points_m)
     if len(P) < 3:
         return 0.0
-    # The smallest singular value of the centred cloud, from its 3x3 scatter matrix.
-    centred = P - P.mean(axis=0)
-    smallest = max(float(np.linalg.eigvalsh(centred.T @ centred)[0]), 0.0)
-    return math.sqrt(smallest / len(P)) * 1000.0
+    if P.ndim != 2 or P.shape[1] != 3:
+        raise ValueError(f"points must be (N, 3), got {P.shape}")
+    return float(kernels.plane_rms(P)) * 1000.0
 
 
 def systematic_residual_mm(
@@ -297,53 +292,59 @@ def check_gates(
     """
     reasons: dict[str, str] = {}
 
-    def need(gate: str, ok: bool, text: str) -> None:
-        if not ok:
-            reasons[gate] = text
+    def need(gate: str, ok: bool, text: Callable[[], str]) -> None:
+        if not ok:  # the words only for a gate that fails
+            reasons[gate] = text()
 
     need(
         "cloud_points",
         cloud_points >= gates.min_cloud_points,
-        f"only {cloud_points} depth points on the face",
+        lambda: f"only {cloud_points} depth points on the face",
     )
-    need("relief", relief >= gates.min_relief_mm, f"face depth is flat (relief {relief:.1f} mm)")
+    need(
+        "relief",
+        relief >= gates.min_relief_mm,
+        lambda: f"face depth is flat (relief {relief:.1f} mm)",
+    )
     need(
         "icp_rms",
         q.icp_rms_mm <= gates.max_icp_rms_mm,
-        f"surface RMS {q.icp_rms_mm:.2f} mm too high",
+        lambda: f"surface RMS {q.icp_rms_mm:.2f} mm too high",
     )
     need(
         "surface_shape",
         q.surface_shape_mm <= gates.max_surface_shape_mm,
-        f"the surface has another shape ({q.surface_shape_mm:.2f} mm systematic residual)",
+        lambda: f"the surface has another shape ({q.surface_shape_mm:.2f} mm systematic residual)",
     )
     need(
         "inlier_fraction",
         q.inlier_fraction >= gates.min_inlier_fraction,
-        f"surface inliers {q.inlier_fraction:.0%} too few",
+        lambda: f"surface inliers {q.inlier_fraction:.0%} too few",
     )
     need(
         "rigid_evidence",
         q.rigid_evidence_fraction >= gates.min_rigid_evidence_fraction,
-        f"only {q.rigid_evidence_fraction:.0%} of the rigid upper face fits the skin",
+        lambda: f"only {q.rigid_evidence_fraction:.0%} of the rigid upper face fits the skin",
     )
     need(
         "regions",
         len(q.regions_used) >= gates.min_regions_used,
-        f"the fit rests on {len(q.regions_used)} regions of the rigid face"
-        f" ({', '.join(q.regions_used) or 'none'})",
+        lambda: (
+            f"the fit rests on {len(q.regions_used)} regions of the rigid face"
+            f" ({', '.join(q.regions_used) or 'none'})"
+        ),
     )
     need(
         "occluded_fraction",
         occluded_fraction <= gates.max_occluded_fraction,
-        f"{occluded_fraction:.0%} of the face is covered",
+        lambda: f"{occluded_fraction:.0%} of the face is covered",
     )
     # The calibrated surface estimate; NaN or inf (an unconstrained fit) fails.
     worst_tre = float(np.max(list(q.tre_mm.values()))) if q.tre_mm else 0.0
-    need("tre", worst_tre <= gates.max_tre_mm, f"estimated TRE {worst_tre:.1f} mm too high")
+    need("tre", worst_tre <= gates.max_tre_mm, lambda: f"estimated TRE {worst_tre:.1f} mm too high")
     if not require_landmarks and math.isnan(q.fre_mm):
         return reasons
-    need("fre", q.fre_mm <= gates.max_fre_mm, f"landmark FRE {q.fre_mm:.1f} mm too high")
+    need("fre", q.fre_mm <= gates.max_fre_mm, lambda: f"landmark FRE {q.fre_mm:.1f} mm too high")
     need(
         "landmark_surface",
         (
@@ -357,8 +358,10 @@ def check_gates(
                 or q.rigid_evidence_fraction >= SURFACE_ALONE_EVIDENCE
             )
         ),
-        f"landmark and surface poses disagree ({q.landmark_surface_translation_mm:.1f} mm, "
-        f"{q.landmark_surface_rotation_deg:.1f} deg; likelihood ratio "
-        f"{q.landmark_surface_chi2:.1f}, blind to {q.landmark_blind_mm:.1f} mm)",
+        lambda: (
+            f"landmark and surface poses disagree ({q.landmark_surface_translation_mm:.1f} mm, "
+            f"{q.landmark_surface_rotation_deg:.1f} deg; likelihood ratio "
+            f"{q.landmark_surface_chi2:.1f}, blind to {q.landmark_blind_mm:.1f} mm)"
+        ),
     )
     return reasons

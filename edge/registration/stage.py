@@ -31,7 +31,7 @@ from edge.registration.cloud import (
 )
 from edge.registration.icp import IcpResult, SkinModel, icp_point_to_plane
 from edge.registration.landmarks import LANDMARK_INDEX, MOBILE_LANDMARKS, RIGID_FACE_HULL
-from edge.registration.paired_point import PairedPointResult, landmark_pairs, robust_rigid_transform
+from edge.registration.paired_point import LandmarkPairs, PairedPointResult, robust_rigid_transform
 from edge.registration.quality import (
     LANDMARK_SURFACE_CHI2,
     REGION_MIN_POINTS,
@@ -132,6 +132,7 @@ class RegistrationStage:
         self, plan: Plan, config: RegistrationConfig, skin: SkinModel | None = None
     ) -> None:
         self.plan = plan
+        self._pairs = LandmarkPairs(plan.landmarks)
         self.config = config
         self.skin = skin or SkinModel.from_mesh(plan.skin, spacing_m=config.skin_spacing_mm * 1e-3)
         self.machine = RegistrationStateMachine(config.confirm_frames, config.lost_after_frames)
@@ -248,9 +249,7 @@ class RegistrationStage:
     def _landmark_fit(self, frame: Frame, face: Face) -> _LandmarkFit | None:
         """The paired-point fit of the landmarks on skin: one whose pixel is drape-coloured
         is left out, as the surface fit leaves out the drape's pixels."""
-        names, plan_pts, cam_pts = landmark_pairs(
-            self.plan.landmarks, face.landmarks_camera_m, face.landmarks_valid
-        )
+        names, plan_pts, cam_pts = self._pairs(face.landmarks_camera_m, face.landmarks_valid)
         if self._drape_chroma is not None and names:
             intr = frame.intrinsics
             px = np.rint(face.landmarks_px[[LANDMARK_INDEX[n] for n in names], :2])

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from edge import geometry
+from edge.camera import Intrinsics
 from edge.errors import RegistrationError
+from edge.frames import Frame, PixelFormat
 from edge.registration import kernels
-from edge.registration.cloud import region_labels
+from edge.registration.cloud import REGION_NAMES, drape_coloured, face_pixels, region_cloud
 from edge.registration.icp import SkinModel, icp_point_to_plane
 from edge.registration.landmarks import RIGID_REGIONS
 from edge.registration.paired_point import rigid_transform
@@ -259,14 +261,44 @@ def test_region_jackknife_and_covariance_match_numpy():
     assert np.isinf(surface_tre_mm(singular, centre, 0.3, targets)).all()
 
 
-def test_region_labels_pick_the_nearest_finite_centre():
-    lm = RNG.uniform(0, 640, (468, 2))
-    pix = RNG.integers(0, 640, (300, 2))
-    centres = lm[[RIGID_REGIONS[name] for name in RIGID_REGIONS]]
-    want = np.argmin(((pix[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
-    np.testing.assert_array_equal(region_labels(lm, pix), want)
+def reference_region_cloud(frame, lm, pix, bias_m, chroma):
+    """region_cloud after sampling, in numpy: nearest centre, depth, drape test, lift."""
+    centres = lm[[RIGID_REGIONS[name] for name in REGION_NAMES]]
+    d2 = ((pix[:, None, :] - centres[None]) ** 2).sum(axis=2)
+    region = np.argmin(np.where(np.isnan(d2), np.inf, d2), axis=1)
+    depth = frame.depth[pix[:, 1], pix[:, 0]]
+    covered = drape_coloured(frame.color, frame.color_format, pix, chroma)
+    ok = (depth > 0) & ~covered
+    z = depth[ok].astype(np.float64) * frame.depth_scale_m - bias_m
+    points = frame.intrinsics.deproject(pix[ok].astype(np.float64), z)
+    per_region = np.bincount(region, minlength=len(REGION_NAMES))
+    return points, region[ok], per_region, int(covered.sum())
+
+
+@pytest.mark.parametrize("fmt", [PixelFormat.RGB8, PixelFormat.BGR8])
+def test_region_cloud_lifts_labels_and_leaves_drapes_out_as_numpy_does(fmt):
+    rng = np.random.default_rng(3)
+    color = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    depth = rng.integers(300, 900, (480, 640), dtype=np.uint16)
+    depth[rng.random((480, 640)) < 0.2] = 0  # holes
+    depth.flags.writeable = False  # as a recording's frame is
+    intr = Intrinsics(640, 480, 610.0, 612.0, 318.5, 241.5)
+    frame = Frame(0, color, fmt, depth, 0.001, intr)
+    lm = rng.uniform(-40, 680, (468, 2))  # some landmarks off the image
     lm[RIGID_REGIONS["forehead"]] = np.nan  # a centre not tracked never wins
-    assert (region_labels(lm, pix) != list(RIGID_REGIONS).index("forehead")).all()
+    pix = face_pixels(lm, 640, 480, 900)
+    assert len(pix) > 50 and (pix >= 0).all() and (pix[:, 0] < 640).all()
+    got = region_cloud(frame, lm, 900, 0.004, None, 8.0)
+    want = reference_region_cloud(frame, lm, pix, 0.004, 8.0)
+    np.testing.assert_array_equal(got.points_m, want[0])
+    np.testing.assert_array_equal(got.region, want[1])
+    np.testing.assert_array_equal(got.sampled_per_region, want[2])
+    assert (got.drape_pixels, got.sampled) == (want[3], len(pix))
+    assert 0 < got.drape_pixels < len(pix)
+    assert (got.region != list(REGION_NAMES).index("forehead")).all()
+    bare = region_cloud(frame, lm, 900)  # no drape test: only the holes are left out
+    assert bare.drape_pixels == 0
+    assert len(bare.points_m) == int((depth[pix[:, 1], pix[:, 0]] > 0).sum())
 
 
 def test_weighted_rigid_fit_matches_the_svd_solution():
@@ -320,6 +352,3 @@ def test_kernel_inputs_may_be_read_only(skin, cloud_and_truth):
     frozen.flags.writeable = False
     fit = icp_point_to_plane(skin, frozen, truth, initial_gate_mm=10.0)
     assert fit.inlier_fraction > 0.9
-    pix = np.zeros((3, 2), np.int64)
-    pix.flags.writeable = False
-    assert len(region_labels(np.zeros((468, 2)), pix)) == 3
