@@ -28,6 +28,7 @@ from edge.registration.kernels import (
     icp_grid_loop,
     inlier_rows,
     surface_residuals,
+    to_patient_lookup,
 )
 
 
@@ -228,19 +229,21 @@ def icp_point_to_plane(
 
     # Final residuals at the final pose: the grid where it answers, the exact
     # KD-tree for the rest (points far from the skin: drapes, background).
-    X = geometry.apply(camera_to_patient, pts)
     if grid is not None:
-        idx = grid.lookup(X)
-        far = idx < 0
-        if far.any():
+        X, idx = to_patient_lookup(
+            c_array(pts), camera_to_patient, grid.index, grid.origin_m, grid.cell_m
+        )
+        far = np.flatnonzero(idx < 0)
+        if len(far):
             idx[far] = model.tree.query(X[far], workers=1)[1]
     else:
-        idx = model.tree.query(X, workers=1)[1]
+        X = c_array(geometry.apply(camera_to_patient, pts))
+        idx = c_array(model.tree.query(X, workers=1)[1], np.int64)
     eye = c_array(camera_to_patient[:3, 3])  # camera centre, patient frame
     slack = 2 * model.spacing_m + (grid.cell_m if grid is not None else 0.0)
-    s, toward_camera, occluded, inlier = surface_residuals(
-        c_array(X),
-        idx.astype(np.int64),
+    residuals_mm, toward_camera, inlier, visible, n_in, rms_m = surface_residuals(
+        X,
+        idx,
         model.points_m,
         model.normals,
         eye,
@@ -248,21 +251,18 @@ def icp_point_to_plane(
         inlier_mm * 1e-3,
         inlier_mm * 1e-3 + slack,
     )
-    visible = int((~occluded).sum())
-    n_in = int(inlier.sum())
-    rms = float(np.sqrt(np.mean(s[inlier] ** 2))) * 1e3 if n_in else float("inf")
     rows, centre, normal_matrix = (
         inlier_rows(X, toward_camera, inlier) if n_in >= 6 else (None, None, None)
     )
     return IcpResult(
         patient_to_camera=geometry.invert(camera_to_patient),
-        rms_mm=rms,
+        rms_mm=rms_m * 1e3,
         inlier_fraction=n_in / visible if visible else 0.0,
-        occluded_fraction=float(occluded.mean()),
+        occluded_fraction=(len(pts) - visible) / len(pts),
         iterations=iterations,
         converged=converged,
         points=len(pts),
-        residuals_mm=np.where(occluded, np.nan, s * 1e3),
+        residuals_mm=residuals_mm,
         normal_matrix=normal_matrix,
         centre_m=centre,
         inliers=inlier,

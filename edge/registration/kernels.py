@@ -84,8 +84,28 @@ def grid_lookup(
 
 
 @kernel(
-    "Tuple((float64[::1], float64[:, ::1], boolean[::1], boolean[::1]))(float64[:, ::1],"
-    " int64[::1], float64[:, ::1], float64[:, ::1], float64[::1], float64, float64, float64)"
+    "Tuple((float64[:, ::1], int64[::1]))(float64[:, ::1], float64[:, ::1], int32[:, :, ::1],"
+    " float64[::1], float64)"
+)
+def to_patient_lookup(
+    points: np.ndarray, camera_to_patient: np.ndarray, grid: np.ndarray, origin: np.ndarray,
+    cell: float,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The camera-frame points in the patient frame, and their grid_lookup."""
+    n = points.shape[0]
+    moved = np.empty((n, 3))
+    T = camera_to_patient
+    for i in range(n):
+        x, y, z = points[i, 0], points[i, 1], points[i, 2]
+        for j in range(3):
+            moved[i, j] = T[j, 0] * x + T[j, 1] * y + T[j, 2] * z + T[j, 3]
+    return moved, grid_lookup(moved, grid, origin, cell)
+
+
+@kernel(
+    "Tuple((float64[::1], float64[:, ::1], boolean[::1], int64, int64, float64))"
+    "(float64[:, ::1], int64[::1], float64[:, ::1], float64[:, ::1], float64[::1], float64,"
+    " float64, float64)"
 )
 def surface_residuals(
     points: np.ndarray,
@@ -97,10 +117,12 @@ def surface_residuals(
     inlier: float,
     tangential_limit: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each point's signed distance from the plane of its skin sample (+ in front, towards
-    ``eye``), that normal turned towards the eye, and the occluded (in front by more than
-    ``occlusion``) and inlier (within ``inlier`` of the plane and ``tangential_limit`` of
-    the sample along it, not occluded) masks. Metres; the points in the patient frame."""
+    """Each point's signed distance (mm) from the plane of its skin sample (+ in front,
+    towards ``eye``; NaN where occluded: in front by more than ``occlusion``), that normal
+    turned towards the eye, the inlier mask (within ``inlier`` of the plane and
+    ``tangential_limit`` of the sample along it, not occluded), the points not occluded,
+    the inliers, and their RMS distance (inf without inliers). Metres but the distances;
+    the points in the patient frame."""
     n_pts = points.shape[0]
     signed = np.empty(n_pts)
     toward = np.empty((n_pts, 3))
@@ -121,7 +143,20 @@ def surface_residuals(
         tangential = math.sqrt(max(d0 * d0 + d1 * d1 + d2 * d2 - r * r, 0.0))
         occluded[i] = r > occlusion
         inliers[i] = abs(r) < inlier and tangential < tangential_limit and not occluded[i]
-    return signed, toward, occluded, inliers
+    visible = 0
+    n_in = 0
+    square_sum = 0.0
+    for i in range(n_pts):
+        if inliers[i]:
+            n_in += 1
+            square_sum += signed[i] * signed[i]
+        if occluded[i]:
+            signed[i] = np.nan
+        else:
+            visible += 1
+            signed[i] *= 1e3
+    rms = math.sqrt(square_sum / n_in) if n_in else np.inf
+    return signed, toward, inliers, visible, n_in, rms
 
 
 @kernel(
@@ -293,128 +328,6 @@ def icp_grid_loop(
     return ICP_OK, max_iterations, 0, gate
 
 
-@kernel("float64(float64[:, ::1], float64[::1], int64, int64, float64, float64)")
-def cell_mean_rms(
-    points: np.ndarray,
-    residuals: np.ndarray,
-    points_per_cell: int,
-    min_count: int,
-    clip: float,
-    ignore_beyond: float,
-) -> float:
-    """quality.systematic_residual_mm (same units and rules)."""
-    n = points.shape[0]
-    ok = np.zeros(n, np.bool_)
-    count_ok = 0
-    x0 = y0 = np.inf
-    x1 = y1 = -np.inf
-    for i in range(n):
-        r = residuals[i]
-        if np.isfinite(r) and abs(r) <= ignore_beyond:
-            ok[i] = True
-            count_ok += 1
-            x0, x1 = min(x0, points[i, 0]), max(x1, points[i, 0])
-            y0, y1 = min(y0, points[i, 1]), max(y1, points[i, 1])
-    if count_ok < min_count * 5:
-        return np.nan
-    area = (x1 - x0) * (y1 - y0)
-    cell = min(max(math.sqrt(area * points_per_cell / count_ok), 0.01), 0.03)
-    cx0 = math.floor(x0 / cell)
-    cy0 = math.floor(y0 / cell)
-    nx = int(math.floor(x1 / cell) - cx0) + 1
-    ny = int(math.floor(y1 / cell) - cy0) + 1
-    count = np.zeros((nx, ny), np.int64)
-    total = np.zeros((nx, ny))
-    for i in range(n):
-        if ok[i]:
-            cx = int(math.floor(points[i, 0] / cell) - cx0)
-            cy = int(math.floor(points[i, 1] / cell) - cy0)
-            count[cx, cy] += 1
-            total[cx, cy] += min(max(residuals[i], -clip), clip)
-    full = 0
-    sum_sq = 0.0
-    for cx in range(nx):  # x, then y: the order of np.unique over the cells
-        for cy in range(ny):
-            if count[cx, cy] >= min_count:
-                mean = total[cx, cy] / count[cx, cy]
-                sum_sq += mean * mean
-                full += 1
-    if full < 5:
-        return np.nan
-    return math.sqrt(sum_sq / full)
-
-
-@kernel(
-    "float64[::1](float64[:, ::1], float64[::1], int64[::1], float64[::1], float64[:, ::1], int64)"
-)
-def region_jackknife(
-    rows: np.ndarray,
-    residuals: np.ndarray,
-    region: np.ndarray,
-    centre: np.ndarray,
-    targets: np.ndarray,
-    min_points: int,
-) -> np.ndarray:
-    """quality.region_jackknife_tre_mm (rows and residuals in mm, centre and targets in
-    metres): NaN per target with fewer than 3 regions to leave out, inf when leaving
-    one out leaves the pose unconstrained."""
-    n_targets = targets.shape[0]
-    n_regions = 0
-    for i in range(region.shape[0]):
-        n_regions = max(n_regions, region[i] + 1)
-    A_k = np.zeros((n_regions, 6, 6))
-    g_k = np.zeros((n_regions, 6))
-    counts = np.zeros(n_regions, np.int64)
-    for i in range(rows.shape[0]):
-        k = region[i]
-        counts[k] += 1
-        for p in range(6):
-            g_k[k, p] += rows[i, p] * residuals[i]
-            for q in range(p, 6):
-                A_k[k, p, q] += rows[i, p] * rows[i, q]
-    blocks = np.flatnonzero(counts >= min_points)
-    out = np.empty(n_targets)
-    if len(blocks) < 3:
-        out[:] = np.nan
-        return out
-    A = A_k.sum(axis=0)
-    g = g_k.sum(axis=0)
-    moves = np.empty((len(blocks), 6))
-    a = np.empty((6, 6))
-    b = np.empty(6)
-    for j in range(len(blocks)):
-        k = blocks[j]
-        for p in range(6):
-            b[p] = g[p] - g_k[k, p]
-            for q in range(p, 6):
-                a[p, q] = A[p, q] - A_k[k, p, q]
-                a[q, p] = a[p, q]
-        if not solve6(a, b):
-            out[:] = np.inf
-            return out
-        moves[j, :] = -b
-    mean = np.zeros(6)
-    for j in range(len(blocks)):
-        mean += moves[j]
-    mean /= len(blocks)
-    scale = (len(blocks) - 1) / len(blocks)
-    for t in range(n_targets):
-        p0 = (targets[t, 0] - centre[0]) * 1e3
-        p1 = (targets[t, 1] - centre[1]) * 1e3
-        p2 = (targets[t, 2] - centre[2]) * 1e3
-        total = 0.0
-        for j in range(len(blocks)):
-            w0, w1, w2 = moves[j, 0] - mean[0], moves[j, 1] - mean[1], moves[j, 2] - mean[2]
-            v0, v1, v2 = moves[j, 3] - mean[3], moves[j, 4] - mean[4], moves[j, 5] - mean[5]
-            # The target's displacement under the small motion: omega x p + v.
-            s0 = w1 * p2 - w2 * p1 + v0
-            s1 = w2 * p0 - w0 * p2 + v1
-            s2 = w0 * p1 - w1 * p0 + v2
-            total += s0 * s0 + s1 * s1 + s2 * s2
-        out[t] = math.sqrt(scale * total)
-    return out
-
-
 @kernel(
     "Tuple((float64[:, ::1], float64[::1], boolean))(float64[:, ::1], float64[:, ::1],"
     " float64[::1])"
@@ -467,81 +380,3 @@ def weighted_rigid_fit(
         e = R @ source[i] + T[:3, 3] - target[i]
         residuals[i] = math.sqrt(e[0] * e[0] + e[1] * e[1] + e[2] * e[2]) * 1000.0
     return T, residuals, True
-
-
-@kernel("float64[::1](float64[:, ::1], float64[::1], float64, float64[:, ::1])")
-def covariance_rms(
-    normal_matrix: np.ndarray, centre: np.ndarray, sigma: float, targets: np.ndarray
-) -> np.ndarray:
-    """quality.surface_tre_mm: sqrt(tr(J Cov J^T)) per target, Cov = sigma^2 A^-1 (inf
-    for every target when A is singular)."""
-    n_targets = targets.shape[0]
-    out = np.empty(n_targets)
-    cov = np.empty((6, 6))
-    a = np.empty((6, 6))
-    col = np.empty(6)
-    for j in range(6):  # A^-1 column by column
-        a[:, :] = normal_matrix
-        col[:] = 0.0
-        col[j] = 1.0
-        if not solve6(a, col):
-            out[:] = np.inf
-            return out
-        cov[:, j] = col * sigma * sigma
-    for t in range(n_targets):
-        p0 = (targets[t, 0] - centre[0]) * 1e3
-        p1 = (targets[t, 1] - centre[1]) * 1e3
-        p2 = (targets[t, 2] - centre[2]) * 1e3
-        # J = [-[p]x, I]: rows of a target's displacement under (omega, v).
-        J = np.array(
-            [
-                [0.0, p2, -p1, 1.0, 0.0, 0.0],
-                [-p2, 0.0, p0, 0.0, 1.0, 0.0],
-                [p1, -p0, 0.0, 0.0, 0.0, 1.0],
-            ]
-        )
-        variance = 0.0
-        for r in range(3):
-            for i in range(6):
-                for k in range(6):
-                    variance += J[r, i] * cov[i, k] * J[r, k]
-        out[t] = math.sqrt(max(variance, 0.0))
-    return out
-
-
-@kernel("UniTuple(float64, 2)(float64[:, ::1], float64[:, ::1], float64[::1])")
-def pose_difference(a_to_b: np.ndarray, c_to_b: np.ndarray, at: np.ndarray) -> tuple[float, float]:
-    """quality.pose_difference: (translation mm at ``at``, rotation deg)."""
-    d2 = 0.0
-    trace = 0.0
-    for i in range(3):
-        d = a_to_b[i, 3] - c_to_b[i, 3]
-        for j in range(3):
-            d += (a_to_b[i, j] - c_to_b[i, j]) * at[j]
-            trace += a_to_b[i, j] * c_to_b[i, j]  # the trace of a^T c
-        d2 += d * d
-    cos = min(max((trace - 1.0) / 2.0, -1.0), 1.0)
-    return math.sqrt(d2) * 1000.0, math.degrees(math.acos(cos))
-
-
-@kernel("float64(float64[:, ::1])")
-def plane_rms(points: np.ndarray) -> float:
-    """quality.relief_mm in metres: the RMS distance from the best-fit plane, from the
-    smallest eigenvalue of the centred cloud's 3x3 scatter matrix."""
-    n = points.shape[0]
-    mean = np.zeros(3)
-    for i in range(n):
-        for j in range(3):
-            mean[j] += points[i, j]
-    mean /= n
-    scatter = np.zeros((3, 3))
-    for i in range(n):
-        for j in range(3):
-            dj = points[i, j] - mean[j]
-            for k in range(j, 3):
-                scatter[j, k] += dj * (points[i, k] - mean[k])
-    for j in range(3):
-        for k in range(j):
-            scatter[j, k] = scatter[k, j]
-    smallest = max(np.linalg.eigvalsh(scatter)[0], 0.0)
-    return math.sqrt(smallest / n)

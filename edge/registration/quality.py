@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.jit import c_array
-from edge.registration import kernels
-from edge.registration.kernels import cell_mean_rms, covariance_rms, region_jackknife
+from edge.registration import check_kernels
+from edge.registration.check_kernels import cell_mean_rms, covariance_rms, region_jackknife
 from edge.registration.types import RegistrationQuality
 
 # Fewest skin inliers a region of the rigid face needs to count (the region jackknife
@@ -177,7 +177,7 @@ def pose_difference(
     a_to_b: np.ndarray, c_to_b: np.ndarray, at_point_m: np.ndarray
 ) -> tuple[float, float]:
     """(translation mm at a point, rotation deg) between two poses of the same frame."""
-    return kernels.pose_difference(c_array(a_to_b), c_array(c_to_b), c_array(at_point_m))
+    return check_kernels.pose_difference(c_array(a_to_b), c_array(c_to_b), c_array(at_point_m))
 
 
 def relief_mm(points_m: np.ndarray) -> float:
@@ -187,7 +187,7 @@ def relief_mm(points_m: np.ndarray) -> float:
         return 0.0
     if P.ndim != 2 or P.shape[1] != 3:
         raise ValueError(f"points must be (N, 3), got {P.shape}")
-    return float(kernels.plane_rms(P)) * 1000.0
+    return float(check_kernels.plane_rms(P)) * 1000.0
 
 
 def systematic_residual_mm(

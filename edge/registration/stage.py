@@ -21,7 +21,9 @@ from edge import geometry
 from edge.config import RegistrationConfig
 from edge.errors import RegistrationError
 from edge.frames import Frame, FrameResult
+from edge.jit import c_array
 from edge.plan.model import Plan
+from edge.registration.check_kernels import extrapolate_pose
 from edge.registration.cloud import (
     REGION_NAMES,
     FaceCloud,
@@ -107,16 +109,6 @@ def _fits(lm: _LandmarkFit) -> Iterator[_LandmarkFit]:
     yield lm
     if lm.upper is not None:
         yield lm.upper
-
-
-def _scaled_motion(delta: np.ndarray, alpha: float) -> np.ndarray:
-    """``delta`` raised to a real power (rotation by axis-angle scaling, translation linear)."""
-    axis, angle = geometry.matrix_to_axis_angle(delta[:3, :3])
-    out = np.eye(4)
-    if angle > 1e-9:
-        out[:3, :3] = geometry.axis_angle_to_matrix(axis, angle * alpha)
-    out[:3, 3] = delta[:3, 3] * alpha
-    return out
 
 
 class RegistrationStage:
@@ -311,9 +303,7 @@ class RegistrationStage:
         dt = t1 - t0
         if dt <= 0:
             return last
-        alpha = min((now_s - t1) / dt, 3.0)
-        delta = last @ geometry.invert(before)  # camera-frame motion over dt
-        return _scaled_motion(delta, alpha) @ last
+        return extrapolate_pose(c_array(before), c_array(last), min((now_s - t1) / dt, 3.0))
 
     def _initialise(self, frame: Frame, face: Face, lm: _LandmarkFit | None) -> _Attempt:
         c = self.config

@@ -29,6 +29,8 @@ import numpy as np
 
 from edge import geometry
 from edge.camera import depth_sigma_m
+from edge.jit import c_array
+from edge.registration.check_kernels import finite_rows_median, pooled_fit
 from edge.registration.icp import IcpResult
 from edge.registration.quality import (
     REGION_MIN_POINTS,
@@ -42,6 +44,28 @@ PREDICTION_POINTS = 3  # earlier positions the between-frame prediction extrapol
 # median squared disagreement, divided by this, estimates the mean square, and one real
 # jump of the head (a missed frame, a replay looping) cannot move it.
 CHI2_3_MEDIAN_OVER_MEAN = 2.366 / 3.0
+
+
+class _Window:
+    """The last ``size`` rows of per-target values, kept as a set: only their mean and
+    median are taken."""
+
+    def __init__(self, size: int, targets: int) -> None:
+        self._rows = np.zeros((size, targets))
+        self._count = 0
+        self._next = 0
+
+    def append(self, row: np.ndarray) -> None:
+        self._rows[self._next] = row
+        self._next = (self._next + 1) % len(self._rows)
+        self._count = min(self._count + 1, len(self._rows))
+
+    def clear(self) -> None:
+        self._count = self._next = 0
+
+    def rows(self) -> np.ndarray:
+        """The rows kept, C-contiguous (a view, valid until the next append)."""
+        return self._rows[: self._count]
 
 
 class TreEstimator:
@@ -64,8 +88,8 @@ class TreEstimator:
         self.subpixel_px = subpixel_px
         self.baseline_m = baseline_m
         self._positions: deque[tuple[float, np.ndarray]] = deque(maxlen=PREDICTION_POINTS)
-        self._disagreement: deque[np.ndarray] = deque(maxlen=WINDOW_FRAMES)
-        self._jackknife: deque[np.ndarray] = deque(maxlen=WINDOW_FRAMES)
+        self._disagreement = _Window(WINDOW_FRAMES, len(self.targets_m))
+        self._jackknife = _Window(WINDOW_FRAMES, len(self.targets_m))
         self._last: tuple[float, np.ndarray, np.ndarray] | None = None  # now, pose, value
         # This frame's squared jackknife per target, with the pose it belongs to.
         self._last_jackknife: tuple[np.ndarray, np.ndarray] | None = None
@@ -115,12 +139,8 @@ class TreEstimator:
                 ** 2
             )
         self._last_jackknife = (icp.patient_to_camera, jack_sq)
-        pooled = np.stack([*self._jackknife, jack_sq]) if tracking else jack_sq[None]
-        seen = ~np.isnan(pooled)  # inf (no solution leaving a region out) counts, and stays
-        if seen.any():
-            mean_sq = np.where(seen, pooled, 0.0).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)
-            # This frame's alone when larger: a smile starting shows at once, not diluted.
-            fit = np.fmax(fit, np.sqrt(np.fmax(mean_sq, jack_sq)))
+        jack_rows = self._jackknife.rows() if tracking else np.zeros((0, len(self.targets_m)))
+        fit = pooled_fit(c_array(fit), jack_rows, jack_sq)
         between = self._between_frame_sq(now_s, icp.patient_to_camera) if tracking else 0.0
         return np.sqrt(fit**2 + between)
 
@@ -182,9 +202,4 @@ class TreEstimator:
         for a 3-D Gaussian error); 0 when no frame has three predecessors yet."""
         now = self._disagreement_sq(now_s, pose)
         self._last = (now_s, pose, now)
-        values = [*self._disagreement, now]
-        stack = np.stack(values)
-        ok = np.isfinite(stack).all(axis=1)
-        if not ok.any():
-            return np.zeros(len(self.targets_m))
-        return np.median(stack[ok], axis=0) / CHI2_3_MEDIAN_OVER_MEAN
+        return finite_rows_median(self._disagreement.rows(), now) / CHI2_3_MEDIAN_OVER_MEAN

@@ -12,13 +12,15 @@ from edge import geometry
 from edge.camera import Intrinsics
 from edge.errors import RegistrationError
 from edge.frames import Frame, PixelFormat
-from edge.registration import kernels
+from edge.registration import check_kernels, kernels
 from edge.registration.cloud import REGION_NAMES, drape_coloured, face_pixels, region_cloud
 from edge.registration.icp import SkinModel, icp_point_to_plane
 from edge.registration.landmarks import RIGID_REGIONS
 from edge.registration.paired_point import rigid_transform
 from edge.registration.quality import (
+    pose_difference,
     region_jackknife_tre_mm,
+    relief_mm,
     surface_tre_mm,
     systematic_residual_mm,
 )
@@ -129,7 +131,7 @@ def test_grid_lookup_and_final_residuals_match_numpy(skin, cloud_and_truth):
     assert (idx[:5] == -1).all()
     idx[idx < 0] = skin.tree.query(X[idx < 0])[1]
     eye = np.ascontiguousarray(geometry.invert(truth)[:3, 3])
-    s, toward, occluded, inlier = kernels.surface_residuals(
+    s_mm, toward, inlier, visible, n_in, rms = kernels.surface_residuals(
         X, idx, skin.points_m, skin.normals, eye, 4e-3, 2.5e-3, 2.5e-3 + 0.004
     )
     q, n = skin.points_m[idx], skin.normals[idx]
@@ -139,10 +141,16 @@ def test_grid_lookup_and_final_residuals_match_numpy(skin, cloud_and_truth):
     tangential = np.sqrt(np.maximum(d * d - want_s * want_s, 0.0))
     want_occ = want_s > 4e-3
     want_in = (np.abs(want_s) < 2.5e-3) & (tangential < 2.5e-3 + 0.004) & ~want_occ
-    np.testing.assert_allclose(s, want_s, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(s_mm, np.where(want_occ, np.nan, want_s * 1e3), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(toward, want_toward)
-    np.testing.assert_array_equal(occluded, want_occ)
     np.testing.assert_array_equal(inlier, want_in)
+    assert (visible, n_in) == ((~want_occ).sum(), want_in.sum())
+    assert rms == pytest.approx(np.sqrt(np.mean(want_s[want_in] ** 2)), rel=1e-12)
+    moved, looked_up = kernels.to_patient_lookup(
+        np.ascontiguousarray(cloud), geometry.invert(truth), grid.index, grid.origin_m, grid.cell_m
+    )
+    np.testing.assert_allclose(moved[5:], X[5:], rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(looked_up[5:], grid.lookup(moved)[5:])
     assert want_in.sum() > 500 and want_occ[:5].any()
     rows, centre, normal_matrix = kernels.inlier_rows(X, toward, inlier)
     want_centre = X[inlier].mean(axis=0)
@@ -352,3 +360,55 @@ def test_kernel_inputs_may_be_read_only(skin, cloud_and_truth):
     frozen.flags.writeable = False
     fit = icp_point_to_plane(skin, frozen, truth, initial_gate_mm=10.0)
     assert fit.inlier_fraction > 0.9
+
+
+def test_pose_difference_relief_and_extrapolation_match_numpy():
+    a = syn.pose_from(np.array([3.0, -2.0, 500.0]), np.array([0.2, -0.1, 0.3]), np.eye(4))
+    c = syn.pose_from(np.array([1.0, 4.0, 2.0]), np.array([0.01, 0.02, -0.03]), a)
+    at = np.array([0.01, 0.05, 0.5])
+    moved = np.linalg.norm((a[:3, :3] - c[:3, :3]) @ at + a[:3, 3] - c[:3, 3]) * 1e3
+    turned = geometry.rotation_angle_deg(a[:3, :3].T @ c[:3, :3])
+    assert pose_difference(a, c, at) == pytest.approx((moved, turned), rel=1e-12)
+    assert pose_difference(a, a, at) == (0.0, 0.0)
+    cloud = RNG.normal(0, 1, (400, 3)) * [0.05, 0.04, 0.006] + [0.0, 0.0, 0.5]
+    centred = cloud - cloud.mean(axis=0)
+    want = np.sqrt(np.linalg.eigvalsh(centred.T @ centred)[0] / len(cloud)) * 1e3
+    assert relief_mm(cloud) == pytest.approx(want, rel=1e-9)
+    assert relief_mm(cloud[:, [0, 1, 1]]) == pytest.approx(0.0, abs=1e-6)  # a plane
+    assert relief_mm(cloud[:2]) == 0.0
+    # The warm start: the motion from before to last, scaled, applied to last.
+    for alpha in (0.0, 0.5, 1.0, 2.5):
+        delta = c @ geometry.invert(a)
+        axis, angle = geometry.matrix_to_axis_angle(delta[:3, :3])
+        step = np.eye(4)
+        step[:3, :3] = geometry.axis_angle_to_matrix(axis, angle * alpha)
+        step[:3, 3] = delta[:3, 3] * alpha
+        got = check_kernels.extrapolate_pose(a, c, alpha)
+        np.testing.assert_allclose(got, step @ c, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(check_kernels.extrapolate_pose(c, c, 2.0), c, rtol=0, atol=1e-15)
+
+
+def test_tre_window_kernels_match_numpy():
+    """The jackknife's pooled mean square and the between-frame median, with rows not
+    measured (NaN) and unconstrained (inf), as the numpy of tre.py had them."""
+    rows = RNG.uniform(0.0, 2.0, (15, 3))
+    rows[2, 1] = rows[7, 0] = np.nan
+    rows[4, 2] = np.inf
+    now = np.array([0.5, np.nan, 1.5])
+    fit = np.array([0.2, 3.0, np.nan])
+    pooled = np.vstack([rows, now])
+    seen = ~np.isnan(pooled)
+    mean_sq = np.where(seen, pooled, 0.0).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)
+    want = np.fmax(fit, np.sqrt(np.fmax(mean_sq, now)))
+    np.testing.assert_allclose(check_kernels.pooled_fit(fit, rows, now), want, rtol=1e-14)
+    unseen = np.full(3, np.nan)
+    got = check_kernels.pooled_fit(fit, np.full((2, 3), np.nan), unseen)
+    np.testing.assert_array_equal(got, fit)  # nothing measured: the fit as it is
+    finite = np.isfinite(pooled).all(axis=1)
+    np.testing.assert_allclose(
+        check_kernels.finite_rows_median(rows, np.array([0.5, 0.7, 1.5])),
+        np.median(np.vstack([rows, [0.5, 0.7, 1.5]])[np.append(finite[:-1], True)], axis=0),
+        rtol=1e-15,
+    )
+    none = check_kernels.finite_rows_median(np.full((3, 2), np.nan), np.array([np.inf, 1.0]))
+    np.testing.assert_array_equal(none, [0.0, 0.0])
