@@ -297,3 +297,43 @@ def finite_rows_median(rows: np.ndarray, last: np.ndarray) -> np.ndarray:
                 column[i] = rows[r, c] if r < n_rows - 1 else last[c]
             out[c] = np.median(column)
     return out
+
+
+@kernel("float64(float64[:, ::1])")
+def median_depth(points: np.ndarray) -> float:
+    """The median z of (N, 3) points (N >= 1)."""
+    return np.median(points[:, 2].copy())
+
+
+@kernel(
+    "float64[::1](float64[::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], float64,"
+    " float64[:, ::1], float64[:, ::1])"
+)
+def extrapolation_disagreement(
+    times: np.ndarray,
+    p0: np.ndarray,
+    p1: np.ndarray,
+    p2: np.ndarray,
+    now: float,
+    pose: np.ndarray,
+    targets: np.ndarray,
+) -> np.ndarray:
+    """tre.TreEstimator._disagreement_sq with its three earlier positions (T, 3), m, at
+    ``times`` (increasing, before ``now``): per target, the squared distance (mm^2) of
+    ``pose`` applied to it from their quadratic (Lagrange) extrapolation to ``now``,
+    over 1 + the sum of the squared weights."""
+    weights = np.ones(3)
+    for i in range(3):
+        for j in range(3):
+            if j != i:
+                weights[i] *= (now - times[j]) / (times[i] - times[j])
+    out = np.empty(targets.shape[0])
+    for t in range(targets.shape[0]):
+        d2 = 0.0
+        for j in range(3):
+            fitted = pose[j, 0] * targets[t, 0] + pose[j, 1] * targets[t, 1]
+            fitted += pose[j, 2] * targets[t, 2] + pose[j, 3]
+            predicted = weights[0] * p0[t, j] + weights[1] * p1[t, j] + weights[2] * p2[t, j]
+            d2 += (fitted - predicted) ** 2
+        out[t] = d2 * 1e6
+    return out / (1.0 + weights[0] ** 2 + weights[1] ** 2 + weights[2] ** 2)

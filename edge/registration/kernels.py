@@ -329,14 +329,16 @@ def icp_grid_loop(
 
 
 @kernel(
-    "Tuple((float64[:, ::1], float64[::1], boolean))(float64[:, ::1], float64[:, ::1],"
-    " float64[::1])"
+    "Tuple((float64[:, ::1], float64[::1], float64, boolean))(float64[:, ::1],"
+    " float64[:, ::1], float64[::1])"
 )
 def weighted_rigid_fit(
     source: np.ndarray, target: np.ndarray, weights: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, bool]:
+) -> tuple[np.ndarray, np.ndarray, float, bool]:
     """paired_point.rigid_transform's fit: (source_to_target 4x4, per-pair distances in
-    mm after the fit, False when the source points of positive weight are collinear)."""
+    mm after the fit, their RMS over the pairs of positive weight, False when the source
+    points of positive weight are collinear). Scalar loops: an array expression inside
+    a loop would allocate at every pair."""
     n = source.shape[0]
     # The spread of the pairs that count (positive weight): the square roots of their
     # centred scatter's eigenvalues (ascending) are its singular values.
@@ -344,39 +346,52 @@ def weighted_rigid_fit(
     counted = 0
     for i in range(n):
         if weights[i] > 0:
-            centre += source[i]
+            for j in range(3):
+                centre[j] += source[i, j]
             counted += 1
     centre /= max(counted, 1)
     scatter = np.zeros((3, 3))
     for i in range(n):
         if weights[i] > 0:
-            d = source[i] - centre
-            scatter += np.outer(d, d)
+            for j in range(3):
+                for k in range(3):
+                    scatter[j, k] += (source[i, j] - centre[j]) * (source[i, k] - centre[k])
     ev = np.linalg.eigvalsh(scatter)
     sv0 = math.sqrt(max(ev[2], 0.0))
     sv1 = math.sqrt(max(ev[1], 0.0))
     T = np.eye(4)
     residuals = np.zeros(n)
     if sv1 < 1e-6 * max(sv0, 1e-12) or sv1 < 1e-9:
-        return T, residuals, False
+        return T, residuals, 0.0, False
     # Umeyama 1991, eqs. 38-41, no scale.
     w = weights / weights.sum()
     cs = np.zeros(3)
     ct = np.zeros(3)
     for i in range(n):
-        cs += w[i] * source[i]
-        ct += w[i] * target[i]
+        for j in range(3):
+            cs[j] += w[i] * source[i, j]
+            ct[j] += w[i] * target[i, j]
     H = np.zeros((3, 3))
     for i in range(n):
-        H += np.outer(source[i] - cs, (target[i] - ct) * w[i])
+        for j in range(3):
+            for k in range(3):
+                H[j, k] += (source[i, j] - cs[j]) * ((target[i, k] - ct[k]) * w[i])
     U, _, Vt = np.linalg.svd(H)
     D = np.eye(3)
     det = np.linalg.det(Vt.T @ U.T)
     D[2, 2] = 1.0 if det >= 0 else -1.0  # no reflections
     R = Vt.T @ D @ U.T
     T[:3, :3] = R
-    T[:3, 3] = ct - R @ cs
+    square_sum = 0.0
+    for j in range(3):
+        T[j, 3] = ct[j] - (R[j, 0] * cs[0] + R[j, 1] * cs[1] + R[j, 2] * cs[2])
     for i in range(n):
-        e = R @ source[i] + T[:3, 3] - target[i]
-        residuals[i] = math.sqrt(e[0] * e[0] + e[1] * e[1] + e[2] * e[2]) * 1000.0
-    return T, residuals, True
+        e2 = 0.0
+        for j in range(3):
+            e = R[j, 0] * source[i, 0] + R[j, 1] * source[i, 1] + R[j, 2] * source[i, 2]
+            e += T[j, 3] - target[i, j]
+            e2 += e * e
+        residuals[i] = math.sqrt(e2) * 1000.0
+        if weights[i] > 0:
+            square_sum += residuals[i] * residuals[i]
+    return T, residuals, math.sqrt(square_sum / counted), True

@@ -62,11 +62,10 @@ def rigid_transform(
     w = np.ones(len(s)) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (len(s),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise RegistrationError("weights must be N finite non-negative numbers, not all zero")
-    T, res, spread = weighted_rigid_fit(c_array(s), c_array(t), c_array(w))
+    T, res, fre_mm, spread = weighted_rigid_fit(c_array(s), c_array(t), c_array(w))
     if not spread:
         raise RegistrationError("the source points are collinear", "use points spread in 2-D")
-    inl = w > 0
-    return PairedPointResult(T, float(np.sqrt(np.mean(res[inl] ** 2))), res, inl)
+    return PairedPointResult(T, fre_mm, res, w > 0)
 
 
 def robust_rigid_transform(

@@ -517,7 +517,7 @@ def _regions_used(icp: IcpResult, cloud: FaceCloud) -> list[str]:
     share = inliers / np.maximum(cloud.sampled_per_region, 1)
     return [
         name
-        for name, n, f in zip(REGION_NAMES, inliers, share, strict=True)
+        for name, n, f in zip(REGION_NAMES, inliers.tolist(), share.tolist(), strict=True)
         if n >= REGION_MIN_POINTS and f >= REGION_USED_FRACTION
     ]
 

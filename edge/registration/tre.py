@@ -30,7 +30,12 @@ import numpy as np
 from edge import geometry
 from edge.camera import depth_sigma_m
 from edge.jit import c_array
-from edge.registration.check_kernels import finite_rows_median, pooled_fit
+from edge.registration.check_kernels import (
+    extrapolation_disagreement,
+    finite_rows_median,
+    median_depth,
+    pooled_fit,
+)
 from edge.registration.icp import IcpResult
 from edge.registration.quality import (
     REGION_MIN_POINTS,
@@ -83,7 +88,7 @@ class TreEstimator:
         subpixel_px: float,
         baseline_m: float,
     ) -> None:
-        self.targets_m = np.asarray(targets_m, dtype=np.float64).reshape(-1, 3)
+        self.targets_m = c_array(np.reshape(targets_m, (-1, 3)))
         self.confidence_factor = confidence_factor
         self.subpixel_px = subpixel_px
         self.baseline_m = baseline_m
@@ -119,7 +124,7 @@ class TreEstimator:
         leaves out regions with ``min_region_points`` inliers or more."""
         if icp.normal_matrix is None or icp.centre_m is None:
             return np.full(len(self.targets_m), math.inf)
-        z_m = float(np.median(cloud_camera_m[:, 2]))
+        z_m = median_depth(c_array(cloud_camera_m))
         sensor_mm = float(depth_sigma_m(z_m, focal_px, self.subpixel_px, self.baseline_m)) * 1e3
         sigma_mm = max(icp.rms_mm, sensor_mm)
         fit = surface_tre_mm(icp.normal_matrix, icp.centre_m, sigma_mm, self.targets_m)
@@ -185,16 +190,10 @@ class TreEstimator:
             a < b for a, b in zip(times, [*times[1:], now_s], strict=True)
         ):
             return np.full(len(self.targets_m), math.nan)  # too few, or time not increasing
-        weights = []
-        for i, ti in enumerate(times):
-            w = 1.0
-            for j, tj in enumerate(times):
-                if j != i:
-                    w *= (now_s - tj) / (ti - tj)
-            weights.append(w)
-        predicted = sum(w * p for w, (_, p) in zip(weights, self._positions, strict=True))
-        d2 = ((geometry.apply(pose, self.targets_m) - predicted) ** 2).sum(axis=1) * 1e6
-        return d2 / (1.0 + sum(w * w for w in weights))
+        (_, p0), (_, p1), (_, p2) = self._positions
+        return extrapolation_disagreement(
+            np.array(times), p0, p1, p2, now_s, c_array(pose), self.targets_m
+        )
 
     def _between_frame_sq(self, now_s: float, pose: np.ndarray) -> np.ndarray:
         """Per target, the mean square per-frame error (mm^2) the between-frame

@@ -412,3 +412,22 @@ def test_tre_window_kernels_match_numpy():
     )
     none = check_kernels.finite_rows_median(np.full((3, 2), np.nan), np.array([np.inf, 1.0]))
     np.testing.assert_array_equal(none, [0.0, 0.0])
+
+
+def test_extrapolation_disagreement_and_median_depth_match_numpy():
+    targets = np.ascontiguousarray(RNG.normal(0, 0.05, (3, 3)))
+    times = np.array([0.0, 0.04, 0.07])
+    earlier = [np.ascontiguousarray(RNG.normal(0, 0.05, (3, 3))) for _ in times]
+    pose = syn.pose_from(np.array([3.0, -2.0, 500.0]), np.array([0.2, -0.1, 0.3]), np.eye(4))
+    now = 0.1
+    w = [
+        np.prod([(now - tj) / (ti - tj) for j, tj in enumerate(times) if j != i])
+        for i, ti in enumerate(times)
+    ]
+    predicted = sum(wi * p for wi, p in zip(w, earlier, strict=True))
+    d2 = ((geometry.apply(pose, targets) - predicted) ** 2).sum(axis=1) * 1e6
+    got = check_kernels.extrapolation_disagreement(times, *earlier, now, pose, targets)
+    np.testing.assert_allclose(got, d2 / (1 + sum(wi * wi for wi in w)), rtol=1e-12)
+    cloud = RNG.normal(0, 1, (8, 3))
+    assert check_kernels.median_depth(cloud) == np.median(cloud[:, 2])
+    assert check_kernels.median_depth(cloud[:7].copy()) == np.median(cloud[:7, 2])
