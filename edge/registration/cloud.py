@@ -36,9 +36,39 @@ EYE_MARGIN = 1.5
 MOUTH_MARGIN = 1.3
 
 
-def _grown(points: np.ndarray, factor: float) -> np.ndarray:
-    c = points.mean(axis=0)
-    return c + (points - c) * factor
+# The contours left out of the region, with their enlargement (landmark rows).
+_HOLES = (
+    (np.array(EYE_RIGHT_CONTOUR), EYE_MARGIN),
+    (np.array(EYE_LEFT_CONTOUR), EYE_MARGIN),
+    (np.array(LIPS_OUTER_CONTOUR), MOUTH_MARGIN),
+)
+_HOLES_MAX_ROW = max(int(rows.max()) for rows, _ in _HOLES)
+
+
+@kernel("int32[:, :, ::1](float64[:, ::1], float64, float64, float64, float64)")
+def _cells(poly: np.ndarray, grown: float, u0: float, v0: float, stride: float) -> np.ndarray:
+    """The polygon (K, 2) in mask cells, (K, 1, 2) as cv2.fillPoly takes it: enlarged
+    ``grown`` times about its centroid first (when ``grown`` > 0); empty when a vertex
+    is not finite."""
+    k = poly.shape[0]
+    for i in range(k):
+        if not (math.isfinite(poly[i, 0]) and math.isfinite(poly[i, 1])):
+            return np.empty((0, 1, 2), np.int32)
+    c0 = c1 = 0.0
+    for i in range(k):  # the centroid, summed in order as numpy does along axis 0
+        c0 += poly[i, 0]
+        c1 += poly[i, 1]
+    c0 /= k
+    c1 /= k
+    out = np.empty((k, 1, 2), np.int32)
+    for i in range(k):
+        u, v = poly[i, 0], poly[i, 1]
+        if grown > 0:
+            u = c0 + (u - c0) * grown
+            v = c1 + (v - c1) * grown
+        out[i, 0, 0] = np.int32(np.rint((u - u0) / stride))
+        out[i, 0, 1] = np.int32(np.rint((v - v0) / stride))
+    return out
 
 
 def face_pixels(
@@ -76,19 +106,12 @@ def face_pixels(
     rows = (v1 - v0) // stride + 1
     mask = np.zeros((rows, cols), np.uint8)
 
-    def cells(poly: np.ndarray) -> np.ndarray:
-        return np.rint((poly - [u0, v0]) / stride).astype(np.int32).reshape(-1, 1, 2)
-
-    cv2.fillPoly(mask, [cells(hull)], 1)
-    if len(full) > max(*EYE_LEFT_CONTOUR, *EYE_RIGHT_CONTOUR, *LIPS_OUTER_CONTOUR):
-        for contour, factor in (
-            (EYE_RIGHT_CONTOUR, EYE_MARGIN),
-            (EYE_LEFT_CONTOUR, EYE_MARGIN),
-            (LIPS_OUTER_CONTOUR, MOUTH_MARGIN),
-        ):
-            poly = full[list(contour)]
-            if np.isfinite(poly).all():
-                cv2.fillPoly(mask, [cells(_grown(poly, factor))], 0)
+    cv2.fillPoly(mask, [_cells(c_array(hull), 0.0, u0, v0, stride)], 1)
+    if len(full) > _HOLES_MAX_ROW:
+        for rows_of, grown in _HOLES:
+            hole = _cells(c_array(full[rows_of]), grown, u0, v0, stride)
+            if len(hole):
+                cv2.fillPoly(mask, [hole], 0)
     return _mask_pixels(mask, int(u0), int(v0), stride, width, height)
 
 
@@ -139,13 +162,28 @@ def drape_coloured(
     grey, black and white pixels (Cb = Cr) are not: the ICP occlusion gate handles
     white gauze and instruments.
     """
-    rgb = color[pix[:, 1], pix[:, 0]].astype(np.float32)
-    if color_format is PixelFormat.BGR8:
-        rgb = rgb[:, ::-1]
-    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    return _drape_mask(
+        c_array(pix, np.int64), color, color_format is PixelFormat.BGR8, np.float32(chroma)
+    )
+
+
+@kernel("boolean(Array(uint8, 3, 'A', readonly=True), int64, int64, boolean, float32)")
+def _is_drape(color: np.ndarray, u: int, v: int, bgr: bool, chroma: float) -> bool:
+    """:func:`drape_coloured` at one pixel, in float32 as numpy computed it."""
+    red = np.float32(color[v, u, 2 if bgr else 0])
+    green = np.float32(color[v, u, 1])
+    blue = np.float32(color[v, u, 0 if bgr else 2])
     # BT.601: Cb - Cr = 0.564 (B - Y) - 0.713 (R - Y), Y = 0.299 R + 0.587 G + 0.114 B
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    return np.asarray(0.564 * (b - y) - 0.713 * (r - y) > chroma)
+    y = np.float32(0.299) * red + np.float32(0.587) * green + np.float32(0.114) * blue
+    return np.float32(0.564) * (blue - y) - np.float32(0.713) * (red - y) > chroma
+
+
+@kernel("boolean[::1](int64[:, ::1], Array(uint8, 3, 'A', readonly=True), boolean, float32)")
+def _drape_mask(pix: np.ndarray, color: np.ndarray, bgr: bool, chroma: float) -> np.ndarray:
+    out = np.empty(pix.shape[0], np.bool_)
+    for i in range(pix.shape[0]):
+        out[i] = _is_drape(color, pix[i, 0], pix[i, 1], bgr, chroma)
+    return out
 
 
 @dataclass(frozen=True)
@@ -199,7 +237,7 @@ def _lift_face(
     points, pixels per region (R,), drape-coloured pixels). ``chroma`` NaN: no drape test.
 
     Each pixel's region is its nearest finite centre (0 when none is finite); the drape
-    test is :func:`drape_coloured`'s, in the same float32 arithmetic."""
+    test is :func:`drape_coloured`'s."""
     n = pix.shape[0]
     points = np.empty((n, 3))
     region = np.empty(n, np.int64)
@@ -219,14 +257,9 @@ def _lift_face(
                 label = c
         per_region[label] += 1
         raw = depth[v, u]
-        if test_drape:
-            red = np.float32(color[v, u, 2 if bgr else 0])
-            green = np.float32(color[v, u, 1])
-            blue = np.float32(color[v, u, 0 if bgr else 2])
-            y = np.float32(0.299) * red + np.float32(0.587) * green + np.float32(0.114) * blue
-            if np.float32(0.564) * (blue - y) - np.float32(0.713) * (red - y) > limit:
-                drape += 1
-                continue
+        if test_drape and _is_drape(color, u, v, bgr, limit):
+            drape += 1
+            continue
         if raw == 0:
             continue
         z = raw * depth_scale_m - bias_m

@@ -59,10 +59,20 @@ def rigid_transform(
     Both Nx3 in metres, N >= 3, not collinear. Raises RegistrationError.
     """
     s, t = _validate(source_m, target_m)
-    w = np.ones(len(s)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != (len(s),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+    return _fit(c_array(s), c_array(t), _weights(weights, len(s)))
+
+
+def _weights(weights: np.ndarray | None, n: int) -> np.ndarray:
+    w = np.ones(n) if weights is None else c_array(weights)
+    if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise RegistrationError("weights must be N finite non-negative numbers, not all zero")
-    T, res, fre_mm, spread = weighted_rigid_fit(c_array(s), c_array(t), c_array(w))
+    return w
+
+
+def _fit(s: np.ndarray, t: np.ndarray, w: np.ndarray) -> PairedPointResult:
+    """The fit of checked C-contiguous pairs; a pair of weight 0 is left out of it (its
+    distance after the fit is still given)."""
+    T, res, fre_mm, spread = weighted_rigid_fit(s, t, w)
     if not spread:
         raise RegistrationError("the source points are collinear", "use points spread in 2-D")
     return PairedPointResult(T, fre_mm, res, w > 0)
@@ -86,10 +96,10 @@ def robust_rigid_transform(
     n = len(s)
     if n < min_inliers:
         raise RegistrationError(f"need at least {min_inliers} point pairs, got {n}")
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    s, t, w = c_array(s), c_array(t), _weights(weights, n)
     # Common case first: when every pair agrees with the least-squares fit there
     # is nothing to reject (and RANSAC would pick the same set).
-    everyone = rigid_transform(s, t, w)
+    everyone = _fit(s, t, w)
     if (everyone.residuals_mm < inlier_threshold_mm).all():
         return everyone
     trimmed = _trimmed(s, t, w, everyone, inlier_threshold_mm, min_inliers)
@@ -160,12 +170,9 @@ def _trimmed(
         if keep.sum() < max(min_inliers, 3):
             return None
         try:
-            fit = rigid_transform(s[keep], t[keep], w[keep])
+            fit = _fit(s, t, w * keep)  # the pairs left out weigh nothing
         except RegistrationError:
             return None
-        fit = PairedPointResult(
-            fit.source_to_target, fit.fre_mm, _residuals_mm(fit.source_to_target, s, t), keep
-        )
     agree = (fit.residuals_mm < threshold_mm) & (w > 0)
     if (agree != keep).any() or keep.sum() < max(min_inliers, int(np.ceil(0.6 * len(s)))):
         return None

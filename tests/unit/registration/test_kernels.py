@@ -275,7 +275,16 @@ def reference_region_cloud(frame, lm, pix, bias_m, chroma):
     d2 = ((pix[:, None, :] - centres[None]) ** 2).sum(axis=2)
     region = np.argmin(np.where(np.isnan(d2), np.inf, d2), axis=1)
     depth = frame.depth[pix[:, 1], pix[:, 0]]
-    covered = drape_coloured(frame.color, frame.color_format, pix, chroma)
+    rgb = frame.color[pix[:, 1], pix[:, 0]].astype(np.float32)
+    if frame.color_format is PixelFormat.BGR8:
+        rgb = rgb[:, ::-1]
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b  # float32, as the kernel computes it
+    covered = 0.564 * (b - y) - 0.713 * (r - y) > chroma
+    assert covered.dtype == np.bool_ and y.dtype == np.float32
+    np.testing.assert_array_equal(
+        drape_coloured(frame.color, frame.color_format, pix, chroma), covered
+    )
     ok = (depth > 0) & ~covered
     z = depth[ok].astype(np.float64) * frame.depth_scale_m - bias_m
     points = frame.intrinsics.deproject(pix[ok].astype(np.float64), z)
@@ -431,3 +440,75 @@ def test_extrapolation_disagreement_and_median_depth_match_numpy():
     cloud = RNG.normal(0, 1, (8, 3))
     assert check_kernels.median_depth(cloud) == np.median(cloud[:, 2])
     assert check_kernels.median_depth(cloud[:7].copy()) == np.median(cloud[:7, 2])
+
+
+def reference_face_pixels(lm, width, height, max_points, hull_rows):
+    """face_pixels in numpy and OpenCV, as it was written before its kernels."""
+    import cv2
+
+    from edge.registration.landmarks import (
+        EYE_LEFT_CONTOUR,
+        EYE_RIGHT_CONTOUR,
+        LIPS_OUTER_CONTOUR,
+    )
+
+    full = lm[:, :2]
+    pts = full[list(hull_rows)]
+    hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+    area = float(cv2.contourArea(hull.astype(np.float32)))
+    u0, v0 = np.floor(hull.min(axis=0)).astype(int)
+    u1, v1 = np.ceil(hull.max(axis=0)).astype(int)
+    stride = max(1, int(np.sqrt(area / max_points * 1.25)))
+    mask = np.zeros(((v1 - v0) // stride + 1, (u1 - u0) // stride + 1), np.uint8)
+
+    def cells(poly):
+        return np.rint((poly - [u0, v0]) / stride).astype(np.int32).reshape(-1, 1, 2)
+
+    cv2.fillPoly(mask, [cells(hull)], 1)
+    for contour, grown in (
+        (EYE_RIGHT_CONTOUR, 1.5),
+        (EYE_LEFT_CONTOUR, 1.5),
+        (LIPS_OUTER_CONTOUR, 1.3),
+    ):
+        poly = full[list(contour)]
+        c = poly.mean(axis=0)
+        cv2.fillPoly(mask, [cells(c + (poly - c) * grown)], 0)
+    r, c = np.nonzero(mask)
+    u, v = u0 + c * stride, v0 + r * stride
+    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    return np.stack([u[inside], v[inside]], axis=1)
+
+
+def face_like_landmarks(rng):
+    """468 landmarks in a face's box, the eye and lip contours ellipses where a face has
+    them (so that their holes are cut)."""
+    from edge.registration.landmarks import (
+        EYE_LEFT_CONTOUR,
+        EYE_RIGHT_CONTOUR,
+        LIPS_OUTER_CONTOUR,
+    )
+
+    lm = np.column_stack([rng.uniform(200, 440, 468), rng.uniform(120, 400, 468)])
+    for rows, (cu, cv, ru, rv) in (
+        (EYE_RIGHT_CONTOUR, (270.3, 220.6, 25.0, 9.0)),
+        (EYE_LEFT_CONTOUR, (370.1, 221.2, 24.0, 10.0)),
+        (LIPS_OUTER_CONTOUR, (320.4, 330.7, 40.0, 15.0)),
+    ):
+        angle = np.linspace(0, 2 * np.pi, len(rows), endpoint=False)
+        lm[list(rows)] = np.column_stack([cu + ru * np.cos(angle), cv + rv * np.sin(angle)])
+    return lm
+
+
+@pytest.mark.parametrize("shift", [(0.0, 0.0), (-250.0, 37.3), (180.5, -200.25)])
+def test_face_pixels_match_the_numpy_rasterisation(shift):
+    from edge.registration.landmarks import EYE_LEFT_CONTOUR, RIGID_FACE_HULL
+
+    lm = face_like_landmarks(np.random.default_rng(5)) + shift  # partly off the image
+    for hull in (RIGID_FACE_HULL, range(len(lm))):
+        for points in (300, 700, 5000):
+            want = reference_face_pixels(lm, 640, 480, points, hull)
+            np.testing.assert_array_equal(face_pixels(lm, 640, 480, points, list(hull)), want)
+    whole = face_pixels(lm, 640, 480, 2000)
+    lm[EYE_LEFT_CONTOUR[0]] = np.nan  # an eye not tracked: no hole is cut for it
+    holed = face_pixels(lm, 640, 480, 2000)
+    assert set(map(tuple, whole.tolist())) < set(map(tuple, holed.tolist()))
