@@ -9,7 +9,11 @@ presence alone stays high on an off-centre crop. Neither catches a crop that
 slipped far off the face (the model then draws a confident face where there
 is none), so every ``redetect_interval_frames`` frames the detector runs as a
 cross-check (:func:`cross_check`) and the crop is re-anchored when it
-disagrees. On loss the detector runs again on the same frame.
+disagrees. The cross-check's detector runs in its own thread on that frame's
+image while the frame goes on through the pipeline; its verdict on that frame
+is taken when the next frame is tracked (a failed one loses the face there),
+so no frame waits for the detector. On loss the detector runs again on the
+same frame.
 
 Patient rule: the tracker follows one face, the patient's. Among the
 detections it picks the one whose box centre is nearest to the last tracked
@@ -151,6 +155,7 @@ class FaceTracker:
         self._since_detect = 0
         self._last_t_s: float | None = None
         self._beside: futures.ThreadPoolExecutor | None = None  # the detector's thread
+        self._check: _CrossCheck | None = None  # started on the previous frame
 
     @classmethod
     def from_config(
@@ -212,6 +217,7 @@ class FaceTracker:
         """Release the tracker; later calls to :meth:`track` raise StateError."""
         self._state = TrackerState.CLOSED
         self._last = None
+        self._check = None
         self.stop_threads()
 
     def stop_threads(self) -> None:
@@ -227,6 +233,7 @@ class FaceTracker:
         self._state = TrackerState.SEARCHING
         self._last = None
         self._patient = None
+        self._check = None
         self._filter_2d.reset()
         self._filter_3d.reset()
         self._last_t_s = None
@@ -266,7 +273,7 @@ class FaceTracker:
 
     def _detect_beside(self, image: np.ndarray, bgr: bool) -> futures.Future[list[Detection]]:
         """:meth:`_detect` in the tracker's detector thread (ONNX Runtime releases the
-        interpreter lock while it infers); the caller waits for it on the same frame."""
+        interpreter lock while it infers)."""
         if self._beside is None:
             self._beside = futures.ThreadPoolExecutor(1, thread_name_prefix="face-detector")
         return self._beside.submit(self._detect, image, bgr)
@@ -292,28 +299,26 @@ class FaceTracker:
         if self._state is TrackerState.FOLLOWING and self._last is not None:
             roi = roi_from_landmarks(self._last.landmarks_px, self.config.roi_scale)
             interval = self.config.redetect_interval_frames
-            # On a cross-check frame the detector runs on the second core while the
-            # landmark model runs here; both decide on this frame, as in turn.
+            # On a cross-check frame the detector starts on the second core, on this
+            # frame's image; its verdict on this frame is taken on the next one.
             pending = (
                 self._detect_beside(image, bgr)
                 if interval > 0 and self._since_detect >= interval
                 else None
             )
-            try:
-                out = self.landmarks.run(image, roi, bgr=bgr)
-            except BaseException:
-                if pending is not None:
-                    futures.wait([pending])
-                raise
+            out = self.landmarks.run(image, roi, bgr=bgr)
             model_ms.append(out.inference_ms)
             reason = self._loss_reason(out)
+            if not reason and self._check is not None:
+                reason = self._checked()
+                continuous = not reason  # a re-anchored crop jumps: restart the filters
             if pending is not None:
-                detections = pending.result()
-                if not reason:
+                if reason:  # lost on this frame: its detections find the face again
+                    detections = pending.result()
+                else:
                     mode = "detect"
                     self._since_detect = 0
-                    reason = cross_check(detections, landmark_box(out.landmarks_px))
-                    continuous = not reason  # a re-anchored crop jumps: restart the filters
+                    self._check = _CrossCheck(pending, landmark_box(out.landmarks_px))
             if reason:
                 log.debug("frame %d: face lost (%s); detecting again", frame.number, reason)
                 self.lost_reason = reason
@@ -321,6 +326,7 @@ class FaceTracker:
         if out is None:
             mode = "detect"
             self._since_detect = 0
+            self._check = None  # this frame's detection supersedes an earlier frame's
             if detections is None:
                 detections = self._detect(image, bgr)
             detection, same = choose_patient(detections, self._patient)
@@ -374,6 +380,14 @@ class FaceTracker:
         )
         return TrackingResult(faces=[face], patient=face, mode=mode, landmark_model_ms=model_ms)
 
+    def _checked(self) -> str:
+        """The verdict of the cross-check started on the previous frame (waiting for its
+        detector if need be): why its detections disagree with that frame's landmarks,
+        or "". A detector that failed raises here, on this frame."""
+        check, self._check = self._check, None
+        assert check is not None
+        return cross_check(check.detections.result(), check.landmark_box)
+
     def _loss_reason(self, out: LandmarkOutput) -> str:
         if out.presence < self.config.presence_threshold:
             return f"presence {out.presence:.2f} below {self.config.presence_threshold}"
@@ -390,6 +404,15 @@ class FaceTracker:
             self._filter_3d.reset()
         self._last_t_s = t_s
         return self._filter_2d(landmarks_px, t_s), self._filter_3d(points_m, t_s)
+
+
+@dataclass(frozen=True)
+class _CrossCheck:
+    """A cross-check under way: the detector on a frame's image, and the box of the
+    landmarks tracked on that frame, which its detections must agree with."""
+
+    detections: futures.Future[list[Detection]]
+    landmark_box: np.ndarray
 
 
 def _scatter(
