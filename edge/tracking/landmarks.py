@@ -12,6 +12,7 @@ model's crop outputs are continuous crop pixels (0..192).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -96,12 +97,14 @@ class Roi:
 
     def crop_to_image(self, crop_size: int) -> np.ndarray:
         """2x3 affine map from crop pixels (centres at integers) to image pixels."""
-        c, s = np.cos(self.angle_rad), np.sin(self.angle_rad)
+        # Scalar arithmetic: numpy's calls on 2-vectors cost more than the sums (once a frame).
         k = self.size_px / crop_size
-        rot = np.array([[c, -s], [s, c]]) * k
+        a, b = math.cos(self.angle_rad) * k, math.sin(self.angle_rad) * k
         # Crop pixel u has continuous coordinate u + 0.5; the crop centre is crop_size / 2.
-        t = np.array([self.centre_x, self.centre_y]) + rot @ np.full(2, 0.5 - crop_size / 2)
-        return np.hstack([rot, t[:, None]])
+        h = 0.5 - crop_size / 2
+        return np.array(
+            [[a, -b, self.centre_x + (a * h - b * h)], [b, a, self.centre_y + (b * h + a * h)]]
+        )
 
 
 def _angle(start_xy: np.ndarray, end_xy: np.ndarray) -> float:

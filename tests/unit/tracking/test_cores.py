@@ -113,6 +113,13 @@ def test_roi_crop_to_image_rotation_and_scale():
     np.testing.assert_allclose(step, [0, 1], atol=1e-12)
 
 
+def test_roi_crop_to_image_known_answer():
+    """Upright, twice the crop's size: pixel u of the crop is image x = 2u + (100 - 191)."""
+    m = Roi(100.0, 50.0, 384.0, 0.0).crop_to_image(192)
+    assert m.shape == (2, 3) and m.dtype == np.float64
+    np.testing.assert_array_equal(m, [[2.0, 0.0, -91.0], [0.0, 2.0, -141.0]])
+
+
 def test_roi_from_detection_uses_eye_line_and_1_5x_box():
     kps = np.array([[10.0, 10.0], [20.0, 20.0], [0, 0], [0, 0], [0, 0], [0, 0]])
     det = Detection(0.9, np.array([0.0, 0.0, 40.0, 20.0]), kps)
