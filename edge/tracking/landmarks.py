@@ -21,7 +21,7 @@ import numpy as np
 
 from edge.frames import LANDMARK_COUNT
 from edge.jit import kernel
-from edge.tracking.detector import Detection, sigmoid
+from edge.tracking.detector import Detection, sigmoid_of
 from edge.tracking.runtime import ModelRunner
 
 RIGHT_EYE_OUTER = 33  # subject's right eye, on the image's left
@@ -253,5 +253,5 @@ class LandmarkModel:
         landmarks = np.empty((LANDMARK_COUNT, 3))
         crop_xy = np.empty((LANDMARK_COUNT, 2))
         _decode(raw, m, roi.size_px / self.size, landmarks, crop_xy)
-        presence = float(sigmoid(np.array(flag)))
+        presence = sigmoid_of(flag)
         return LandmarkOutput(landmarks, crop_xy, presence, roi, inference_ms)
