@@ -108,8 +108,11 @@ class Roi:
 
 
 def _angle(start_xy: np.ndarray, end_xy: np.ndarray) -> float:
-    d = np.asarray(end_xy, dtype=np.float64) - np.asarray(start_xy, dtype=np.float64)
-    return float(np.arctan2(d[1], d[0]))
+    # Float arithmetic, not 2-vectors (the same differences); numpy's arctan2, not
+    # math.atan2, which differs in the last bit.
+    dx = float(end_xy[0]) - float(start_xy[0])
+    dy = float(end_xy[1]) - float(start_xy[1])
+    return float(np.arctan2(dy, dx))
 
 
 def roi_from_detection(det: Detection, scale: float = ROI_SCALE) -> Roi:
