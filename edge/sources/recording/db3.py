@@ -38,6 +38,7 @@ _IMAGE_TOPIC = re.compile(
 _MAX_SIDE = 16384  # pixels; larger images are not camera frames
 _CDR_LE = b"\x00\x01"
 _COMPRESSED_DEPTH_HEADER = 12  # image_transport's ConfigHeader: int32 format, 2 x float32
+_U32 = struct.Struct("<I")
 # Python 3.11+ reads a blob straight from SQLite's pages into one bytes object.
 _BLOBOPEN = hasattr(sqlite3.Connection, "blobopen")
 # SQLite maps up to this much of the file (it clamps to its own build limit, about 2 GiB,
@@ -180,7 +181,7 @@ class _Cdr:
 
     def u32(self) -> int:
         self.align(4)
-        (v,) = struct.unpack_from("<I", self.data, self.pos)
+        (v,) = _U32.unpack_from(self.data, self.pos)
         self.pos += 4
         return int(v)
 
@@ -258,7 +259,8 @@ def _decode_raw(data: bytes, expect: tuple[int, int, int]) -> np.ndarray:
     if step < width * bpp or len(pixels) < step * height:
         raise ValueError(f"{len(pixels)} bytes of pixels for {width}x{height} at step {step}")
     rows = np.frombuffer(pixels, np.uint8, count=step * height).reshape(height, step)
-    rows = np.ascontiguousarray(rows[:, : width * bpp])
+    if step != width * bpp:  # padded rows: the one case that copies
+        rows = np.ascontiguousarray(rows[:, : width * bpp])
     if bpp == 2:
         return rows.view("<u2").reshape(height, width)
     return rows.reshape(height, width, bpp)
