@@ -12,6 +12,7 @@ model's crop outputs are continuous crop pixels (0..192).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from edge.frames import LANDMARK_COUNT
 from edge.jit import kernel
-from edge.tracking.detector import Detection, sigmoid
+from edge.tracking.detector import Detection, sigmoid_of
 from edge.tracking.runtime import ModelRunner
 
 RIGHT_EYE_OUTER = 33  # subject's right eye, on the image's left
@@ -96,17 +97,22 @@ class Roi:
 
     def crop_to_image(self, crop_size: int) -> np.ndarray:
         """2x3 affine map from crop pixels (centres at integers) to image pixels."""
-        c, s = np.cos(self.angle_rad), np.sin(self.angle_rad)
+        # Scalar arithmetic: numpy's calls on 2-vectors cost more than the sums (once a frame).
         k = self.size_px / crop_size
-        rot = np.array([[c, -s], [s, c]]) * k
+        a, b = math.cos(self.angle_rad) * k, math.sin(self.angle_rad) * k
         # Crop pixel u has continuous coordinate u + 0.5; the crop centre is crop_size / 2.
-        t = np.array([self.centre_x, self.centre_y]) + rot @ np.full(2, 0.5 - crop_size / 2)
-        return np.hstack([rot, t[:, None]])
+        h = 0.5 - crop_size / 2
+        return np.array(
+            [[a, -b, self.centre_x + (a * h - b * h)], [b, a, self.centre_y + (b * h + a * h)]]
+        )
 
 
 def _angle(start_xy: np.ndarray, end_xy: np.ndarray) -> float:
-    d = np.asarray(end_xy, dtype=np.float64) - np.asarray(start_xy, dtype=np.float64)
-    return float(np.arctan2(d[1], d[0]))
+    # Float arithmetic, not 2-vectors (the same differences); numpy's arctan2, not
+    # math.atan2, which differs in the last bit.
+    dx = float(end_xy[0]) - float(start_xy[0])
+    dy = float(end_xy[1]) - float(start_xy[1])
+    return float(np.arctan2(dy, dx))
 
 
 def roi_from_detection(det: Detection, scale: float = ROI_SCALE) -> Roi:
@@ -250,5 +256,5 @@ class LandmarkModel:
         landmarks = np.empty((LANDMARK_COUNT, 3))
         crop_xy = np.empty((LANDMARK_COUNT, 2))
         _decode(raw, m, roi.size_px / self.size, landmarks, crop_xy)
-        presence = float(sigmoid(np.array(flag)))
+        presence = sigmoid_of(flag)
         return LandmarkOutput(landmarks, crop_xy, presence, roi, inference_ms)

@@ -252,6 +252,57 @@ def test_a_damaged_image_message_is_one_clear_error(tmp_path, recording):
             src.read()
 
 
+def _plain_recording(path: Path, frames: list[Frame]) -> Path:
+    with Recorder(path, fps=30.0, compress=False) as rec:
+        for f in frames:
+            rec.write(f)
+    return path
+
+
+def test_mapped_reads_give_the_bytes_sqlite_stores(tmp_path, frames):
+    """The reader maps the file (``PRAGMA mmap_size``); each message's bytes are those a
+    plain connection's ``SELECT`` returns."""
+    from edge.sources.recording.db3 import Db3Images
+
+    p = _plain_recording(tmp_path / "plain.db3", frames)
+    images = Db3Images(p)
+    plain = sqlite3.connect(p)
+    try:
+        assert images._con.execute("PRAGMA mmap_size").fetchone()[0] > p.stat().st_size
+        for ref in images.color + images.depth:
+            (want,) = plain.execute("SELECT data FROM messages WHERE id = ?", (ref.message_id,))
+            assert images._blob(ref.message_id, ref.row) == bytes(want[0])
+    finally:
+        plain.close()
+        images.close()
+
+
+def test_a_broken_page_chain_is_one_clear_error(tmp_path, frames):
+    """A damaged overflow page of frame 5's image (its next-page pointer) is a SourceError
+    when that image is read from the mapped file (opening checks the whole file first, so
+    this reads past that check); the others read."""
+    from edge.sources.recording.db3 import Db3Images
+
+    p = _plain_recording(tmp_path / "chain.db3", frames)
+    raw = bytearray(p.read_bytes())
+    page = raw.find(frames[5].color.tobytes()[5000:5064]) // 4096
+    assert page > 0
+    raw[page * 4096 : page * 4096 + 4] = b"\xff\xff\xff\xff"
+    p.write_bytes(raw)
+    images = Db3Images(p)
+    try:
+        for i, ref in enumerate(images.color):
+            if i == 5:
+                with pytest.raises(SourceError, match=r"message \d+ is unreadable .*malformed"):
+                    images.decode(ref, "color", (H, W, 3))
+            else:
+                np.testing.assert_array_equal(
+                    images.decode(ref, "color", (H, W, 3)), frames[i].color
+                )
+    finally:
+        images.close()
+
+
 def test_realtime_mode_paces_at_recorded_timestamps(recording, frames):
     now = [100.0]
     sleeps: list[float] = []

@@ -38,8 +38,15 @@ _IMAGE_TOPIC = re.compile(
 _MAX_SIDE = 16384  # pixels; larger images are not camera frames
 _CDR_LE = b"\x00\x01"
 _COMPRESSED_DEPTH_HEADER = 12  # image_transport's ConfigHeader: int32 format, 2 x float32
+_U32 = struct.Struct("<I")
 # Python 3.11+ reads a blob straight from SQLite's pages into one bytes object.
 _BLOBOPEN = hasattr(sqlite3.Connection, "blobopen")
+# SQLite maps up to this much of the file (it clamps to its own build limit, about 2 GiB,
+# and reads any rest as before): a message's pages are then copied out of the mapping,
+# not fetched by one read() per 4 kB page (measured: 0.28 -> 0.06-0.10 ms per 1 MB image).
+# The recording is opened read-only and is not changed while it plays (the recorder
+# writes a temporary file and renames it at close).
+_MMAP_BYTES = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class Db3Images:
         self.path = path
         self._con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         try:
+            self._con.execute(f"PRAGMA mmap_size = {_MMAP_BYTES}")
             self.color, self._color_compressed = self._stream("Color")
             self.depth, self._depth_compressed = self._stream("Depth")
         except sqlite3.DatabaseError as exc:
@@ -173,7 +181,7 @@ class _Cdr:
 
     def u32(self) -> int:
         self.align(4)
-        (v,) = struct.unpack_from("<I", self.data, self.pos)
+        (v,) = _U32.unpack_from(self.data, self.pos)
         self.pos += 4
         return int(v)
 
@@ -251,7 +259,8 @@ def _decode_raw(data: bytes, expect: tuple[int, int, int]) -> np.ndarray:
     if step < width * bpp or len(pixels) < step * height:
         raise ValueError(f"{len(pixels)} bytes of pixels for {width}x{height} at step {step}")
     rows = np.frombuffer(pixels, np.uint8, count=step * height).reshape(height, step)
-    rows = np.ascontiguousarray(rows[:, : width * bpp])
+    if step != width * bpp:  # padded rows: the one case that copies
+        rows = np.ascontiguousarray(rows[:, : width * bpp])
     if bpp == 2:
         return rows.view("<u2").reshape(height, width)
     return rows.reshape(height, width, bpp)

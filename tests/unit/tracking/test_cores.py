@@ -11,7 +11,15 @@ from edge.errors import StateError
 from edge.frames import Intrinsics
 from edge.tracking.anchors import ssd_anchors
 from edge.tracking.depth import DepthSampling, landmark_depths_m, lift_landmarks
-from edge.tracking.detector import Detection, decode_boxes, iou, letterbox, sigmoid, weighted_nms
+from edge.tracking.detector import (
+    Detection,
+    decode_boxes,
+    iou,
+    letterbox,
+    sigmoid,
+    sigmoid_of,
+    weighted_nms,
+)
 from edge.tracking.landmarks import Roi, check_crop, roi_from_detection, roi_from_landmarks
 from edge.tracking.runtime import choose_providers
 from edge.tracking.smoothing import OneEuroFilter
@@ -52,6 +60,15 @@ def test_sigmoid_clips_huge_logits_without_overflow():
     with np.errstate(over="raise"):
         s = sigmoid(np.array([-1e6, 0.0, 1e6]))
     np.testing.assert_allclose(s, [1 / (1 + np.exp(100)), 0.5, 1 / (1 + np.exp(-100))])
+
+
+def test_sigmoid_of_one_logit_is_the_arrays_value():
+    logits = [-1e6, -100.0, -3.7, -1e-9, 0.0, 0.3, 2.5, 17.0, 1e6]
+    logits += list(np.random.default_rng(0).normal(0.0, 8.0, 1000))
+    with np.errstate(over="raise"):
+        for x in logits:
+            assert sigmoid_of(float(x)) == float(sigmoid(np.array(x)))
+    assert sigmoid_of(0.0) == 0.5 and np.isnan(sigmoid_of(float("nan")))
 
 
 def test_weighted_nms_blends_overlapping_boxes_and_keeps_separate_ones():
@@ -111,6 +128,13 @@ def test_roi_crop_to_image_rotation_and_scale():
     np.testing.assert_allclose(centre, [100, 50], atol=1e-9)
     step = m[:, :2] @ np.array([1.0, 0.0])
     np.testing.assert_allclose(step, [0, 1], atol=1e-12)
+
+
+def test_roi_crop_to_image_known_answer():
+    """Upright, twice the crop's size: pixel u of the crop is image x = 2u + (100 - 191)."""
+    m = Roi(100.0, 50.0, 384.0, 0.0).crop_to_image(192)
+    assert m.shape == (2, 3) and m.dtype == np.float64
+    np.testing.assert_array_equal(m, [[2.0, 0.0, -91.0], [0.0, 2.0, -141.0]])
 
 
 def test_roi_from_detection_uses_eye_line_and_1_5x_box():
