@@ -80,6 +80,13 @@ class ThreadedStage(Protocol):
 
 
 @runtime_checkable
+@runtime_checkable
+class LookAhead(Protocol):
+    """A source that can tell whether its next frame is already waiting (read ahead)."""
+
+    def frame_waiting(self) -> bool: ...
+
+
 class CommandHandler(Protocol):
     """A stage that carries out headset commands: name -> handler of the validated args."""
 
@@ -262,6 +269,11 @@ class Pipeline:
             return True
         return frame, (self._clock() - start) * 1000.0
 
+    def _frame_waiting(self) -> bool:
+        """Whether the next frame is already there; True when the source cannot tell (a
+        replay reads its next frame at once)."""
+        return not isinstance(self.source, LookAhead) or self.source.frame_waiting()
+
     def _run_split(
         self,
         max_frames: int | None,
@@ -271,8 +283,11 @@ class Pipeline:
     ) -> int:
         """:meth:`run` with the stages from ``split_before`` on, the sinks and ``on_result``
         in a second thread (:class:`_Tail`), overlapped with the earlier stages on the next
-        frame. A gap waits until the tail is idle, so every stage hears of it after the
-        frames before it and before the frames after it."""
+        frame. When the tail is idle and the source says its next frame is not there yet
+        (a camera's pace), the frame finishes in this thread instead: there is nothing to
+        overlap with, and a hand-over would only add to its latency. A gap waits until the
+        tail is idle, so every stage hears of it after the frames before it and before the
+        frames after it."""
         names = [stage.name for stage in self.stages]
         split = names.index(str(self.split_before))
         head, tail = self.stages[:split], _Tail(self, self.stages[split:], on_result)
@@ -291,7 +306,10 @@ class Pipeline:
                         break
                     result = self._begin(*got)
                     self._run_stages(result, head)
-                    tail.put(result)
+                    if tail.idle() and not self._frame_waiting():
+                        tail.run_here(result)  # nothing to overlap with: no hand-over
+                    else:
+                        tail.put(result)
                     handed += 1
             finally:
                 tail.close()
@@ -337,6 +355,16 @@ class _Tail:
         """Return when every frame handed over is finished (or dropped)."""
         self._queue.join()
 
+    def idle(self) -> bool:
+        """No frame handed over is waiting or being worked on."""
+        return self._queue.unfinished_tasks == 0
+
+    def run_here(self, result: FrameResult) -> None:
+        """Finish ``result`` in the caller's thread, as the tail thread would (only while
+        :meth:`idle`, so the order of frames is kept)."""
+        if not self.stopped:
+            self._finish(result)
+
     def close(self) -> None:
         """Finish what was handed over, then stop the thread."""
         self._queue.put(None)
@@ -348,16 +376,18 @@ class _Tail:
             try:
                 if result is None:
                     return
-                if self.stopped:
-                    continue
-                try:
-                    self._pipeline._run_stages(result, self._stages)
-                    self._pipeline._finish(result)
-                    self.done += 1
-                    if self._on_result is not None and self._on_result(result) is False:
-                        self.stopped = True
-                except BaseException as exc:  # raised again by run() in the loop's thread
-                    self.error = exc
-                    self.stopped = True
+                if not self.stopped:
+                    self._finish(result)
             finally:
                 self._queue.task_done()
+
+    def _finish(self, result: FrameResult) -> None:
+        try:
+            self._pipeline._run_stages(result, self._stages)
+            self._pipeline._finish(result)
+            self.done += 1
+            if self._on_result is not None and self._on_result(result) is False:
+                self.stopped = True
+        except BaseException as exc:  # raised again by run() in the loop's thread
+            self.error = exc
+            self.stopped = True

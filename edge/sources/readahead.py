@@ -83,6 +83,10 @@ class ReadAheadSource(WrappedSource):
             if item.frame is None and item.error is None:
                 return  # the end of the source: read no further
 
+    def frame_waiting(self) -> bool:
+        """Whether the next frame (or the end) has been read already (pipeline.LookAhead)."""
+        return not self._results.empty()
+
     def _take(self) -> _Item:
         while True:
             try:

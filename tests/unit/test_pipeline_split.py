@@ -4,6 +4,7 @@ second thread, with the same results, order, gaps, failures and stops as in one 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -115,3 +116,35 @@ def test_split_before_must_name_a_later_stage():
     for bad in ("tracking", "overlay"):
         with pytest.raises(ValueError, match="split_before"):
             Pipeline(CountingSource(1), stages, split_before=bad)
+
+
+class PacedSource(CountingSource):
+    """A source whose next frame is never there yet when asked (a camera's pace)."""
+
+    def frame_waiting(self) -> bool:
+        return False
+
+
+def test_with_no_frame_waiting_the_frame_finishes_in_the_loop_thread():
+    """Nothing to overlap with: no hand-over, the same results and order."""
+    one = _run(False, CountingSource(8))
+    paced = _run(True, PacedSource(8))
+    assert _per_part(paced[1]) == _per_part(one[1])
+    assert paced[3] == 8 and [r.frame.number for r in paced[2]] == list(range(1, 9))
+    head, tail, sink = paced[4]
+    assert head.threads == tail.threads == sink.threads == {threading.main_thread().name}
+
+
+def test_read_ahead_tells_when_its_next_frame_is_waiting():
+    from edge.sources.readahead import ReadAheadSource
+
+    source = ReadAheadSource(CountingSource(3))
+    with source:
+        assert source.read() is not None
+        for _ in range(500):  # the reader thread reads the next one now
+            if source.frame_waiting():
+                break
+            time.sleep(0.01)
+        assert source.frame_waiting()
+        assert source.read() is not None and source.read() is not None
+        assert source.read() is None
