@@ -80,13 +80,13 @@ class ThreadedStage(Protocol):
 
 
 @runtime_checkable
-@runtime_checkable
 class LookAhead(Protocol):
     """A source that can tell whether its next frame is already waiting (read ahead)."""
 
     def frame_waiting(self) -> bool: ...
 
 
+@runtime_checkable
 class CommandHandler(Protocol):
     """A stage that carries out headset commands: name -> handler of the validated args."""
 
