@@ -25,17 +25,22 @@ from edge.registration.types import RegistrationState
 from edge.tools.types import Navigation, TrajectoryFigures
 
 
+def _length(v: np.ndarray) -> float:
+    """A 3-vector's length (as ``np.linalg.norm``, without its checks)."""
+    return math.sqrt(float(v.dot(v)))
+
+
 def trajectory_figures(
-    name: str, entry_m: np.ndarray, target_m: np.ndarray, tip_m: np.ndarray, axis: np.ndarray
+    name: str, target_m: np.ndarray, direction: np.ndarray, tip_m: np.ndarray, axis: np.ndarray
 ) -> TrajectoryFigures:
-    """The tip (plan frame, m) and unit axis against the planned line entry -> target."""
-    d = (target_m - entry_m) / np.linalg.norm(target_m - entry_m)
+    """The tip (plan frame, m) and unit axis against the planned line through ``target_m``
+    along the unit ``direction`` (entry -> target)."""
     to_target = target_m - tip_m
-    along = float(to_target @ d)
-    lateral = float(np.linalg.norm(to_target - along * d))
-    angle = math.degrees(math.acos(float(np.clip(axis @ d, -1.0, 1.0))))
+    along = float(to_target @ direction)
+    lateral = _length(to_target - along * direction)
+    angle = math.degrees(math.acos(min(max(float(axis @ direction), -1.0), 1.0)))
     return TrajectoryFigures(
-        name, lateral * 1000.0, angle, along * 1000.0, float(np.linalg.norm(to_target)) * 1000.0
+        name, lateral * 1000.0, angle, along * 1000.0, _length(to_target) * 1000.0
     )
 
 
@@ -108,13 +113,30 @@ def winding_number_at(vertices: np.ndarray, faces: np.ndarray, p: np.ndarray) ->
     return total / (4.0 * math.pi)
 
 
-def _arrays(mesh: Mesh, point_m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return c_array(mesh.vertices), c_array(mesh.faces, np.int64), c_array(point_m)
+class _Surface:
+    """A structure's mesh as the kernels take it, with its bounding box."""
+
+    def __init__(self, mesh: Mesh) -> None:
+        self.vertices = c_array(mesh.vertices)
+        self.faces = c_array(mesh.faces, np.int64)
+        self.low = tuple(float(x) for x in self.vertices.min(axis=0))
+        self.high = tuple(float(x) for x in self.vertices.max(axis=0))
+
+    def signed_distance_m(self, point_m: np.ndarray) -> float:
+        """:func:`signed_mesh_distance_m` of this mesh."""
+        p = c_array(point_m)
+        d = float(mesh_distance_m(self.vertices, self.faces, p))
+        in_box = all(
+            lo <= c <= hi for lo, c, hi in zip(self.low, p.tolist(), self.high, strict=True)
+        )
+        inside = in_box and abs(winding_number_at(self.vertices, self.faces, p)) >= 0.5
+        return -d if inside else d
 
 
 def winding_number(mesh: Mesh, point_m: np.ndarray) -> float:
     """:func:`winding_number_at` for a plan mesh."""
-    return float(winding_number_at(*_arrays(mesh, point_m)))
+    surface = _Surface(mesh)
+    return float(winding_number_at(surface.vertices, surface.faces, c_array(point_m)))
 
 
 def signed_mesh_distance_m(mesh: Mesh, point_m: np.ndarray) -> float:
@@ -128,33 +150,42 @@ def signed_mesh_distance_m(mesh: Mesh, point_m: np.ndarray) -> float:
     still the distance to the surface, and the warning under ``structure_warning_mm``
     still fires near it).
     """
-    v, f, p = _arrays(mesh, point_m)
-    d = float(mesh_distance_m(v, f, p))
-    in_box = bool(((p >= v.min(axis=0)) & (p <= v.max(axis=0))).all())
-    inside = in_box and abs(winding_number_at(v, f, p)) >= 0.5
-    return -d if inside else d
+    return _Surface(mesh).signed_distance_m(point_m)
 
 
-def navigation_figures(
-    plan: Plan, tool: str, tip_patient_m: np.ndarray, axis_patient: np.ndarray, warn_mm: float
-) -> Navigation:
-    nav = Navigation(tool, True, tip_patient_m=tip_patient_m, axis_patient=axis_patient)
-    for name, target in plan.targets.items():
-        nav.target_names.append(name)
-        nav.target_distance_mm.append(float(np.linalg.norm(target - tip_patient_m)) * 1000.0)
-    nav.trajectories = [
-        trajectory_figures(t.name, t.entry, t.target, tip_patient_m, axis_patient)
-        for t in plan.trajectories
-    ]
-    for s in plan.structures:
-        d_mm = signed_mesh_distance_m(s.mesh, tip_patient_m) * 1000.0
-        if not d_mm >= nav.structure_distance_mm:  # also replaces the initial NaN
-            nav.nearest_structure, nav.structure_distance_mm = s.name, d_mm
-    # Inside a structure (distance <= 0) always warns, whatever the threshold.
-    d = nav.structure_distance_mm
-    nav.structure_inside = bool(d <= 0.0)
-    nav.structure_warning = bool(d <= 0.0 or d < warn_mm)
-    return nav
+class PlanNavigation:
+    """A plan's targets, trajectories and structures, prepared once for the figures of
+    every frame (the planned directions, the meshes as the kernels take them)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.targets = list(plan.targets.items())
+        self.trajectories = [
+            (t.name, t.target, (t.target - t.entry) / _length(t.target - t.entry))
+            for t in plan.trajectories
+        ]
+        self.structures = [(s.name, _Surface(s.mesh)) for s in plan.structures]
+
+    def figures(
+        self, tool: str, tip_patient_m: np.ndarray, axis_patient: np.ndarray, warn_mm: float
+    ) -> Navigation:
+        """The tool's figures from its tip (plan frame, m) and unit axis."""
+        nav = Navigation(tool, True, tip_patient_m=tip_patient_m, axis_patient=axis_patient)
+        for name, target in self.targets:
+            nav.target_names.append(name)
+            nav.target_distance_mm.append(_length(target - tip_patient_m) * 1000.0)
+        nav.trajectories = [
+            trajectory_figures(name, target, direction, tip_patient_m, axis_patient)
+            for name, target, direction in self.trajectories
+        ]
+        for name, surface in self.structures:
+            d_mm = surface.signed_distance_m(tip_patient_m) * 1000.0
+            if not d_mm >= nav.structure_distance_mm:  # also replaces the initial NaN
+                nav.nearest_structure, nav.structure_distance_mm = name, d_mm
+        # Inside a structure (distance <= 0) always warns, whatever the threshold.
+        d = nav.structure_distance_mm
+        nav.structure_inside = bool(d <= 0.0)
+        nav.structure_warning = bool(d <= 0.0 or d < warn_mm)
+        return nav
 
 
 class NavigationStage:
@@ -165,6 +196,7 @@ class NavigationStage:
     def __init__(self, plan: Plan, config: ToolsConfig | None = None) -> None:
         self.plan = plan
         self.config = config or ToolsConfig()
+        self._navigation = PlanNavigation(plan)
 
     def process(self, result: FrameResult) -> None:
         reg = result.registration
@@ -174,6 +206,7 @@ class NavigationStage:
             and reg.patient_to_camera is not None
             and not result.failed
         )
+        camera_to_patient = None
         out = []
         for tool in result.tools.tools if result.tools is not None else []:
             missing = ([] if registered else ["registration"]) + ([] if tool.current else ["tool"])
@@ -182,12 +215,11 @@ class NavigationStage:
                 continue
             assert reg is not None and reg.patient_to_camera is not None
             assert tool.tip_camera_m is not None and tool.axis_camera is not None
-            camera_to_patient = geometry.invert(reg.patient_to_camera)
+            if camera_to_patient is None:  # once a frame, for every tool
+                camera_to_patient = geometry.invert(reg.patient_to_camera)
             tip = geometry.apply(camera_to_patient, tool.tip_camera_m[None])[0]
             axis = camera_to_patient[:3, :3] @ tool.axis_camera
             out.append(
-                navigation_figures(
-                    self.plan, tool.name, tip, axis, self.config.structure_warning_mm
-                )
+                self._navigation.figures(tool.name, tip, axis, self.config.structure_warning_mm)
             )
         result.navigation = out

@@ -65,9 +65,12 @@ class SideBySide:
         self.beside = beside
         self.name = f"{main.name}+{beside.name}"
         self._clock = clock
-        # The worker's own copy of a frame's result in; (that copy, ms, error) out.
-        self._jobs: queue.Queue[FrameResult | None] = queue.Queue()
-        self._done: queue.Queue[tuple[FrameResult, float, BaseException | None]] = queue.Queue()
+        # The worker's own copy of a frame's result in; (that copy, ms, error) out. Simple
+        # queues: a hand-over each way per frame, without queue.Queue's Python-level locking.
+        self._jobs: queue.SimpleQueue[FrameResult | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[FrameResult, float, BaseException | None]] = (
+            queue.SimpleQueue()
+        )
         self._thread: threading.Thread | None = None
         self._stuck: BaseException | None = None  # set once ``beside`` stops answering
         # Headset commands of either part (the router looks for ``commands`` on stages).

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
 
 from edge.evaluation import percentiles
 from edge.frames import FrameResult
-from edge.overlay.navigation import navigation_figures
+from edge.overlay.navigation import PlanNavigation
 from edge.plan.model import Plan
 from edge.registration.types import RegistrationState
 from edge.tools.types import Navigation
@@ -63,6 +64,12 @@ class ToolEvaluator:
 
     name: ClassVar[str] = "tool-evaluation"
 
+    @cached_property
+    def _plan_navigation(self) -> PlanNavigation:
+        """The plan prepared for the true figures (once a run)."""
+        assert self.plan is not None
+        return PlanNavigation(self.plan)
+
     def consume(self, result: FrameResult) -> None:
         truth = result.frame.truth
         if truth is None or truth.tool_to_camera is None or result.tools is None:
@@ -97,7 +104,7 @@ class ToolEvaluator:
         camera_to_patient = np.linalg.inv(truth.patient_to_camera)
         tip = camera_to_patient[:3, :3] @ truth.tool_tip_camera_m + camera_to_patient[:3, 3]
         axis = camera_to_patient[:3, :3] @ truth.tool_axis_camera
-        true = navigation_figures(self.plan, nav.tool, tip, axis, 0.0)
+        true = self._plan_navigation.figures(nav.tool, tip, axis, 0.0)
         for est, ref in zip(nav.target_distance_mm, true.target_distance_mm, strict=True):
             self.nav_errors["distance_to_target_mm"].append(abs(est - ref))
         for e, r in zip(nav.trajectories, true.trajectories, strict=True):

@@ -190,12 +190,15 @@ def solve_tool_pose(
         return None
     pose = best
     used = None
+    final: np.ndarray | None = None  # the errors of ``pose`` once its inliers stopped changing
     for step in range(3):  # refine over the inliers until they stop changing
         tolerance = 2 if step == 0 and best is previous else 1
-        inl = errors(pose)[:, 0] < tolerance * max_reprojection_px
+        step_err = errors(pose)
+        inl = step_err[:, 0] < tolerance * max_reprojection_px
         if not inl.any():
             return None
         if used is not None and (inl == used).all():
+            final = step_err
             break
         used = inl
         rvec = cv2.Rodrigues(pose[:3, :3])[0]
@@ -204,7 +207,7 @@ def solve_tool_pose(
             obj[inl].reshape(-1, 3), img[inl].reshape(-1, 2), K, None, rvec, tvec
         )
         pose = _pose(rvec, tvec)
-    err = errors(pose)
+    err = errors(pose) if final is None else final  # None: refined on the last step
     inl = err[:, 0] < max_reprojection_px
     if not inl.any():
         return None

@@ -190,13 +190,11 @@ class ToolStage:
     def _boxes_region(self, width: int, height: int) -> Box | None:
         """The union of the tools' boxes (where each was last seen), clipped to the image;
         None: no tool has one."""
-        boxes = np.array([t.box for t in self._tracks if t.box is not None])
-        if boxes.size == 0:
+        boxes = [t.box for t in self._tracks if t.box is not None]
+        if not boxes:
             return None
-        x0, y0 = boxes[:, :2].min(axis=0)
-        x1, y1 = boxes[:, 2:].max(axis=0)
-        x0, y0 = max(int(x0), 0), max(int(y0), 0)
-        x1, y1 = min(int(x1), width), min(int(y1), height)
+        x0, y0 = max(min(b[0] for b in boxes), 0), max(min(b[1] for b in boxes), 0)
+        x1, y1 = min(max(b[2] for b in boxes), width), min(max(b[3] for b in boxes), height)
         return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
     def _update(

@@ -68,22 +68,21 @@ def _tool(t: ToolPose, nav: Navigation | None) -> dict[str, Any]:
     }
 
 
-def hud_tools(tools: ToolsResult | None, navigation: list[Navigation] | None) -> list[Any]:
-    """The ``hud`` topic's ``tools``: per tool what a text-only display says (its state,
-    the navigation figures, or which input is ``missing``), the tools topic's maps."""
-    if tools is None:
-        return []
+# What the ``hud`` topic says of each tool: these keys of its ``tools`` topic entry.
+HUD_KEYS = ("name", "state", "current", "reason", "navigation")
+
+
+def tool_entries(tools: ToolsResult, navigation: list[Navigation] | None) -> list[dict[str, Any]]:
+    """The ``tools`` topic's map of each tool (its payload's ``tools``)."""
     navs = {n.tool: n for n in navigation or []}
-    return [
-        {
-            "name": t.name,
-            "state": t.state.value,
-            "current": t.current,
-            "reason": t.reason,
-            "navigation": _navigation(navs.get(t.name), t.current),
-        }
-        for t in tools.tools
-    ]
+    return [_tool(t, navs.get(t.name)) for t in tools.tools]
+
+
+def hud_tools(entries: list[dict[str, Any]]) -> list[Any]:
+    """The ``hud`` topic's ``tools`` from the tools topic's entries (:func:`tool_entries`):
+    per tool what a text-only display says (its state, the navigation figures, or which
+    input is ``missing``)."""
+    return [{key: e[key] for key in HUD_KEYS} for e in entries]
 
 
 def tools_payload(
@@ -98,7 +97,6 @@ def tools_payload(
     as the plan overlay's, :func:`edge.overlay.project.project_points`); ``camera`` is
     the frame's camera. An extension with an end behind the display has NaN pixels.
     """
-    navs = {n.tool: n for n in navigation or []}
     n = len(tools.tools)
     poses = np.full((n, 4, 4), np.nan)
     tips = np.full((n, 3), np.nan)
@@ -114,7 +112,7 @@ def tools_payload(
         px, _, _ = project_points(ends, profile, camera)
         if np.isfinite(px).all():
             tips_px[i], extensions_px[i] = px[0], px
-    payload = {"tools": [_tool(t, navs.get(t.name)) for t in tools.tools]}
+    payload = {"tools": tool_entries(tools, navigation)}
     arrays = {
         "tools_to_camera": poses,
         "tips_camera_m": tips,

@@ -226,6 +226,8 @@ class Publisher:
         self._trusted = True  # False once the socket's subscription bookkeeping is off
         self._socket, self.monitor = self._open(endpoint)
         self.endpoint = self._socket.getsockopt(_zmq().LAST_ENDPOINT).decode()
+        self._last_flags = int(_zmq().NOBLOCK)
+        self._more_flags = int(_zmq().NOBLOCK | _zmq().SNDMORE)
         self._lock = threading.Lock()
         self._seq: dict[str, int] = {}
         self.sent: dict[str, int] = {}
@@ -327,8 +329,6 @@ class Publisher:
         capture_unix_s: float | None = None,
     ) -> int:
         """Encode and send one message without blocking; returns its sequence number."""
-        import zmq
-
         with self._lock:
             if self._closed:
                 raise StateError("publisher is closed", "create a new one")
@@ -349,7 +349,11 @@ class Publisher:
             # Small messages are copied into libzmq (cheaper than tracking zero-copy frames).
             size = sum(len(p) for p in parts)
             copy = size < ZERO_COPY_BYTES
-            self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=copy)
+            # Part by part as send_multipart does, with the flags as plain ints: its
+            # ``SNDMORE | flags`` is an enum operation per part (about 2.5 us each).
+            for part in parts[:-1]:
+                self._socket.send(part, self._more_flags, copy=copy)
+            self._socket.send(parts[-1], self._last_flags, copy=copy)
             self.sent[topic] = self.sent.get(topic, 0) + 1
             self.bytes_sent += size
             return seq

@@ -105,8 +105,10 @@ class PublishStage:
         with self._lock:
             self._frames += 1
             self._last_frame_s = self._clock()
+        # Each tool's map once a frame: the tools topic's entries, which the hud repeats.
+        entries = None
         if result.tools is not None and not result.failed:
-            self._send_tools(result, overlay)
+            entries = self._send_tools(result, overlay)
         if overlay is None:
             return  # an earlier stage failed: the status heartbeat still says we are alive
         with self._lock:
@@ -121,9 +123,11 @@ class PublishStage:
         )
         hud = overlay.hud_payload()
         if result.tools is not None:
-            from edge.tools.wire import hud_tools
+            from edge.tools.wire import hud_tools, tool_entries
 
-            hud["tools"] = hud_tools(result.tools, result.navigation)
+            if entries is None:
+                entries = tool_entries(result.tools, result.navigation)
+            hud["tools"] = hud_tools(entries)
         self.publisher.send(
             TOPIC_HUD,
             hud,
@@ -134,8 +138,9 @@ class PublishStage:
             self.video.offer(frame.bgr(), frame.number, overlay.capture_unix_s)
         result.published = True
 
-    def _send_tools(self, result: FrameResult, overlay: Any) -> None:
-        """The ``tools`` topic: tracked instruments and their navigation figures."""
+    def _send_tools(self, result: FrameResult, overlay: Any) -> list[dict[str, Any]]:
+        """The ``tools`` topic: tracked instruments and their navigation figures; returns
+        its entries (:func:`edge.tools.wire.tool_entries`)."""
         from edge.overlay.project import DisplayProfile
         from edge.tools.wire import tools_payload
 
@@ -155,6 +160,8 @@ class PublishStage:
             frame=frame.number,
             capture_unix_s=overlay.capture_unix_s if overlay is not None else None,
         )
+        entries: list[dict[str, Any]] = payload["tools"]
+        return entries
 
     def source_gap(self, reason: str) -> None:
         """Frames stopped: the heartbeat says LOST until an overlay says otherwise."""

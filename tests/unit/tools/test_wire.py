@@ -9,12 +9,12 @@ import pytest
 
 from edge.camera import Intrinsics
 from edge.errors import DecodeError
-from edge.frames import Frame, FrameResult, PixelFormat
+from edge.frames import Frame, FrameResult, PixelFormat, StageFailure
 from edge.overlay.project import DisplayProfile
 from edge.overlay.types import Overlay
 from edge.registration.types import RegistrationState
 from edge.tools.types import Navigation, ToolPose, ToolsResult, ToolState, TrajectoryFigures
-from edge.tools.wire import EXTENSION_M, tools_payload
+from edge.tools.wire import EXTENSION_M, HUD_KEYS, tools_payload
 from edge.transport.protocol import TOPIC_HUD, TOPIC_TOOLS, decode, encode, make_message
 from edge.transport.stage import PublishStage
 
@@ -139,6 +139,37 @@ def test_the_hud_says_each_tools_figures_or_what_is_missing() -> None:
         ["registration", "tool"],
     ]
     assert _hud(None, None)["tools"] == []  # type: ignore[arg-type]
+
+
+def _published(failed: bool) -> dict[str, Any]:
+    """What the publish stage sends per topic for one frame with a seen and a lost tool."""
+    frame = Frame(1, np.zeros((480, 640, 3), np.uint8), PixelFormat.RGB8, None, 0.0, CAMERA)
+    result = FrameResult(frame)
+    hidden = ToolPose("p", ToolState.LOST, markers_total=3, frames_unseen=40)
+    result.tools = ToolsResult([_seen().tools[0], hidden])
+    result.navigation = [Navigation("g", False, ["registration"])]
+    result.overlay = Overlay(
+        1, 0.0, RegistrationState.TRACKING, True, "TRACKING", [], "c", "d", np.eye(4)
+    )
+    if failed:
+        result.errors.append(StageFailure("navigation", "ValueError", "x"))
+    publisher = _Publisher()
+    PublishStage(publisher).process(result)  # type: ignore[arg-type]
+    return {topic: payload for topic, payload, _ in publisher.sent}
+
+
+def test_the_hud_repeats_each_tools_entry_of_the_tools_topic() -> None:
+    sent = _published(failed=False)
+    entries = sent[TOPIC_TOOLS]["tools"]
+    assert sent[TOPIC_HUD]["tools"] == [{k: e[k] for k in HUD_KEYS} for e in entries]
+    assert [t["navigation"]["missing"] for t in sent[TOPIC_HUD]["tools"]] == [
+        ["registration"],
+        ["registration", "tool"],
+    ]
+    # A frame a stage failed on sends no tools topic; the hud still says each tool's state.
+    sent = _published(failed=True)
+    assert TOPIC_TOOLS not in sent
+    assert sent[TOPIC_HUD]["tools"] == [{k: e[k] for k in HUD_KEYS} for e in entries]
 
 
 def test_a_malformed_hud_tools_list_is_refused() -> None:
