@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from edge.jit import kernel
-from edge.registration.kernels import solve6
+from edge.registration.kernels import solve6, symmetric_eigen
 
 
 @kernel("float64(float64[:, ::1], float64[::1], int64, int64, float64, float64)")
@@ -211,7 +211,7 @@ def plane_rms(points: np.ndarray) -> float:
     for j in range(3):
         for k in range(j):
             scatter[j, k] = scatter[k, j]
-    smallest = max(np.linalg.eigvalsh(scatter)[0], 0.0)
+    smallest = max(symmetric_eigen(scatter, np.empty((3, 3)))[0], 0.0)
     return math.sqrt(smallest / n)
 
 

@@ -51,6 +51,56 @@ def solve6(a: np.ndarray, b: np.ndarray) -> bool:
     return True
 
 
+@kernel("float64[::1](float64[:, ::1], float64[:, ::1])")
+def symmetric_eigen(a: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Eigenvalues (ascending) of a small symmetric matrix by cyclic Jacobi rotations
+    (Golub & Van Loan, Matrix Computations, 8.5), their unit eigenvectors into the
+    columns of ``vectors`` (n, n). ``a`` is overwritten. For the 3x3 and 4x4 matrices of
+    a frame: no LAPACK call, whose set-up costs more than these few rotations."""
+    n = a.shape[0]
+    for i in range(n):
+        for j in range(n):
+            vectors[i, j] = 1.0 if i == j else 0.0
+    for _ in range(64):  # converges quadratically: a handful of sweeps
+        off = 0.0
+        total = 0.0
+        for p in range(n):
+            total += a[p, p] * a[p, p]
+            for q in range(p + 1, n):
+                off += a[p, q] * a[p, q]
+        if off <= 1e-36 * (total + off) or off == 0.0:
+            break
+        for p in range(n - 1):
+            for q in range(p + 1, n):
+                if a[p, q] == 0.0:
+                    continue
+                theta = (a[q, q] - a[p, p]) / (2.0 * a[p, q])
+                if abs(theta) > 1e150:
+                    t = 0.5 / theta
+                else:
+                    t = 1.0 / (abs(theta) + math.sqrt(theta * theta + 1.0))
+                    t = -t if theta < 0 else t
+                c = 1.0 / math.sqrt(t * t + 1.0)
+                s = t * c
+                for k in range(n):  # columns p and q, then rows p and q
+                    akp, akq = a[k, p], a[k, q]
+                    a[k, p], a[k, q] = c * akp - s * akq, s * akp + c * akq
+                for k in range(n):
+                    apk, aqk = a[p, k], a[q, k]
+                    a[p, k], a[q, k] = c * apk - s * aqk, s * apk + c * aqk
+                for k in range(n):
+                    vkp, vkq = vectors[k, p], vectors[k, q]
+                    vectors[k, p], vectors[k, q] = c * vkp - s * vkq, s * vkp + c * vkq
+    order = np.argsort(np.array([a[i, i] for i in range(n)]))
+    values = np.empty(n)
+    sorted_vectors = vectors.copy()
+    for i in range(n):
+        values[i] = a[order[i], order[i]]
+        for k in range(n):
+            vectors[k, i] = sorted_vectors[k, order[i]]
+    return values
+
+
 @kernel("void(float64, float64, float64, float64, float64[:, ::1])")
 def _rotation(w0: float, w1: float, w2: float, angle: float, out: np.ndarray) -> None:
     """Rodrigues' rotation of the vector (w0, w1, w2) of length ``angle`` into out[:3, :3];
@@ -356,14 +406,14 @@ def weighted_rigid_fit(
             for j in range(3):
                 for k in range(3):
                     scatter[j, k] += (source[i, j] - centre[j]) * (source[i, k] - centre[k])
-    ev = np.linalg.eigvalsh(scatter)
+    ev = symmetric_eigen(scatter, np.empty((3, 3)))
     sv0 = math.sqrt(max(ev[2], 0.0))
     sv1 = math.sqrt(max(ev[1], 0.0))
     T = np.eye(4)
     residuals = np.zeros(n)
     if sv1 < 1e-6 * max(sv0, 1e-12) or sv1 < 1e-9:
         return T, residuals, 0.0, False
-    # Umeyama 1991, eqs. 38-41, no scale.
+    # Weighted centroids and cross-covariance (Umeyama 1991, eqs. 38-41, no scale).
     w = weights / weights.sum()
     cs = np.zeros(3)
     ct = np.zeros(3)
@@ -376,11 +426,32 @@ def weighted_rigid_fit(
         for j in range(3):
             for k in range(3):
                 H[j, k] += (source[i, j] - cs[j]) * ((target[i, k] - ct[k]) * w[i])
-    U, _, Vt = np.linalg.svd(H)
-    D = np.eye(3)
-    det = np.linalg.det(Vt.T @ U.T)
-    D[2, 2] = 1.0 if det >= 0 else -1.0  # no reflections
-    R = Vt.T @ D @ U.T
+    # Horn 1987: the rotation is the unit quaternion of the largest eigenvalue of N
+    # (always proper, so no reflection to correct).
+    sxx, sxy, sxz = H[0, 0], H[0, 1], H[0, 2]
+    syx, syy, syz = H[1, 0], H[1, 1], H[1, 2]
+    szx, szy, szz = H[2, 0], H[2, 1], H[2, 2]
+    N = np.array(
+        [
+            [sxx + syy + szz, syz - szy, szx - sxz, sxy - syx],
+            [syz - szy, sxx - syy - szz, sxy + syx, szx + sxz],
+            [szx - sxz, sxy + syx, -sxx + syy - szz, syz + szy],
+            [sxy - syx, szx + sxz, syz + szy, -sxx - syy + szz],
+        ]
+    )
+    q = np.empty((4, 4))
+    symmetric_eigen(N, q)
+    qw, qx, qy, qz = q[0, 3], q[1, 3], q[2, 3], q[3, 3]
+    R = np.empty((3, 3))
+    R[0, 0] = qw * qw + qx * qx - qy * qy - qz * qz
+    R[0, 1] = 2.0 * (qx * qy - qw * qz)
+    R[0, 2] = 2.0 * (qx * qz + qw * qy)
+    R[1, 0] = 2.0 * (qy * qx + qw * qz)
+    R[1, 1] = qw * qw - qx * qx + qy * qy - qz * qz
+    R[1, 2] = 2.0 * (qy * qz - qw * qx)
+    R[2, 0] = 2.0 * (qz * qx - qw * qy)
+    R[2, 1] = 2.0 * (qz * qy + qw * qx)
+    R[2, 2] = qw * qw - qx * qx - qy * qy + qz * qz
     T[:3, :3] = R
     square_sum = 0.0
     for j in range(3):

@@ -512,3 +512,21 @@ def test_face_pixels_match_the_numpy_rasterisation(shift):
     lm[EYE_LEFT_CONTOUR[0]] = np.nan  # an eye not tracked: no hole is cut for it
     holed = face_pixels(lm, 640, 480, 2000)
     assert set(map(tuple, whole.tolist())) < set(map(tuple, holed.tolist()))
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_symmetric_eigen_matches_numpy(n):
+    for trial in range(50):
+        m = RNG.normal(0, 10.0 ** RNG.integers(-6, 4), (n, n))
+        a = m + m.T
+        if trial % 10 == 0:
+            a = np.diag(RNG.normal(size=n))  # already diagonal
+        if trial % 10 == 1:
+            a = np.eye(n) * 2.0  # repeated eigenvalues
+        want_values = np.linalg.eigvalsh(a)
+        vectors = np.empty((n, n))
+        values = kernels.symmetric_eigen(a.copy(), vectors)
+        scale = max(np.abs(want_values).max(), 1e-300)
+        np.testing.assert_allclose(values, want_values, rtol=0, atol=1e-13 * scale)
+        np.testing.assert_allclose(vectors.T @ vectors, np.eye(n), atol=1e-13)
+        np.testing.assert_allclose(a @ vectors, vectors * values, atol=1e-12 * scale)
