@@ -167,6 +167,16 @@ def drape_coloured(
     )
 
 
+def drape_coloured_at(
+    color: np.ndarray, color_format: PixelFormat, points_px: np.ndarray, chroma: float
+) -> np.ndarray:
+    """:func:`drape_coloured` at the pixels nearest to (K, 2) image points (u, v), clipped
+    onto the image; a point that is not finite is not a drape's."""
+    return _drape_at_points(
+        c_array(points_px), color, color_format is PixelFormat.BGR8, np.float32(chroma)
+    )
+
+
 @kernel("boolean(Array(uint8, 3, 'A', readonly=True), int64, int64, boolean, float32)")
 def _is_drape(color: np.ndarray, u: int, v: int, bgr: bool, chroma: float) -> bool:
     """:func:`drape_coloured` at one pixel, in float32 as numpy computed it."""
@@ -176,6 +186,19 @@ def _is_drape(color: np.ndarray, u: int, v: int, bgr: bool, chroma: float) -> bo
     # BT.601: Cb - Cr = 0.564 (B - Y) - 0.713 (R - Y), Y = 0.299 R + 0.587 G + 0.114 B
     y = np.float32(0.299) * red + np.float32(0.587) * green + np.float32(0.114) * blue
     return np.float32(0.564) * (blue - y) - np.float32(0.713) * (red - y) > chroma
+
+
+@kernel("boolean[::1](float64[:, ::1], Array(uint8, 3, 'A', readonly=True), boolean, float32)")
+def _drape_at_points(points: np.ndarray, color: np.ndarray, bgr: bool, chroma: float) -> np.ndarray:
+    height, width = color.shape[0], color.shape[1]
+    out = np.zeros(points.shape[0], np.bool_)
+    for i in range(points.shape[0]):
+        u, v = points[i, 0], points[i, 1]
+        if math.isfinite(u) and math.isfinite(v):
+            col = int(min(max(np.rint(u), 0.0), width - 1.0))
+            row = int(min(max(np.rint(v), 0.0), height - 1.0))
+            out[i] = _is_drape(color, col, row, bgr, chroma)
+    return out
 
 
 @kernel("boolean[::1](int64[:, ::1], Array(uint8, 3, 'A', readonly=True), boolean, float32)")

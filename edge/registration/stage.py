@@ -28,7 +28,7 @@ from edge.registration.cloud import (
     REGION_NAMES,
     FaceCloud,
     correct_skin_depth,
-    drape_coloured,
+    drape_coloured_at,
     region_cloud,
 )
 from edge.registration.icp import IcpResult, SkinModel, icp_point_to_plane
@@ -65,6 +65,7 @@ REGION_USED_FRACTION = 0.5
 # earlier: depth noise moves the optimum more than that from frame to frame.
 INIT_TOLERANCE = 0.01
 TRACK_TOLERANCE = 0.05
+FITZPATRICK_LAYOUTS = 32  # landmark sets whose geometry is kept (bounded)
 
 
 @dataclass
@@ -156,8 +157,9 @@ class RegistrationStage:
         )
         self._history: list[tuple[float, np.ndarray]] = []
         self._registered_s: float | None = None
-        # The last landmark set's Fitzpatrick geometry (its names, then N and per target).
-        self._fitzpatrick: tuple[tuple[str, ...], tuple[int, np.ndarray]] = ((), (0, np.zeros(0)))
+        # The Fitzpatrick geometry (N and per target) of the landmark sets seen lately: a
+        # landmark whose validity flickers alternates between two or three sets.
+        self._fitzpatrick: dict[tuple[str, ...], tuple[int, np.ndarray]] = {}
         self._skin_bias_m = config.skin_depth_bias_mm * 1e-3
         self._drape_chroma = config.drape_chroma if config.drape_segmentation else None
         self.tre = TreEstimator(
@@ -243,10 +245,8 @@ class RegistrationStage:
         is left out, as the surface fit leaves out the drape's pixels."""
         names, plan_pts, cam_pts = self._pairs(face.landmarks_camera_m, face.landmarks_valid)
         if self._drape_chroma is not None and names:
-            intr = frame.intrinsics
-            px = np.rint(face.landmarks_px[[LANDMARK_INDEX[n] for n in names], :2])
-            px = np.clip(px, 0, [intr.width - 1, intr.height - 1]).astype(np.int64)
-            skin = ~drape_coloured(frame.color, frame.color_format, px, self._drape_chroma)
+            px = face.landmarks_px[[LANDMARK_INDEX[n] for n in names], :2]
+            skin = ~drape_coloured_at(frame.color, frame.color_format, px, self._drape_chroma)
             if not skin.all():
                 names = [n for n, k in zip(names, skin, strict=True) if k]
                 plan_pts, cam_pts = plan_pts[skin], cam_pts[skin]
@@ -459,10 +459,14 @@ class RegistrationStage:
         if len(self._targets_m) and len(used) >= 3:
             # The landmark-only figure: a cross-check of the landmark layout, not gated.
             key = tuple(used)
-            if self._fitzpatrick[0] != key:  # the layout changes rarely: its geometry is kept
+            geometry_of = self._fitzpatrick.get(key)
+            if geometry_of is None:
+                if len(self._fitzpatrick) >= FITZPATRICK_LAYOUTS:
+                    self._fitzpatrick.clear()
                 fiducials = np.stack([self.plan.landmarks[n] for n in used])
-                self._fitzpatrick = (key, fitzpatrick_geometry(fiducials, self._targets_m))
-            tre = fitzpatrick_from_geometry(self._fitzpatrick[1], fle)
+                geometry_of = fitzpatrick_geometry(fiducials, self._targets_m)
+                self._fitzpatrick[key] = geometry_of
+            tre = fitzpatrick_from_geometry(geometry_of, fle)
             q.landmark_tre_mm = {n: float(v) for n, v in zip(self._target_names, tre, strict=True)}
         if len(self._targets_m) and icp is not None:
             tre = self.tre.estimate_mm(
