@@ -165,6 +165,14 @@ def weighted_nms(
     return out
 
 
+@dataclass(frozen=True)
+class DetectorOutput:
+    """The detector model's raw outputs for one image, with the letterbox they are in."""
+
+    outputs: list[np.ndarray]
+    letterbox: Letterbox
+
+
 class FaceDetector:
     """Finds faces in an image with BlazeFace (short range). Stateless."""
 
@@ -185,9 +193,18 @@ class FaceDetector:
         Boxes and keypoints are in full-image pixels; they may extend past the
         image border for faces cut by it.
         """
+        return self.decode(self.infer(image, bgr))
+
+    def infer(self, image: np.ndarray, bgr: bool = False) -> DetectorOutput:
+        """The first half of :meth:`detect`: the image letterboxed and through the model
+        (mostly without the interpreter lock, so a thread of its own can run it)."""
         tensor, lb = letterbox(image, self.size, self.model.spec.value_range, bgr=bgr)
-        outputs = self.model.run(tensor)
-        regressors, logits = _split_outputs(outputs, self.anchors.shape[0])
+        return DetectorOutput(self.model.run(tensor), lb)
+
+    def decode(self, inferred: DetectorOutput) -> list[Detection]:
+        """The second half of :meth:`detect`: scores, boxes and weighted NMS."""
+        lb = inferred.letterbox
+        regressors, logits = _split_outputs(inferred.outputs, self.anchors.shape[0])
         scores = sigmoid(logits)
         keep = scores >= self.score_threshold
         if not keep.any():

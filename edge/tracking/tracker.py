@@ -36,7 +36,7 @@ from edge.config import TrackingConfig
 from edge.errors import StateError
 from edge.frames import LANDMARK_COUNT, Frame, FrameResult, PixelFormat
 from edge.tracking.depth import DepthSampling, lift_landmarks
-from edge.tracking.detector import Detection, FaceDetector
+from edge.tracking.detector import Detection, DetectorOutput, FaceDetector
 from edge.tracking.landmarks import (
     LandmarkModel,
     LandmarkOutput,
@@ -271,12 +271,14 @@ class FaceTracker:
         self.detector_runs += 1
         return self.detector.detect(image, bgr=bgr)
 
-    def _detect_beside(self, image: np.ndarray, bgr: bool) -> futures.Future[list[Detection]]:
-        """:meth:`_detect` in the tracker's detector thread (ONNX Runtime releases the
-        interpreter lock while it infers)."""
+    def _detect_beside(self, image: np.ndarray, bgr: bool) -> futures.Future[DetectorOutput]:
+        """The detector's model on ``image`` in the tracker's detector thread (ONNX Runtime
+        releases the interpreter lock while it infers); its outputs are decoded by the
+        caller (:meth:`_checked`), so the thread holds the lock only to letterbox."""
         if self._beside is None:
             self._beside = futures.ThreadPoolExecutor(1, thread_name_prefix="face-detector")
-        return self._beside.submit(self._detect, image, bgr)
+        self.detector_runs += 1
+        return self._beside.submit(self.detector.infer, image, bgr)
 
     # ------------------------------------------------------------------ video
 
@@ -314,7 +316,7 @@ class FaceTracker:
                 continuous = not reason  # a re-anchored crop jumps: restart the filters
             if pending is not None:
                 if reason:  # lost on this frame: its detections find the face again
-                    detections = pending.result()
+                    detections = self.detector.decode(pending.result())
                 else:
                     mode = "detect"
                     self._since_detect = 0
@@ -386,7 +388,7 @@ class FaceTracker:
         or "". A detector that failed raises here, on this frame."""
         check, self._check = self._check, None
         assert check is not None
-        return cross_check(check.detections.result(), check.landmark_box)
+        return cross_check(self.detector.decode(check.detections.result()), check.landmark_box)
 
     def _loss_reason(self, out: LandmarkOutput) -> str:
         if out.presence < self.config.presence_threshold:
@@ -411,7 +413,7 @@ class _CrossCheck:
     """A cross-check under way: the detector on a frame's image, and the box of the
     landmarks tracked on that frame, which its detections must agree with."""
 
-    detections: futures.Future[list[Detection]]
+    detections: futures.Future[DetectorOutput]
     landmark_box: np.ndarray
 
 

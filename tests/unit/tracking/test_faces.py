@@ -194,15 +194,15 @@ def test_the_cross_check_detects_beside_and_is_decided_on_the_next_frame(
     frame, and the tracker goes on after it."""
     tracker = tracker_with(shared, redetect_interval_frames=3, smoothing=False)
     threads: list[str] = []
-    real = shared.detector.detect
+    real = shared.detector.infer
 
-    def detect(image: np.ndarray, bgr: bool = False):
+    def infer(image: np.ndarray, bgr: bool = False):
         threads.append(threading.current_thread().name)
         if len(threads) == 3:
             raise RuntimeError("detector exploded")
         return real(image, bgr=bgr)
 
-    monkeypatch.setattr(tracker.detector, "detect", detect)
+    monkeypatch.setattr(tracker.detector, "infer", infer)
     frames = list(moving_portrait_frames(portrait, 9))
     modes = [tracker.track(f).mode for f in frames[:7]]
     assert modes == ["detect", "track", "track", "detect", "track", "track", "detect"]
