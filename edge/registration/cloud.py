@@ -185,7 +185,7 @@ def _is_drape(color: np.ndarray, u: int, v: int, bgr: bool, chroma: float) -> bo
     blue = np.float32(color[v, u, 0 if bgr else 2])
     # BT.601: Cb - Cr = 0.564 (B - Y) - 0.713 (R - Y), Y = 0.299 R + 0.587 G + 0.114 B
     y = np.float32(0.299) * red + np.float32(0.587) * green + np.float32(0.114) * blue
-    return np.float32(0.564) * (blue - y) - np.float32(0.713) * (red - y) > chroma
+    return bool(np.float32(0.564) * (blue - y) - np.float32(0.713) * (red - y) > chroma)
 
 
 @kernel("boolean[::1](float64[:, ::1], Array(uint8, 3, 'A', readonly=True), boolean, float32)")

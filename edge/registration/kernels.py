@@ -166,7 +166,7 @@ def surface_residuals(
     occlusion: float,
     inlier: float,
     tangential_limit: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, float]:
     """Each point's signed distance (mm) from the plane of its skin sample (+ in front,
     towards ``eye``; NaN where occluded: in front by more than ``occlusion``), that normal
     turned towards the eye, the inlier mask (within ``inlier`` of the plane and
