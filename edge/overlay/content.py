@@ -132,6 +132,10 @@ def build_overlay(
         overlay.state_text = "DEGRADED: pose is not a finite 4x4 matrix"
         overlay.state = RegistrationState.DEGRADED
         return overlay
+    if not all(math.isfinite(v) for v in (camera.fx, camera.fy, camera.ppx, camera.ppy)):
+        overlay.state_text = "DEGRADED: the camera's intrinsics are not finite"
+        overlay.state = RegistrationState.DEGRADED
+        return overlay
     overlay.patient_to_camera = pose
     overlay.current = state is RegistrationState.TRACKING
     if "skin" in layers:

@@ -195,11 +195,18 @@ class RegistrationStage:
         """Register one frame; sets ``result.registration``."""
         frame = result.frame
         face = result.tracking.patient if result.tracking is not None else None
-        if face is None or frame.depth is None:
+        unusable = frame.depth is None or not _camera_numbers_usable(frame)
+        if face is None or unusable:
             self._history.clear()
             self.tre.reset()
             state = self.machine.update(Outcome.NO_FACE)
-            why = "no face tracked" if face is None else "no depth in this frame"
+            why = (
+                "no face tracked"
+                if face is None
+                else "no depth in this frame"
+                if frame.depth is None
+                else "the frame's camera intrinsics or depth scale are not finite and positive"
+            )
             result.registration = RegistrationResult(
                 state, None, RegistrationQuality(reasons=[why]), self._registered_s
             )
@@ -491,6 +498,14 @@ class RegistrationStage:
         reasons += failed.values()
         q.failed_gates += failed.keys()
         return _Attempt(pose, q, not reasons, icp, reasons)
+
+
+def _camera_numbers_usable(frame: Frame) -> bool:
+    """The numbers that lift and project pixels are finite, and focal lengths and the
+    depth scale positive (a damaged recording or driver can give anything)."""
+    intr = frame.intrinsics
+    numbers = (intr.fx, intr.fy, intr.ppx, intr.ppy, frame.depth_scale_m)
+    return all(math.isfinite(v) for v in numbers) and min(intr.fx, intr.fy, frame.depth_scale_m) > 0
 
 
 def _landmark_excess_chi2(lm: _LandmarkFit, pose: np.ndarray, fle_mm: float) -> float:

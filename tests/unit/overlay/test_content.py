@@ -122,6 +122,24 @@ def test_non_finite_pose_is_refused():
     assert not ov.current and ov.state is RegistrationState.DEGRADED and not ov.target_names
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_camera_intrinsics_draw_nothing(bad):
+    """A damaged recording or driver: nothing is projected with such numbers."""
+    camera = Intrinsics(640, 480, 600.0, 600.0, bad, bad)
+    ov = build_overlay(
+        frame_number=1,
+        capture_unix_s=0.0,
+        capture_s=0.0,
+        registration=demo_registration(),
+        plan=PLAN,
+        profile=DisplayProfile(),
+        camera=camera,
+    )
+    assert not ov.current and ov.state is RegistrationState.DEGRADED
+    assert not ov.target_names and "intrinsics" in ov.state_text
+    assert all(np.isfinite(a).all() for a in ov.overlay_payload()[1].values())
+
+
 def test_payload_round_trips_through_the_strict_decoder():
     ov = _build(RegistrationState.TRACKING)
     payload, arrays = ov.overlay_payload()
