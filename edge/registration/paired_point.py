@@ -214,13 +214,3 @@ class LandmarkPairs:
             ok &= np.asarray(valid, dtype=bool)[idx]
         names = [n for n, keep in zip(self._names, ok, strict=True) if keep]
         return names, self._plan_m[ok], cam[idx[ok]]
-
-
-def landmark_pairs(
-    plan_landmarks_m: dict[str, np.ndarray],
-    camera_landmarks_m: np.ndarray | None,
-    valid: np.ndarray | None,
-    include_mobile: bool = True,
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """:class:`LandmarkPairs` of this plan, for one frame."""
-    return LandmarkPairs(plan_landmarks_m, include_mobile)(camera_landmarks_m, valid)

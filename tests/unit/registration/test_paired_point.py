@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 from edge import geometry
 from edge.errors import RegistrationError
 from edge.registration.landmarks import LANDMARK_INDEX
-from edge.registration.paired_point import landmark_pairs, rigid_transform, robust_rigid_transform
+from edge.registration.paired_point import LandmarkPairs, rigid_transform, robust_rigid_transform
 from edge.registration.quality import (
     fitzpatrick_tre_mm,
     fle_from_fre_mm,
@@ -116,12 +116,12 @@ def test_landmark_pairs_follow_the_documented_mapping() -> None:
         valid[index] = True
     valid[LANDMARK_INDEX["pogonion"]] = False
     cam[LANDMARK_INDEX["nasion"]] = np.nan
-    names, p, c = landmark_pairs(plan, cam, valid)
+    names, p, c = LandmarkPairs(plan)(cam, valid)
     assert set(names) == set(LANDMARK_INDEX) - {"pogonion", "nasion"}
     np.testing.assert_allclose(c - p, 1.0)
-    names, _, _ = landmark_pairs(plan, cam, valid, include_mobile=False)
+    names, _, _ = LandmarkPairs(plan, include_mobile=False)(cam, valid)
     assert "cheilion_left" not in names
-    assert landmark_pairs(plan, None, None)[0] == []
+    assert LandmarkPairs(plan)(None, None)[0] == []
 
 
 def test_fitzpatrick_formula_known_answer() -> None:
