@@ -269,11 +269,6 @@ class Pipeline:
             return True
         return frame, (self._clock() - start) * 1000.0
 
-    def _frame_waiting(self) -> bool:
-        """Whether the next frame is already there; True when the source cannot tell (a
-        replay reads its next frame at once)."""
-        return not isinstance(self.source, LookAhead) or self.source.frame_waiting()
-
     def _run_split(
         self,
         max_frames: int | None,
@@ -291,6 +286,11 @@ class Pipeline:
         names = [stage.name for stage in self.stages]
         split = names.index(str(self.split_before))
         head, tail = self.stages[:split], _Tail(self, self.stages[split:], on_result)
+        # Whether the next frame is already there; a source that cannot tell counts as
+        # having it (a replay reads its next frame at once).
+        frame_waiting = (
+            self.source.frame_waiting if isinstance(self.source, LookAhead) else lambda: True
+        )
         handed = 0
         with self.source:
             try:
@@ -306,7 +306,7 @@ class Pipeline:
                         break
                     result = self._begin(*got)
                     self._run_stages(result, head)
-                    if tail.idle() and not self._frame_waiting():
+                    if tail.idle() and not frame_waiting():
                         tail.run_here(result)  # nothing to overlap with: no hand-over
                     else:
                         tail.put(result)

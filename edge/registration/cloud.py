@@ -151,9 +151,11 @@ def correct_skin_depth(points_camera_m: np.ndarray, skin_depth_bias_m: float) ->
 
 
 def drape_coloured(
-    color: np.ndarray, color_format: PixelFormat, pix: np.ndarray, chroma: float
+    color: np.ndarray, color_format: PixelFormat, points_px: np.ndarray, chroma: float
 ) -> np.ndarray:
-    """(K,) True where the pixel (u, v) is coloured like a surgical drape: blue or green.
+    """(K,) True where the pixel nearest to the image point (u, v) is coloured like a
+    surgical drape: blue or green. Points are clipped onto the image; one that is not
+    finite is not a drape's.
 
     Drapes are blue or green so that they stand apart from tissue; skin, lit white,
     is red-orange at any pigmentation (its Cr exceeds its Cb in YCbCr, ITU-R BT.601;
@@ -162,16 +164,6 @@ def drape_coloured(
     grey, black and white pixels (Cb = Cr) are not: the ICP occlusion gate handles
     white gauze and instruments.
     """
-    return _drape_mask(
-        c_array(pix, np.int64), color, color_format is PixelFormat.BGR8, np.float32(chroma)
-    )
-
-
-def drape_coloured_at(
-    color: np.ndarray, color_format: PixelFormat, points_px: np.ndarray, chroma: float
-) -> np.ndarray:
-    """:func:`drape_coloured` at the pixels nearest to (K, 2) image points (u, v), clipped
-    onto the image; a point that is not finite is not a drape's."""
     return _drape_at_points(
         c_array(points_px), color, color_format is PixelFormat.BGR8, np.float32(chroma)
     )
@@ -198,14 +190,6 @@ def _drape_at_points(points: np.ndarray, color: np.ndarray, bgr: bool, chroma: f
             col = int(min(max(np.rint(u), 0.0), width - 1.0))
             row = int(min(max(np.rint(v), 0.0), height - 1.0))
             out[i] = _is_drape(color, col, row, bgr, chroma)
-    return out
-
-
-@kernel("boolean[::1](int64[:, ::1], Array(uint8, 3, 'A', readonly=True), boolean, float32)")
-def _drape_mask(pix: np.ndarray, color: np.ndarray, bgr: bool, chroma: float) -> np.ndarray:
-    out = np.empty(pix.shape[0], np.bool_)
-    for i in range(pix.shape[0]):
-        out[i] = _is_drape(color, pix[i, 0], pix[i, 1], bgr, chroma)
     return out
 
 

@@ -28,7 +28,7 @@ from edge.registration.cloud import (
     REGION_NAMES,
     FaceCloud,
     correct_skin_depth,
-    drape_coloured_at,
+    drape_coloured,
     region_cloud,
 )
 from edge.registration.icp import IcpResult, SkinModel, icp_point_to_plane
@@ -253,7 +253,7 @@ class RegistrationStage:
         names, plan_pts, cam_pts = self._pairs(face.landmarks_camera_m, face.landmarks_valid)
         if self._drape_chroma is not None and names:
             px = face.landmarks_px[[LANDMARK_INDEX[n] for n in names], :2]
-            skin = ~drape_coloured_at(frame.color, frame.color_format, px, self._drape_chroma)
+            skin = ~drape_coloured(frame.color, frame.color_format, px, self._drape_chroma)
             if not skin.all():
                 names = [n for n, k in zip(names, skin, strict=True) if k]
                 plan_pts, cam_pts = plan_pts[skin], cam_pts[skin]

@@ -533,14 +533,12 @@ def test_symmetric_eigen_matches_numpy(n):
 
 
 def test_drape_test_at_image_points_rounds_and_clips_as_numpy():
-    from edge.registration.cloud import drape_coloured_at
-
     color = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     points = RNG.uniform(-10, 80, (200, 2))
     points[:4] = [[10.5, 3.5], [11.5, 4.5], [63.4, 47.6], [-0.5, 0.49]]  # halves to even
     pix = np.clip(np.rint(points), 0, [63, 47]).astype(np.int64)
     for fmt in (PixelFormat.RGB8, PixelFormat.BGR8):
         want = drape_coloured(color, fmt, pix, 4.0)
-        np.testing.assert_array_equal(drape_coloured_at(color, fmt, points, 4.0), want)
+        np.testing.assert_array_equal(drape_coloured(color, fmt, points, 4.0), want)
     points[5] = np.nan
-    assert not drape_coloured_at(color, PixelFormat.RGB8, points, -1e9)[5]
+    assert not drape_coloured(color, PixelFormat.RGB8, points, -1e9)[5]
