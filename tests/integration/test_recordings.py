@@ -318,6 +318,34 @@ def test_realtime_mode_paces_at_recorded_timestamps(recording, frames):
     np.testing.assert_allclose(sleeps, intervals, atol=1e-5)
 
 
+
+def test_realtime_mode_reads_a_frames_bytes_only_once_it_is_due(recording, monkeypatch):
+    """As a camera's frame arrives before the host copies it: the pacer's wait comes before
+    the image is read, so a reader thread copies nothing while the frame before is still
+    being processed at the camera's rate."""
+    from edge.sources.recording.db3 import Db3Images
+
+    events: list[str] = []
+    decode = Db3Images.decode
+
+    def logged_decode(self, ref, kind, expect):  # type: ignore[no-untyped-def]
+        events.append(kind)
+        return decode(self, ref, kind, expect)
+
+    monkeypatch.setattr(Db3Images, "decode", logged_decode)
+    now = [100.0]
+
+    def sleep(s: float) -> None:
+        events.append("wait")
+        now[0] += s
+
+    out = read_all(recording, timing=TimingMode.REALTIME, clock=lambda: now[0], sleep=sleep)
+    assert len(out) == N
+    # The first frame is due at once; each later one waits, then its images are read.
+    assert events[:2] == ["color", "depth"]
+    assert events[2:] == ["wait", "color", "depth"] * (N - 1)
+
+
 # --------------------------------------------------------------------------- recorder safety
 
 

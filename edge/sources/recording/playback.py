@@ -481,6 +481,10 @@ class RecordingSource(FrameSource):
         self._next += 1
         size = (self._intrinsics.height, self._intrinsics.width)
         ref = images.color[i]
+        # Due first, then read, as a camera's frame arrives before the host copies it: a
+        # reader thread (ReadAheadSource) then reads nothing while the frame before is
+        # still being processed at the camera's rate.
+        self._pacer.wait(ref.device_ms)
         color = images.decode(ref, "color", (*size, 3))
         p = _Pending(number=i, timestamp_ms=ref.device_ms, color=color)
         if self._has_depth:
@@ -491,14 +495,15 @@ class RecordingSource(FrameSource):
 
     def _read(self) -> Frame | None:
         if self._images is not None:
-            p = self._read_db3()
+            p = self._read_db3()  # paced before its bytes are read
         else:
             p, self._ready = self._ready, None
             if p is None:
                 p = self._next_color()
+            if p is not None:
+                self._pacer.wait(p.timestamp_ms)
         if p is None:
             return None
-        self._pacer.wait(p.timestamp_ms)
         assert self._intrinsics is not None
         raw = None
         if p.raw is not None and self._align is not None:
