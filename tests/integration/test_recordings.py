@@ -318,7 +318,6 @@ def test_realtime_mode_paces_at_recorded_timestamps(recording, frames):
     np.testing.assert_allclose(sleeps, intervals, atol=1e-5)
 
 
-
 def test_realtime_mode_reads_a_frames_bytes_only_once_it_is_due(recording, monkeypatch):
     """As a camera's frame arrives before the host copies it: the pacer's wait comes before
     the image is read, so a reader thread copies nothing while the frame before is still
