@@ -40,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="replay the recording in a loop for SECONDS and report memory growth and failures",
     )
     bench.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="skip the replays on one core and on both and the publishing to 1 and 8 headsets"
+        " (their keys are left out): the accuracy, tool and stage figures, sooner",
+    )
+    bench.add_argument(
         "--calibrate-tre",
         action="store_true",
         help="run the calibration scenarios and propose registration.tre_confidence_factor",
@@ -84,7 +90,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "pass --skin-triangles N with N >= 0",
         )
     report = run_bench(
-        config, scenario, args.frames, args.seed, args.threads, skin_triangles=args.skin_triangles
+        config,
+        scenario,
+        args.frames,
+        args.seed,
+        args.threads,
+        compare=not args.no_compare,
+        skin_triangles=args.skin_triangles,
     )
     if args.json:
         print_json(report)

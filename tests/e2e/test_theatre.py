@@ -11,9 +11,12 @@ from edge.cli import main
 
 
 def test_bench_reports_the_safety_figures_on_the_theatre_scenario(capsys):
-    code = main(["bench", "--scenario", "theatre", "--frames", "36", "--seed", "1", "--json"])
+    argv = ["bench", "--scenario", "theatre", "--frames", "36", "--seed", "1", "--json"]
+    code = main([*argv, "--no-compare"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["scenario"] == "theatre" and report["frames"] == 36
+    # --no-compare: no replays on one core and both, no publishing to the headsets.
+    assert "both_cores_speedup" not in report and "publish_headsets" not in report
     over = report["current_frames_tre_over_mm"]
     assert set(over) == {"2", "3", "5"}
     assert all(isinstance(n, int) for n in over.values())

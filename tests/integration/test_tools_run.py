@@ -111,7 +111,10 @@ def test_tools_config_is_checked(repo_root, tmp_path, capsys, monkeypatch):
 
 def test_edge_bench_reports_tool_figures(repo_root, capsys, monkeypatch):
     monkeypatch.chdir(repo_root)
-    assert main(["bench", "--scenario", "tool-occluded", "--frames", "90", "--json"]) == 0
+    assert (
+        main(["bench", "--scenario", "tool-occluded", "--frames", "90", "--json", "--no-compare"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["tool_tip_error_mm"]["median"] < 1.0
     assert report["tool_tip_error_mm"]["p95"] < 2.0
@@ -146,7 +149,9 @@ def test_edge_bench_reports_the_tip_error_per_distance_from_the_camera(
     repo_root, capsys, monkeypatch
 ):
     monkeypatch.chdir(repo_root)
-    assert main(["bench", "--scenario", "tool-range", "--frames", "45", "--json"]) == 0
+    assert (
+        main(["bench", "--scenario", "tool-range", "--frames", "45", "--json", "--no-compare"]) == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["tool_distance_m"]["min"] == pytest.approx(0.4)
     assert report["tool_distance_m"]["max"] == pytest.approx(0.7)
