@@ -8,18 +8,19 @@ LOST, and whenever there is no pose, no primitives are sent at all.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
 
-from edge import geometry
 from edge.frames import Intrinsics
-from edge.overlay.project import DisplayProfile, project_points
+from edge.overlay.prepared import PlanPrimitives, mesh_asset_id
+from edge.overlay.project import DisplayProfile, Projection
 from edge.overlay.raycast import MeshRaycaster
 from edge.overlay.types import Overlay
-from edge.plan.model import Mesh, Plan
+from edge.plan.model import Plan
 from edge.registration.types import RegistrationResult, RegistrationState
+
+__all__ = ["LAYERS", "build_overlay", "mesh_asset_id", "skin_distances_mm", "state_text"]
 
 LAYERS = ("targets", "trajectories", "cut_planes", "structures", "skin")
 _WITH_PRIMITIVES = (
@@ -44,16 +45,6 @@ def state_text(registration: RegistrationResult | None) -> str:
     if state is RegistrationState.LOST:
         return "LOST — do not use"
     return "SEARCHING - no registration"
-
-
-def mesh_asset_id(mesh: Mesh) -> str:
-    """A mesh's asset id on the wire: its file's SHA-256, or one of its arrays when unset."""
-    if mesh.sha256:
-        return mesh.sha256
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(mesh.vertices, dtype="<f8").tobytes())
-    h.update(np.ascontiguousarray(mesh.faces, dtype="<i8").tobytes())
-    return h.hexdigest()
 
 
 def skin_distances_mm(
@@ -92,12 +83,17 @@ def build_overlay(
     fps: float = 0.0,
     latency_ms: float = 0.0,
     warnings: tuple[str, ...] = (),
+    primitives: PlanPrimitives | None = None,
+    projection: Projection | None = None,
 ) -> Overlay:
     """Build one frame's overlay (pure: no clocks, no I/O).
 
     ``capture_s`` is the frame's capture time (``Frame.capture_s``: the camera's
     clock), used with ``registration.registered_s`` (same clock) for the
     registration's age, so a replay gives the same ages however fast it runs.
+    Per frame, pass ``primitives`` (``PlanPrimitives.from_plan(plan)``, built once
+    per plan) and ``projection`` (``Projection(profile, camera)``, kept while the
+    camera stays the same); without them they are built here, with the same result.
     """
     state = registration.state if registration is not None else RegistrationState.SEARCHING
     pose = registration.patient_to_camera if registration is not None else None
@@ -106,6 +102,8 @@ def build_overlay(
     age_ms = None
     if registration is not None and registration.registered_s is not None:
         age_ms = max(0.0, (capture_s - registration.registered_s) * 1000.0)
+    if projection is None or not projection.matches(profile, camera):
+        projection = Projection(profile, camera)
     overlay = Overlay(
         frame_number=frame_number,
         capture_unix_s=capture_unix_s,
@@ -118,7 +116,7 @@ def build_overlay(
         plan_digest=plan.digest,
         patient_to_camera=None,
         display_name=profile.name,
-        display_intrinsics=profile.intrinsics_for(camera),
+        display_intrinsics=projection.intrinsics,
         display=profile,
         registration_age_ms=age_ms,
         fps=fps,
@@ -128,7 +126,7 @@ def build_overlay(
     if pose is None or state not in _WITH_PRIMITIVES:
         return overlay  # fail safe: nothing to draw without a trusted-enough pose
     pose = np.asarray(pose, dtype=np.float64)
-    if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
+    if pose.shape != (4, 4) or not _all_finite(pose):
         overlay.state_text = "DEGRADED: pose is not a finite 4x4 matrix"
         overlay.state = RegistrationState.DEGRADED
         return overlay
@@ -136,15 +134,19 @@ def build_overlay(
         overlay.state_text = "DEGRADED: the camera's intrinsics are not finite"
         overlay.state = RegistrationState.DEGRADED
         return overlay
+    prims = primitives if primitives is not None else PlanPrimitives.from_plan(plan)
     overlay.patient_to_camera = pose
     overlay.current = state is RegistrationState.TRACKING
+    # The rigid pose's parts, as geometry.apply uses them: p @ R.T + t.
+    rotation_t = pose[:3, :3].T
+    translation_m = pose[:3, 3]
     if "skin" in layers:
-        overlay.skin_asset = mesh_asset_id(plan.skin)
-    if "targets" in layers and plan.targets:
-        names = list(plan.targets)
-        pts = np.array([plan.targets[n] for n in names], dtype=np.float64).reshape(-1, 3)
-        overlay.target_names = names
-        overlay.targets_camera_m = geometry.apply(pose, pts)
+        overlay.skin_asset = prims.skin_asset
+    names = prims.target_names
+    if "targets" in layers and names:
+        pts = prims.targets_patient_m
+        overlay.target_names = list(names)
+        overlay.targets_camera_m = pts @ rotation_t + translation_m
         q = registration.quality if registration is not None else None
         tre = registration.shown_tre_mm if registration is not None else {}
         overlay.tre_mm = [float(tre.get(n, math.nan)) for n in names]
@@ -155,23 +157,25 @@ def build_overlay(
             if skin_distance
             else [math.nan] * len(names)
         )
-        px, vis, _ = project_points(overlay.targets_camera_m, profile, camera)
-        overlay.targets_px, overlay.targets_visible = px, [bool(v) for v in vis]
-    if "trajectories" in layers and plan.trajectories:
-        overlay.trajectory_names = [t.name for t in plan.trajectories]
-        ends = np.array([[t.entry, t.target] for t in plan.trajectories], dtype=np.float64)
-        overlay.trajectories_camera_m = geometry.apply(pose, ends.reshape(-1, 3)).reshape(-1, 2, 3)
-        overlay.trajectories_px = project_points(overlay.trajectories_camera_m, profile, camera)[0]
-    if "cut_planes" in layers and plan.cut_planes:
-        overlay.cut_plane_names = [c.name for c in plan.cut_planes]
-        points = geometry.apply(
-            pose, np.array([c.point for c in plan.cut_planes], dtype=np.float64)
-        )
-        normals = np.array([c.normal for c in plan.cut_planes], dtype=np.float64) @ pose[:3, :3].T
-        overlay.cut_planes_camera = np.stack([points, normals], axis=1)
+        px, vis = projection.project(overlay.targets_camera_m)
+        overlay.targets_px, overlay.targets_visible = px, vis.tolist()
+    if "trajectories" in layers and prims.trajectory_names:
+        overlay.trajectory_names = list(prims.trajectory_names)
+        ends = prims.trajectory_ends_patient_m @ rotation_t + translation_m
+        overlay.trajectories_camera_m = ends.reshape(-1, 2, 3)
+        overlay.trajectories_px = projection.project(overlay.trajectories_camera_m)[0]
+    if "cut_planes" in layers and prims.cut_plane_names:
+        overlay.cut_plane_names = list(prims.cut_plane_names)
+        planes = np.empty((len(prims.cut_plane_names), 2, 3))
+        planes[:, 0] = prims.cut_points_patient_m @ rotation_t + translation_m
+        planes[:, 1] = prims.cut_normals_patient @ rotation_t
+        overlay.cut_planes_camera = planes
     if "structures" in layers:
-        overlay.structures = [
-            {"name": s.name, "asset": mesh_asset_id(s.mesh), "color_rgb": list(s.color_rgb)}
-            for s in plan.structures
-        ]
+        overlay.structures = prims.structures()
     return overlay
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """``np.isfinite(a).all()``, cheaper when it holds: a sum with a NaN or an infinity is
+    not finite, so a finite sum settles it (the full test only runs when the sum is not)."""
+    return math.isfinite(a.sum()) or bool(np.isfinite(a).all())

@@ -112,6 +112,10 @@ class VelocityEstimator:
         if n < 2:
             return None
         linear, angular = _fit(self._times[:n], self._rotations[:n], self._points[:n])
-        if np.linalg.norm(linear) > MAX_LINEAR_M_S or np.linalg.norm(angular) > MAX_ANGULAR_RAD_S:
+        # The norms as np.linalg.norm takes them (sqrt of the dot), without its overhead.
+        if (
+            math.sqrt(linear.dot(linear)) > MAX_LINEAR_M_S
+            or math.sqrt(angular.dot(angular)) > MAX_ANGULAR_RAD_S
+        ):
             return None
         return PoseVelocity(self._points[n - 1].copy(), linear, angular)

@@ -139,6 +139,39 @@ def _project(points, camera_to_display, display, px, visible):
         visible[i] = u >= -0.5 and u <= width - 0.5 and v >= -0.5 and v <= height - 0.5
 
 
+class Projection:
+    """Projection onto one display for one camera: :func:`project_points` with the
+    display's numbers gathered once (a stage keeps one while the camera stays the same).
+
+    ``camera`` is the camera it was made for; ``intrinsics`` the display's.
+    """
+
+    def __init__(self, profile: DisplayProfile, camera: Intrinsics) -> None:
+        self.profile = profile
+        self.camera = camera
+        self.intrinsics = intr = profile.intrinsics_for(camera)
+        self._display = np.array(
+            [intr.fx, intr.fy, intr.ppx, intr.ppy, intr.width, intr.height], float
+        )
+        self._camera_to_display = np.ascontiguousarray(profile.camera_to_display, dtype=np.float64)
+
+    def matches(self, profile: DisplayProfile, camera: Intrinsics) -> bool:
+        """Whether this projection is the one for ``profile`` and ``camera``."""
+        return profile is self.profile and (camera is self.camera or camera == self.camera)
+
+    def project(self, points_camera_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pixels (..., 2), visible (...) bool) of (..., 3) camera-frame points (metres),
+        as :func:`project_points`."""
+        pts = np.asarray(points_camera_m, dtype=np.float64)
+        if pts.shape[-1:] != (3,):
+            raise ValueError(f"points must have 3 coordinates in the last axis, got {pts.shape}")
+        flat = np.ascontiguousarray(pts.reshape(-1, 3))
+        px = np.empty((len(flat), 2))
+        visible = np.empty(len(flat), dtype=np.bool_)
+        _project(flat, self._camera_to_display, self._display, px, visible)
+        return px.reshape(*pts.shape[:-1], 2), visible.reshape(pts.shape[:-1])
+
+
 def project_points(
     points_camera_m: np.ndarray, profile: DisplayProfile, camera: Intrinsics
 ) -> tuple[np.ndarray, np.ndarray, Intrinsics]:
@@ -146,16 +179,9 @@ def project_points(
 
     Returns (pixels (..., 2), visible (...) bool, display intrinsics). Points
     behind the display's virtual camera (z <= 0) get NaN pixels; ``visible``
-    is True for points in front that land inside the display.
+    is True for points in front that land inside the display. (Per frame, keep a
+    :class:`Projection`.)
     """
-    pts = np.asarray(points_camera_m, dtype=np.float64)
-    if pts.shape[-1:] != (3,):
-        raise ValueError(f"points must have 3 coordinates in the last axis, got {pts.shape}")
-    intr = profile.intrinsics_for(camera)
-    flat = np.ascontiguousarray(pts.reshape(-1, 3))
-    display = np.array([intr.fx, intr.fy, intr.ppx, intr.ppy, intr.width, intr.height], float)
-    px = np.empty((len(flat), 2))
-    visible = np.empty(len(flat), dtype=np.bool_)
-    m = np.ascontiguousarray(profile.camera_to_display, dtype=np.float64)
-    _project(flat, m, display, px, visible)
-    return px.reshape(*pts.shape[:-1], 2), visible.reshape(pts.shape[:-1]), intr
+    projection = Projection(profile, camera)
+    px, visible = projection.project(points_camera_m)
+    return px, visible, projection.intrinsics

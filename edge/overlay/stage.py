@@ -15,7 +15,8 @@ from edge.errors import StateError
 from edge.frames import FrameResult
 from edge.overlay.content import LAYERS, build_overlay
 from edge.overlay.motion import VelocityEstimator
-from edge.overlay.project import DisplayProfile
+from edge.overlay.prepared import PlanPrimitives
+from edge.overlay.project import DisplayProfile, Projection
 from edge.overlay.raycast import MeshRaycaster
 from edge.plan.model import Plan
 
@@ -40,7 +41,6 @@ class OverlayStage:
         wall_clock: Callable[[], float] = time.time,
         mono_clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.plan = plan
         self.profile = display_profile or DisplayProfile()
         self.config = config or OverlayConfig()
         if self.config.fps_window < 2:
@@ -50,8 +50,26 @@ class OverlayStage:
         self._mono = mono_clock
         self._times: collections.deque[float] = collections.deque(maxlen=self.config.fps_window)
         self._layers = set(LAYERS)
+        self._layers_shown = frozenset(LAYERS)  # a copy of _layers for the frames to read
         self._lock = threading.Lock()
-        # Built once per plan: the per-frame ray casts then only test nearby triangles.
+        self._projection: Projection | None = None  # for the last frame's camera
+        self.plan = plan  # prepares the plan's constants (the property's setter)
+        # Headset commands this stage carries out (edge.app routes them here).
+        self.commands: dict[str, Callable[[dict[str, Any]], None]] = {
+            "toggle_layer": lambda args: self.set_layer(args["layer"], args["visible"])
+        }
+
+    @property
+    def plan(self) -> Plan:
+        return self._plan
+
+    @plan.setter
+    def plan(self, plan: Plan) -> None:
+        """Set the plan and prepare what every frame uses of it, once: its primitives in
+        its frame, the raycaster (the per-frame ray casts then only test nearby
+        triangles) and the point whose velocity is given. Call between frames."""
+        self._plan = plan
+        self._primitives = PlanPrimitives.from_plan(plan)
         self._raycaster = (
             MeshRaycaster(plan.skin.vertices, plan.skin.faces)
             if self.config.skin_distance
@@ -63,10 +81,6 @@ class OverlayStage:
             self.config.velocity_frames,
             np.mean(targets, axis=0) if targets else np.zeros(3),
         )
-        # Headset commands this stage carries out (edge.app routes them here).
-        self.commands: dict[str, Callable[[dict[str, Any]], None]] = {
-            "toggle_layer": lambda args: self.set_layer(args["layer"], args["visible"])
-        }
 
     def set_layer(self, layer: str, visible: bool) -> None:
         """Show or hide one layer; raises StateError for an unknown layer name."""
@@ -74,11 +88,12 @@ class OverlayStage:
             raise StateError(f"unknown layer {layer!r}", "layers are " + ", ".join(LAYERS))
         with self._lock:
             (self._layers.add if visible else self._layers.discard)(layer)
+            self._layers_shown = frozenset(self._layers)
 
     @property
     def layers(self) -> frozenset[str]:
-        with self._lock:
-            return frozenset(self._layers)
+        """The layers shown (a frozen copy, replaced whole by :meth:`set_layer`)."""
+        return self._layers_shown
 
     def process(self, result: FrameResult) -> None:
         frame = result.frame
@@ -90,6 +105,8 @@ class OverlayStage:
         if len(self._times) >= 2 and self._times[-1] > self._times[0]:
             fps = (len(self._times) - 1) / (self._times[-1] - self._times[0])
         registration = None if result.failed else result.registration
+        if self._projection is None or not self._projection.matches(self.profile, frame.intrinsics):
+            self._projection = Projection(self.profile, frame.intrinsics)
         result.overlay = build_overlay(
             frame_number=frame.number,
             capture_unix_s=capture_unix_s,
@@ -104,6 +121,8 @@ class OverlayStage:
             fps=fps,
             latency_ms=(now_mono - frame.host_timestamp_s) * 1000.0,
             warnings=self.warnings,
+            primitives=self._primitives,
+            projection=self._projection,
         )
         overlay = result.overlay
         current = overlay.patient_to_camera if overlay.current else None

@@ -130,8 +130,12 @@ def _wire_dtype(a: np.ndarray) -> tuple[np.ndarray, str]:
     return np.ascontiguousarray(a, dtype=np.dtype(name)), name
 
 
-def encode(message: Message) -> list[bytes]:
-    """Encode a message into its multipart frames (the header's array list is filled in)."""
+def encode(message: Message, packer: msgpack.Packer | None = None) -> list[bytes]:
+    """Encode a message into its multipart frames (the header's array list is filled in).
+
+    ``packer``: a ``msgpack.Packer(use_bin_type=True)`` to reuse (one thread at a time;
+    the same bytes as a new one, without making one per map); None makes one.
+    """
     parts: list[bytes] = []
     described: list[tuple[str, str, tuple[int, ...]]] = []
     for name, array in message.arrays.items():
@@ -139,8 +143,9 @@ def encode(message: Message) -> list[bytes]:
         described.append((name, dtype, a.shape))  # a tuple of Python ints
         parts.append(a.tobytes())
     message.header.arrays = described
-    header = msgpack.packb(message.header.to_map(), use_bin_type=True)
-    payload = msgpack.packb(message.payload, use_bin_type=True)
+    pack = (packer or msgpack.Packer(use_bin_type=True)).pack
+    header = pack(message.header.to_map())
+    payload = pack(message.payload)
     return [message.header.topic.encode("ascii"), header, payload, *parts]
 
 

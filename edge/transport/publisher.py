@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import msgpack
 import numpy as np
 
 from edge.errors import StateError, TransportError
@@ -228,6 +229,10 @@ class Publisher:
         self.endpoint = self._socket.getsockopt(_zmq().LAST_ENDPOINT).decode()
         self._last_flags = int(_zmq().NOBLOCK)
         self._more_flags = int(_zmq().NOBLOCK | _zmq().SNDMORE)
+        # As plain ints: an enum operation per send costs microseconds.
+        self._events_option = int(_zmq().EVENTS)
+        self._pollin = int(_zmq().POLLIN)
+        self._packer = msgpack.Packer(use_bin_type=True)  # used with the send lock held
         self._lock = threading.Lock()
         self._seq: dict[str, int] = {}
         self.sent: dict[str, int] = {}
@@ -284,10 +289,12 @@ class Publisher:
 
     def _apply_subscriptions(self) -> None:
         """Read the waiting subscriptions (bounded) and apply the allowed ones (lock held)."""
+        if not self._socket.getsockopt(self._events_option) & self._pollin:
+            return  # nothing waiting (most sends): cheaper to ask than to catch zmq.Again
         zmq = _zmq()
         for _ in range(SUBSCRIPTIONS_PER_SEND):
-            if not self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                return  # nothing waiting: cheaper to ask than to catch zmq.Again
+            if not self._socket.getsockopt(self._events_option) & self._pollin:
+                return
             try:
                 frame = self._socket.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -344,7 +351,7 @@ class Publisher:
                 capture_unix_s=capture_unix_s,
                 sender=self.sender,
             )
-            parts = encode(msg)
+            parts = encode(msg, self._packer)
             # XPUB never blocks: at the high-water mark the message is dropped per subscriber.
             # Small messages are copied into libzmq (cheaper than tracking zero-copy frames).
             size = sum(len(p) for p in parts)
