@@ -42,20 +42,23 @@ def percentiles(values: Iterable[float], *qs: float) -> dict[str, float]:
     return out
 
 
-def landmark_errors_px(estimated_px: np.ndarray, true_px: np.ndarray) -> np.ndarray:
-    """Per-landmark 2-D distance in pixels (estimated may carry a third column)."""
-    return np.linalg.norm(np.asarray(estimated_px)[:, :2] - np.asarray(true_px)[:, :2], axis=1)
+def landmark_offsets_px(estimated_px: np.ndarray, true_px: np.ndarray) -> np.ndarray:
+    """Per-landmark 2-D offset, estimated minus true, in pixels: (N, 2) float64 (estimated may
+    carry a third column). Its rows' norms are the landmark errors."""
+    est = np.asarray(estimated_px, dtype=np.float64)
+    return est[:, :2] - np.asarray(true_px, dtype=np.float64)[:, :2]
 
 
-def landmark_errors_mm(
+def landmark_offsets_m(
     estimated_m: np.ndarray, valid: np.ndarray | None, true_m: np.ndarray
 ) -> np.ndarray:
-    """Per-landmark 3-D distance in millimetres, for the landmarks flagged valid."""
+    """Per-landmark 3-D offset, estimated minus true, in metres: (K, 3) float64, for the
+    landmarks flagged valid and estimated (finite). Its rows' norms are the landmark errors."""
     est = np.asarray(estimated_m, dtype=np.float64)
     mask = np.isfinite(est).all(axis=1)
     if valid is not None:
         mask &= np.asarray(valid, dtype=bool)
-    return np.linalg.norm(est[mask] - np.asarray(true_m)[mask], axis=1) * 1000.0
+    return est[mask] - np.asarray(true_m, dtype=np.float64)[mask]
 
 
 @dataclass
@@ -342,18 +345,19 @@ class Evaluator:
     figures with :meth:`summary`. ``targets_m`` are the plan's targets (plan
     frame, metres); without them no registration accuracy is computed.
 
-    A frame with ground truth leaves its landmark errors and references to its poses (4x4
-    arrays no stage changes after the frame); the pose errors are computed together in
-    :meth:`summary`. A frame without truth (live) leaves nothing but its timings.
+    A frame with ground truth leaves its landmark offsets and references to its poses (4x4
+    arrays no stage changes after the frame); :meth:`summary` computes the errors of all
+    frames together, to the bit as one frame at a time would. A frame without truth (live)
+    leaves nothing but its timings.
     """
 
     targets_m: dict[str, np.ndarray] = field(default_factory=dict)
     stats: RunStats = field(default_factory=RunStats)
     frames: int = 0
-    # Per frame with the face tracked: its landmark errors (px, of the landmarks seen; mm, of
+    # Per frame with the face tracked: its landmark offsets (px, of the landmarks seen; m, of
     # those also valid).
-    lm_px: list[np.ndarray] = field(default_factory=list)
-    lm_mm: list[np.ndarray] = field(default_factory=list)
+    lm_offsets_px: list[np.ndarray] = field(default_factory=list)
+    lm_offsets_m: list[np.ndarray] = field(default_factory=list)
     # Per TRACKING frame, face in view: (its pose, the true pose).
     tracked: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     visible: list[bool] = field(default_factory=list)
@@ -385,16 +389,16 @@ class Evaluator:
         if visible and self.first_visible_s is None:
             self.first_visible_s = result.received_s
         if face is not None and visible and truth.landmarks_px is not None:
-            seen = (
-                np.asarray(truth.landmarks_visible, dtype=bool)
-                if truth.landmarks_visible is not None
-                else np.ones(len(truth.landmarks_px), dtype=bool)
-            )
-            self.lm_px.append(landmark_errors_px(face.landmarks_px, truth.landmarks_px)[seen])
+            visible_lm = truth.landmarks_visible
+            seen = None if visible_lm is None else np.asarray(visible_lm, dtype=bool)
+            offsets = landmark_offsets_px(face.landmarks_px, truth.landmarks_px)
+            self.lm_offsets_px.append(offsets if seen is None else offsets[seen])
             if face.landmarks_camera_m is not None and truth.landmarks_camera_m is not None:
-                valid = seen if face.landmarks_valid is None else seen & face.landmarks_valid
-                self.lm_mm.append(
-                    landmark_errors_mm(face.landmarks_camera_m, valid, truth.landmarks_camera_m)
+                valid = face.landmarks_valid
+                if seen is not None:
+                    valid = seen if valid is None else seen & valid
+                self.lm_offsets_m.append(
+                    landmark_offsets_m(face.landmarks_camera_m, valid, truth.landmarks_camera_m)
                 )
         if not self.targets_m:
             return
@@ -495,8 +499,9 @@ class Evaluator:
             "state_fractions": self.stats.state_fractions(),
         }
         if self.visible:
-            px = percentiles(_joined(self.lm_px), 50, 95)
-            mm = percentiles(_joined(self.lm_mm), 50, 95)
+            px = percentiles(np.linalg.norm(_joined(self.lm_offsets_px, 2), axis=1), 50, 95)
+            m = np.linalg.norm(_joined(self.lm_offsets_m, 3), axis=1)
+            mm = percentiles(m * 1000.0, 50, 95)
             out["landmark_error_px"] = {"median": px["p50"], "p95": px["p95"]}
             out["landmark_error_mm"] = {"median": mm["p50"], "p95": mm["p95"]}
         if self.visible and self.targets_m:
@@ -523,9 +528,9 @@ class Evaluator:
         return out
 
 
-def _joined(arrays: list[np.ndarray]) -> np.ndarray:
-    """Per-frame arrays of figures, one after another (empty without any)."""
-    return np.concatenate(arrays) if arrays else np.empty(0)
+def _joined(arrays: list[np.ndarray], columns: int) -> np.ndarray:
+    """Per-frame (K, columns) arrays, one after another (none: empty)."""
+    return np.concatenate(arrays) if arrays else np.empty((0, columns))
 
 
 def _stacked(poses: list[np.ndarray]) -> np.ndarray:

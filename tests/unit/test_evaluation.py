@@ -6,8 +6,8 @@ from edge import geometry
 from edge.evaluation import (
     RunStats,
     jitter_mm,
-    landmark_errors_mm,
-    landmark_errors_px,
+    landmark_offsets_m,
+    landmark_offsets_px,
     percentiles,
     pose_error_arrays,
     pose_errors,
@@ -77,14 +77,16 @@ def test_pose_error_arrays_equal_one_pose_at_a_time_to_the_bit(frames, n_targets
         assert e.translation_mm[i] == float(np.linalg.norm(moved) * 1000.0)
 
 
-def test_landmark_errors():
+def test_landmark_offsets():
     est = np.array([[10.0, 10.0, 5.0], [0.0, 0.0, 0.0]])
     true = np.array([[13.0, 14.0], [0.0, 0.0]])
-    np.testing.assert_allclose(landmark_errors_px(est, true), [5.0, 0.0])
+    np.testing.assert_allclose(landmark_offsets_px(est, true), [[-3.0, -4.0], [0.0, 0.0]])
     est3 = np.array([[0.0, 0.0, 0.5], [np.nan, np.nan, np.nan], [0.0, 0.0, 0.6]])
     true3 = np.array([[0.0, 0.0, 0.501], [0.0, 0.0, 0.5], [0.0, 0.0, 0.6]])
     valid = np.array([True, False, False])
-    np.testing.assert_allclose(landmark_errors_mm(est3, valid, true3), [1.0])
+    np.testing.assert_allclose(landmark_offsets_m(est3, valid, true3), [[0.0, 0.0, -0.001]])
+    # Not estimated (NaN) landmarks are left out whether flagged valid or not.
+    np.testing.assert_allclose(landmark_offsets_m(est3, None, true3), [[0, 0, -0.001], [0, 0, 0]])
 
 
 def test_jitter_and_percentiles():
