@@ -10,7 +10,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -42,20 +42,23 @@ def percentiles(values: Iterable[float], *qs: float) -> dict[str, float]:
     return out
 
 
-def landmark_errors_px(estimated_px: np.ndarray, true_px: np.ndarray) -> np.ndarray:
-    """Per-landmark 2-D distance in pixels (estimated may carry a third column)."""
-    return np.linalg.norm(np.asarray(estimated_px)[:, :2] - np.asarray(true_px)[:, :2], axis=1)
+def landmark_offsets_px(estimated_px: np.ndarray, true_px: np.ndarray) -> np.ndarray:
+    """Per-landmark 2-D offset, estimated minus true, in pixels: (N, 2) float64 (estimated may
+    carry a third column). Its rows' norms are the landmark errors."""
+    est = np.asarray(estimated_px, dtype=np.float64)
+    return est[:, :2] - np.asarray(true_px, dtype=np.float64)[:, :2]
 
 
-def landmark_errors_mm(
+def landmark_offsets_m(
     estimated_m: np.ndarray, valid: np.ndarray | None, true_m: np.ndarray
 ) -> np.ndarray:
-    """Per-landmark 3-D distance in millimetres, for the landmarks flagged valid."""
+    """Per-landmark 3-D offset, estimated minus true, in metres: (K, 3) float64, for the
+    landmarks flagged valid and estimated (finite). Its rows' norms are the landmark errors."""
     est = np.asarray(estimated_m, dtype=np.float64)
     mask = np.isfinite(est).all(axis=1)
     if valid is not None:
         mask &= np.asarray(valid, dtype=bool)
-    return np.linalg.norm(est[mask] - np.asarray(true_m)[mask], axis=1) * 1000.0
+    return est[mask] - np.asarray(true_m, dtype=np.float64)[mask]
 
 
 @dataclass
@@ -75,23 +78,63 @@ def pose_errors(
     """Target registration error at each plan target, and the pose's rotation/translation error.
 
     The translation error is measured at the centroid of the targets (not at the
-    plan's origin, which may lie far from the anatomy).
+    plan's origin, which may lie far from the anatomy). One pose of :func:`pose_error_arrays`.
     """
     names = list(targets_m)
     pts = np.array([targets_m[n] for n in names], dtype=np.float64).reshape(-1, 3)
-    est = geometry.apply(estimated_patient_to_camera, pts)
-    true = geometry.apply(true_patient_to_camera, pts)
-    tre = np.linalg.norm(est - true, axis=1) * 1000.0
-    r_err = estimated_patient_to_camera[:3, :3].T @ true_patient_to_camera[:3, :3]
-    centroid = pts.mean(axis=0, keepdims=True) if len(pts) else np.zeros((1, 3))
-    t_err = np.linalg.norm(
-        geometry.apply(estimated_patient_to_camera, centroid)
-        - geometry.apply(true_patient_to_camera, centroid)
+    e = pose_error_arrays(
+        np.asarray(estimated_patient_to_camera)[None], np.asarray(true_patient_to_camera)[None], pts
     )
     return PoseErrors(
-        tre_mm=dict(zip(names, tre.tolist(), strict=True)),
-        rotation_deg=geometry.rotation_angle_deg(r_err),
-        translation_mm=float(t_err * 1000.0),
+        tre_mm=dict(zip(names, e.tre_mm[0].tolist(), strict=True)),
+        rotation_deg=float(e.rotation_deg[0]),
+        translation_mm=float(e.translation_mm[0]),
+    )
+
+
+@dataclass
+class PoseErrorArrays:
+    """:class:`PoseErrors` of F poses: ``tre_mm`` (F, T), ``rotation_deg`` and
+    ``translation_mm`` (F,); ``targets_camera_m`` (F, T, 3): where each estimated pose puts
+    the targets."""
+
+    tre_mm: np.ndarray
+    rotation_deg: np.ndarray
+    translation_mm: np.ndarray
+    targets_camera_m: np.ndarray
+
+
+def pose_error_arrays(
+    estimated_patient_to_camera: np.ndarray,
+    true_patient_to_camera: np.ndarray,
+    targets_m: np.ndarray,
+) -> PoseErrorArrays:
+    """The errors of F estimated poses (F, 4, 4) against the true ones at targets (T, 3) (plan
+    frame, metres), as :func:`pose_errors` defines them.
+
+    Each figure equals, to the bit, the one computed from that pose alone with
+    :func:`edge.geometry.apply`, ``np.linalg.norm`` and :func:`edge.geometry.rotation_angle_deg`
+    (the stacked products make the same per-matrix calls; the translation's norm is a dot
+    product per pose, as ``np.linalg.norm`` of one vector is).
+    """
+    est_pose = np.asarray(estimated_patient_to_camera, dtype=np.float64).reshape(-1, 4, 4)
+    true_pose = np.asarray(true_patient_to_camera, dtype=np.float64).reshape(-1, 4, 4)
+    pts = np.asarray(targets_m, dtype=np.float64).reshape(-1, 3)
+
+    def apply(poses: np.ndarray, points: np.ndarray) -> np.ndarray:
+        # geometry.apply, one pose per leading index: points @ R.T + t.
+        return points @ poses[:, :3, :3].transpose(0, 2, 1) + poses[:, None, :3, 3]
+
+    est = apply(est_pose, pts)
+    tre = np.linalg.norm(est - apply(true_pose, pts), axis=-1) * 1000.0
+    r_err = est_pose[:, :3, :3].transpose(0, 2, 1) @ true_pose[:, :3, :3]
+    centroid = pts.mean(axis=0, keepdims=True) if len(pts) else np.zeros((1, 3))
+    t_err = apply(est_pose, centroid)[:, 0] - apply(true_pose, centroid)[:, 0]
+    return PoseErrorArrays(
+        tre_mm=tre,
+        rotation_deg=np.array([geometry.rotation_angle_deg(r) for r in r_err], dtype=np.float64),
+        translation_mm=np.array([math.sqrt(d.dot(d)) * 1000.0 for d in t_err], dtype=np.float64),
+        targets_camera_m=est,
     )
 
 
@@ -283,6 +326,17 @@ class RunStats:
         return {s: n / total for s, n in sorted(self.states.items())} if total else {}
 
 
+class FittedFrame(NamedTuple):
+    """A frame with a fitted pose and the face in view, as the TRE estimate and gate tables
+    need it."""
+
+    pose: np.ndarray  # the fitted pose (candidate_to_camera), refused or not
+    true_pose: np.ndarray
+    tracking: bool  # the frame ended TRACKING
+    failed_gates: list[str]
+    estimate_mm: list[float] | None  # the TRE estimate shown, per target; None: none shown
+
+
 @dataclass
 class Evaluator:
     """Collects per-frame timing, states and (with ground truth) accuracy of a run.
@@ -290,28 +344,27 @@ class Evaluator:
     Feed it every :class:`~edge.frames.FrameResult` with :meth:`consume` (it is a sink); read the
     figures with :meth:`summary`. ``targets_m`` are the plan's targets (plan
     frame, metres); without them no registration accuracy is computed.
+
+    A frame with ground truth leaves its landmark offsets and references to its poses (4x4
+    arrays no stage changes after the frame); :meth:`summary` computes the errors of all
+    frames together, to the bit as one frame at a time would. A frame without truth (live)
+    leaves nothing but its timings.
     """
 
     targets_m: dict[str, np.ndarray] = field(default_factory=dict)
     stats: RunStats = field(default_factory=RunStats)
     frames: int = 0
-    lm_px: list[float] = field(default_factory=list)
-    lm_mm: list[float] = field(default_factory=list)
-    tre_mm: list[float] = field(default_factory=list)
-    rot_deg: list[float] = field(default_factory=list)
-    trans_mm: list[float] = field(default_factory=list)
-    target_positions: list[np.ndarray] = field(default_factory=list)
+    # Per frame with the face tracked: its landmark offsets (px, of the landmarks seen; m, of
+    # those also valid).
+    lm_offsets_px: list[np.ndarray] = field(default_factory=list)
+    lm_offsets_m: list[np.ndarray] = field(default_factory=list)
+    # Per TRACKING frame, face in view: (its pose, the true pose).
+    tracked: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     visible: list[bool] = field(default_factory=list)
     states: list[RegistrationState | None] = field(default_factory=list)
     first_visible_s: float | None = None
     time_to_register_ms: float = float("nan")
-    # Per target-frame shown with an estimate: (displayed TRE estimate, true TRE), mm.
-    tre_estimates: list[tuple[float, float]] = field(default_factory=list)
-    # Per frame with a fitted pose: (its true TRE at the worst target, the gates it failed).
-    gate_records: list[tuple[float, list[str]]] = field(default_factory=list)
-    current_over_2mm: int = 0  # TRACKING frames whose worst true TRE exceeds 2 mm
-    # TRACKING frames whose worst true TRE exceeds each of CURRENT_TRE_LINES_MM.
-    current_over_mm: dict[int, int] = field(default_factory=dict)
+    fitted: list[FittedFrame] = field(default_factory=list)
     prediction: PredictionCheck = field(default_factory=PredictionCheck)
 
     name: ClassVar[str] = "evaluation"
@@ -330,67 +383,88 @@ class Evaluator:
         if truth is None:
             return  # live frames: nothing per frame is kept (memory stays flat)
         self.states.append(state)
-        self.visible.append(bool(truth.face_visible))
+        visible = bool(truth.face_visible)
+        self.visible.append(visible)
         face = result.tracking.patient if result.tracking is not None else None
-        if truth.face_visible and self.first_visible_s is None:
+        if visible and self.first_visible_s is None:
             self.first_visible_s = result.received_s
-        if face is not None and truth.face_visible and truth.landmarks_px is not None:
-            seen = (
-                np.asarray(truth.landmarks_visible, dtype=bool)
-                if truth.landmarks_visible is not None
-                else np.ones(len(truth.landmarks_px), dtype=bool)
-            )
-            errs = landmark_errors_px(face.landmarks_px, truth.landmarks_px)[seen]
-            self.lm_px.extend(errs.tolist())
+        if face is not None and visible and truth.landmarks_px is not None:
+            visible_lm = truth.landmarks_visible
+            seen = None if visible_lm is None else np.asarray(visible_lm, dtype=bool)
+            offsets = landmark_offsets_px(face.landmarks_px, truth.landmarks_px)
+            self.lm_offsets_px.append(offsets if seen is None else offsets[seen])
             if face.landmarks_camera_m is not None and truth.landmarks_camera_m is not None:
-                valid = seen if face.landmarks_valid is None else seen & face.landmarks_valid
-                self.lm_mm.extend(
-                    landmark_errors_mm(face.landmarks_camera_m, valid, truth.landmarks_camera_m)
+                valid = face.landmarks_valid
+                if seen is not None:
+                    valid = seen if valid is None else seen & valid
+                self.lm_offsets_m.append(
+                    landmark_offsets_m(face.landmarks_camera_m, valid, truth.landmarks_camera_m)
                 )
-        if reg is not None and truth.face_visible and self.targets_m:
-            self._estimate_and_gates(reg, truth.patient_to_camera)
-        if self.targets_m:
-            overlay = result.overlay
-            self.prediction.add(
-                result.frame.capture_s,
-                truth.patient_to_camera if truth.face_visible else None,
-                overlay.patient_to_camera if overlay is not None else None,
-                overlay.velocity if overlay is not None else None,
+        if not self.targets_m:
+            return
+        tracking = state is RegistrationState.TRACKING
+        if reg is not None and visible and reg.candidate_to_camera is not None:
+            shown = reg.shown_tre_mm
+            estimate = (
+                [shown.get(name, math.nan) for name in self.targets_m]
+                if shown and reg.patient_to_camera is not None
+                else None
             )
-        if (
-            reg is not None
-            and reg.state is RegistrationState.TRACKING
-            and reg.patient_to_camera is not None
-            and truth.face_visible
-            and self.targets_m
-        ):
-            e = pose_errors(reg.patient_to_camera, truth.patient_to_camera, self.targets_m)
-            self.tre_mm.extend(e.tre_mm.values())
-            self.rot_deg.append(e.rotation_deg)
-            self.trans_mm.append(e.translation_mm)
-            names = list(self.targets_m)
-            pts = np.array([self.targets_m[n] for n in names])
-            self.target_positions.append(geometry.apply(reg.patient_to_camera, pts))
+            self.fitted.append(
+                FittedFrame(
+                    reg.candidate_to_camera,
+                    truth.patient_to_camera,
+                    tracking,
+                    list(reg.quality.failed_gates),
+                    estimate,
+                )
+            )
+        overlay = result.overlay
+        self.prediction.add(
+            result.frame.capture_s,
+            truth.patient_to_camera if visible else None,
+            overlay.patient_to_camera if overlay is not None else None,
+            overlay.velocity if overlay is not None else None,
+        )
+        if tracking and reg is not None and reg.patient_to_camera is not None and visible:
+            self.tracked.append((reg.patient_to_camera, truth.patient_to_camera))
             if math.isnan(self.time_to_register_ms) and self.first_visible_s is not None:
                 self.time_to_register_ms = (result.done_s - self.first_visible_s) * 1000.0
 
-    def _estimate_and_gates(self, reg: Any, true_patient_to_camera: np.ndarray) -> None:
+    def _targets_array(self) -> np.ndarray:
+        """The plan's targets (T, 3), in the order of ``targets_m``."""
+        return np.array(list(self.targets_m.values()), dtype=np.float64).reshape(-1, 3)
+
+    def _estimate_and_gates(self) -> dict[str, Any]:
         """The TRE estimate against the truth (poses shown) and each gate's decision against
-        the truth (every fitted pose, refused or not)."""
-        if reg.candidate_to_camera is None:
-            return
-        true = pose_errors(reg.candidate_to_camera, true_patient_to_camera, self.targets_m).tre_mm
-        worst = max(true.values(), default=0.0)
-        self.gate_records.append((worst, list(reg.quality.failed_gates)))
-        if reg.state is RegistrationState.TRACKING and worst > INACCURATE_TRE_MM:
-            self.current_over_2mm += 1
-        if reg.state is RegistrationState.TRACKING:
-            for line in CURRENT_TRE_LINES_MM:
-                self.current_over_mm[line] = self.current_over_mm.get(line, 0) + int(worst > line)
-        shown = reg.shown_tre_mm
-        if shown and reg.patient_to_camera is not None:
-            for name, true_mm in true.items():
-                self.tre_estimates.append((shown.get(name, math.nan), true_mm))
+        the truth (every fitted pose, refused or not), from the fitted poses."""
+        true = pose_error_arrays(
+            _stacked([f.pose for f in self.fitted]),
+            _stacked([f.true_pose for f in self.fitted]),
+            self._targets_array(),
+        ).tre_mm.tolist()
+        worst = [max(row, default=0.0) for row in true]  # per fitted frame, its worst target
+        current = [w for w, f in zip(worst, self.fitted, strict=True) if f.tracking]
+        estimates = [
+            (e, t)
+            for row, f in zip(true, self.fitted, strict=True)
+            if f.estimate_mm is not None
+            for e, t in zip(f.estimate_mm, row, strict=True)
+        ]
+        calibration = tre_estimate_calibration([e for e, _ in estimates], [t for _, t in estimates])
+        return {
+            "tre_estimate_calibration": calibration,
+            "gates": gate_confusion(
+                [(w, f.failed_gates) for w, f in zip(worst, self.fitted, strict=True)]
+            ),
+            "current_frames_tre_over_2mm": sum(1 for w in current if w > INACCURATE_TRE_MM),
+            "current_frames_tre_over_mm": {
+                str(line): sum(1 for w in current if w > line) for line in CURRENT_TRE_LINES_MM
+            },
+            "tre_above_estimate_fraction": (
+                1.0 - calibration["coverage"] if calibration["target_frames"] else float("nan")
+            ),
+        }
 
     def _transition_latencies(self) -> dict[str, float]:
         """Frames from the face leaving to LOST, and from its return to TRACKING (worst case)."""
@@ -425,14 +499,20 @@ class Evaluator:
             "state_fractions": self.stats.state_fractions(),
         }
         if self.visible:
-            px = percentiles(self.lm_px, 50, 95)
-            mm = percentiles(self.lm_mm, 50, 95)
+            px = percentiles(np.linalg.norm(_joined(self.lm_offsets_px, 2), axis=1), 50, 95)
+            m = np.linalg.norm(_joined(self.lm_offsets_m, 3), axis=1)
+            mm = percentiles(m * 1000.0, 50, 95)
             out["landmark_error_px"] = {"median": px["p50"], "p95": px["p95"]}
             out["landmark_error_mm"] = {"median": mm["p50"], "p95": mm["p95"]}
         if self.visible and self.targets_m:
-            tre = np.asarray(self.tre_mm)
-            rot = percentiles(self.rot_deg, 50, 95)
-            trans = percentiles(self.trans_mm, 50, 95)
+            e = pose_error_arrays(
+                _stacked([p for p, _ in self.tracked]),
+                _stacked([t for _, t in self.tracked]),
+                self._targets_array(),
+            )
+            tre = e.tre_mm.ravel()
+            rot = percentiles(e.rotation_deg, 50, 95)
+            trans = percentiles(e.translation_mm, 50, 95)
             out["tre_mm"] = {
                 "mean": float(tre.mean()) if tre.size else float("nan"),
                 "p95": percentiles(tre, 95)["p95"],
@@ -440,24 +520,22 @@ class Evaluator:
             }
             out["rotation_error_deg"] = {"median": rot["p50"], "p95": rot["p95"]}
             out["translation_error_mm"] = {"median": trans["p50"], "p95": trans["p95"]}
-            out["jitter_mm"] = jitter_mm(self.target_positions)
+            out["jitter_mm"] = jitter_mm(list(e.targets_camera_m))
             out["time_to_register_ms"] = self.time_to_register_ms
-            out["tre_estimate_calibration"] = tre_estimate_calibration(
-                [e for e, _ in self.tre_estimates], [t for _, t in self.tre_estimates]
-            )
-            out["gates"] = gate_confusion(self.gate_records)
-            out["current_frames_tre_over_2mm"] = self.current_over_2mm
-            out["current_frames_tre_over_mm"] = {
-                str(line): self.current_over_mm.get(line, 0) for line in CURRENT_TRE_LINES_MM
-            }
-            cal = out["tre_estimate_calibration"]
-            out["tre_above_estimate_fraction"] = (
-                1.0 - cal["coverage"] if cal["target_frames"] else float("nan")
-            )
+            out.update(self._estimate_and_gates())
             out.update(self._transition_latencies())
-            targets = np.array(list(self.targets_m.values()), dtype=np.float64).reshape(-1, 3)
-            out.update(self.prediction.summary(targets))
+            out.update(self.prediction.summary(self._targets_array()))
         return out
+
+
+def _joined(arrays: list[np.ndarray], columns: int) -> np.ndarray:
+    """Per-frame (K, columns) arrays, one after another (none: empty)."""
+    return np.concatenate(arrays) if arrays else np.empty((0, columns))
+
+
+def _stacked(poses: list[np.ndarray]) -> np.ndarray:
+    """4x4 poses as one (F, 4, 4) float64 array (F may be 0)."""
+    return np.array(poses, dtype=np.float64).reshape(-1, 4, 4)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -2,12 +2,14 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from edge import geometry
 from edge.evaluation import (
     RunStats,
     jitter_mm,
-    landmark_errors_mm,
-    landmark_errors_px,
+    landmark_offsets_m,
+    landmark_offsets_px,
     percentiles,
+    pose_error_arrays,
     pose_errors,
 )
 
@@ -33,14 +35,58 @@ def test_pose_errors_known_answers():
     assert pose_errors(rotated, true, targets).tre_mm["a"] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_landmark_errors():
+def test_pose_error_arrays_known_answers():
+    targets = np.array([[0.0, 0.0, 0.05], [0.02, 0.0, 0.05]])
+    true = np.stack([_pose([0, 0, 0], [0, 0, 0.5])] * 2)
+    estimated = np.stack([_pose([0, 0, 0], [0.001, 0, 0.5]), _pose([0, 0, 2.0], [0, 0, 0.5])])
+    e = pose_error_arrays(estimated, true, targets)
+    assert e.tre_mm.shape == (2, 2) and e.targets_camera_m.shape == (2, 2, 3)
+    np.testing.assert_allclose(e.tre_mm[0], [1.0, 1.0])
+    # 2 degrees about z through the origin: "a" (on the axis) stays, "b" moves 20 mm * 2 sin 1 deg.
+    np.testing.assert_allclose(e.tre_mm[1], [0.0, 40.0 * np.sin(np.radians(1.0))], atol=1e-9)
+    np.testing.assert_allclose(e.rotation_deg, [0.0, 2.0], atol=1e-6)
+    np.testing.assert_allclose(e.translation_mm[0], 1.0)
+    np.testing.assert_allclose(e.targets_camera_m[0], targets + np.array([0.001, 0, 0.5]))
+    empty = pose_error_arrays(np.zeros((0, 4, 4)), np.zeros((0, 4, 4)), targets)
+    assert empty.tre_mm.shape == (0, 2) and empty.rotation_deg.shape == (0,)
+
+
+@pytest.mark.parametrize("frames", [1, 2, 40])
+@pytest.mark.parametrize("n_targets", [1, 3])
+def test_pose_error_arrays_equal_one_pose_at_a_time_to_the_bit(frames, n_targets):
+    """The stacked computation gives the very numbers of geometry.apply, np.linalg.norm and
+    rotation_angle_deg on each pose alone (the evaluator's figures did not move with it)."""
+    rng = np.random.default_rng(frames * 10 + n_targets)
+    targets = rng.normal(0.0, 0.05, (n_targets, 3))
+
+    def poses():
+        angles, shifts = rng.uniform(-20, 20, (frames, 3)), rng.normal(0, 0.2, (frames, 3))
+        return np.stack([_pose(a, t) for a, t in zip(angles, shifts, strict=True)])
+
+    estimated, true = poses(), poses()
+    e = pose_error_arrays(estimated, true, targets)
+    centroid = targets.mean(axis=0, keepdims=True)
+    for i in range(frames):
+        shown = geometry.apply(estimated[i], targets)
+        tre = np.linalg.norm(shown - geometry.apply(true[i], targets), axis=1) * 1000.0
+        moved = geometry.apply(estimated[i], centroid) - geometry.apply(true[i], centroid)
+        r_err = estimated[i][:3, :3].T @ true[i][:3, :3]
+        np.testing.assert_array_equal(e.targets_camera_m[i], shown)
+        np.testing.assert_array_equal(e.tre_mm[i], tre)
+        assert e.rotation_deg[i] == geometry.rotation_angle_deg(r_err)
+        assert e.translation_mm[i] == float(np.linalg.norm(moved) * 1000.0)
+
+
+def test_landmark_offsets():
     est = np.array([[10.0, 10.0, 5.0], [0.0, 0.0, 0.0]])
     true = np.array([[13.0, 14.0], [0.0, 0.0]])
-    np.testing.assert_allclose(landmark_errors_px(est, true), [5.0, 0.0])
+    np.testing.assert_allclose(landmark_offsets_px(est, true), [[-3.0, -4.0], [0.0, 0.0]])
     est3 = np.array([[0.0, 0.0, 0.5], [np.nan, np.nan, np.nan], [0.0, 0.0, 0.6]])
     true3 = np.array([[0.0, 0.0, 0.501], [0.0, 0.0, 0.5], [0.0, 0.0, 0.6]])
     valid = np.array([True, False, False])
-    np.testing.assert_allclose(landmark_errors_mm(est3, valid, true3), [1.0])
+    np.testing.assert_allclose(landmark_offsets_m(est3, valid, true3), [[0.0, 0.0, -0.001]])
+    # Not estimated (NaN) landmarks are left out whether flagged valid or not.
+    np.testing.assert_allclose(landmark_offsets_m(est3, None, true3), [[0, 0, -0.001], [0, 0, 0]])
 
 
 def test_jitter_and_percentiles():
