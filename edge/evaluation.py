@@ -236,8 +236,10 @@ class PredictionCheck:
         if shown_patient_to_camera is not None and velocity is not None:
             self.shown.append((capture_s, shown_patient_to_camera, velocity))
 
-    def _true_points(self, at_s: float, targets: np.ndarray) -> np.ndarray | None:
-        times = np.array([t for t, _ in self.truth])
+    def _true_points(
+        self, times: np.ndarray, at_s: float, targets: np.ndarray
+    ) -> np.ndarray | None:
+        """The targets where the truth has them at ``at_s``; ``times``: the sorted truth's."""
         after = int(np.searchsorted(times, at_s))
         if after == 0 or after >= len(times) or times[after] - times[after - 1] > MAX_TRUTH_GAP_S:
             return None
@@ -249,6 +251,7 @@ class PredictionCheck:
         """``prediction_error_mm`` and ``unpredicted_error_mm``: per horizon (ms, as a string)
         ``median``, ``p95`` over target-frames and ``target_frames``."""
         self.truth.sort(key=lambda item: item[0])
+        times = np.array([t for t, _ in self.truth])
         out: dict[str, dict[str, dict[str, float]]] = {
             "prediction_error_mm": {},
             "unpredicted_error_mm": {},
@@ -258,7 +261,7 @@ class PredictionCheck:
             predicted: list[float] = []
             still: list[float] = []
             for capture_s, pose, velocity in self.shown:
-                true = self._true_points(capture_s + dt, targets_m)
+                true = self._true_points(times, capture_s + dt, targets_m)
                 if true is None:
                     continue
                 shown = geometry.apply(pose, targets_m)
