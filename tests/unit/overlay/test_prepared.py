@@ -50,7 +50,7 @@ def _pose(rng: np.random.Generator) -> np.ndarray:
     rotation = geometry.axis_angle_to_matrix(axis / np.linalg.norm(axis), rng.uniform(0, 3))
     pose = np.eye(4)
     pose[:3, :3] = rotation
-    pose[:3, 3] = rng.normal(scale=0.05, size=3) + [0.0, 0.0, 0.5]
+    pose[:3, 3] = rng.normal(scale=0.05, size=3) + np.array([0.0, 0.0, 0.5])
     return pose
 
 
