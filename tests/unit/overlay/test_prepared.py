@@ -84,9 +84,7 @@ def test_overlay_arrays_are_the_per_frame_formulas_to_the_bit(seed: int):
         "trajectories_camera_m": geometry.apply(pose, ends.reshape(-1, 3)).reshape(-1, 2, 3),
         "cut_planes_camera": np.stack([points, normals], axis=1),
     }
-    expected["targets_px"] = project_points(expected["targets_camera_m"], DisplayProfile(), INTR)[
-        0
-    ]
+    expected["targets_px"] = project_points(expected["targets_camera_m"], DisplayProfile(), INTR)[0]
     expected["trajectories_px"] = project_points(
         expected["trajectories_camera_m"], DisplayProfile(), INTR
     )[0]
