@@ -177,5 +177,6 @@ def build_overlay(
 
 def _all_finite(a: np.ndarray) -> bool:
     """``np.isfinite(a).all()``, cheaper when it holds: a sum with a NaN or an infinity is
-    not finite, so a finite sum settles it (the full test only runs when the sum is not)."""
-    return math.isfinite(a.sum()) or bool(np.isfinite(a).all())
+    not finite, so a finite sum settles it (the full test only runs when the sum is not).
+    The sum is of Python floats, which overflow to inf without numpy's warnings."""
+    return math.isfinite(sum(a.ravel().tolist())) or bool(np.isfinite(a).all())

@@ -53,22 +53,9 @@ class OverlayStage:
         self._layers_shown = frozenset(LAYERS)  # a copy of _layers for the frames to read
         self._lock = threading.Lock()
         self._projection: Projection | None = None  # for the last frame's camera
-        self.plan = plan  # prepares the plan's constants (the property's setter)
-        # Headset commands this stage carries out (edge.app routes them here).
-        self.commands: dict[str, Callable[[dict[str, Any]], None]] = {
-            "toggle_layer": lambda args: self.set_layer(args["layer"], args["visible"])
-        }
-
-    @property
-    def plan(self) -> Plan:
-        return self._plan
-
-    @plan.setter
-    def plan(self, plan: Plan) -> None:
-        """Set the plan and prepare what every frame uses of it, once: its primitives in
-        its frame, the raycaster (the per-frame ray casts then only test nearby
-        triangles) and the point whose velocity is given. Call between frames."""
-        self._plan = plan
+        self.plan = plan  # fixed for the stage's life: what every frame uses of it is
+        # prepared once, here: its primitives in its frame, the raycaster (the per-frame ray
+        # casts then only test nearby triangles) and the point whose velocity is given.
         self._primitives = PlanPrimitives.from_plan(plan)
         self._raycaster = (
             MeshRaycaster(plan.skin.vertices, plan.skin.faces)
@@ -81,6 +68,10 @@ class OverlayStage:
             self.config.velocity_frames,
             np.mean(targets, axis=0) if targets else np.zeros(3),
         )
+        # Headset commands this stage carries out (edge.app routes them here).
+        self.commands: dict[str, Callable[[dict[str, Any]], None]] = {
+            "toggle_layer": lambda args: self.set_layer(args["layer"], args["visible"])
+        }
 
     def set_layer(self, layer: str, visible: bool) -> None:
         """Show or hide one layer; raises StateError for an unknown layer name."""

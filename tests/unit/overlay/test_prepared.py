@@ -96,7 +96,7 @@ def test_overlay_arrays_are_the_per_frame_formulas_to_the_bit(seed: int):
     assert prepared.overlay_payload()[0] == plain.overlay_payload()[0]
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered")
+@pytest.mark.filterwarnings("error")  # no numpy warning on the way, whatever the pose
 def test_all_finite_known_answers():
     assert _all_finite(np.eye(4))
     assert _all_finite(np.full((4, 4), 1e308))  # the sum overflows; every entry is finite
@@ -104,6 +104,9 @@ def test_all_finite_known_answers():
         a = np.eye(4)
         a[2, 3] = bad
         assert not _all_finite(a)
+    both = np.eye(4)
+    both[0, 3], both[1, 3] = math.inf, -math.inf  # their sum is NaN
+    assert not _all_finite(both)
 
 
 def test_projection_is_project_points_and_knows_its_camera():
