@@ -35,7 +35,7 @@ def _frozen_rows(rows: list[Any]) -> np.ndarray:
     return a
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compared by identity, hashable
 class PlanPrimitives:
     """One plan's overlay primitives in the plan's frame (metres), built by :meth:`from_plan`.
 
