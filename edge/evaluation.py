@@ -112,10 +112,11 @@ def pose_error_arrays(
     """The errors of F estimated poses (F, 4, 4) against the true ones at targets (T, 3) (plan
     frame, metres), as :func:`pose_errors` defines them.
 
-    Each figure equals, to the bit, the one computed from that pose alone with
-    :func:`edge.geometry.apply`, ``np.linalg.norm`` and :func:`edge.geometry.rotation_angle_deg`
-    (the stacked products make the same per-matrix calls; the translation's norm is a dot
-    product per pose, as ``np.linalg.norm`` of one vector is).
+    Each figure is the one computed from that pose alone with :func:`edge.geometry.apply`,
+    ``np.linalg.norm`` and :func:`edge.geometry.rotation_angle_deg` (the translation's norm
+    is a dot product per pose, as ``np.linalg.norm`` of one vector is): the same to the bit
+    on the machines measured, within rounding wherever a BLAS sums a stacked product in
+    another order.
     """
     est_pose = np.asarray(estimated_patient_to_camera, dtype=np.float64).reshape(-1, 4, 4)
     true_pose = np.asarray(true_patient_to_camera, dtype=np.float64).reshape(-1, 4, 4)
@@ -350,7 +351,7 @@ class Evaluator:
 
     A frame with ground truth leaves its landmark offsets and references to its poses (4x4
     arrays no stage changes after the frame); :meth:`summary` computes the errors of all
-    frames together, to the bit as one frame at a time would. A frame without truth (live)
+    frames together (:func:`pose_error_arrays`). A frame without truth (live)
     leaves nothing but its timings.
     """
 

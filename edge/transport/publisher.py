@@ -289,12 +289,10 @@ class Publisher:
 
     def _apply_subscriptions(self) -> None:
         """Read the waiting subscriptions (bounded) and apply the allowed ones (lock held)."""
-        if not self._socket.getsockopt(self._events_option) & self._pollin:
-            return  # nothing waiting (most sends): cheaper to ask than to catch zmq.Again
-        zmq = _zmq()
         for _ in range(SUBSCRIPTIONS_PER_SEND):
             if not self._socket.getsockopt(self._events_option) & self._pollin:
-                return
+                return  # nothing waiting (most sends): cheaper to ask than to catch zmq.Again
+            zmq = _zmq()
             try:
                 frame = self._socket.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:

@@ -116,6 +116,9 @@ def test_projection_is_project_points_and_knows_its_camera():
     px, vis = projection.project(pts)
     px_ref, vis_ref, intr = project_points(pts, profile, INTR)
     assert _same(px, px_ref) and _same(vis, vis_ref)
+    d = INTR.scaled(320, 240)  # known answers: a pinhole with the display's numbers
+    np.testing.assert_allclose(px[0], [d.fx * 0.02 + d.ppx, d.fy * -0.04 + d.ppy])
+    assert np.isnan(px[1]).all() and vis.tolist() == [True, False, False]  # behind; outside
     assert projection.intrinsics == intr == INTR.scaled(320, 240)
     assert projection.matches(profile, Intrinsics(640, 480, 600.0, 600.0, 319.5, 239.5))
     assert not projection.matches(profile, INTR.scaled(320, 240))
