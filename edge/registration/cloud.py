@@ -11,6 +11,7 @@ anatomical region it lies in (:data:`~edge.registration.landmarks.RIGID_REGIONS`
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,32 +44,136 @@ _HOLES = (
     (np.array(LIPS_OUTER_CONTOUR), MOUTH_MARGIN),
 )
 _HOLES_MAX_ROW = max(int(rows.max()) for rows, _ in _HOLES)
+# The holes' rows end to end, where each hole ends in them, and their enlargements.
+_HOLE_ROWS = np.concatenate([rows for rows, _ in _HOLES]).astype(np.int64)
+_HOLE_ENDS = np.cumsum([len(rows) for rows, _ in _HOLES]).astype(np.int64)
+_HOLE_GROWN = np.array([grown for _, grown in _HOLES], np.float64)
 
 
-@kernel("int32[:, :, ::1](float64[:, ::1], float64, float64, float64, float64)")
-def _cells(poly: np.ndarray, grown: float, u0: float, v0: float, stride: float) -> np.ndarray:
-    """The polygon (K, 2) in mask cells, (K, 1, 2) as cv2.fillPoly takes it: enlarged
-    ``grown`` times about its centroid first (when ``grown`` > 0); empty when a vertex
-    is not finite."""
-    k = poly.shape[0]
+@functools.lru_cache(maxsize=8)
+def _hull_rows(hull_indices: tuple[int, ...]) -> tuple[np.ndarray, int, int]:
+    """The rows of a hull (as :func:`face_pixels` takes them) as an array, their largest
+    and their smallest: made once per hull, not per frame."""
+    rows = np.array(hull_indices, np.int64)
+    return rows, max(hull_indices), int(rows.min()) if len(rows) else 0
+
+
+_NO_ROWS = np.zeros(0, np.int64)
+
+
+def _rows_of(hull_indices: Sequence[int]) -> tuple[np.ndarray, int, int]:
+    """:func:`_hull_rows` of any sequence: cached when it is a tuple of ints."""
+    try:
+        return _hull_rows(hull_indices)
+    except TypeError:  # a list, or another sequence that cannot be hashed
+        return _hull_rows.__wrapped__(tuple(hull_indices))
+
+
+@kernel("float32[:, ::1](float64[:, ::1], int64[::1], boolean)")
+def _hull_points(full: np.ndarray, rows: np.ndarray, every: bool) -> np.ndarray:
+    """The finite (u, v) of ``rows`` of ``full`` (N, >=2), in that order (of every row when
+    ``every``), as float32 for cv2.convexHull; a negative row counts from the end."""
+    n = full.shape[0]
+    k = n if every else rows.shape[0]
+    out = np.empty((k, 2), np.float32)
+    m = 0
+    for i in range(k):
+        r = i if every else rows[i]
+        if r < 0:
+            r += n
+        u, v = full[r, 0], full[r, 1]
+        if math.isfinite(u) and math.isfinite(v):
+            out[m, 0] = np.float32(u)
+            out[m, 1] = np.float32(v)
+            m += 1
+    return out[:m].copy()
+
+
+@kernel(
+    "int64(float64[:, ::1], int64, float64, float64, float64, float64, int32[:, :, ::1], int64)"
+)
+def _cells_into(
+    poly: np.ndarray,
+    k: int,
+    grown: float,
+    u0: float,
+    v0: float,
+    stride: float,
+    out: np.ndarray,
+    at: int,
+) -> int:
+    """The first ``k`` vertices of ``poly`` in mask cells, into ``out[at:at + k]`` as
+    cv2.fillPoly takes them: enlarged ``grown`` times about their centroid first (when
+    ``grown`` > 0). Returns where they end: ``at`` (nothing written) when a vertex is not
+    finite."""
     for i in range(k):
         if not (math.isfinite(poly[i, 0]) and math.isfinite(poly[i, 1])):
-            return np.empty((0, 1, 2), np.int32)
+            return at
     c0 = c1 = 0.0
     for i in range(k):  # the centroid, summed in order as numpy does along axis 0
         c0 += poly[i, 0]
         c1 += poly[i, 1]
     c0 /= k
     c1 /= k
-    out = np.empty((k, 1, 2), np.int32)
     for i in range(k):
         u, v = poly[i, 0], poly[i, 1]
         if grown > 0:
             u = c0 + (u - c0) * grown
             v = c1 + (v - c1) * grown
-        out[i, 0, 0] = np.int32(np.rint((u - u0) / stride))
-        out[i, 0, 1] = np.int32(np.rint((v - v0) / stride))
-    return out
+        out[at + i, 0, 0] = np.int32(np.rint((u - u0) / stride))
+        out[at + i, 0, 1] = np.int32(np.rint((v - v0) / stride))
+    return at + k
+
+
+@kernel(
+    "Tuple((int64[::1], int32[:, :, ::1], uint8[:, ::1]))(float32[:, :, ::1], float64, int64,"
+    " float64[:, ::1], boolean, int64[::1], int64[::1], float64[::1])"
+)
+def _face_grid(
+    hull32: np.ndarray,
+    area: float,
+    max_points: int,
+    full: np.ndarray,
+    holes: bool,
+    hole_rows: np.ndarray,
+    hole_ends: np.ndarray,
+    hole_grown: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sampling grid of :func:`face_pixels` for the hull (H, 1, 2) of ``area``: (u0, v0,
+    stride, then where the hull's cells end and each hole's, in ``cells``), the cells of
+    the hull and of the holes (rows of ``full``, when ``holes``) end to end, and the empty
+    mask. A hole with a vertex not finite has no cells (it ends where the one before does)."""
+    h = hull32.shape[0]
+    hull = np.empty((h, 2))
+    for i in range(h):
+        hull[i, 0] = np.float64(hull32[i, 0, 0])
+        hull[i, 1] = np.float64(hull32[i, 0, 1])
+    lo0, lo1, hi0, hi1 = hull[0, 0], hull[0, 1], hull[0, 0], hull[0, 1]
+    for i in range(1, h):
+        lo0, hi0 = min(lo0, hull[i, 0]), max(hi0, hull[i, 0])
+        lo1, hi1 = min(lo1, hull[i, 1]), max(hi1, hull[i, 1])
+    u0, v0 = int(np.floor(lo0)), int(np.floor(lo1))
+    u1, v1 = int(np.ceil(hi0)), int(np.ceil(hi1))
+    stride = max(1, int(math.sqrt(area / max(max_points, 1) * 1.25)))
+    mask = np.zeros(((v1 - v0) // stride + 1, (u1 - u0) // stride + 1), np.uint8)
+    n_holes = hole_ends.shape[0]
+    info = np.empty(4 + n_holes, np.int64)
+    info[0], info[1], info[2] = u0, v0, stride
+    cells = np.empty((h + hole_rows.shape[0], 1, 2), np.int32)
+    at = _cells_into(hull, h, 0.0, u0, v0, stride, cells, 0)
+    info[3] = at
+    poly = np.empty((hole_rows.shape[0], 2))
+    start = 0
+    for j in range(n_holes):
+        if holes:
+            k = hole_ends[j] - start
+            for i in range(k):
+                r = hole_rows[start + i]
+                poly[i, 0], poly[i, 1] = full[r, 0], full[r, 1]
+            at = _cells_into(poly, k, hole_grown[j], u0, v0, stride, cells, at)
+            start = hole_ends[j]
+        info[4 + j] = at
+    return info, cells, mask
 
 
 def face_pixels(
@@ -87,32 +192,36 @@ def face_pixels(
     """
     import cv2
 
-    full = np.asarray(landmarks_px, dtype=np.float64)[:, :2]
-    if hull_indices is not None and len(full) > max(hull_indices):
-        lm = full[list(hull_indices)]
-    else:
-        lm = full
-    lm = lm[np.isfinite(lm).all(axis=1)]
+    given = np.asarray(landmarks_px, dtype=np.float64)
+    full = given[:, :2]
+    if full.ndim != 2 or full.shape[1] != 2:
+        raise ValueError(f"landmarks_px must be (N, >=2) pixel coordinates, got {given.shape}")
+    table = c_array(given)  # the kernels read its columns 0 and 1: no copy of those
+    n = len(full)
+    rows, every = _NO_ROWS, True
+    if hull_indices is not None:
+        rows, largest, smallest = _rows_of(hull_indices)
+        every = not n > largest
+        if not every and smallest < -n:
+            raise IndexError(f"index {smallest} is out of bounds for axis 0 with size {n}")
+    lm = _hull_points(table, rows, every)
     if len(lm) < 3:
         return np.zeros((0, 2), np.int64)
-    hull = cv2.convexHull(lm.astype(np.float32)).reshape(-1, 2).astype(np.float64)
-    hull_area = float(cv2.contourArea(hull.astype(np.float32)))
+    hull = cv2.convexHull(lm)
+    hull_area = float(cv2.contourArea(hull))  # float32 points: the area is in float64
     if hull_area < 1.0:
         return np.zeros((0, 2), np.int64)
-    u0, v0 = np.floor(hull.min(axis=0)).astype(int)
-    u1, v1 = np.ceil(hull.max(axis=0)).astype(int)
-    stride = max(1, int(np.sqrt(hull_area / max(max_points, 1) * 1.25)))
-    cols = (u1 - u0) // stride + 1
-    rows = (v1 - v0) // stride + 1
-    mask = np.zeros((rows, cols), np.uint8)
-
-    cv2.fillPoly(mask, [_cells(c_array(hull), 0.0, u0, v0, stride)], 1)
-    if len(full) > _HOLES_MAX_ROW:
-        for rows_of, grown in _HOLES:
-            hole = _cells(c_array(full[rows_of]), grown, u0, v0, stride)
-            if len(hole):
-                cv2.fillPoly(mask, [hole], 0)
-    return _mask_pixels(mask, int(u0), int(v0), stride, width, height)
+    info, cells, mask = _face_grid(
+        hull, hull_area, max_points, table, n > _HOLES_MAX_ROW, _HOLE_ROWS, _HOLE_ENDS,
+        _HOLE_GROWN,
+    )  # fmt: skip
+    u0, v0, stride, end, *hole_ends = info.tolist()
+    cv2.fillPoly(mask, [cells[:end]], 1)
+    for hole_end in hole_ends:
+        if hole_end > end:
+            cv2.fillPoly(mask, [cells[end:hole_end]], 0)
+        end = hole_end
+    return _mask_pixels(mask, u0, v0, stride, width, height)
 
 
 @kernel("int64[:, ::1](uint8[:, ::1], int64, int64, int64, int64, int64)")

@@ -542,3 +542,97 @@ def test_drape_test_at_image_points_rounds_and_clips_as_numpy():
         np.testing.assert_array_equal(drape_coloured(color, fmt, points, 4.0), want)
     points[5] = np.nan
     assert not drape_coloured(color, PixelFormat.RGB8, points, -1e9)[5]
+
+
+def reference_face_pixels_checked(lm, width, height, max_points, hull_rows=None):
+    """face_pixels as it was before its grid kernel: the finite filter, the hull's area
+    gate, and a hole skipped when one of its vertices is not finite."""
+    import cv2
+
+    from edge.registration.landmarks import (
+        EYE_LEFT_CONTOUR,
+        EYE_RIGHT_CONTOUR,
+        LIPS_OUTER_CONTOUR,
+    )
+
+    full = np.asarray(lm, dtype=np.float64)[:, :2]
+    pts = full[list(hull_rows)] if hull_rows is not None and len(full) > max(hull_rows) else full
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if len(pts) < 3:
+        return np.zeros((0, 2), np.int64)
+    hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+    area = float(cv2.contourArea(hull.astype(np.float32)))
+    if area < 1.0:
+        return np.zeros((0, 2), np.int64)
+    u0, v0 = np.floor(hull.min(axis=0)).astype(int)
+    u1, v1 = np.ceil(hull.max(axis=0)).astype(int)
+    stride = max(1, int(np.sqrt(area / max(max_points, 1) * 1.25)))
+    mask = np.zeros(((v1 - v0) // stride + 1, (u1 - u0) // stride + 1), np.uint8)
+
+    def cells(poly):
+        return np.rint((poly - [u0, v0]) / stride).astype(np.int32).reshape(-1, 1, 2)
+
+    cv2.fillPoly(mask, [cells(hull)], 1)
+    if len(full) > max(max(EYE_RIGHT_CONTOUR), max(EYE_LEFT_CONTOUR), max(LIPS_OUTER_CONTOUR)):
+        for contour, grown in (
+            (EYE_RIGHT_CONTOUR, 1.5),
+            (EYE_LEFT_CONTOUR, 1.5),
+            (LIPS_OUTER_CONTOUR, 1.3),
+        ):
+            poly = full[list(contour)]
+            if np.isfinite(poly).all():
+                c = poly.mean(axis=0)
+                cv2.fillPoly(mask, [cells(c + (poly - c) * grown)], 0)
+    r, c = np.nonzero(mask)
+    u, v = u0 + c * stride, v0 + r * stride
+    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    return np.stack([u[inside], v[inside]], axis=1).astype(np.int64)
+
+
+def test_face_pixels_kernels_match_numpy_on_edge_cases():
+    from edge.registration.landmarks import EYE_RIGHT_CONTOUR, LIPS_OUTER_CONTOUR, RIGID_FACE_HULL
+
+    rng = np.random.default_rng(11)
+    base = np.column_stack([face_like_landmarks(rng), rng.uniform(0.3, 0.5, 468)])  # (468, 3)
+    hull = list(RIGID_FACE_HULL)
+    cases = []
+    for trial in range(40):
+        lm = base.copy()
+        lm[:, :2] += rng.normal(0, 30, 2)
+        nan_rows = rng.choice(468, int(rng.integers(0, 60)), replace=False)
+        lm[nan_rows, int(rng.integers(0, 2))] = np.nan if trial % 2 else np.inf
+        cases.append((lm, RIGID_FACE_HULL if trial % 3 else None))
+    nan_hull = base.copy()
+    nan_hull[hull[:5]] = np.nan  # some hull landmarks not tracked
+    nan_hull[EYE_RIGHT_CONTOUR[3]] = np.nan  # and an eye: no hole for it
+    cases.append((nan_hull, RIGID_FACE_HULL))
+    few = base.copy()
+    few[hull[2:]] = np.nan  # two finite hull points: no region
+    cases.append((few, RIGID_FACE_HULL))
+    flat = base.copy()
+    flat[hull, 1] = 250.0  # a hull of no area
+    cases.append((flat, RIGID_FACE_HULL))
+    away = base + np.array([2000.0, -3000.0, 0.0])  # the face off the image
+    cases.append((away, RIGID_FACE_HULL))
+    cases.append((base + np.array([-180.25, 0.5, 0.0]), RIGID_FACE_HULL))  # partly off it
+    cases.append((np.asfortranarray(base), hull))  # not C-contiguous, and a list of rows
+    cases.append((base[:, :2].copy(), tuple(range(-10, 400))))  # (N, 2), negative rows
+    cases.append((base[:300], RIGID_FACE_HULL))  # rows beyond the landmarks: the whole hull
+    lips = base.copy()
+    lips[list(LIPS_OUTER_CONTOUR)] = lips[LIPS_OUTER_CONTOUR[0]]  # a hole of one point
+    cases.append((lips, RIGID_FACE_HULL))
+    read_only = base.copy()
+    read_only.flags.writeable = False
+    cases.append((read_only, RIGID_FACE_HULL))
+    for lm, rows in cases:
+        for points in (1, 600, 5000):
+            want = reference_face_pixels_checked(lm, 640, 480, points, rows)
+            got = face_pixels(lm, 640, 480, points, rows)
+            assert got.dtype == np.int64 and got.shape[1] == 2
+            np.testing.assert_array_equal(got, want)
+    assert len(face_pixels(few, 640, 480, 600, RIGID_FACE_HULL)) == 0
+    assert len(face_pixels(away, 640, 480, 600, RIGID_FACE_HULL)) == 0
+    with pytest.raises(IndexError):
+        face_pixels(base, 640, 480, 600, (0, 1, -469))
+    with pytest.raises(ValueError):
+        face_pixels(base[:, :1], 640, 480, 600)
