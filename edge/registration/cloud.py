@@ -255,8 +255,22 @@ def correct_skin_depth(points_camera_m: np.ndarray, skin_depth_bias_m: float) ->
     p = np.asarray(points_camera_m, dtype=np.float64)
     if not skin_depth_bias_m or p.size == 0:
         return p
+    if p.ndim == 2 and p.shape[1] >= 3:
+        return _nearer(c_array(p), float(skin_depth_bias_m))
     z = p[:, 2:3]
     return np.asarray(p * ((z - skin_depth_bias_m) / np.where(z > 0, z, 1.0)))
+
+
+@kernel("float64[:, ::1](float64[:, ::1], float64)")
+def _nearer(p: np.ndarray, bias: float) -> np.ndarray:
+    """:func:`correct_skin_depth` of (N, >=3) points, the same operations as numpy's."""
+    out = np.empty_like(p)
+    for i in range(p.shape[0]):
+        z = p[i, 2]
+        scale = (z - bias) / (z if z > 0 else 1.0)
+        for j in range(p.shape[1]):
+            out[i, j] = p[i, j] * scale
+    return out
 
 
 def drape_coloured(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from edge import geometry
 from edge.errors import RegistrationError
-from edge.jit import c_array
+from edge.jit import c_array, kernel
 from edge.registration.kernels import weighted_rigid_fit
 from edge.registration.landmarks import LANDMARK_INDEX, MOBILE_LANDMARKS
 
@@ -40,11 +41,35 @@ def _validate(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.nd
         raise RegistrationError(
             f"need at least 3 point pairs, got {len(s)}", "track more landmarks"
         )
-    if not (np.isfinite(s).all() and np.isfinite(t).all()):
+    s, t = c_array(s), c_array(t)  # as the kernels take them (no copy when they are)
+    if not _all_finite(s, t):
         raise RegistrationError(
             "paired points contain NaN or infinity", "drop invalid points first"
         )
     return s, t
+
+
+@kernel("boolean(float64[:, ::1], float64[:, ::1])")
+def _all_finite(s: np.ndarray, t: np.ndarray) -> bool:
+    """Every coordinate of both point sets finite."""
+    for a in (s, t):
+        for i in range(a.shape[0]):
+            for j in range(a.shape[1]):
+                if not math.isfinite(a[i, j]):
+                    return False
+    return True
+
+
+@kernel("boolean(float64[::1])")
+def _weights_usable(w: np.ndarray) -> bool:
+    """Every weight finite and non-negative, and one positive: their sum is positive then,
+    in any order (a sum of non-negative numbers with a positive one cannot round to 0)."""
+    positive = False
+    for i in range(w.shape[0]):
+        if not (math.isfinite(w[i]) and w[i] >= 0.0):
+            return False
+        positive = positive or w[i] > 0.0
+    return positive
 
 
 def _residuals_mm(T: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -64,7 +89,7 @@ def rigid_transform(
 
 def _weights(weights: np.ndarray | None, n: int) -> np.ndarray:
     w = np.ones(n) if weights is None else c_array(weights)
-    if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+    if w.shape != (n,) or not _weights_usable(w):
         raise RegistrationError("weights must be N finite non-negative numbers, not all zero")
     return w
 
@@ -179,6 +204,46 @@ def _trimmed(
     return fit
 
 
+_NO_FLAGS = np.zeros(0, np.bool_)
+
+
+@kernel(
+    "Tuple((boolean[::1], float64[:, ::1], float64[:, ::1], int64[::1]))(float64[:, ::1],"
+    " int64[::1], float64[:, ::1], boolean[::1], boolean)"
+)
+def _pair_rows(
+    cam: np.ndarray, index: np.ndarray, plan: np.ndarray, valid: np.ndarray, use_valid: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:meth:`LandmarkPairs.rows` of a (M, C) array and (>= M,) flags (``use_valid``): which
+    pairs are kept (a row of ``index`` inside ``cam``, finite, flagged valid), their plan
+    rows, their ``cam`` rows and their rows' indices."""
+    m, cols = cam.shape
+    n = index.shape[0]
+    ok = np.zeros(n, np.bool_)
+    k = 0
+    for i in range(n):
+        r = index[i]
+        if r >= m:
+            continue
+        keep = not use_valid or valid[r]
+        for j in range(cols):
+            keep = keep and math.isfinite(cam[r, j])
+        ok[i] = keep
+        k += keep
+    plan_out = np.empty((k, plan.shape[1]))
+    cam_out = np.empty((k, cols))
+    rows = np.empty(k, np.int64)
+    k = 0
+    for i in range(n):
+        if ok[i]:
+            r = index[i]
+            plan_out[k] = plan[i]
+            cam_out[k] = cam[r]
+            rows[k] = r
+            k += 1
+    return ok, plan_out, cam_out, rows
+
+
 class LandmarkPairs:
     """Pairs plan landmarks (patient frame) with tracked ones (camera frame) by name.
 
@@ -206,11 +271,37 @@ class LandmarkPairs:
         tracked point (a row of the tracker's (468, 3) array) is valid and finite."""
         if camera_landmarks_m is None or not self._names:
             return [], np.zeros((0, 3)), np.zeros((0, 3))
+        names, plan, cam, _ = self.rows(camera_landmarks_m, valid)
+        return names, plan, cam
+
+    def rows(
+        self, camera_landmarks_m: np.ndarray | None, valid: np.ndarray | None
+    ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`__call__`, and the tracker's row of each pair (N,)."""
+        if camera_landmarks_m is None or not self._names:
+            return [], np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0, np.int64)
         cam = np.asarray(camera_landmarks_m, dtype=np.float64)
-        inside = self._index < len(cam)
-        idx = np.where(inside, self._index, 0)
-        ok = inside & np.isfinite(cam[idx]).all(axis=1)
-        if valid is not None:
-            ok &= np.asarray(valid, dtype=bool)[idx]
-        names = [n for n, keep in zip(self._names, ok, strict=True) if keep]
-        return names, self._plan_m[ok], cam[idx[ok]]
+        flags = None if valid is None else np.asarray(valid, dtype=bool)
+        if (
+            cam.ndim == 2
+            and len(cam)
+            and (flags is None or (flags.ndim == 1 and len(flags) >= len(cam)))
+        ):
+            # The usual (468, 3) and (468,): one pass, no interpreter lock.
+            ok, plan, picked, rows = _pair_rows(
+                c_array(cam),
+                self._index,
+                self._plan_m,
+                _NO_FLAGS if flags is None else c_array(flags, np.bool_),
+                flags is not None,
+            )
+        else:  # anything else as numpy takes it (its IndexError for too few flags)
+            inside = self._index < len(cam)
+            idx = np.where(inside, self._index, 0)
+            ok = inside & np.isfinite(cam[idx]).all(axis=1)
+            if flags is not None:
+                ok &= flags[idx]
+            rows = idx[ok]
+            plan, picked = self._plan_m[ok], cam[rows]
+        names = [n for n, keep in zip(self._names, ok.tolist(), strict=True) if keep]
+        return names, plan, picked, rows

@@ -32,7 +32,7 @@ from edge.registration.cloud import (
     region_cloud,
 )
 from edge.registration.icp import IcpResult, SkinModel, icp_point_to_plane
-from edge.registration.landmarks import LANDMARK_INDEX, MOBILE_LANDMARKS, RIGID_FACE_HULL
+from edge.registration.landmarks import MOBILE_LANDMARKS, RIGID_FACE_HULL
 from edge.registration.paired_point import LandmarkPairs, PairedPointResult, robust_rigid_transform
 from edge.registration.quality import (
     LANDMARK_SURFACE_CHI2,
@@ -250,9 +250,11 @@ class RegistrationStage:
     def _landmark_fit(self, frame: Frame, face: Face) -> _LandmarkFit | None:
         """The paired-point fit of the landmarks on skin: one whose pixel is drape-coloured
         is left out, as the surface fit leaves out the drape's pixels."""
-        names, plan_pts, cam_pts = self._pairs(face.landmarks_camera_m, face.landmarks_valid)
+        names, plan_pts, cam_pts, rows = self._pairs.rows(
+            face.landmarks_camera_m, face.landmarks_valid
+        )
         if self._drape_chroma is not None and names:
-            px = face.landmarks_px[[LANDMARK_INDEX[n] for n in names], :2]
+            px = face.landmarks_px[rows, :2]  # the rows of LANDMARK_INDEX[n] for n in names
             skin = ~drape_coloured(frame.color, frame.color_format, px, self._drape_chroma)
             if not skin.all():
                 names = [n for n, k in zip(names, skin, strict=True) if k]

@@ -636,3 +636,18 @@ def test_face_pixels_kernels_match_numpy_on_edge_cases():
         face_pixels(base, 640, 480, 600, (0, 1, -469))
     with pytest.raises(ValueError):
         face_pixels(base[:, :1], 640, 480, 600)
+
+
+def test_skin_depth_correction_matches_numpy():
+    from edge.registration.cloud import correct_skin_depth
+
+    p = RNG.normal(0, 0.3, (200, 3))
+    p[:5, 2] = [0.0, -0.2, np.nan, np.inf, 1e-300]
+    for points in (p, np.asfortranarray(p), np.column_stack([p, p[:, :1]]), p[:, [0, 1, 2, 0]]):
+        for bias in (0.004, -0.002, np.float32(0.003)):
+            z = points[:, 2:3]
+            with np.errstate(invalid="ignore"):  # inf / inf is NaN, in the kernel too
+                want = points * ((z - bias) / np.where(z > 0, z, 1.0))
+            np.testing.assert_array_equal(correct_skin_depth(points, bias), want)
+    assert correct_skin_depth(p, 0.0) is p
+    assert correct_skin_depth(np.zeros((0, 3)), 0.01).shape == (0, 3)

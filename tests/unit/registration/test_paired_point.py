@@ -146,3 +146,63 @@ def test_pose_difference_and_relief() -> None:
     flat = np.c_[rng.uniform(-0.1, 0.1, (500, 2)), np.full(500, 0.5)]
     assert relief_mm(flat) < 1e-6
     assert relief_mm(LANDMARKS) > 5.0
+
+
+def reference_pairs(pairs: LandmarkPairs, cam, valid):
+    """LandmarkPairs.__call__ in numpy, as it was before its kernel (rows added)."""
+    cam = np.asarray(cam, dtype=np.float64)
+    inside = pairs._index < len(cam)
+    idx = np.where(inside, pairs._index, 0)
+    ok = inside & np.isfinite(cam[idx]).all(axis=1)
+    if valid is not None:
+        ok &= np.asarray(valid, dtype=bool)[idx]
+    names = [n for n, keep in zip(pairs._names, ok, strict=True) if keep]
+    return names, pairs._plan_m[ok], cam[idx[ok]], idx[ok]
+
+
+def test_landmark_pairs_kernel_matches_numpy() -> None:
+    plan = face_landmarks_m()
+    rng = np.random.default_rng(3)
+    pairs = LandmarkPairs(plan)
+    for trial in range(60):
+        cam = rng.normal(0, 0.1, (468, 3))
+        cam[rng.choice(468, int(rng.integers(0, 200)), replace=False), rng.integers(0, 3)] = (
+            np.inf if trial % 3 else np.nan
+        )
+        valid = rng.random(468) < 0.8 if trial % 4 else None
+        cases = [(cam, valid), (np.asfortranarray(cam), valid), (cam[:300], valid)]
+        cases.append((cam[:, :2].copy(), None))  # other widths are taken as they are
+        cases.append((cam, None if valid is None else valid.astype(np.uint8)))
+        for c, v in cases:
+            want = reference_pairs(pairs, c, v)
+            got = pairs.rows(c, v)
+            assert got[0] == want[0]
+            for g, w in zip(got[1:], want[1:], strict=True):
+                np.testing.assert_array_equal(g, w)
+                assert g.dtype == w.dtype
+            assert pairs(c, v)[0] == want[0]
+    with pytest.raises(IndexError):
+        pairs(np.zeros((0, 3)), None)  # as numpy indexed it
+    with pytest.raises(IndexError):
+        pairs(np.zeros((468, 3)), np.ones(100, bool))  # too few flags
+    assert pairs.rows(None, None)[3].shape == (0,)
+
+
+def test_pair_checks_match_numpy() -> None:
+    rng = np.random.default_rng(4)
+    good = rng.normal(0, 0.05, (6, 3))
+    for bad in (np.nan, np.inf, -np.inf):
+        for i in range(6):
+            s = good.copy()
+            s[i, i % 3] = bad
+            with pytest.raises(RegistrationError, match="NaN"):
+                rigid_transform(s, good)
+            with pytest.raises(RegistrationError, match="NaN"):
+                rigid_transform(good, s)
+    for w in ([1, 1, 1, 1, 1, -1e-300], [0, 0, 0, 0, 0, -0.0], [1, 1, np.nan, 1, 1, 1]):
+        with pytest.raises(RegistrationError, match="weights"):
+            rigid_transform(good, good, weights=np.array(w, float))
+    fit = rigid_transform(good, good, weights=np.array([0, 0, 0, 1e-300, 1, 1.0]))
+    assert fit.inliers.tolist() == [False, False, False, True, True, True]
+    fit = rigid_transform(np.asfortranarray(good), good[::-1][::-1])  # strided input
+    np.testing.assert_allclose(fit.source_to_target, np.eye(4), atol=1e-12)
