@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -275,6 +275,12 @@ class Gates:
     min_regions_used: int = 0
 
 
+def _worst(values: Iterable[float]) -> float:
+    """The largest of ``values``, NaN when one is NaN: np.max's answer without an array."""
+    listed = [float(v) for v in values]
+    return math.nan if any(math.isnan(v) for v in listed) else max(listed)
+
+
 def check_gates(
     q: RegistrationQuality,
     gates: Gates,
@@ -340,7 +346,7 @@ def check_gates(
         lambda: f"{occluded_fraction:.0%} of the face is covered",
     )
     # The calibrated surface estimate; NaN or inf (an unconstrained fit) fails.
-    worst_tre = float(np.max(list(q.tre_mm.values()))) if q.tre_mm else 0.0
+    worst_tre = _worst(q.tre_mm.values()) if q.tre_mm else 0.0
     need("tre", worst_tre <= gates.max_tre_mm, lambda: f"estimated TRE {worst_tre:.1f} mm too high")
     if not require_landmarks and math.isnan(q.fre_mm):
         return reasons

@@ -129,3 +129,16 @@ def test_a_fit_on_two_regions_is_refused() -> None:
     assert list(failed) == ["regions"] and "forehead, nose" in failed["regions"]
     q.regions_used.append("left temple")
     assert not check_gates(q, GATES, **FIGURES)
+
+
+def test_worst_tre_is_numpys_max() -> None:
+    from edge.registration.quality import _worst
+
+    rng = np.random.default_rng(2)
+    for trial in range(200):
+        values = rng.uniform(0, 20, int(rng.integers(1, 6)))
+        if trial % 3 == 0:
+            values[int(rng.integers(len(values)))] = np.nan if trial % 2 else np.inf
+        got = _worst({f"t{i}": float(v) for i, v in enumerate(values)}.values())
+        want = float(np.max(list(values)))
+        assert got == want or (math.isnan(got) and math.isnan(want))
