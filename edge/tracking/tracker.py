@@ -35,6 +35,7 @@ import numpy as np
 from edge.config import TrackingConfig
 from edge.errors import StateError
 from edge.frames import LANDMARK_COUNT, Frame, FrameResult, PixelFormat
+from edge.jit import kernel
 from edge.tracking.depth import DepthSampling, lift_landmarks
 from edge.tracking.detector import Detection, DetectorOutput, FaceDetector
 from edge.tracking.landmarks import (
@@ -54,7 +55,8 @@ log = logging.getLogger(__name__)
 # Landmarks standing in for BlazeFace's 6 keypoints when the face is tracked, not detected:
 # eye centres (mean of the two corners), nose tip, mouth centre (lip midpoints), ear tragions.
 KEYPOINT_LANDMARKS = ((33, 133), (362, 263), (1, 1), (13, 14), (234, 234), (454, 454))
-_KEYPOINT_ROWS = np.array(KEYPOINT_LANDMARKS)
+_KEYPOINT_ROWS = np.array(KEYPOINT_LANDMARKS, dtype=np.int64)
+_KEYPOINT_MAX = int(_KEYPOINT_ROWS.max())
 DETECTOR_MODEL = "face_detector"
 LANDMARK_MODEL = "face_landmarks"
 
@@ -114,8 +116,22 @@ def cross_check(detections: list[Detection], tracked_box: np.ndarray) -> str:
 
 def keypoints_from_landmarks(landmarks_px: np.ndarray) -> np.ndarray:
     """BlazeFace-style (6, 2) keypoints computed from 468 landmarks."""
-    xy = np.asarray(landmarks_px)[:, :2]
+    xy = np.asarray(landmarks_px)
+    if xy.dtype == np.float64 and xy.ndim == 2 and xy.shape[1] >= 2 and len(xy) > _KEYPOINT_MAX:
+        out = np.empty((len(_KEYPOINT_ROWS), 2))
+        _keypoints(xy, _KEYPOINT_ROWS, out)
+        return out
+    xy = xy[:, :2]  # other dtypes, and shapes the indexing refuses, as numpy does
     return (xy[_KEYPOINT_ROWS[:, 0]] + xy[_KEYPOINT_ROWS[:, 1]]) / 2
+
+
+@kernel("void(Array(float64, 2, 'A', readonly=True), int64[:, ::1], float64[:, ::1])")
+def _keypoints(xy, pairs, out):
+    """``out[k] = (xy[a, :2] + xy[b, :2]) / 2`` for each row pair (a, b) of ``pairs``."""
+    for k in range(pairs.shape[0]):
+        a, b = pairs[k, 0], pairs[k, 1]
+        out[k, 0] = (xy[a, 0] + xy[b, 0]) / 2
+        out[k, 1] = (xy[a, 1] + xy[b, 1]) / 2
 
 
 class FaceTracker:
@@ -364,7 +380,8 @@ class FaceTracker:
         landmarks_px = out.landmarks_px
         if self.config.smoothing:
             landmarks_px, points_m = self._smooth(landmarks_px, points_m, frame, continuous)
-            points_m[~valid] = np.nan
+            if rows is None:  # else _scatter leaves the invalid rows NaN
+                points_m[~valid] = np.nan
         if rows is not None:
             points_m, valid = _scatter(points_m, valid, rows, len(out.landmarks_px))
         face = Face(
@@ -420,12 +437,25 @@ class _CrossCheck:
 def _scatter(
     points_m: np.ndarray, valid: np.ndarray, rows: np.ndarray, count: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The lifted rows placed in (count, 3) points (NaN elsewhere) and (count,) validity."""
-    all_points = np.full((count, 3), np.nan)
-    all_valid = np.zeros(count, dtype=bool)
-    all_points[rows] = points_m
-    all_valid[rows] = valid
+    """The lifted rows placed in (count, 3) points and (count,) validity: NaN and False
+    elsewhere, and NaN in the rows that are not valid. ``rows`` are distinct, in range."""
+    all_points = np.empty((count, 3))
+    all_valid = np.empty(count, dtype=bool)
+    points = np.ascontiguousarray(points_m, dtype=np.float64)
+    _place(points, np.ascontiguousarray(valid, dtype=bool), rows, all_points, all_valid)
     return all_points, all_valid
+
+
+@kernel("void(float64[:, ::1], boolean[::1], int64[::1], float64[:, ::1], boolean[::1])")
+def _place(points, valid, rows, all_points, all_valid):
+    """:func:`_scatter`'s one pass: fill, then each row ``rows[j]`` from row ``j``."""
+    all_points[:] = np.nan
+    all_valid[:] = False
+    for j in range(rows.shape[0]):
+        r = rows[j]
+        all_valid[r] = valid[j]
+        for c in range(3):
+            all_points[r, c] = points[j, c] if valid[j] else np.nan
 
 
 class TrackingStage:

@@ -243,3 +243,37 @@ def test_box_kernel_equals_numpy_to_the_bit():
     xy[5, 1] = np.nan  # NaN propagates as in numpy's min and max
     np.testing.assert_array_equal(landmark_box(xy), [*_bounds_numpy(xy)[0], *_bounds_numpy(xy)[1]])
     assert not check_crop(xy[:, :2], 192).ok
+
+
+def test_keypoint_kernel_equals_numpy_to_the_bit():
+    from edge.tracking.tracker import KEYPOINT_LANDMARKS, keypoints_from_landmarks
+
+    rng = np.random.default_rng(17)
+    lm = rng.normal(300, 80, (468, 3))
+    lm[33, 0] = np.nan
+    pairs = np.array(KEYPOINT_LANDMARKS)
+    expected = (lm[pairs[:, 0], :2] + lm[pairs[:, 1], :2]) / 2
+    got = keypoints_from_landmarks(lm)
+    assert got.shape == (6, 2) and got.dtype == np.float64
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(keypoints_from_landmarks(lm[:, :2]), expected)  # strided
+    np.testing.assert_array_equal(
+        keypoints_from_landmarks(lm.astype(np.float32)),  # numpy's path keeps float32
+        (lm[pairs[:, 0], :2].astype(np.float32) + lm[pairs[:, 1], :2].astype(np.float32)) / 2,
+    )
+    with pytest.raises(IndexError):
+        keypoints_from_landmarks(lm[:400])
+
+
+def test_scatter_kernel_places_the_valid_rows_and_nan_elsewhere():
+    from edge.tracking.tracker import _scatter
+
+    points = np.arange(12.0).reshape(4, 3)
+    valid = np.array([True, False, True, True])
+    rows = np.array([0, 5, 6, 9])
+    all_points, all_valid = _scatter(points, valid, rows, 10)
+    expected = np.full((10, 3), np.nan)
+    expected[[0, 6, 9]] = points[[0, 2, 3]]
+    np.testing.assert_array_equal(all_points, expected)
+    np.testing.assert_array_equal(all_valid, np.isin(np.arange(10), [0, 6, 9]))
+    assert np.isnan(all_points[5]).all()  # an invalid lifted row is NaN, whatever it held
