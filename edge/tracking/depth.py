@@ -61,8 +61,10 @@ def _lift(
     """Each landmark's window: valid depths (in the float32 metres of ``depth * scale``,
     within ``(min_m, max_m)``, inside the image), their median and 10th-90th percentile
     spread; then the pinhole deprojection with ``ppx, ppy, fx, fy``. Writes ``z``
-    (NaN where invalid), ``valid`` and ``points`` (the pinhole deprojection of valid rows,
-    NaN elsewhere)."""
+    (NaN where the window fails), ``valid`` (the window passes and the deprojection is
+    finite) and ``points`` (the deprojection of valid rows, NaN elsewhere). With the
+    identity camera of :func:`landmark_depths_m` a pixel inside the image always
+    deprojects to finite values, so there valid means the window passes."""
     h, w = depth.shape
     r = window // 2
     buf = np.empty(window * window, dtype=np.float32)
@@ -104,8 +106,8 @@ def _lift(
         px_x = (x - ppx) / fx * zz
         px_y = (y - ppy) / fy * zz
         z[i] = median
-        valid[i] = True
         if np.isfinite(px_x) and np.isfinite(px_y):  # else the lift is invalid (fx or fy 0)
+            valid[i] = True
             points[i, 0], points[i, 1], points[i, 2] = px_x, px_y, zz
 
 
@@ -203,5 +205,4 @@ def lift_landmarks(
         )
     camera = (intrinsics.ppx, intrinsics.ppy, intrinsics.fx, intrinsics.fy)
     _, valid, points = _run_lift(px, depth, sampling, depth_scale_m, camera)
-    valid &= np.isfinite(points[:, 0])
     return points, valid

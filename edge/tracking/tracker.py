@@ -373,7 +373,8 @@ class FaceTracker:
             float(max(box[2] - box[0], box[3] - box[1])),
         )
         rows = self._lifted
-        lift_px = out.landmarks_px if rows is None else out.landmarks_px[rows]
+        # The rows' x, y in one step: a C-contiguous copy the lift reads as it is.
+        lift_px = out.landmarks_px if rows is None else out.landmarks_px[rows, :2]
         points_m, valid = lift_landmarks(
             lift_px, frame.depth, frame.intrinsics, self.sampling, frame.depth_scale_m
         )

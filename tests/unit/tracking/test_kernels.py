@@ -277,3 +277,21 @@ def test_scatter_kernel_places_the_valid_rows_and_nan_elsewhere():
     np.testing.assert_array_equal(all_points, expected)
     np.testing.assert_array_equal(all_valid, np.isin(np.arange(10), [0, 6, 9]))
     assert np.isnan(all_points[5]).all()  # an invalid lifted row is NaN, whatever it held
+
+
+def test_lift_kernel_marks_a_non_finite_deprojection_invalid():
+    """A focal length so small that x / fx overflows: such rows are invalid and NaN, as in
+    numpy (the intrinsics refuse fx = 0 itself)."""
+    rng = np.random.default_rng(19)
+    depth, scale = _face_depth(rng, np.uint16)
+    sampling = DepthSampling(window_px=3, min_valid_fraction=0.4, max_spread_m=0.01)
+    px = _pixels(rng, 300)
+    px[6] = [321.5, 239.25]  # at the principal point: 0 / fx, finite
+    flat = Intrinsics(640, 480, 5e-324, 610.0, 321.5, 239.25)
+    points, valid = lift_landmarks(px, depth, flat, sampling, scale)
+    with np.errstate(over="ignore", invalid="ignore"):  # numpy's overflow, on purpose
+        points_ref, valid_ref = _lift_numpy(px, depth, flat, sampling, scale)
+    np.testing.assert_array_equal(valid, valid_ref)
+    np.testing.assert_array_equal(points, points_ref)
+    _, in_window = landmark_depths_m(px, depth, sampling, scale)
+    assert in_window[~valid].any()  # windows that pass, deprojections that do not
