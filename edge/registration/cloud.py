@@ -11,7 +11,6 @@ anatomical region it lies in (:data:`~edge.registration.landmarks.RIGID_REGIONS`
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,29 +49,45 @@ _HOLE_ENDS = np.cumsum([len(rows) for rows, _ in _HOLES]).astype(np.int64)
 _HOLE_GROWN = np.array([grown for _, grown in _HOLES], np.float64)
 
 
-@functools.lru_cache(maxsize=8)
-def _hull_rows(hull_indices: tuple[int, ...]) -> tuple[np.ndarray, int, int]:
+def _hull_rows(hull_indices: Sequence[int]) -> tuple[np.ndarray, int, int]:
     """The rows of a hull (as :func:`face_pixels` takes them) as an array, their largest
-    and their smallest: made once per hull, not per frame."""
-    rows = np.array(hull_indices, np.int64)
-    return rows, max(hull_indices), int(rows.min()) if len(rows) else 0
+    and their smallest. Raises IndexError for a row that is not an integer, as numpy's
+    indexing would."""
+    given = np.asarray(hull_indices)
+    if not len(given):
+        raise ValueError("hull_indices is empty: name the landmark rows of the region")
+    if given.dtype.kind not in "iu":
+        raise IndexError(f"hull rows must be integers, got {given.dtype} {hull_indices!r:.80}")
+    rows = given.astype(np.int64)
+    return rows, int(rows.max()), int(rows.min())
 
 
 _NO_ROWS = np.zeros(0, np.int64)
+# :func:`_hull_rows` of the tuples seen lately, by identity (a tuple cannot change; an
+# equal tuple of floats must not find the ints' rows): made once per hull, not per frame.
+_ROWS_SEEN: dict[int, tuple[tuple[int, ...], tuple[np.ndarray, int, int]]] = {}
 
 
 def _rows_of(hull_indices: Sequence[int]) -> tuple[np.ndarray, int, int]:
-    """:func:`_hull_rows` of any sequence: cached when it is a tuple of ints."""
-    try:
+    """:func:`_hull_rows`, kept for a tuple (the stage passes the same one every frame)."""
+    if type(hull_indices) is not tuple:
         return _hull_rows(hull_indices)
-    except TypeError:  # a list, or another sequence that cannot be hashed
-        return _hull_rows.__wrapped__(tuple(hull_indices))
+    seen = _ROWS_SEEN.get(id(hull_indices))
+    if seen is not None and seen[0] is hull_indices:
+        return seen[1]
+    rows = _hull_rows(hull_indices)
+    if len(_ROWS_SEEN) >= 8:
+        _ROWS_SEEN.clear()
+    _ROWS_SEEN[id(hull_indices)] = (hull_indices, rows)
+    return rows
 
 
 @kernel("float32[:, ::1](float64[:, ::1], int64[::1], boolean)")
 def _hull_points(full: np.ndarray, rows: np.ndarray, every: bool) -> np.ndarray:
-    """The finite (u, v) of ``rows`` of ``full`` (N, >=2), in that order (of every row when
-    ``every``), as float32 for cv2.convexHull; a negative row counts from the end."""
+    """The (u, v) of ``rows`` of ``full`` (N, >=2) that are finite as float32, in that order
+    (of every row when ``every``), for cv2.convexHull; a negative row counts from the end.
+    A coordinate beyond float32's range is left out as a NaN would be: the grid's
+    integer cells could not hold it."""
     n = full.shape[0]
     k = n if every else rows.shape[0]
     out = np.empty((k, 2), np.float32)
@@ -81,10 +96,10 @@ def _hull_points(full: np.ndarray, rows: np.ndarray, every: bool) -> np.ndarray:
         r = i if every else rows[i]
         if r < 0:
             r += n
-        u, v = full[r, 0], full[r, 1]
+        u, v = np.float32(full[r, 0]), np.float32(full[r, 1])
         if math.isfinite(u) and math.isfinite(v):
-            out[m, 0] = np.float32(u)
-            out[m, 1] = np.float32(v)
+            out[m, 0] = u
+            out[m, 1] = v
             m += 1
     return out[:m].copy()
 

@@ -439,17 +439,26 @@ def _scatter(
     points_m: np.ndarray, valid: np.ndarray, rows: np.ndarray, count: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The lifted rows placed in (count, 3) points and (count,) validity: NaN and False
-    elsewhere, and NaN in the rows that are not valid. ``rows`` are distinct, in range."""
+    elsewhere, and NaN in the rows that are not valid. ``rows`` are distinct; one out of
+    range raises IndexError."""
     all_points = np.empty((count, 3))
     all_valid = np.empty(count, dtype=bool)
     points = np.ascontiguousarray(points_m, dtype=np.float64)
-    _place(points, np.ascontiguousarray(valid, dtype=bool), rows, all_points, all_valid)
+    if points.shape != (len(rows), 3) or np.shape(valid) != (len(rows),):
+        raise ValueError(f"{len(rows)} lifted rows, {points.shape} points, {np.shape(valid)} flags")
+    if not _place(points, np.ascontiguousarray(valid, dtype=bool), rows, all_points, all_valid):
+        raise IndexError(f"a lifted row is outside the {count} landmarks")
     return all_points, all_valid
 
 
-@kernel("void(float64[:, ::1], boolean[::1], int64[::1], float64[:, ::1], boolean[::1])")
+@kernel("boolean(float64[:, ::1], boolean[::1], int64[::1], float64[:, ::1], boolean[::1])")
 def _place(points, valid, rows, all_points, all_valid):
-    """:func:`_scatter`'s one pass: fill, then each row ``rows[j]`` from row ``j``."""
+    """:func:`_scatter`'s one pass: fill, then each row ``rows[j]`` from row ``j``; False
+    (nothing written) when a row is outside ``all_points`` (kernels check no bounds)."""
+    count = all_points.shape[0]
+    for j in range(rows.shape[0]):
+        if rows[j] < 0 or rows[j] >= count:
+            return False
     all_points[:] = np.nan
     all_valid[:] = False
     for j in range(rows.shape[0]):
@@ -457,6 +466,7 @@ def _place(points, valid, rows, all_points, all_valid):
         all_valid[r] = valid[j]
         for c in range(3):
             all_points[r, c] = points[j, c] if valid[j] else np.nan
+    return True
 
 
 class TrackingStage:

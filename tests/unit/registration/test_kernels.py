@@ -636,6 +636,16 @@ def test_face_pixels_kernels_match_numpy_on_edge_cases():
         face_pixels(base, 640, 480, 600, (0, 1, -469))
     with pytest.raises(ValueError):
         face_pixels(base[:, :1], 640, 480, 600)
+    with pytest.raises(IndexError, match="integers"):  # numpy refused float rows too
+        face_pixels(base, 640, 480, 600, tuple(float(r) for r in RIGID_FACE_HULL))
+    huge = base.copy()
+    huge[hull[3], 0] = 1e39  # finite, but not as float32: left out as a NaN would be
+    untracked = base.copy()
+    untracked[hull[3], 0] = np.nan
+    np.testing.assert_array_equal(
+        face_pixels(huge, 640, 480, 600, RIGID_FACE_HULL),
+        face_pixels(untracked, 640, 480, 600, RIGID_FACE_HULL),
+    )
 
 
 def test_skin_depth_correction_matches_numpy():

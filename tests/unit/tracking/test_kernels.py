@@ -277,6 +277,12 @@ def test_scatter_kernel_places_the_valid_rows_and_nan_elsewhere():
     np.testing.assert_array_equal(all_points, expected)
     np.testing.assert_array_equal(all_valid, np.isin(np.arange(10), [0, 6, 9]))
     assert np.isnan(all_points[5]).all()  # an invalid lifted row is NaN, whatever it held
+    with pytest.raises(IndexError):  # the kernel checks no bounds: the wrapper does
+        _scatter(points, valid, np.array([0, 5, 6, 10]), 10)
+    with pytest.raises(IndexError):
+        _scatter(points, valid, np.array([0, -1, 6, 9]), 10)
+    with pytest.raises(ValueError):
+        _scatter(points[:3], valid, rows, 10)
 
 
 def test_lift_kernel_marks_a_non_finite_deprojection_invalid():
