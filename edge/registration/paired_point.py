@@ -269,8 +269,6 @@ class LandmarkPairs:
     ) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Names, plan points (N, 3) and camera points (N, 3), metres, of the pairs whose
         tracked point (a row of the tracker's (468, 3) array) is valid and finite."""
-        if camera_landmarks_m is None or not self._names:
-            return [], np.zeros((0, 3)), np.zeros((0, 3))
         names, plan, cam, _ = self.rows(camera_landmarks_m, valid)
         return names, plan, cam
 
