@@ -22,7 +22,7 @@ reverse order by one ExitStack.
 
 The embedded default (no source given, none configured): the phantom
 (``nod-shake``) with the plan it generates, signed with a demo key, streamed
-with CurveZMQ using demo keys; all demo files live under ``out/demo``.
+with CurveZMQ using demo keys; all demo files live under ``out/demo`` (edge/demo.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -165,24 +164,6 @@ def run_source(options: RunOptions) -> SourceConfig:
     return src
 
 
-def _demo_plan(source: Any, workdir: Path) -> tuple[Path, bytes]:
-    """Write the phantom's plan and sign it with a demo key kept in ``workdir``."""
-    from edge.plan.sign import generate_keypair, load_private_key, load_public_key, sign_plan
-    from edge.sources.phantom.plan_out import write_plan
-
-    plan_dir = workdir / "plan"
-    if (plan_dir / "plan.json").is_file():
-        # The demo's own folder from an earlier run, perhaps by an older version whose
-        # files the loader now refuses (a plan folder holds only what plan.json names).
-        shutil.rmtree(plan_dir)
-    write_plan(source.face, plan_dir)
-    prefix = workdir / "demo-signer"
-    keys = generate_keypair(prefix, overwrite=True)
-    sign_plan(plan_dir, load_private_key(keys.private))
-    log.info("demo: plan generated from the phantom in %s, signed with a demo key", plan_dir)
-    return plan_dir, load_public_key(keys.public)
-
-
 def load_run_plan(options: RunOptions, source: FrameSource) -> tuple[Plan | None, str]:
     """The plan for this run, or (None, why not). Never raises for a refused plan."""
     from edge.plan.load import load_plan
@@ -198,8 +179,9 @@ def load_run_plan(options: RunOptions, source: FrameSource) -> tuple[Plan | None
             plan = load_plan(folder, public_key=public, allow_unsigned=allow_unsigned, limits=cfg)
             return plan, ""
         if type(source).__name__ == "PhantomSource":
-            plan_dir, public = _demo_plan(source, options.workdir)
-            return load_plan(plan_dir, public_key=public, limits=cfg), ""
+            from edge.demo import demo_plan
+
+            return demo_plan(source, options.workdir, cfg), ""
     except PlanError as exc:
         log.error("plan refused, running without an overlay: %s", exc)
         return None, str(exc)
@@ -248,13 +230,9 @@ def transport_config(options: RunOptions, demo_keys: bool) -> TransportConfig:
         changes["service_endpoint"] = options.service
     configured = Path(t.keys_dir) / "edge.key_secret"
     if t.security == "curve" and demo_keys and not configured.exists():
-        from edge.transport.security import generate_keys
+        from edge.demo import demo_keys as make_demo_keys
 
-        keys_dir = options.workdir / "keys"
-        if not (keys_dir / "edge.key_secret").exists():
-            generate_keys(keys_dir)
-            log.info("demo: CurveZMQ keys for the edge and one headset written to %s", keys_dir)
-        changes["keys_dir"] = str(keys_dir)
+        changes["keys_dir"] = str(make_demo_keys(options.workdir))
     return dataclasses.replace(t, **changes)
 
 

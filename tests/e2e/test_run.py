@@ -142,6 +142,39 @@ def test_demo_replaces_its_plan_folder_from_an_earlier_version(tmp_path):
     assert not (old / "phantom-truth.json").exists()
 
 
+def test_two_demos_started_together_in_one_folder_both_register(tmp_path):
+    """Each run writes its plan and keys aside and puts them in place (edge/demo.py), so
+    neither reads the other's half-written files or a plan signed with the other's key."""
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        '[transport]\npublish_endpoint = "tcp://127.0.0.1:*"\n'
+        'service_endpoint = "tcp://127.0.0.1:*"\n'
+    )
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "edge", "run", "--frames", "5"],
+            cwd=tmp_path,
+            env={"EDGE_CONFIG": str(cfg), "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for run in runs:
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-2000:]
+        assert "target registration error" in out and "plan refused" not in err
+    demo = tmp_path / "out" / "demo"
+    assert sorted(p.name for p in demo.iterdir()) == [
+        "demo-signer.key",
+        "demo-signer.pub",
+        "keys",
+        "plan",
+        "plan.truth.json",
+    ]
+
+
 BENCH_KEYS = {
     "frames",
     "fps",
