@@ -6,6 +6,8 @@ shells): each run writes what it needs in a private folder first and puts it in 
 with renames, so no run reads another's files half-written, or a plan signed with
 another run's key. The plan a run uses is the one it wrote, loaded before it is put in
 place; of keys written at the same time the first in place is the one every run uses.
+A run killed while writing leaves its private folder; a later run removes it once it is
+an hour old.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 PLAN = "plan"  # the plan folder in the demo folder (its truth file beside it)
 SIGNER = "demo-signer"  # the key pair it is signed with: demo-signer.key, demo-signer.pub
 KEYS = "keys"  # the CurveZMQ keys of the edge and one headset
+PRIVATE = (".demo-", ".keys-")  # a run's own folders while it writes
+STALE_S = 3600.0
 
 
 def demo_plan(source: Any, workdir: Path, limits: PlanConfig) -> Plan:
@@ -37,8 +42,7 @@ def demo_plan(source: Any, workdir: Path, limits: PlanConfig) -> Plan:
     from edge.plan.sign import generate_keypair, load_private_key, load_public_key, sign_plan
     from edge.sources.phantom.plan_out import truth_path, write_plan
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    own = Path(tempfile.mkdtemp(prefix=".demo-", dir=workdir))
+    own = _private_folder(workdir, ".demo-")
     try:
         write_plan(source.face, own / PLAN)
         keys = generate_keypair(own / SIGNER)
@@ -51,6 +55,17 @@ def demo_plan(source: Any, workdir: Path, limits: PlanConfig) -> Plan:
         shutil.rmtree(own, ignore_errors=True)
     log.info("demo: plan generated from the phantom in %s, signed with a demo key", workdir / PLAN)
     return plan
+
+
+def _private_folder(workdir: Path, prefix: str) -> Path:
+    """A new private folder in ``workdir``, after removing those a run killed while
+    writing left (older than :data:`STALE_S`: a run writes its own in well under that)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for left in workdir.iterdir():
+        with contextlib.suppress(OSError):
+            if left.name.startswith(PRIVATE) and time.time() - left.stat().st_mtime > STALE_S:
+                shutil.rmtree(left)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=workdir))
 
 
 def _replace_folder(new: Path, target: Path, old: Path) -> None:
@@ -73,8 +88,7 @@ def demo_keys(workdir: Path) -> Path:
     keys_dir = workdir / KEYS
     if (keys_dir / "edge.key_secret").exists():
         return keys_dir
-    workdir.mkdir(parents=True, exist_ok=True)
-    own = Path(tempfile.mkdtemp(prefix=".keys-", dir=workdir))
+    own = _private_folder(workdir, ".keys-")
     try:
         generate_keys(own)
         own.rename(keys_dir)

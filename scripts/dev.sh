@@ -80,8 +80,8 @@ case "$cmd" in
         setup
         echo "== ruff"; .venv/bin/ruff check edge tests; .venv/bin/ruff format --check edge tests
         echo "== mypy"; .venv/bin/mypy
-        # Two worker processes: the project's machine kind has two cores, and the suite
-        # is mostly waiting on one at a time (489 s in one process, 273 s in two).
+        # Two worker processes: the project's machine kind has two cores, and most tests
+        # keep one busy at most (489 s in one process, 273 s in two).
         # `scripts/dev.sh test -n 0 ...` runs in one process (e.g. for --pdb).
         echo "== pytest"; exec .venv/bin/pytest -n 2 "$@"
         ;;

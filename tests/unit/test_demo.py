@@ -3,6 +3,8 @@ each use a plan they wrote and verified, and leave one complete plan and key pai
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 import edge.plan.load
 import edge.transport.security as security
 from edge.config import PlanConfig
-from edge.demo import demo_keys, demo_plan
+from edge.demo import STALE_S, demo_keys, demo_plan
 from edge.plan.load import load_plan
 from edge.plan.sign import load_public_key
 from edge.sources.phantom import PhantomSource
@@ -82,3 +84,15 @@ def test_keys_are_made_once_and_another_runs_keys_are_kept(tmp_path, monkeypatch
     assert demo_keys(other) == other / "keys"
     assert (other / "keys" / "edge.key_secret").read_bytes() == theirs[0]
     assert _left_over(other) == []
+
+
+def test_what_a_killed_run_left_is_removed_by_a_later_one(tmp_path):
+    left = tmp_path / ".keys-killed"
+    left.mkdir()
+    (left / "edge.key_secret").write_text("half")
+    writing = tmp_path / ".demo-writing"  # another run's, being written now: kept
+    writing.mkdir()
+    hour_ago = time.time() - 2 * STALE_S
+    os.utime(left, (hour_ago, hour_ago))
+    demo_keys(tmp_path)
+    assert not left.exists() and writing.exists()
