@@ -18,6 +18,8 @@ from edge.app import RunOptions, execute
 from edge.bench import format_report
 from edge.cli import main
 from edge.config import EdgeConfig
+from edge.plan.load import load_plan
+from edge.plan.sign import load_public_key
 from support.net import free_endpoint
 
 
@@ -167,12 +169,16 @@ def test_two_demos_started_together_in_one_folder_both_register(tmp_path):
         assert "target registration error" in out and "plan refused" not in err
     demo = tmp_path / "out" / "demo"
     assert sorted(p.name for p in demo.iterdir()) == [
+        ".lock",
         "demo-signer.key",
         "demo-signer.pub",
         "keys",
         "plan",
         "plan.truth.json",
     ]
+    # What is left belongs together: the plan verifies with the key beside it.
+    public = load_public_key(demo / "demo-signer.pub")
+    assert load_plan(demo / "plan", public_key=public).signed
 
 
 BENCH_KEYS = {

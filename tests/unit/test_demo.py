@@ -11,8 +11,9 @@ import pytest
 
 import edge.plan.load
 import edge.transport.security as security
+from edge.cli import main
 from edge.config import PlanConfig
-from edge.demo import STALE_S, demo_keys, demo_plan
+from edge.demo import LOCK, STALE_S, demo_keys, demo_plan
 from edge.plan.load import load_plan
 from edge.plan.sign import load_public_key
 from edge.sources.phantom import PhantomSource
@@ -25,7 +26,7 @@ def phantom():
 
 
 def _left_over(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != LOCK)
 
 
 def test_a_run_started_beside_another_uses_the_plan_it_wrote(phantom, tmp_path, monkeypatch):
@@ -96,3 +97,13 @@ def test_what_a_killed_run_left_is_removed_by_a_later_one(tmp_path):
     os.utime(left, (hour_ago, hour_ago))
     demo_keys(tmp_path)
     assert not left.exists() and writing.exists()
+
+
+def test_a_folder_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    (tmp_path / "out").write_text("a file where the demo's folder would go")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGE_CONFIG", raising=False)
+    assert main(["run", "--frames", "1", "--no-publish", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write the demo's plan in out/demo" in err[0], err
+    assert "--plan" in err[0]
