@@ -70,10 +70,11 @@ class PipelineConfig:
     """The frame loop (edge/pipeline.py)."""
 
     # Read the next frame (decoding, depth alignment, rendering) in a second thread while
-    # the current one is processed, one frame ahead at most (edge/sources/readahead.py).
-    # Off by default: edge bench measured no gain worth its cost on 2 cores (0-3 % more
-    # frames per second, 0.1-0.3 ms more latency at the camera's rate): the reads hold
-    # the interpreter lock for most of their time (docs/benchmark.md).
+    # the current one is processed, one frame ahead at most (edge/sources/readahead.py);
+    # only from a source that is not paced (a replay read as fast as it goes: a camera's
+    # next frame is not there before it is due). Off by default: edge bench measured no
+    # gain worth its cost on 2 cores (0-3 % more frames per second): the reads hold the
+    # interpreter lock for most of their time (docs/benchmark.md).
     read_ahead: bool = False
     # Run registration, overlay, publish and the sinks in a second thread, overlapped with
     # tracking of the next frame (edge/pipeline.py); only with a plan. Off by default: on 2

@@ -227,6 +227,13 @@ class FrameSource(ABC):
         return 30.0
 
     @property
+    def paced(self) -> bool:
+        """Whether each frame comes at a clock's pace (a live camera, a real-time replay)
+        rather than as soon as it is read; read-ahead is only for a source that is not
+        (edge/sources/readahead.py)."""
+        return False
+
+    @property
     def camera_info(self) -> CameraInfo:
         """The device behind the frames; a generated source is named by its kind."""
         from edge import __version__

@@ -286,10 +286,12 @@ class Pipeline:
         names = [stage.name for stage in self.stages]
         split = names.index(str(self.split_before))
         head, tail = self.stages[:split], _Tail(self, self.stages[split:], on_result)
-        # Whether the next frame is already there; a source that cannot tell counts as
-        # having it (a replay reads its next frame at once).
+        # Whether the next frame is already there; a source that cannot tell has it unless
+        # it is paced (a camera's, a real-time replay's next frame is not due yet).
         frame_waiting = (
-            self.source.frame_waiting if isinstance(self.source, LookAhead) else lambda: True
+            self.source.frame_waiting
+            if isinstance(self.source, LookAhead)
+            else lambda: not self.source.paced
         )
         handed = 0
         with self.source:

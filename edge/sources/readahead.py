@@ -15,7 +15,8 @@ flight, which the inner source bounds, e.g. the camera's frame timeout) and clos
 the inner source.
 
 Heavy reads release the GIL (LZ4 and librealsense in C, numpy, OpenCV), which is
-what lets them run on the second core.
+what lets them run on the second core. :func:`with_read_ahead` wraps only a source that
+is not paced (a replay read as fast as it goes), see there.
 """
 
 from __future__ import annotations
@@ -130,5 +131,13 @@ class ReadAheadSource(WrappedSource):
 
 def with_read_ahead(source: FrameSource, enabled: bool) -> FrameSource:
     """``source`` behind a :class:`ReadAheadSource` when ``enabled`` (``[pipeline]
-    read_ahead``), else ``source`` itself."""
-    return ReadAheadSource(source) if enabled else source
+    read_ahead``) and it is not paced, else ``source`` itself.
+
+    A paced source (a camera, a real-time replay) has its next frame only when that is
+    due, while the loop is idle waiting for it: read ahead, the frame would come out of
+    the reader thread and be handed over, a thread wake-up later than the loop would
+    have read it itself (docs/benchmark.md). So such a source is read when the loop
+    asks, and read-ahead is for replays read as fast as they go."""
+    if enabled and source.paced:
+        log.info("read-ahead is off: %s gives its frames at its own pace", source.name)
+    return ReadAheadSource(source) if enabled and not source.paced else source

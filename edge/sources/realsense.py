@@ -164,6 +164,10 @@ class RealSenseSource(FrameSource):
         return float(self.config.fps)
 
     @property
+    def paced(self) -> bool:
+        return True
+
+    @property
     def camera_info(self) -> CameraInfo:
         camera = self._session.setup.camera if self._session is not None else None
         return camera or CameraInfo("Intel RealSense", self.serial or "")

@@ -125,6 +125,10 @@ class SyntheticSource(FrameSource):
         return self._fps
 
     @property
+    def paced(self) -> bool:
+        return self._pacer.timing is TimingMode.REALTIME
+
+    @property
     def intrinsics(self) -> Intrinsics:
         return self._intrinsics
 

@@ -25,6 +25,10 @@ class WrappedSource(FrameSource):
     def nominal_fps(self) -> float:
         return self.inner.nominal_fps
 
+    @property
+    def paced(self) -> bool:
+        return self.inner.paced
+
     def _open(self) -> None:
         if self.inner.state.value == "created":
             self.inner.open()

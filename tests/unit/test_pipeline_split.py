@@ -135,6 +135,24 @@ def test_with_no_frame_waiting_the_frame_finishes_in_the_loop_thread():
     assert head.threads == tail.threads == sink.threads == {threading.main_thread().name}
 
 
+class CameraPaced(CountingSource):
+    """Frames at a clock's pace (a camera's), and no way to tell more (not LookAhead)."""
+
+    @property
+    def paced(self) -> bool:
+        return True
+
+
+def test_a_paced_source_finishes_each_frame_in_the_loop_thread_when_the_tail_is_idle():
+    """Its next frame is not due when this one is tracked: no hand-over, no added latency."""
+    paced = _run(True, CameraPaced(8))
+    assert paced[3] == 8 and [r.frame.number for r in paced[2]] == list(range(1, 9))
+    head, tail, sink = paced[4]
+    assert head.threads == tail.threads == sink.threads == {threading.main_thread().name}
+    # A source that is not paced and cannot tell has its next frame: handed over.
+    assert _run(True, CountingSource(8))[4][1].threads == {"pipeline-tail"}
+
+
 def test_read_ahead_tells_when_its_next_frame_is_waiting():
     from edge.sources.readahead import ReadAheadSource
 

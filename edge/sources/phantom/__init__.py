@@ -200,6 +200,10 @@ class PhantomSource(FrameSource):
         return self.config.fps
 
     @property
+    def paced(self) -> bool:
+        return self._pacer.timing is TimingMode.REALTIME
+
+    @property
     def depth_scale_m(self) -> float:
         return self.config.depth_units_m
 

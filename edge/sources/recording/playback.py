@@ -147,6 +147,10 @@ class RecordingSource(FrameSource):
         return self._fps
 
     @property
+    def paced(self) -> bool:
+        return self._pacer.timing is TimingMode.REALTIME
+
+    @property
     def intrinsics(self) -> Intrinsics:
         if self._intrinsics is None:
             raise StateError("recording is not open", "open it first")

@@ -3,6 +3,7 @@ ahead at most, and a clean stop wherever its reader is."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -170,3 +171,20 @@ def test_inner_attributes_and_the_switch():
         frames = list(wrapped)
     assert [f.number for f in frames] == [1, 2, 3]
     assert all(np.array_equal(f.color, np.zeros((4, 4, 3), np.uint8)) for f in frames)
+
+
+def test_a_paced_source_is_read_when_the_loop_asks_not_ahead(caplog):
+    """Its next frame is not there before it is due: a reader thread would only hand it
+    over a wake-up later (docs/benchmark.md). The phantom and recordings are paced in
+    real-time timing only; wrappers say what their inner source says."""
+    from edge.frames import TimingMode
+    from edge.sources.calibrated import CalibratedSource
+    from edge.sources.phantom import PhantomSource
+
+    realtime = PhantomSource(scenario="static", frames=2, timing=TimingMode.REALTIME)
+    assert realtime.paced and not PhantomSource(scenario="static", frames=2).paced
+    camera = CalibratedSource(realtime, realtime.intrinsics)
+    assert camera.paced
+    with caplog.at_level(logging.INFO, logger="edge.sources.readahead"):
+        assert with_read_ahead(camera, True) is camera
+    assert "read-ahead is off: phantom gives its frames at its own pace" in caplog.text
