@@ -378,7 +378,10 @@ def _open_run_source(
 
     passes = [first]
     return LoopingSource(
-        lambda: passes.pop() if passes else build(), lambda: False, keep_truth=True
+        lambda: passes.pop() if passes else build(),
+        lambda: False,
+        keep_truth=True,
+        paced=first.paced,
     )
 
 

@@ -28,7 +28,8 @@ class LoopingSource(FrameSource):
     like one long session in which the head jumps at each pass boundary.
     ``passes`` counts completed passes. Ground truth is dropped when
     ``keep_truth`` is False (a theatre camera has none; it also keeps
-    accuracy bookkeeping out of memory measurements).
+    accuracy bookkeeping out of memory measurements). ``paced``: whether the passes are
+    (real-time timing).
     """
 
     name = "loop"
@@ -39,8 +40,10 @@ class LoopingSource(FrameSource):
         should_stop: Callable[[], bool],
         *,
         keep_truth: bool = False,
+        paced: bool = False,
     ) -> None:
         super().__init__()
+        self._paced = paced
         self._make_inner = make_inner
         self._should_stop = should_stop
         self._keep_truth = keep_truth
@@ -54,6 +57,10 @@ class LoopingSource(FrameSource):
     @property
     def nominal_fps(self) -> float:
         return self._inner.nominal_fps if self._inner is not None else 30.0
+
+    @property
+    def paced(self) -> bool:
+        return self._paced
 
     def _open(self) -> None:
         self._inner = self._make_inner()

@@ -236,3 +236,17 @@ def test_command_line_source_keeps_the_configured_playback() -> None:
     )
     src = run_source(RunOptions(config=cfg, source="x.db3"))
     assert (src.kind, src.path, src.timing, src.loop) == ("recording", "x.db3", "realtime", True)
+
+
+def test_a_looped_replay_is_paced_as_its_passes_are(recording: Path) -> None:
+    """So a real-time loop is read when the loop asks, not ahead (edge/sources/readahead.py)."""
+    from edge.app import _open_run_source
+    from edge.sources.readahead import ReadAheadSource, with_read_ahead
+
+    for timing, paced in (("realtime", True), ("deterministic", False)):
+        playback = dataclasses.replace(
+            EdgeConfig().source, kind="recording", path=str(recording), timing=timing, loop=True
+        )
+        looped = _open_run_source(playback, EdgeConfig(), None, 0)
+        assert looped.paced is paced
+        assert isinstance(with_read_ahead(looped, True), ReadAheadSource) is not paced
