@@ -37,7 +37,7 @@ SECRET = "edge.key_secret"  # in KEYS: the edge's secret key (the folder is put 
 LOCK = ".lock"  # held while a run puts its files in place
 PRIVATE = (".demo-", ".keys-")  # a run's own folders while it writes
 STALE_S = 3600.0
-FIX = "run edge in a folder it may write in (the demo's files go to out/demo), or pass --plan"
+WRITABLE = "run edge in a folder it may write in (the demo's files go to out/demo)"
 
 
 def demo_plan(source: Any, workdir: Path, limits: PlanConfig) -> Plan:
@@ -63,7 +63,9 @@ def demo_plan(source: Any, workdir: Path, limits: PlanConfig) -> Plan:
         finally:
             shutil.rmtree(own, ignore_errors=True)
     except OSError as exc:
-        raise SourceError(_cannot_write("plan", workdir, exc), FIX) from None
+        raise SourceError(
+            _cannot_write("plan", workdir, exc), f"{WRITABLE}, or pass --plan"
+        ) from None
     log.info("demo: plan generated from the phantom in %s, signed with a demo key", workdir / PLAN)
     return plan
 
@@ -88,7 +90,8 @@ def demo_keys(workdir: Path) -> Path:
         finally:
             shutil.rmtree(own, ignore_errors=True)
     except OSError as exc:
-        raise TransportError(_cannot_write("keys", workdir, exc), FIX) from None
+        fix = f"{WRITABLE}, or set [transport] keys_dir"
+        raise TransportError(_cannot_write("keys", workdir, exc), fix) from None
     return keys_dir
 
 
@@ -98,7 +101,7 @@ def _cannot_write(what: str, workdir: Path, exc: OSError) -> str:
 
 @contextlib.contextmanager
 def _locked(workdir: Path) -> Iterator[None]:
-    """Held while a run puts its files in place (released when the run ends, however)."""
+    """Held while a run puts its files in place (the kernel releases it if the run dies)."""
     with open(workdir / LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
