@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 PLAN = "plan"  # the plan folder in the demo folder (its truth file beside it)
 SIGNER = "demo-signer"  # the key pair it is signed with: demo-signer.key, demo-signer.pub
 KEYS = "keys"  # the CurveZMQ keys of the edge and one headset
-SECRET = "edge.key_secret"  # in KEYS: the edge's secret key (the folder is put in whole)
 LOCK = ".lock"  # held while a run puts its files in place
 PRIVATE = (".demo-", ".keys-")  # a run's own folders while it writes
 STALE_S = 3600.0
@@ -74,17 +73,18 @@ def demo_keys(workdir: Path) -> Path:
     """The folder of the demo's CurveZMQ keys (the edge's and one headset's, enrolled),
     made when missing (of runs making them at once, the first in place is kept). Raises
     TransportError when they cannot be written."""
-    from edge.transport.security import generate_keys
+    from edge.transport.security import EDGE_KEY_NAME, generate_keys
 
     keys_dir = workdir / KEYS
-    if (keys_dir / SECRET).exists():
+    secret = f"{EDGE_KEY_NAME}.key_secret"  # the folder is put in place whole
+    if (keys_dir / secret).exists():
         return keys_dir
     try:
         own = _private_folder(workdir, ".keys-")
         try:
             generate_keys(own / KEYS)
             with _locked(workdir):
-                if not (keys_dir / SECRET).exists():  # else another run's came first
+                if not (keys_dir / secret).exists():  # else another run's came first
                     _replace_folder(own / KEYS, keys_dir, own / "old")
                     log.info("demo: CurveZMQ keys for the edge and one headset in %s", keys_dir)
         finally:

@@ -47,6 +47,11 @@ class Pacer:
         self._sleep = sleep
         self._origin: tuple[float, float] | None = None  # (host s, device ms)
 
+    @property
+    def paced(self) -> bool:
+        """Whether frames wait for their time (the sources' ``FrameSource.paced``)."""
+        return self.timing is TimingMode.REALTIME
+
     def start(self, device_ms: float = 0.0) -> None:
         """Set the origin: ``device_ms`` is due now."""
         if self.timing is TimingMode.REALTIME:

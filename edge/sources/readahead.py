@@ -138,6 +138,9 @@ def with_read_ahead(source: FrameSource, enabled: bool) -> FrameSource:
     the reader thread and be handed over, a thread wake-up later than the loop would
     have read it itself (docs/benchmark.md). So such a source is read when the loop
     asks, and read-ahead is for replays read as fast as they go."""
-    if enabled and source.paced:
+    if not enabled:
+        return source
+    if source.paced:
         log.info("read-ahead is off: %s gives its frames at its own pace", source.name)
-    return ReadAheadSource(source) if enabled and not source.paced else source
+        return source
+    return ReadAheadSource(source)

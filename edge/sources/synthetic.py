@@ -126,7 +126,7 @@ class SyntheticSource(FrameSource):
 
     @property
     def paced(self) -> bool:
-        return self._pacer.timing is TimingMode.REALTIME
+        return self._pacer.paced
 
     @property
     def intrinsics(self) -> Intrinsics:

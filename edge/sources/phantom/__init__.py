@@ -201,7 +201,7 @@ class PhantomSource(FrameSource):
 
     @property
     def paced(self) -> bool:
-        return self._pacer.timing is TimingMode.REALTIME
+        return self._pacer.paced
 
     @property
     def depth_scale_m(self) -> float:

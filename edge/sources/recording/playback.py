@@ -148,7 +148,7 @@ class RecordingSource(FrameSource):
 
     @property
     def paced(self) -> bool:
-        return self._pacer.timing is TimingMode.REALTIME
+        return self._pacer.paced
 
     @property
     def intrinsics(self) -> Intrinsics:
