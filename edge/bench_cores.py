@@ -30,7 +30,8 @@ Timing = Literal["deterministic", "realtime"]
 HEADSET_COUNTS = (1, 8)
 PUBLISH_HZ = 60.0  # twice the camera's rate: the subscribers keep up, the run stays short
 MAX_PUBLISHED = 150  # overlays per headset count
-ROUNDS = 2  # replays each way, in turns
+FAST_ROUNDS = 6  # as-fast replays each way, in turns: the machine's speed drifts between them
+PACED_ROUNDS = 2  # camera-rate replays each way, in turns (5 s each)
 REALTIME_FRAMES = 150  # frames of each camera-rate replay (5 s at 30 fps)
 READY_TIMEOUT_S = 30.0  # spawn start-up, CURVE handshakes and subscriptions, loaded machine
 
@@ -108,26 +109,27 @@ def both_cores_figures(
     replay_options: Callable[..., Any],
 ) -> dict[str, Any]:
     """The recording replayed on one core (``[pipeline]`` read-ahead and overlapped stages
-    off) and on both (on), as fast as it goes, in turns (:data:`ROUNDS` each, so that load
-    from other processes hits both alike); then at the camera's rate (``realtime``
-    timing, at most :data:`REALTIME_FRAMES`), both ways, in turns as well (the median of
-    each way's end-to-end p50s).
+    off) and on both (on), as fast as it goes, in turns (:data:`FAST_ROUNDS` each, so that
+    load from other processes and the machine's drifting speed hit both alike); then at
+    the camera's rate (``realtime`` timing, at most :data:`REALTIME_FRAMES`), both ways, in
+    turns as well (:data:`PACED_ROUNDS` each; the median of each way's end-to-end p50s).
 
     ``both_cores_speedup`` = frames per second on both / on one, over all their rounds,
     as fast as it goes (where a frame waits for the ones before it: its end-to-end time
-    grows by that wait). ``end_to_end_ms_p50_realtime_*``: the latency a camera's frame
-    sees, both ways. ``replay_options``: :func:`edge.bench.replay_options` (passed in:
-    that module imports this one).
+    grows by that wait); ``both_cores_speedup_rounds``, the same of each round (one, then
+    both), shows how far it moves with the machine. ``end_to_end_ms_p50_realtime_*``: the
+    latency a camera's frame sees, both ways. ``replay_options``:
+    :func:`edge.bench.replay_options` (passed in: that module imports this one).
     """
     from edge.app import execute
 
     runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
-    for _ in range(ROUNDS):
+    for _ in range(FAST_ROUNDS):
         for both in (False, True):
             options = replay_options(_with(config, both, "deterministic"), made, folder)
             runs[both].append(execute(options).summary)
     paced: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
-    for _ in range(ROUNDS):
+    for _ in range(PACED_ROUNDS):
         for both in (False, True):
             options = replay_options(
                 _with(config, both, "realtime"), made, folder, frames=REALTIME_FRAMES
@@ -145,6 +147,10 @@ def both_cores_figures(
         "both_cores_fps": fps(True),
         "one_core_fps": fps(False),
         "both_cores_speedup": fps(True) / fps(False),
+        "both_cores_speedup_rounds": [
+            b["fps"] / o["fps"] if o["fps"] > 0 else float("nan")
+            for o, b in zip(runs[False], runs[True], strict=True)
+        ],
         "end_to_end_ms_p50_both_cores": median(True, "end_to_end_ms"),
         "end_to_end_ms_p50_one_core": median(False, "end_to_end_ms"),
         "pipeline_ms_both_cores": median(True, "frame_ms"),
@@ -302,9 +308,11 @@ def format_cores(r: dict[str, Any]) -> list[str]:
     """The lines of :func:`edge.bench.format_report` about read-ahead and headsets."""
     lines = []
     if "both_cores_speedup" in r:
+        rounds = r["both_cores_speedup_rounds"]
         lines.append(
             f"  both cores {r['both_cores_fps']:.1f} fps, one core {r['one_core_fps']:.1f} fps"
-            f" (x{r['both_cores_speedup']:.2f}); end-to-end p50"
+            f" (x{r['both_cores_speedup']:.2f}; rounds x{min(rounds):.2f} to x{max(rounds):.2f});"
+            " end-to-end p50"
             f" {r['end_to_end_ms_p50_both_cores']:.2f} / {r['end_to_end_ms_p50_one_core']:.2f} ms;"
             f" at the camera's rate {r['end_to_end_ms_p50_realtime_both_cores']:.2f} /"
             f" {r['end_to_end_ms_p50_realtime_one_core']:.2f} ms"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge.bench import format_report
+from edge.bench_cores import FAST_ROUNDS
 from edge.cli import main
 
 CORES_KEYS = {
@@ -20,6 +21,7 @@ CORES_KEYS = {
     "both_cores_fps",
     "one_core_fps",
     "both_cores_speedup",
+    "both_cores_speedup_rounds",
     "end_to_end_ms_p50_both_cores",
     "end_to_end_ms_p50_one_core",
     "pipeline_ms_both_cores",
@@ -59,10 +61,14 @@ def test_every_key_is_there_documented_and_consistent(report, repo_root):
     assert report["read_ahead"] is True and report["overlap_stages"] is True
     speedup = report["both_cores_fps"] / report["one_core_fps"]
     assert report["both_cores_speedup"] == pytest.approx(speedup, rel=1e-9)
+    rounds = report["both_cores_speedup_rounds"]
+    assert len(rounds) == FAST_ROUNDS and all(x > 0 for x in rounds)
+    assert min(rounds) - 1e-9 <= report["both_cores_speedup"] <= max(rounds) + 1e-9
     assert report["realtime_frames"] == 12
     assert report["end_to_end_ms_p50_realtime_both_cores"] > 0
     in_memory = {k: math.nan if v is None else v for k, v in report.items()}
-    assert f"x{report['both_cores_speedup']:.2f}" in format_report(in_memory)
+    text = format_report(in_memory)
+    assert f"x{report['both_cores_speedup']:.2f}; rounds x{min(rounds):.2f} to" in text
 
 
 def test_auto_runtime_is_resolved_once_and_recorded(report):
