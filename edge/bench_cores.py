@@ -102,6 +102,13 @@ def _with(config: EdgeConfig, both_cores: bool, timing: Timing) -> EdgeConfig:
     return dataclasses.replace(config, pipeline=pipeline, source=source)
 
 
+def _turns(round_: int) -> tuple[bool, bool]:
+    """Which way goes first in a round (False: one core): one then both, then both then one,
+    and so on, so that a machine speeding up or slowing down over the rounds does not
+    favour either way."""
+    return (False, True) if round_ % 2 == 0 else (True, False)
+
+
 def both_cores_figures(
     config: EdgeConfig,
     made: dict[str, Any],
@@ -109,28 +116,29 @@ def both_cores_figures(
     replay_options: Callable[..., Any],
 ) -> dict[str, Any]:
     """The recording replayed on one core (``[pipeline]`` read-ahead and overlapped stages
-    off) and on both (on), as fast as it goes, in turns (:data:`FAST_ROUNDS` each, so that
-    load from other processes and the machine's drifting speed hit both alike); then at
-    the camera's rate (``realtime`` timing, at most :data:`REALTIME_FRAMES`), both ways, in
-    turns as well (:data:`PACED_ROUNDS` each; the median of each way's end-to-end p50s).
+    off) and on both (on), as fast as it goes, in turns (:data:`FAST_ROUNDS` each, the
+    order reversed every other round, so that load from other processes and the machine's
+    drifting speed hit both alike); then at the camera's rate (``realtime`` timing, at
+    most :data:`REALTIME_FRAMES`), both ways, in turns as well (:data:`PACED_ROUNDS` each;
+    the median of each way's end-to-end p50s).
 
     ``both_cores_speedup`` = frames per second on both / on one, over all their rounds,
     as fast as it goes (where a frame waits for the ones before it: its end-to-end time
-    grows by that wait); ``both_cores_speedup_rounds``, the same of each round (one, then
-    both), shows how far it moves with the machine. ``end_to_end_ms_p50_realtime_*``: the
+    grows by that wait); ``both_cores_speedup_rounds``, the same of each round, shows how
+    far it moves with the machine. ``end_to_end_ms_p50_realtime_*``: the
     latency a camera's frame sees, both ways. ``replay_options``:
     :func:`edge.bench.replay_options` (passed in: that module imports this one).
     """
     from edge.app import execute
 
     runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
-    for _ in range(FAST_ROUNDS):
-        for both in (False, True):
+    for round_ in range(FAST_ROUNDS):
+        for both in _turns(round_):
             options = replay_options(_with(config, both, "deterministic"), made, folder)
             runs[both].append(execute(options).summary)
     paced: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
-    for _ in range(PACED_ROUNDS):
-        for both in (False, True):
+    for round_ in range(PACED_ROUNDS):
+        for both in _turns(round_):
             options = replay_options(
                 _with(config, both, "realtime"), made, folder, frames=REALTIME_FRAMES
             )
