@@ -151,13 +151,15 @@ def both_cores_figures(
     def median(both: bool, key: str, of: dict[bool, list[dict[str, Any]]] = runs) -> float:
         return float(np.median([r[key]["p50"] for r in of[both]]))
 
+    def ratio(both: float, one: float) -> float:
+        return both / one if one > 0 else float("nan")
+
     return {
         "both_cores_fps": fps(True),
         "one_core_fps": fps(False),
-        "both_cores_speedup": fps(True) / fps(False),
+        "both_cores_speedup": ratio(fps(True), fps(False)),
         "both_cores_speedup_rounds": [
-            b["fps"] / o["fps"] if o["fps"] > 0 else float("nan")
-            for o, b in zip(runs[False], runs[True], strict=True)
+            ratio(b["fps"], o["fps"]) for o, b in zip(runs[False], runs[True], strict=True)
         ],
         "end_to_end_ms_p50_both_cores": median(True, "end_to_end_ms"),
         "end_to_end_ms_p50_one_core": median(False, "end_to_end_ms"),
@@ -316,11 +318,11 @@ def format_cores(r: dict[str, Any]) -> list[str]:
     """The lines of :func:`edge.bench.format_report` about read-ahead and headsets."""
     lines = []
     if "both_cores_speedup" in r:
-        rounds = r["both_cores_speedup_rounds"]
+        rounds = [x for x in r["both_cores_speedup_rounds"] if x is not None and math.isfinite(x)]
+        spread = f"; rounds x{min(rounds):.2f} to x{max(rounds):.2f}" if rounds else ""
         lines.append(
             f"  both cores {r['both_cores_fps']:.1f} fps, one core {r['one_core_fps']:.1f} fps"
-            f" (x{r['both_cores_speedup']:.2f}; rounds x{min(rounds):.2f} to x{max(rounds):.2f});"
-            " end-to-end p50"
+            f" (x{r['both_cores_speedup']:.2f}{spread}); end-to-end p50"
             f" {r['end_to_end_ms_p50_both_cores']:.2f} / {r['end_to_end_ms_p50_one_core']:.2f} ms;"
             f" at the camera's rate {r['end_to_end_ms_p50_realtime_both_cores']:.2f} /"
             f" {r['end_to_end_ms_p50_realtime_one_core']:.2f} ms"

@@ -47,7 +47,7 @@ def report(tmp_path_factory) -> dict:
     )
     argv = ["bench", "--config", str(config), "--frames", "12", "--json"]
     out = io.StringIO()  # capsys is function-scoped; the bench runs once for the module
-    # Three rounds each way (alternating which goes first) keep the suite short.
+    # Three rounds each way, not six: the order and pairing are tests/unit/test_bench_cores.py's.
     with contextlib.redirect_stdout(out), pytest.MonkeyPatch.context() as patch:
         patch.setattr(bench_cores, "FAST_ROUNDS", 3)
         code = main([*argv, "--skin-triangles", "150000"])
