@@ -125,9 +125,9 @@ def both_cores_figures(
     ``both_cores_speedup`` = frames per second on both / on one, over all their rounds,
     as fast as it goes (where a frame waits for the ones before it: its end-to-end time
     grows by that wait); ``both_cores_speedup_rounds``, the same of each round, shows how
-    far it moves with the machine. ``end_to_end_ms_p50_realtime_*``: the
-    latency a camera's frame sees, both ways. ``replay_options``:
-    :func:`edge.bench.replay_options` (passed in: that module imports this one).
+    far it moves with the machine. ``end_to_end_ms_p50_realtime_*``: the latency a
+    camera's frame sees, both ways. ``replay_options``: :func:`edge.bench.replay_options`
+    (passed in: that module imports this one).
     """
     from edge.app import execute
 

@@ -48,7 +48,7 @@ def test_rounds_alternate_and_each_ratio_pairs_one_round(monkeypatch: pytest.Mon
 
     fast = [both for timing, both in calls if timing == "deterministic"]
     paced = [both for timing, both in calls if timing == "realtime"]
-    assert fast == [False, True, True, False, False, True, True, False]  # one first, then both
+    assert fast == [False, True, True, False, False, True, True, False]  # one core: False
     assert paced == [False, True, True, False]
     rounds = figures["both_cores_speedup_rounds"]
     assert rounds == pytest.approx([1.0, 1.1, 1.2, 1.3])
